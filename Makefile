@@ -1,0 +1,51 @@
+# Two commands do all the set-up on a fresh machine:
+#   make serve   - make .venv, install the server, start it with the browser demo (embedded default)
+#   make test    - make .venv, install the dev and sglang extras and chromium, run lint, types and tests
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+BASE_STAMP := $(VENV)/.streamvoice-base
+DEV_STAMP := $(VENV)/.streamvoice-dev
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SERVE_ARGS ?=
+
+.PHONY: serve test lint typecheck pytest chromium clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[dev,sglang]'
+	touch $@ $(BASE_STAMP)
+
+chromium:  ## install Debian's chromium for the browser tests when it is missing
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+		else echo "chromium missing and not root: the browser tests will be skipped" >&2; fi; }
+
+serve: $(BASE_STAMP)  ## start the server with the browser demo on the embedded default
+	$(BIN)/realtime serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
+
+lint: $(DEV_STAMP)  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(DEV_STAMP)  ## mypy on the strictly typed packages
+	$(BIN)/mypy streaming_parser realtime
+
+pytest: $(DEV_STAMP) chromium  ## run every test
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
+
+test: lint typecheck pytest  ## lint, types and every test
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,157 @@
+"""The contract between a response and the LLM that produces its tokens.
+
+A backend receives the conversation as a list of `PromptTurn` (already stripped of Realtime wire details) and
+yields `TokenChunk`s holding only the *new* output ids since the previous chunk: cumulative streams are
+normalised inside the backend. Every backend owns its prompt format, its tokenizer (`TextCodec`) and the
+`VocabLayout` that the parser classifies ids with.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from streaming_parser import VocabLayout
+
+
+class FinishReason(enum.Enum):
+    """Why the LLM stopped; maps onto the Realtime response status."""
+
+    STOP = "stop"  # <|EOT|> or a stop id: response completed
+    LENGTH = "length"  # max_new_tokens reached: response incomplete (max_output_tokens)
+    ABORT = "abort"  # aborted by us (cancel) or by the server
+
+
+class BackendError(Exception):
+    """A recoverable failure of one generation: the response fails, the session lives on.
+
+    Attributes:
+        code: short machine-readable reason (e.g. ``connection_refused``, ``http_503``, ``timeout``,
+            ``stream_cut``, ``server_error``, ``audio_dropped``).
+        message: human-readable explanation that is safe to show to a client.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings of one response (Step-Audio-2 defaults)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 4096
+    repetition_penalty: float = 1.05
+
+
+@dataclass(frozen=True)
+class PromptTurn:
+    """One turn of the conversation, in order, as the prompt builder needs it.
+
+    Attributes:
+        role: ``system`` (instructions), ``user``, ``assistant`` or ``tool`` (a function result).
+        text: the text of the turn, if any (user text, assistant transcript or text reply, tool output).
+        audio_pcm16: user speech as little-endian PCM16 mono at ``audio_sample_rate`` Hz, if any.
+        audio_sample_rate: sample rate of ``audio_pcm16`` (the Realtime input rate, 24 kHz by default).
+        output_ids: raw LLM output ids of an earlier assistant turn (already cut at the truncation point),
+            so a spoken answer is re-inserted exactly as generated; ``None`` when only text is known.
+        spoken: whether an assistant turn was a spoken (``<tts_start>``) answer.
+        name: function name for ``tool`` turns.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
+    text: str | None = None
+    audio_pcm16: bytes | None = None
+    audio_sample_rate: int = 24_000
+    output_ids: tuple[int, ...] | None = None
+    spoken: bool = False
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationInput:
+    """Everything a backend needs to start one generation.
+
+    Attributes:
+        rid: our request id; the backend sends it to SGLang so the request can be aborted by it.
+        turns: the conversation, oldest first, not including the reply being generated.
+        instructions: the session instructions (the system turn); empty for none.
+        speak: True for a spoken reply (prompt ends with ``<tts_start>``), False for text only.
+        sampling: sampling parameters.
+    """
+
+    rid: str
+    turns: Sequence[PromptTurn]
+    instructions: str = ""
+    speak: bool = True
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class TokenChunk:
+    """New output ids since the previous chunk (never cumulative), and the finish reason on the last one.
+
+    Attributes:
+        ids: newly generated token ids, possibly empty (e.g. a final chunk that only carries the reason).
+        finish_reason: set on the last chunk of a generation, None before.
+        prompt_tokens: prompt length the LLM reported (for usage and the audio placeholder check).
+        completion_tokens: total output tokens so far as reported by the LLM.
+    """
+
+    ids: tuple[int, ...]
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@runtime_checkable
+class TextCodec(Protocol):
+    """Text <-> ids for one model's tokenizer. Implementations are pure and thread-safe."""
+
+    def encode(self, text: str) -> list[int]:
+        """Text to ids, without adding special tokens."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Ids to text; special ids render as their token strings."""
+        ...
+
+
+class LLMBackend(Protocol):
+    """A source of Step-Audio-2 token streams. One instance serves every session of the server."""
+
+    @property
+    def name(self) -> str:
+        """Short name shown in /health and logs (``synthetic``, ``sglang``, ``sglang-engine``)."""
+        ...
+
+    @property
+    def vocab(self) -> VocabLayout:
+        """The id layout the parser classifies this backend's output with."""
+        ...
+
+    @property
+    def text_codec(self) -> TextCodec:
+        """Detokenizer for transcript text."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and check the LLM is reachable and serves the expected model; raise BackendError if not."""
+        ...
+
+    def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
+        """Stream the reply. Raises BackendError on failure. Closing the iterator early aborts the request."""
+        ...
+
+    async def abort(self, rid: str) -> None:
+        """Abort a request by id; idempotent, cheap if it already finished, never raises."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and workers."""
+        ...

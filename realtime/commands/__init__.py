@@ -1,0 +1,1 @@
+"""Sub-commands of the `realtime` CLI (see realtime/cli.py for the module contract)."""
