@@ -1,0 +1,173 @@
+"""Server configuration: one frozen dataclass, filled from defaults, ``STREAMVOICE_*`` env vars and CLI flags.
+
+Precedence (lowest to highest): dataclass defaults < environment variables < explicit CLI flags. Every field
+has an environment variable named ``STREAMVOICE_<FIELD NAME IN UPPER CASE>``; see `ENV_PREFIX` and
+`ServerConfig.from_env`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast, get_args
+
+BackendKind = Literal["synthetic", "sglang", "sglang-engine"]
+DtypeName = Literal["float32", "float16", "bfloat16"]
+
+ENV_PREFIX = "STREAMVOICE_"
+CACHE_ENV = "STREAMVOICE_CACHE"
+DEFAULT_CACHE_DIR = Path("~/.cache/streamvoice")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+# Token2Wav hop schedule (TOKEN2WAV.md §6.1): a short first hop for latency, then the reference hop of 25.
+DEFAULT_FIRST_HOP_TOKENS = 10
+DEFAULT_HOP_TOKENS = 25
+MIN_HOP_TOKENS = 5  # below this the first Token2Wav call emits no audio (960*H - 3840 <= 0)
+# A GPU-served 7B model streams roughly 60-100 tokens/s; real time needs >= ~32 tokens/s in TA4.
+DEFAULT_SYNTHETIC_TOKENS_PER_SECOND = 80.0
+DEFAULT_MAX_SESSIONS = 32
+DEFAULT_WORKER_QUEUE = 64  # pending Token2Wav steps across all streams before submit() waits
+DEFAULT_MAX_AUDIO_DELTA_MS = 100  # REALTIME_PROTOCOL.md §11: 20-100 ms per output_audio.delta
+DEFAULT_SGLANG_URL = "http://127.0.0.1:30000"
+
+
+def default_cache_dir() -> Path:
+    """The folder for generated artefacts (the embedded tiny Token2Wav): ``$STREAMVOICE_CACHE`` or ~/.cache."""
+    raw = os.environ.get(CACHE_ENV)
+    return Path(raw).expanduser() if raw else DEFAULT_CACHE_DIR.expanduser()
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server process needs at start-up. Immutable; build a new one with `dataclasses.replace`.
+
+    Attributes:
+        host: interface to bind (127.0.0.1 by default; 0.0.0.0 to expose it).
+        port: TCP port.
+        backend: which LLM token source to use: ``synthetic`` (no model), ``sglang`` (HTTP server) or
+            ``sglang-engine`` (in-process ``sglang.Engine``).
+        model_path: Step-Audio-2 model folder or hub id (tokenizer + LLM weights) for the SGLang backends.
+        sglang_url: base URL of a running SGLang server for ``backend="sglang"``.
+        token2wav_dir: folder of Token2Wav weights (flow.pt, hift.pt, campplus.onnx, ...). ``None`` means the
+            embedded demo: a tiny random-weight model generated once into ``cache_dir``.
+        cache_dir: where the embedded tiny model is written.
+        device: torch device of the Token2Wav model (``cpu``, ``cuda``, ``cuda:1``).
+        dtype: torch dtype name of the Token2Wav model.
+        first_hop_tokens: audio tokens in the first Token2Wav chunk (latency lever).
+        hop_tokens: audio tokens per later chunk.
+        voices: extra voices as (name, wav path) pairs; the shipped ``default`` voice is always present.
+        default_voice: voice used when a session does not choose one.
+        synthetic_tokens_per_second: emission rate of the synthetic backend.
+        synthetic_seed: base seed of the synthetic backend's deterministic stream.
+        max_sessions: concurrent WebSocket sessions accepted before new ones are refused.
+        worker_queue: bounded number of pending Token2Wav steps on the inference worker.
+        max_audio_delta_ms: longest audio slice per ``output_audio.delta``.
+        log_level: logging level name.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    backend: BackendKind = "synthetic"
+    model_path: str | None = None
+    sglang_url: str = DEFAULT_SGLANG_URL
+    token2wav_dir: Path | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    device: str = "cpu"
+    dtype: DtypeName = "float32"
+    first_hop_tokens: int = DEFAULT_FIRST_HOP_TOKENS
+    hop_tokens: int = DEFAULT_HOP_TOKENS
+    voices: tuple[tuple[str, Path], ...] = ()
+    default_voice: str = "default"
+    synthetic_tokens_per_second: float = DEFAULT_SYNTHETIC_TOKENS_PER_SECOND
+    synthetic_seed: int = 0
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    worker_queue: int = DEFAULT_WORKER_QUEUE
+    max_audio_delta_ms: int = DEFAULT_MAX_AUDIO_DELTA_MS
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.backend not in get_args(BackendKind):
+            raise ValueError(f"backend must be one of {get_args(BackendKind)}, got {self.backend!r}")
+        if self.dtype not in get_args(DtypeName):
+            raise ValueError(f"dtype must be one of {get_args(DtypeName)}, got {self.dtype!r}")
+        if not MIN_HOP_TOKENS <= self.first_hop_tokens:
+            raise ValueError(f"first_hop_tokens must be >= {MIN_HOP_TOKENS}, got {self.first_hop_tokens}")
+        if not MIN_HOP_TOKENS <= self.hop_tokens:
+            raise ValueError(f"hop_tokens must be >= {MIN_HOP_TOKENS}, got {self.hop_tokens}")
+        if self.synthetic_tokens_per_second <= 0:
+            raise ValueError("synthetic_tokens_per_second must be > 0")
+        if self.max_sessions < 1 or self.worker_queue < 1:
+            raise ValueError("max_sessions and worker_queue must be >= 1")
+        if not 20 <= self.max_audio_delta_ms <= 100:  # REALTIME_PROTOCOL.md §11.1
+            raise ValueError("max_audio_delta_ms must be within 20..100")
+        if not 0 < self.port < 65536 and self.port != 0:
+            raise ValueError(f"port out of range: {self.port}")
+
+    @property
+    def is_embedded_token2wav(self) -> bool:
+        """True when no Token2Wav weights were given and the random-weight tiny model is used."""
+        return self.token2wav_dir is None
+
+    @property
+    def embedded_token2wav_dir(self) -> Path:
+        """Where the tiny random-weight Token2Wav lives (generated on first start)."""
+        return self.cache_dir / "token2wav-tiny"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
+        """Defaults, then ``STREAMVOICE_*`` variables, then ``overrides`` (None values are ignored).
+
+        ``STREAMVOICE_VOICES`` is a comma-separated list of ``name=path.wav``.
+
+        Raises:
+            ValueError: a variable or override does not parse or fails validation.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse_field(f.name, raw)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def parse_voice_spec(spec: str) -> tuple[str, Path]:
+    """Parse ``name=path.wav`` (the ``--voice`` flag).
+
+    Raises:
+        ValueError: no ``=``, empty name or empty path.
+    """
+    name, sep, path = spec.partition("=")
+    name, path = name.strip(), path.strip()
+    if not sep or not name or not path:
+        raise ValueError(f"voice must be NAME=PATH.wav, got {spec!r}")
+    return name, Path(path).expanduser()
+
+
+_INT_FIELDS = {"port", "first_hop_tokens", "hop_tokens", "synthetic_seed", "max_sessions", "worker_queue"}
+_INT_FIELDS |= {"max_audio_delta_ms"}
+_PATH_FIELDS = {"token2wav_dir", "cache_dir"}
+
+
+def _parse_field(name: str, raw: str) -> object:
+    try:
+        if name in _INT_FIELDS:
+            return int(raw)
+        if name == "synthetic_tokens_per_second":
+            return float(raw)
+        if name in _PATH_FIELDS:
+            return Path(raw).expanduser()
+        if name == "voices":
+            return tuple(parse_voice_spec(part) for part in raw.split(",") if part.strip())
+        if name == "backend":
+            return cast(BackendKind, raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}: {exc}") from exc

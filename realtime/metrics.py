@@ -1,0 +1,111 @@
+"""Prometheus metrics of one server (one registry per app, never the process-global one).
+
+Thread-safety: prometheus-client metrics are thread-safe; every method here may be called from the event loop
+or the worker thread.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+METRIC_PREFIX = "streamvoice"
+# Time to first audio: bucket edges in seconds around the 0.2-1.5 s range the design targets.
+TTFA_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+# Real-time factor = decode seconds / audio seconds per Token2Wav chunk; < 1 keeps up with playback.
+RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+
+
+class Metrics:
+    """The server's counters, gauges and histograms on a private `CollectorRegistry`.
+
+    Attributes:
+        registry: the registry `/metrics` renders.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        p = METRIC_PREFIX
+        self._active_sessions = Gauge(
+            f"{p}_active_sessions", "Open WebSocket sessions", registry=self.registry
+        )
+        self._sessions = Counter(f"{p}_sessions", "WebSocket sessions accepted", registry=self.registry)
+        self._responses = Counter(
+            f"{p}_responses", "Responses finished, by final status", ["status"], registry=self.registry
+        )
+        self._active_responses = Gauge(
+            f"{p}_active_responses", "Responses currently generating", registry=self.registry
+        )
+        self._cancels = Counter(
+            f"{p}_response_cancels", "Responses cancelled, by reason", ["reason"], registry=self.registry
+        )
+        self._errors = Counter(f"{p}_errors", "Errors, by code", ["code"], registry=self.registry)
+        self._ttfa = Histogram(
+            f"{p}_time_to_first_audio_seconds",
+            "Time from response start to the first decoded audio chunk",
+            buckets=TTFA_BUCKETS,
+            registry=self.registry,
+        )
+        self._rtf = Histogram(
+            f"{p}_token2wav_real_time_factor",
+            "Token2Wav decode time divided by the audio duration it produced, per step",
+            buckets=RTF_BUCKETS,
+            registry=self.registry,
+        )
+        self._audio_seconds = Counter(
+            f"{p}_output_audio_seconds", "Seconds of audio generated", registry=self.registry
+        )
+        self._output_tokens = Counter(f"{p}_output_tokens", "LLM tokens generated", registry=self.registry)
+
+    # sessions (called by the app / session layer)
+    def session_opened(self) -> None:
+        """A WebSocket session was accepted."""
+        self._sessions.inc()
+        self._active_sessions.inc()
+
+    def session_closed(self) -> None:
+        """A WebSocket session ended (any reason)."""
+        self._active_sessions.dec()
+
+    @property
+    def active_sessions(self) -> int:
+        """Open sessions right now."""
+        return int(self._active_sessions._value.get())
+
+    # responses
+    def response_started(self) -> None:
+        """A response began generating."""
+        self._active_responses.inc()
+
+    def response_finished(self, status: str) -> None:
+        """A response ended with a Realtime status (completed, incomplete, cancelled, failed)."""
+        self._active_responses.dec()
+        self._responses.labels(status=status).inc()
+
+    def response_cancelled(self, reason: str) -> None:
+        """A response was cancelled (``client_cancelled``, ``turn_detected``, ``disconnected``...)."""
+        self._cancels.labels(reason=reason).inc()
+
+    def error(self, code: str) -> None:
+        """An error event was sent or a response failed with ``code``."""
+        self._errors.labels(code=code).inc()
+
+    # pipeline (called by realtime.pipeline)
+    def observe_time_to_first_audio(self, seconds: float) -> None:
+        """Seconds from response start to its first decoded audio chunk."""
+        self._ttfa.observe(seconds)
+
+    def observe_decode(self, decode_seconds: float, audio_seconds: float) -> None:
+        """One Token2Wav step took ``decode_seconds`` and produced ``audio_seconds`` of audio."""
+        if audio_seconds > 0:
+            self._rtf.observe(decode_seconds / audio_seconds)
+            self._audio_seconds.inc(audio_seconds)
+
+    def observe_output_tokens(self, count: int) -> None:
+        """``count`` LLM tokens were generated."""
+        if count > 0:
+            self._output_tokens.inc(count)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of this registry and its content type, for ``GET /metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
