@@ -1,0 +1,366 @@
+// streamvoice browser demo: push-to-talk over the OpenAI Realtime GA protocol.
+// Capture and playback run in AudioWorklets on one 24 kHz AudioContext; the page only moves PCM16
+// between the worklets and the WebSocket and renders the conversation and live figures.
+const SAMPLE_RATE = 24000;
+const CAPTURE_FRAME_SAMPLES = 960; // 40 ms per input_audio_buffer.append
+const MIN_COMMIT_MS = 100; // the server rejects shorter commits (input_audio_buffer_commit_empty)
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $("status"), banner: $("banner"), voice: $("voice"), talk: $("talk"), reconnect: $("reconnect"),
+  form: $("text-form"), input: $("text-input"), send: $("send"), transcript: $("transcript"), log: $("log"),
+  ttfa: $("ttfa"), received: $("received"), played: $("played"), underruns: $("underruns"),
+  responseStatus: $("response-status"),
+};
+
+// Everything the tests (and curious people) may read lives on window.demo.
+const demo = {
+  ws: null, audio: null, playback: null, capture: null, micStream: null,
+  talking: false, capturedSamples: 0,
+  response: null, // { id, itemId, createdAt, firstAudioAt, receivedSamples, bubble }
+  lastResponseCreateAt: 0,
+  stats: { played: 0, buffered: 0, underruns: 0, ttfaMs: null, receivedSamples: 0 },
+  sessionCreated: false, events: [], embeddedDemo: null,
+};
+window.demo = demo;
+
+function setStatus(state, text) {
+  ui.status.dataset.state = state;
+  ui.status.className = `status status-${state}`;
+  ui.status.textContent = text;
+}
+
+function log(direction, event) {
+  const text = `${direction} ${event.type}${event.error ? `: ${event.error.message}` : ""}`;
+  demo.events.push({ direction, type: event.type });
+  if (demo.events.length > 500) demo.events.shift();
+  const li = document.createElement("li");
+  li.textContent = text;
+  ui.log.appendChild(li);
+  while (ui.log.childElementCount > 200) ui.log.firstElementChild.remove();
+}
+
+function send(event) {
+  if (!demo.ws || demo.ws.readyState !== WebSocket.OPEN) return false;
+  demo.ws.send(JSON.stringify(event));
+  if (event.type !== "input_audio_buffer.append") log("→", event);
+  return true;
+}
+
+function addBubble(role, text, extraClass) {
+  const li = document.createElement("li");
+  li.className = extraClass ? `${role} ${extraClass}` : role;
+  li.textContent = text;
+  ui.transcript.appendChild(li);
+  li.scrollIntoView({ block: "nearest" });
+  return li;
+}
+
+// ---- PCM helpers -------------------------------------------------------------------------------
+function floatToPcm16Base64(samples) {
+  const bytes = new Uint8Array(samples.length * 2);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < samples.length; i++) {
+    const s = Math.max(-1, Math.min(1, samples[i]));
+    view.setInt16(i * 2, s < 0 ? s * 0x8000 : s * 0x7fff, true);
+  }
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+function pcm16Base64ToFloat(b64) {
+  const binary = atob(b64);
+  const count = binary.length >> 1;
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    let v = binary.charCodeAt(2 * i) | (binary.charCodeAt(2 * i + 1) << 8);
+    if (v >= 0x8000) v -= 0x10000;
+    out[i] = v / 0x8000;
+  }
+  return out;
+}
+
+// ---- audio graph -------------------------------------------------------------------------------
+async function ensureAudio() {
+  if (demo.audio) {
+    if (demo.audio.state === "suspended") await demo.audio.resume();
+    return;
+  }
+  const ctx = new AudioContext({ sampleRate: SAMPLE_RATE });
+  await ctx.audioWorklet.addModule("playback-worklet.js");
+  await ctx.audioWorklet.addModule("capture-worklet.js");
+  const playback = new AudioWorkletNode(ctx, "playback-processor", {
+    numberOfInputs: 0, outputChannelCount: [1],
+    processorOptions: { cushionSamples: Math.round(0.15 * SAMPLE_RATE) },
+  });
+  playback.port.onmessage = (e) => {
+    if (e.data.type === "stats") {
+      Object.assign(demo.stats, { played: e.data.played, buffered: e.data.buffered, underruns: e.data.underruns });
+      renderFigures();
+    }
+  };
+  playback.connect(ctx.destination);
+  demo.audio = ctx;
+  demo.playback = playback;
+  if (ctx.state === "suspended") await ctx.resume();
+}
+
+async function ensureMicrophone() {
+  if (demo.capture) return;
+  const stream = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
+  });
+  const source = demo.audio.createMediaStreamSource(stream);
+  const capture = new AudioWorkletNode(demo.audio, "capture-processor", {
+    numberOfOutputs: 0, processorOptions: { frameSamples: CAPTURE_FRAME_SAMPLES },
+  });
+  capture.port.onmessage = (e) => {
+    if (!demo.talking) return;
+    demo.capturedSamples += e.data.length;
+    send({ type: "input_audio_buffer.append", audio: floatToPcm16Base64(e.data) });
+  };
+  source.connect(capture);
+  demo.micStream = stream;
+  demo.capture = capture;
+}
+
+// ---- interruption ------------------------------------------------------------------------------
+function assistantAudible() {
+  return (demo.response && !demo.response.done) || demo.stats.buffered > 0;
+}
+
+function interrupt() {
+  const r = demo.response;
+  if (!r) return;
+  const playedMs = Math.floor((demo.stats.played / SAMPLE_RATE) * 1000);
+  demo.playback && demo.playback.port.postMessage({ type: "flush" });
+  if (!r.done) send({ type: "response.cancel" });
+  if (r.itemId && r.receivedSamples > 0) {
+    const sentMs = Math.floor((r.receivedSamples / SAMPLE_RATE) * 1000);
+    send({ type: "conversation.item.truncate", item_id: r.itemId, content_index: 0,
+           audio_end_ms: Math.min(playedMs, sentMs) });
+  }
+  if (r.bubble) r.bubble.classList.add("cancelled");
+  r.interrupted = true;
+}
+
+// ---- push to talk ------------------------------------------------------------------------------
+async function startTalking() {
+  if (demo.talking || !demo.sessionCreated) return;
+  await ensureAudio();
+  try {
+    await ensureMicrophone();
+  } catch (err) {
+    addBubble("error", `microphone unavailable: ${err.message}`);
+    return;
+  }
+  if (assistantAudible()) interrupt();
+  demo.talking = true;
+  demo.capturedSamples = 0;
+  send({ type: "input_audio_buffer.clear" });
+  ui.talk.setAttribute("aria-pressed", "true");
+  ui.talk.firstChild.textContent = "Listening… release to send ";
+}
+
+function stopTalking() {
+  if (!demo.talking) return;
+  demo.talking = false;
+  ui.talk.setAttribute("aria-pressed", "false");
+  ui.talk.firstChild.textContent = "Hold to talk ";
+  const ms = (demo.capturedSamples / SAMPLE_RATE) * 1000;
+  if (ms < MIN_COMMIT_MS) {
+    send({ type: "input_audio_buffer.clear" });
+    addBubble("error", "too short: hold the button while you speak");
+    return;
+  }
+  send({ type: "input_audio_buffer.commit" });
+  addBubble("user", `🎤 voice message (${(ms / 1000).toFixed(1)} s)`);
+  requestResponse();
+}
+
+function requestResponse() {
+  demo.lastResponseCreateAt = performance.now();
+  send({ type: "response.create" });
+}
+
+async function sendText(text) {
+  await ensureAudio();
+  if (assistantAudible()) interrupt();
+  send({ type: "conversation.item.create",
+         item: { type: "message", role: "user", content: [{ type: "input_text", text }] } });
+  addBubble("user", text);
+  requestResponse();
+}
+
+// ---- server events -----------------------------------------------------------------------------
+function renderFigures() {
+  const r = demo.response;
+  ui.ttfa.textContent = demo.stats.ttfaMs == null ? "–" : `${Math.round(demo.stats.ttfaMs)} ms`;
+  ui.received.textContent = `${((r ? r.receivedSamples : 0) / SAMPLE_RATE).toFixed(2)} s`;
+  ui.played.textContent = `${(demo.stats.played / SAMPLE_RATE).toFixed(2)} s`;
+  ui.underruns.textContent = String(demo.stats.underruns);
+}
+
+function onServerEvent(event) {
+  if (event.type !== "response.output_audio.delta") log("←", event);
+  switch (event.type) {
+    case "session.created":
+      demo.sessionCreated = true;
+      configureSession();
+      setStatus("open", "connected");
+      for (const el of [ui.talk, ui.input, ui.send]) el.disabled = false;
+      break;
+    case "response.created": {
+      demo.playback && demo.playback.port.postMessage({ type: "reset-stats" });
+      demo.stats.played = 0;
+      demo.stats.underruns = 0;
+      demo.stats.ttfaMs = null;
+      demo.response = { id: event.response.id, itemId: null, receivedSamples: 0, bubble: null, done: false,
+                        createdAt: demo.lastResponseCreateAt || performance.now() };
+      ui.responseStatus.textContent = "in progress";
+      ui.voice.disabled = true; // the server refuses voice changes once audio has been produced
+      break;
+    }
+    case "response.output_item.added":
+      if (demo.response && event.item && event.item.role === "assistant") demo.response.itemId = event.item.id;
+      break;
+    case "response.output_audio.delta": {
+      const r = demo.response;
+      if (!r || r.interrupted) break; // stale audio from a response we cut off
+      const samples = pcm16Base64ToFloat(event.delta);
+      if (r.receivedSamples === 0) demo.stats.ttfaMs = performance.now() - r.createdAt;
+      r.itemId = r.itemId || event.item_id;
+      r.receivedSamples += samples.length;
+      demo.stats.receivedSamples = r.receivedSamples;
+      demo.playback.port.postMessage({ type: "push", samples }, [samples.buffer]);
+      renderFigures();
+      break;
+    }
+    case "response.output_audio_transcript.delta":
+    case "response.output_text.delta": {
+      const r = demo.response;
+      if (!r || r.interrupted) break;
+      if (!r.bubble) r.bubble = addBubble("assistant", "");
+      r.bubble.textContent += event.delta;
+      break;
+    }
+    case "conversation.item.input_audio_transcription.completed":
+      if (event.transcript) addBubble("user", `🎤 ${event.transcript}`);
+      break;
+    case "input_audio_buffer.speech_started":
+      demo.playback && demo.playback.port.postMessage({ type: "flush" });
+      break;
+    case "response.done": {
+      const r = demo.response;
+      const status = event.response ? event.response.status : "done";
+      if (r) r.done = true;
+      demo.playback && demo.playback.port.postMessage({ type: "end" });
+      const reason = event.response && event.response.status_details && event.response.status_details.reason;
+      ui.responseStatus.textContent = reason ? `${status} (${reason})` : status;
+      if (status === "failed") {
+        const err = event.response.status_details && event.response.status_details.error;
+        addBubble("error", `response failed: ${err ? err.message : "unknown error"}`);
+      }
+      break;
+    }
+    case "error":
+      // Recoverable by design: the socket stays open. Races after an interrupt are expected and quiet.
+      if (!["response_cancel_not_active"].includes(event.error.code)) {
+        addBubble("error", `${event.error.code || event.error.type}: ${event.error.message}`);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+function configureSession() {
+  const session = {
+    type: "realtime",
+    output_modalities: ["audio"],
+    audio: {
+      input: { format: { type: "audio/pcm", rate: SAMPLE_RATE }, turn_detection: null },
+      output: { format: { type: "audio/pcm", rate: SAMPLE_RATE } },
+    },
+  };
+  if (ui.voice.value) session.audio.output.voice = ui.voice.value;
+  send({ type: "session.update", session });
+}
+
+// ---- connection --------------------------------------------------------------------------------
+function connect() {
+  const params = new URLSearchParams(location.search);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const model = params.get("model") || "step-audio-2-mini";
+  const protocols = ["realtime"];
+  if (params.get("key")) protocols.push(`openai-insecure-api-key.${params.get("key")}`);
+  setStatus("connecting", "connecting…");
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/realtime?model=${encodeURIComponent(model)}`, protocols);
+  demo.ws = ws;
+  demo.sessionCreated = false;
+  ws.onmessage = (msg) => {
+    try {
+      onServerEvent(JSON.parse(msg.data));
+    } catch (err) {
+      console.error("bad server event", err);
+    }
+  };
+  ws.onclose = (e) => {
+    setStatus("closed", `disconnected (${e.code}${e.reason ? `: ${e.reason}` : ""})`);
+    for (const el of [ui.talk, ui.input, ui.send]) el.disabled = true;
+    ui.reconnect.hidden = false;
+  };
+  ws.onerror = () => setStatus("error", "connection error");
+}
+
+async function loadServerInfo() {
+  try {
+    const res = await fetch("/v1/voices");
+    const info = await res.json();
+    const list = Array.isArray(info) ? info : info.voices || [];
+    const names = list.map((v) => (typeof v === "string" ? v : v.name || v.id));
+    const current = info.default || names[0];
+    ui.voice.replaceChildren(...names.map((n) => new Option(n, n, n === current, n === current)));
+    ui.voice.disabled = names.length < 2;
+    demo.embeddedDemo = Boolean(info.embedded_demo ?? info.is_embedded_demo);
+  } catch (err) {
+    console.warn("voice list unavailable", err);
+  }
+  try {
+    const health = await (await fetch("/health")).json();
+    if (demo.embeddedDemo === null || demo.embeddedDemo === false) {
+      demo.embeddedDemo = Boolean(health.embedded_demo ?? health.is_embedded_demo);
+    }
+    if (demo.embeddedDemo) {
+      ui.banner.hidden = false;
+      ui.banner.textContent = health.notice || "Embedded pipeline demo: a synthetic token source and a " +
+        "random-weight decoder. What you hear is noise-like audio, not a voice model. Start the server " +
+        "with --backend sglang and a real Step-Audio-2 token2wav directory to talk to the model.";
+    }
+  } catch (err) {
+    console.warn("health unavailable", err);
+  }
+}
+
+// ---- wiring ------------------------------------------------------------------------------------
+ui.talk.addEventListener("pointerdown", (e) => { e.preventDefault(); startTalking(); });
+ui.talk.addEventListener("pointerup", stopTalking);
+ui.talk.addEventListener("pointerleave", stopTalking);
+document.addEventListener("keydown", (e) => {
+  if (e.code === "Space" && !e.repeat && document.activeElement !== ui.input) { e.preventDefault(); startTalking(); }
+});
+document.addEventListener("keyup", (e) => {
+  if (e.code === "Space" && document.activeElement !== ui.input) { e.preventDefault(); stopTalking(); }
+});
+ui.form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = ui.input.value.trim();
+  if (!text) return;
+  ui.input.value = "";
+  sendText(text);
+});
+ui.voice.addEventListener("change", () => configureSession());
+ui.reconnect.addEventListener("click", () => { ui.reconnect.hidden = true; connect(); });
+
+loadServerInfo().finally(connect);
