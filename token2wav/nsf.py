@@ -1,0 +1,147 @@
+"""Neural-source-filter excitation for the HiFT vocoder: f0 predictor and harmonic sine source.
+
+The source is the "type 2" NSF of CosyVoice2 (TOKEN2WAV.md §5.2 step 3, reference README §6): the phase is
+accumulated at frame rate and linearly interpolated to the sample rate, which keeps it cheap (no per-sample
+cumulative sum) and smooth. Parity with the oracle depends on the exact float32 operation order, so
+`harmonic_phase` spells it out step by step; do not "simplify" it algebraically.
+
+Randomness: the reference draws a random initial phase per harmonic (not the fundamental) and additive
+Gaussian noise. `NSFSource` takes an optional `torch.Generator` for both, or replaces both with zeros when
+`deterministic=True` (the oracle's setting).
+
+Threading: modules hold weights only; calls are re-entrant as long as each caller passes its own generator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The reference keeps the fundamental's initial phase at zero and randomises only the overtones.
+_FUNDAMENTAL = 0
+# Unvoiced noise std is the sine amplitude divided by this (reference SineGen constant).
+_UNVOICED_NOISE_DIVISOR = 3.0
+# Number of weight-normalised conv + ELU stages in the f0 predictor (ConvRNNF0Predictor).
+F0_CONDNET_LAYERS = 5
+_F0_KERNEL = 3
+
+
+class F0Predictor(nn.Module):
+    """`ConvRNNF0Predictor`: 5 x (Conv1d k3 + ELU), Linear -> |.|, giving f0 in Hz per mel frame.
+
+    Parameter names follow the checkpoint: `condnet.{0,2,4,6,8}` (ELUs sit at the odd indices) and
+    `classifier`. Weight norm is folded at load time, so the convs are plain `Conv1d`.
+    """
+
+    def __init__(self, in_channels: int, cond_channels: int, num_class: int = 1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(F0_CONDNET_LAYERS):
+            layers.append(
+                nn.Conv1d(in_channels if i == 0 else cond_channels, cond_channels, _F0_KERNEL, padding=1)
+            )
+            layers.append(nn.ELU())
+        self.condnet = nn.Sequential(*layers)
+        self.classifier = nn.Linear(cond_channels, num_class)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """Predict f0.
+
+        Args:
+            mel: log-mel [B, 80, T].
+
+        Returns:
+            f0 in Hz [B, T] (non-negative).
+        """
+        h = self.condnet(mel).transpose(1, 2)  # [B, T, C]
+        return torch.abs(self.classifier(h).squeeze(-1))
+
+
+def harmonic_phase(
+    fn: torch.Tensor, sampling_rate: int, upsample_scale: int, initial_phase: torch.Tensor | None
+) -> torch.Tensor:
+    """Phase track of the fundamental and its harmonics, in the reference float32 operation order.
+
+    Args:
+        fn: per-harmonic frequency at the sample rate, [B, L, H] with L = T * upsample_scale: f0
+            nearest-upsampled by `upsample_scale`, times the harmonic numbers 1..H.
+        sampling_rate: output sample rate in Hz.
+        upsample_scale: samples per mel frame (480).
+        initial_phase: [B, H] initial phase in cycles added to the first increment (column 0, the
+            fundamental, is 0 in the reference), or None for all-zero phases.
+
+    Returns:
+        Phase in radians [B, L, H] (not wrapped).
+    """
+    increments = (fn / sampling_rate) % 1  # cycles per sample, [B, L, H]
+    if initial_phase is not None:
+        increments[:, 0, :] = increments[:, 0, :] + initial_phase
+    # Down to frame rate (f0 is constant per frame, so this is the per-frame increment), accumulate,
+    # then back up: the reference multiplies by 2, then by pi, then by the scale, in this order.
+    per_frame = F.interpolate(increments.transpose(1, 2), scale_factor=1 / upsample_scale, mode="linear")
+    phase = torch.cumsum(per_frame.transpose(1, 2), dim=1) * 2 * math.pi
+    phase = F.interpolate(phase.transpose(1, 2) * upsample_scale, scale_factor=upsample_scale, mode="linear")
+    return phase.transpose(1, 2)
+
+
+class NSFSource(nn.Module):
+    """`SourceModuleHnNSF2`: harmonic sines + noise merged by Linear(H -> 1) and tanh.
+
+    Holds only `l_linear` (checkpoint name `m_source.l_linear`).
+    """
+
+    def __init__(
+        self,
+        sampling_rate: int,
+        upsample_scale: int,
+        nb_harmonics: int,
+        sine_amp: float,
+        noise_std: float,
+        voiced_threshold: float,
+    ) -> None:
+        super().__init__()
+        self.sampling_rate = sampling_rate
+        self.upsample_scale = upsample_scale
+        self.num_sines = nb_harmonics + 1
+        self.sine_amp = sine_amp
+        self.noise_std = noise_std
+        self.voiced_threshold = voiced_threshold
+        self.l_linear = nn.Linear(self.num_sines, 1)
+
+    def forward(
+        self, f0_up: torch.Tensor, *, deterministic: bool, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Build the excitation.
+
+        Args:
+            f0_up: f0 at the sample rate, [B, L, 1] (nearest-upsampled from frame rate).
+            deterministic: zero initial phases and zero noise (the oracle's setting).
+            generator: random source for phases and noise when not deterministic (None: torch default).
+
+        Returns:
+            Excitation [B, L, 1] in (-1, 1).
+        """
+        batch = f0_up.shape[0]
+        multiples = torch.arange(1, self.num_sines + 1, dtype=f0_up.dtype, device=f0_up.device)
+        fn = f0_up * multiples.view(1, 1, -1)  # [B, L, H]
+        initial_phase: torch.Tensor | None = None
+        if not deterministic:
+            initial_phase = torch.rand(
+                batch, self.num_sines, generator=generator, device=f0_up.device, dtype=f0_up.dtype
+            )
+            initial_phase[:, _FUNDAMENTAL] = 0
+        sines = torch.sin(harmonic_phase(fn, self.sampling_rate, self.upsample_scale, initial_phase))
+        sines = sines * self.sine_amp
+        uv = (f0_up > self.voiced_threshold).to(f0_up.dtype)  # [B, L, 1]
+        if deterministic:
+            sines = sines * uv
+        else:
+            noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / _UNVOICED_NOISE_DIVISOR
+            noise = noise_amp * torch.randn(
+                sines.shape, generator=generator, device=sines.device, dtype=sines.dtype
+            )
+            sines = sines * uv + noise
+        return torch.tanh(self.l_linear(sines))
