@@ -1,0 +1,43 @@
+"""The e2e benchmark's arithmetic: the simulated player and the report."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from realtime.bench.e2e import ResponseSample, simulate_player, summarise
+
+
+def test_player_never_underruns_when_audio_arrives_ahead() -> None:
+    # 100 ms deltas arriving every 50 ms: always ahead of 1x playback.
+    arrivals = [(0.05 * i, 0.1 * (i + 1)) for i in range(20)]
+    assert simulate_player(arrivals, cushion_s=0.1) == (0, 0.0)
+
+
+def test_player_counts_a_gap_and_its_length() -> None:
+    # 0.2 s of audio at t=0, the next 0.2 s only at t=0.6: a 100 ms cushion plays 0.1..0.3, then waits 0.3 s.
+    count, silence = simulate_player([(0.0, 0.2), (0.6, 0.4)], cushion_s=0.1)
+    assert count == 1
+    assert silence == pytest.approx(0.3)
+
+
+def test_player_stall_shifts_later_deadlines() -> None:
+    # After one stall the player is late by the stall, so a delta that would have been late is not.
+    count, _ = simulate_player([(0.0, 0.1), (0.5, 0.2), (0.65, 0.3)], cushion_s=0.0)
+    assert count == 1
+
+
+def test_summary_reports_percentiles_and_errors() -> None:
+    args = argparse.Namespace(url="ws://x", sessions=2, responses=1, wav=None, dialect="ga", cushion_ms=100.0)
+    good = ResponseSample(
+        session=0, index=0, status="completed", ttfa_s=0.2, ttft_s=0.1, wall_s=2.0, audio_s=4.0
+    )
+    good.rtf = 2.0
+    bad = ResponseSample(session=1, index=0, status="failed", error="boom", wall_s=1.0)
+    report = summarise([good, bad], [], elapsed=2.0, args=args)
+    assert report["completed"] == 1
+    assert report["errors"] == 1
+    assert report["ttfa_s"]["p50"] == pytest.approx(0.2)
+    assert report["rtf"]["p50"] == pytest.approx(2.0)
+    assert report["throughput_audio_s_per_s"] == pytest.approx(2.0)
