@@ -24,7 +24,7 @@ def test_player_counts_a_gap_and_its_length() -> None:
 
 def test_player_stall_shifts_later_deadlines() -> None:
     # After one stall the player is late by the stall, so a delta that would have been late is not.
-    count, _ = simulate_player([(0.0, 0.1), (0.5, 0.2), (0.65, 0.3)], cushion_s=0.0)
+    count, _ = simulate_player([(0.0, 0.1), (0.5, 0.2), (0.6, 0.3)], cushion_s=0.0)
     assert count == 1
 
 
