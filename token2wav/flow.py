@@ -1,0 +1,217 @@
+"""The flow model `CausalMaskedDiffWithXvec`: tokens -> mel, offline and chunked (TOKEN2WAV.md §4, §6).
+
+State-dict keys equal the released `flow.pt` (`input_embedding`, `spk_embed_affine_layer`, `encoder.*`,
+`encoder_proj`, `decoder.estimator.*`); `load_flow_state_dict` loads with `strict=True`.
+
+Streaming state never lives on the module: `prime` builds an immutable `PrimedFlow` for a voice, and
+`PrimedFlow.new_stream` clones it into a `FlowStreamState` that one stream owns and `inference_chunk` updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from token2wav.cfm import CausalConditionalCFM, StepTrace
+from token2wav.config import FlowConfig, SamplerConfig
+from token2wav.dit import DitCache
+from token2wav.encoder import EncoderCache, UpsampleConformerEncoderV2
+from token2wav.errors import ModelLoadError, VoiceError
+
+DIT_KEEP_TAIL = 100  # the reference trims the DiT cache to P + 100 frames
+CFG_BATCH = 2
+
+
+@dataclass(frozen=True)
+class PrimedFlow:
+    """A voice's flow caches after the prompt pass (`setup_cache`). Never mutated; streams clone it.
+
+    Attributes:
+        spk: `[1, 80]` projected speaker embedding.
+        prompt_frames: P, the prompt mel length (= 2 x prompt tokens).
+        encoder: encoder caches over the prompt tokens.
+        dit: DiT caches over the P prompt frames, one per ODE step.
+        setup_mu: `[1, 80, P]` encoder output over the prompt (kept for tests and inspection).
+    """
+
+    spk: torch.Tensor
+    prompt_frames: int
+    encoder: EncoderCache
+    dit: DitCache
+    setup_mu: torch.Tensor
+
+    def new_stream(self, max_chunk_frames: int) -> FlowStreamState:
+        """A fresh per-stream state: deep copies sized for chunks of up to `max_chunk_frames` frames."""
+        capacity = self.prompt_frames + DIT_KEEP_TAIL + max_chunk_frames
+        return FlowStreamState(spk=self.spk, encoder=self.encoder.clone(), dit=self.dit.clone(capacity))
+
+    def nbytes(self) -> int:
+        """Approximate bytes held (DiT caches dominate)."""
+        return self.dit.nbytes()
+
+
+@dataclass
+class FlowStreamState:
+    """Flow caches owned by one stream (encoder KV/conv caches and the per-step DiT caches)."""
+
+    spk: torch.Tensor
+    encoder: EncoderCache
+    dit: DitCache
+
+    @property
+    def noise_offset(self) -> int:
+        """Noise frame index of the next chunk (= DiT cache length, as in the reference)."""
+        return self.dit.length
+
+
+class CausalMaskedDiffWithXvec(nn.Module):
+    """Token embedding + speaker projection + encoder + encoder_proj + CFM decoder with DiT estimator."""
+
+    def __init__(
+        self, config: FlowConfig, sampler: SamplerConfig | None = None, noise: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.sampler = sampler or SamplerConfig()
+        self.input_embedding = nn.Embedding(config.vocab_size, config.input_size)
+        self.spk_embed_affine_layer = nn.Linear(config.spk_embed_dim, config.output_size)
+        self.encoder = UpsampleConformerEncoderV2(config.encoder)
+        self.encoder_proj = nn.Linear(config.encoder.output_size, config.output_size)
+        self.decoder = CausalConditionalCFM(config.decoder, self.sampler, noise)
+
+    @property
+    def lookahead(self) -> int:
+        """Look-ahead tokens of the encoder (3)."""
+        return self.config.encoder.pre_lookahead_len
+
+    @property
+    def up_rate(self) -> int:
+        """Mel frames per token (2)."""
+        return self.config.encoder.up_stride
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        # A device/dtype change invalidates the precomputed modulations (they are recomputed lazily).
+        self.decoder.invalidate()
+        return super()._apply(fn, recurse)
+
+    def project_speaker(self, spk_emb: torch.Tensor) -> torch.Tensor:
+        """L2-normalise `[1, 192]` and project to `[1, 80]`."""
+        return self.spk_embed_affine_layer(F.normalize(spk_emb, dim=1))
+
+    def _tensor(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        param = self.encoder_proj.weight
+        return x.to(device=param.device, dtype=dtype or param.dtype)
+
+    @torch.inference_mode()
+    def inference(
+        self,
+        tokens: torch.Tensor,
+        prompt_tokens: torch.Tensor,
+        prompt_mel: torch.Tensor,
+        spk_emb: torch.Tensor,
+        *,
+        trace: StepTrace | None = None,
+        mu_out: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Offline: mel for `tokens` given a voice prompt (golden tests and the offline decode).
+
+        Args:
+            tokens: `[1, N]` generated codes.
+            prompt_tokens: `[1, Tp]` prompt codes.
+            prompt_mel: `[1, 2*Tp, 80]` prompt mel.
+            spk_emb: `[1, 192]` raw speaker embedding.
+            trace: optional per-Euler-step observer.
+            mu_out: if given, the encoder output `[1, 80, 2(Tp+N)]` is appended to it.
+
+        Returns:
+            mel `[1, 80, 2N]`.
+        """
+        spk = self.project_speaker(self._tensor(spk_emb))
+        all_tokens = torch.cat([prompt_tokens, tokens], dim=1).to(self.encoder_proj.weight.device)
+        h = self.encoder(self.input_embedding(all_tokens.clamp(min=0)))
+        mu = self.encoder_proj(h).transpose(1, 2).contiguous()
+        if mu_out is not None:
+            mu_out.append(mu)
+        prompt_frames = prompt_mel.shape[1]
+        cond = torch.zeros_like(mu)
+        cond[:, :, :prompt_frames] = self._tensor(prompt_mel).transpose(1, 2)
+        cache = DitCache(self.config.decoder.estimator, 1, CFG_BATCH, mu.shape[2], mu)
+        mel = self.decoder.solve(mu, spk, cond, cache, reuse_step_cache=True, trace=trace)
+        return mel[:, :, prompt_frames:]
+
+    @torch.inference_mode()
+    def prime(
+        self, prompt_tokens: torch.Tensor, prompt_mel: torch.Tensor, spk_emb: torch.Tensor
+    ) -> PrimedFlow:
+        """The reference `setup_cache` over `prompt_tokens ++ prompt_tokens[:, :3]` (dummy look-ahead).
+
+        Args:
+            prompt_tokens: `[1, Tp]` prompt codes, Tp >= 3.
+            prompt_mel: `[1, 2*Tp, 80]` prompt mel (exactly 2 x Tp frames).
+            spk_emb: `[1, 192]` raw speaker embedding.
+        """
+        num_tokens = prompt_tokens.shape[1]
+        if num_tokens < self.lookahead:
+            raise VoiceError(f"voice prompt too short: {num_tokens} tokens, need at least {self.lookahead}")
+        if prompt_mel.shape[1] != self.up_rate * num_tokens:
+            raise VoiceError(
+                f"prompt mel has {prompt_mel.shape[1]} frames, expected exactly {self.up_rate * num_tokens}"
+            )
+        spk = self.project_speaker(self._tensor(spk_emb))
+        tokens = torch.cat([prompt_tokens, prompt_tokens[:, : self.lookahead]], dim=1)
+        tokens = tokens.to(self.encoder_proj.weight.device)
+        h, encoder_cache = self.encoder.forward_chunk(self.input_embedding(tokens), False, None)
+        mu = self.encoder_proj(h).transpose(1, 2).contiguous()
+        cond = self._tensor(prompt_mel).transpose(1, 2).contiguous()
+        frames = mu.shape[2]
+        dit = DitCache(
+            self.config.decoder.estimator, self.sampler.n_timesteps, CFG_BATCH, frames, mu, DIT_KEEP_TAIL
+        )
+        self.decoder.solve(mu, spk, cond, dit)  # the ODE output over the prompt is discarded
+        dit.prompt_frames = frames
+        return PrimedFlow(spk=spk, prompt_frames=frames, encoder=encoder_cache, dit=dit, setup_mu=mu)
+
+    @torch.inference_mode()
+    def inference_chunk(
+        self,
+        tokens: torch.Tensor,
+        state: FlowStreamState,
+        last: bool,
+        *,
+        trace: StepTrace | None = None,
+        mu_out: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """One streaming window -> its mel; updates and trims `state` in place.
+
+        Args:
+            tokens: `[1, W]` codes; a non-last window ends with 3 look-ahead codes.
+            state: the stream's flow caches.
+            last: the final window (3 zero look-ahead frames are appended inside the encoder).
+            trace: optional per-Euler-step observer.
+            mu_out: if given, the chunk's encoder output `[1, 80, F]` is appended to it.
+
+        Returns:
+            mel `[1, 80, F]`, F = 2 (W - 3) or 2 W when last.
+        """
+        tokens = tokens.to(self.encoder_proj.weight.device)
+        h, _ = self.encoder.forward_chunk(self.input_embedding(tokens.clamp(min=0)), last, state.encoder)
+        mu = self.encoder_proj(h).transpose(1, 2).contiguous()
+        if mu_out is not None:
+            mu_out.append(mu)
+        mel = self.decoder.solve(mu, state.spk, torch.zeros_like(mu), state.dit, trace=trace)
+        state.dit.trim()
+        return mel
+
+
+def load_flow_state_dict(module: CausalMaskedDiffWithXvec, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Strict load with the released key names; any missing/unexpected key or shape mismatch raises."""
+    try:
+        module.load_state_dict(dict(state_dict), strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"flow state dict does not match the model: {exc}") from None
+    module.decoder.invalidate()
