@@ -23,6 +23,7 @@ weights, so both load through the same code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -132,6 +133,7 @@ def random_hift_state(
     done = 0
     # weight_g precedes weight_v in the file; draw v first so g can be set from ‖v‖
     pending_g: dict[str, tuple[int, ...]] = {}
+    g_shape: tuple[int, ...] = ()
     for key, shape in shapes:
         if key.endswith(".weight_g"):
             pending_g[key[: -len("_g")]] = shape
@@ -150,9 +152,9 @@ def random_hift_state(
         else:
             tensor = _normal(gen, shape, 1.0 / float(np.sqrt(_fan_in(shape))))
         state[key] = tensor
-        done += tensor.numel() * (2 if key.endswith(".weight_v") else 1)
+        done += tensor.numel() + (int(np.prod(g_shape)) if key.endswith(".weight_v") else 0)
         if progress is not None:
-            progress(HIFT_WEIGHTS, min(done, total), total)
+            progress(HIFT_WEIGHTS, done, total)
     state[f"{HIFT_PREFIX}conv_post.weight_g"] *= CONV_POST_GAIN
     state[f"{HIFT_PREFIX}conv_post.bias"][:ISTFT_MAGNITUDE_BINS] += CONV_POST_LOG_MAG_SHIFT
     _calibrate_f0_head(state, gen)
@@ -221,6 +223,7 @@ def make_dummy_model_dir(
         np.random.default_rng(_stream_seed(seed, TOKENIZER_FILE)),
         sizes.tokenizer_width,
         sizes.tokenizer_layers,
+        on_block=None if progress is None else functools.partial(progress, TOKENIZER_FILE),
     )
     _save_onnx(tokenizer, root / TOKENIZER_FILE, progress)
     (root / DUMMY_MARKER).write_text(
@@ -242,5 +245,5 @@ def _save_onnx(model: object, path: Path, progress: ProgressFn | None) -> None:
     temp = path.with_suffix(path.suffix + ".tmp")
     temp.write_bytes(data)
     temp.replace(path)
-    if progress is not None:
+    if progress is not None and path.name != TOKENIZER_FILE:  # the tokenizer reports per block
         progress(path.name, 1, 1)

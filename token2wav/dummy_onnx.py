@@ -16,6 +16,8 @@ Both are deterministic functions of `numpy.random.Generator` state: the same see
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -120,8 +122,17 @@ class _GraphBuilder:
         return self.node("LayerNormalization", [x, gain, bias], f"{scope}/LayerNormalization", axis=-1)
 
 
-def speech_tokenizer_model(rng: np.random.Generator, width: int, layers: int) -> onnx.ModelProto:
-    """A random S3 tokenizer v2 weight container of the given width (a multiple of 64) and depth."""
+def speech_tokenizer_model(
+    rng: np.random.Generator, width: int, layers: int, on_block: Callable[[int, int], None] | None = None
+) -> onnx.ModelProto:
+    """A random S3 tokenizer v2 weight container of the given width (a multiple of 64) and depth.
+
+    Args:
+        rng: the only source of randomness.
+        width: model width (the released model: 1280).
+        layers: transformer blocks (the released model: 6).
+        on_block: progress callback `(done, total)` over the blocks plus the final serialisation check.
+    """
     g = _GraphBuilder(rng)
     conv_fan_in = 3
     w1 = g.weight(
@@ -158,6 +169,8 @@ def speech_tokenizer_model(rng: np.random.Generator, width: int, layers: int) ->
         h = g.node("Relu", [h], f"{scope}/mlp/act")
         h = g.linear(h, f"{scope}/mlp/mlp.2", MLP_RATIO * width, width)
         x = g.node("Add", [x, h], f"{scope}/mlp_res")
+        if on_block is not None:
+            on_block(i + 1, layers + 1)
     proj_w = g.weight("onnx::MatMul_2536", _fan_in_normal(rng, (width, FSQ_DIGITS), width))
     proj_b = g.weight("quantizer.project_in.bias", _normal(rng, (FSQ_DIGITS,), BIAS_STD))
     y = g.node("MatMul", [x, proj_w], "/quantizer/project_down/MatMul")
@@ -169,4 +182,7 @@ def speech_tokenizer_model(rng: np.random.Generator, width: int, layers: int) ->
         [helper.make_tensor_value_info("fsq_logits", TensorProto.FLOAT, ["B", "T4", FSQ_DIGITS])],
         g.inits,
     )
-    return _model(graph)
+    model = _model(graph)
+    if on_block is not None:
+        on_block(layers + 1, layers + 1)
+    return model
