@@ -1,0 +1,145 @@
+"""The small error taxonomy of the realtime server, and the one place it becomes an ``error`` event.
+
+Everything that can go wrong while serving a connection is one of:
+
+- `ProtocolViolation`: the client sent something we cannot accept (bad JSON, unknown event, invalid value,
+  wrong state). An ``error`` event with an exact OpenAI code; the socket stays open.
+- `SessionClosing`: the session must end (expired, over capacity, bad key): an ``error`` event, then a close
+  with a specific WebSocket close code.
+- `ResponseFailure`: one response failed in the backend or the speech pipeline. It never reaches the client
+  as an ``error`` event of its own: `response.done` carries it in ``status_details.error``.
+- anything else is a bug: it is logged with its traceback here and reported to the client as a generic
+  ``server_error`` without details.
+
+`describe_exception` is the single mapping from exceptions (including `ExceptionGroup`s from task groups) to
+what the client sees (REALTIME_PROTOCOL.md §10).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+INVALID_REQUEST = "invalid_request_error"
+SERVER_ERROR = "server_error"
+
+# WebSocket close codes (REALTIME_PROTOCOL.md §1.5).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+
+# Exact OpenAI codes (§10.2) and the peer codes we adopted where OpenAI's is unverified.
+CODE_ACTIVE_RESPONSE = "conversation_already_has_active_response"
+CODE_CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+CODE_COMMIT_EMPTY = "input_audio_buffer_commit_empty"
+CODE_MISSING_PARAMETER = "missing_required_parameter"
+CODE_UNKNOWN_PARAMETER = "unknown_parameter"
+CODE_INVALID_VALUE = "invalid_value"
+CODE_INVALID_TYPE = "invalid_type"
+CODE_STRING_TOO_LONG = "string_above_max_length"
+CODE_SESSION_EXPIRED = "session_expired"
+CODE_SESSION_LIMIT = "session_limit_reached"
+CODE_UNKNOWN_EVENT = "unknown_or_invalid_event"
+CODE_INVALID_SESSION_TYPE = "invalid_session_type"
+CODE_INVALID_FOR_TRANSPORT = "invalid_event_for_transport"
+CODE_CANNOT_UPDATE_VOICE = "cannot_update_voice"
+CODE_INVALID_API_KEY = "invalid_api_key"
+CODE_INTERNAL = "internal_error"
+
+
+class RealtimeError(Exception):
+    """Base of every error the server reports to a client.
+
+    Attributes:
+        code: OpenAI error code (``error.code``).
+        message: text safe to show to the client; never internal details.
+        param: the offending parameter path (``error.param``), e.g. ``session.audio.output.voice``.
+        error_type: ``invalid_request_error`` or ``server_error``.
+    """
+
+    error_type: str = INVALID_REQUEST
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.event_id: str | None = None  # the failing client event's id, echoed in error.event_id
+
+
+class ProtocolViolation(RealtimeError):
+    """A client mistake: reported as an ``error`` event; the session continues unchanged."""
+
+
+class SessionClosing(RealtimeError):
+    """The session must end: report, then close the socket with `close_code`.
+
+    Attributes:
+        close_code: WebSocket close code sent after the ``error`` event.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, close_code: int, error_type: str = INVALID_REQUEST
+    ) -> None:
+        super().__init__(code, message)
+        self.close_code = close_code
+        self.error_type = error_type
+
+
+class ResponseFailure(RealtimeError):
+    """One response failed (LLM backend or speech pipeline); reported in ``response.done``."""
+
+    error_type = SERVER_ERROR
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """What the client gets for one failure.
+
+    Attributes:
+        error_type: ``error.type``.
+        code: ``error.code``.
+        message: ``error.message``.
+        param: ``error.param``.
+        event_id: ``error.event_id`` (the client event that failed).
+        close_code: WebSocket close code to send after the event, or None to keep the socket open.
+    """
+
+    error_type: str
+    code: str
+    message: str
+    param: str | None = None
+    event_id: str | None = None
+    close_code: int | None = None
+
+
+def describe_exception(exc: BaseException) -> ErrorReport:
+    """Map any exception to the report the client sees; unexpected ones are logged with their traceback.
+
+    An `ExceptionGroup` is unwrapped to its first `RealtimeError` if it holds one (a task group failing
+    because one task raised it), else treated as a bug.
+    """
+    found = _first_realtime_error(exc)
+    if found is None:
+        log.error("internal error while serving a session", exc_info=exc)
+        return ErrorReport(
+            SERVER_ERROR, CODE_INTERNAL, "The server had an internal error.", close_code=CLOSE_INTERNAL_ERROR
+        )
+    close_code = found.close_code if isinstance(found, SessionClosing) else None
+    return ErrorReport(found.error_type, found.code, found.message, found.param, found.event_id, close_code)
+
+
+def _first_realtime_error(exc: BaseException) -> RealtimeError | None:
+    if isinstance(exc, RealtimeError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_realtime_error(inner)
+            if found is not None:
+                return found
+    return None

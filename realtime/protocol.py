@@ -1,0 +1,519 @@
+"""The wire edge: dialect negotiation and client-frame parsing onto the `openai.types.realtime` models.
+
+All JSON parsing of client frames happens here (server events are built in realtime/events.py). Past this
+module, code handles typed events only: GA models from ``openai.types.realtime`` for every client event, with
+beta-shaped payloads (flat sessions, ``modalities``, ``voice``, ``pcm16`` ...) normalised into the GA shape
+first, so the session layer is dialect-free (REALTIME_PROTOCOL.md §1.4, §5.3). Mistakes raise
+`ProtocolViolation` with the exact OpenAI code, the offending ``param`` and the client's ``event_id``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+import json
+import re
+from base64 import b64decode
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar, cast
+
+from openai.types.realtime import (
+    ConversationItemDeleteEvent,
+    ConversationItemRetrieveEvent,
+    ConversationItemTruncateEvent,
+    InputAudioBufferClearEvent,
+    InputAudioBufferCommitEvent,
+    OutputAudioBufferClearEvent,
+    RealtimeConversationItemAssistantMessage,
+    RealtimeConversationItemFunctionCall,
+    RealtimeConversationItemFunctionCallOutput,
+    RealtimeConversationItemSystemMessage,
+    RealtimeConversationItemUserMessage,
+    RealtimeResponseCreateParams,
+    RealtimeSessionCreateRequest,
+    ResponseCancelEvent,
+)
+from pydantic import BaseModel, ValidationError
+
+from realtime.errors import (
+    CODE_INVALID_SESSION_TYPE,
+    CODE_INVALID_TYPE,
+    CODE_INVALID_VALUE,
+    CODE_MISSING_PARAMETER,
+    CODE_STRING_TOO_LONG,
+    CODE_UNKNOWN_EVENT,
+    CODE_UNKNOWN_PARAMETER,
+    ProtocolViolation,
+)
+
+BETA_HEADER = "openai-beta"
+BETA_HEADER_VALUE = "realtime=v1"
+SUBPROTOCOL_REALTIME = "realtime"
+SUBPROTOCOL_BETA = "openai-beta.realtime-v1"
+SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
+# input_audio_buffer.append carries at most 15 MiB of base64 audio (OpenAI docs, REALTIME_PROTOCOL.md §1.7).
+MAX_APPEND_AUDIO_CHARS = 15 * 1024 * 1024
+# Room for the JSON envelope around the largest legal append.
+MAX_CLIENT_FRAME_CHARS = MAX_APPEND_AUDIO_CHARS + 64 * 1024
+
+ConversationItemModel: TypeAlias = (
+    RealtimeConversationItemSystemMessage
+    | RealtimeConversationItemUserMessage
+    | RealtimeConversationItemAssistantMessage
+    | RealtimeConversationItemFunctionCall
+    | RealtimeConversationItemFunctionCallOutput
+)
+
+
+class Dialect(enum.Enum):
+    """The event family a connection speaks, fixed at connect time."""
+
+    GA = "ga"
+    BETA = "beta"
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What the WebSocket upgrade decided.
+
+    Attributes:
+        dialect: GA unless the client asked for beta.
+        subprotocol: the subprotocol to select in the handshake response (never the key entry), or None.
+        api_key: the key the client presented (Bearer, ``api-key`` header, subprotocol), or None.
+    """
+
+    dialect: Dialect
+    subprotocol: str | None
+    api_key: str | None
+
+
+def negotiate(
+    headers: Mapping[str, str], subprotocols: Sequence[str], forced: Dialect | None = None
+) -> Handshake:
+    """Pick the dialect and the subprotocol to echo (REALTIME_PROTOCOL.md §1.2-1.4).
+
+    Args:
+        headers: request headers (case-insensitive mapping).
+        subprotocols: the subprotocols the client offered, in order.
+        forced: a server-wide dialect override, if configured.
+    """
+    beta = BETA_HEADER_VALUE in headers.get(BETA_HEADER, "").replace(" ", "")
+    beta = beta or SUBPROTOCOL_BETA in subprotocols
+    dialect = forced or (Dialect.BETA if beta else Dialect.GA)
+    if SUBPROTOCOL_REALTIME in subprotocols:
+        chosen: str | None = SUBPROTOCOL_REALTIME
+    elif SUBPROTOCOL_BETA in subprotocols:
+        chosen = SUBPROTOCOL_BETA
+    else:
+        chosen = None
+    key = None
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        key = auth[len("bearer ") :].strip()
+    elif headers.get("api-key"):
+        key = headers["api-key"]
+    else:
+        for offered in subprotocols:
+            if offered.startswith(SUBPROTOCOL_KEY_PREFIX):
+                key = offered[len(SUBPROTOCOL_KEY_PREFIX) :]
+    return Handshake(dialect, chosen, key)
+
+
+@dataclass(frozen=True)
+class AudioAppend:
+    """``input_audio_buffer.append`` with its payload already base64-decoded (wire format bytes)."""
+
+    event_id: str | None
+    audio: bytes
+
+
+@dataclass(frozen=True)
+class ItemReference:
+    """A ``{"type": "item_reference", "id": ...}`` entry of ``response.create`` input."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class ResponseCreate:
+    """``response.create`` with its overrides parsed.
+
+    Attributes:
+        event_id: the client's event id.
+        params: GA overrides (``input`` removed; see ``input``), or None when none were given.
+        input: the response's own input (items or references) replacing the conversation, or None.
+        temperature: sampling temperature (beta field; a GA extension), or None.
+    """
+
+    event_id: str | None
+    params: RealtimeResponseCreateParams | None
+    input: tuple[ConversationItemModel | ItemReference, ...] | None
+    temperature: float | None
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """``session.update`` with the session normalised to the GA `RealtimeSessionCreateRequest`."""
+
+    event_id: str | None
+    session: RealtimeSessionCreateRequest
+
+
+@dataclass(frozen=True)
+class ItemCreate:
+    """``conversation.item.create`` with the item validated as its specific GA item model."""
+
+    event_id: str | None
+    item: ConversationItemModel
+    previous_item_id: str | None
+
+
+ClientEvent: TypeAlias = (
+    SessionUpdate
+    | AudioAppend
+    | InputAudioBufferCommitEvent
+    | InputAudioBufferClearEvent
+    | ItemCreate
+    | ConversationItemRetrieveEvent
+    | ConversationItemTruncateEvent
+    | ConversationItemDeleteEvent
+    | ResponseCreate
+    | ResponseCancelEvent
+    | OutputAudioBufferClearEvent
+)
+
+_SIMPLE_EVENTS: dict[str, type[BaseModel]] = {
+    "input_audio_buffer.commit": InputAudioBufferCommitEvent,
+    "input_audio_buffer.clear": InputAudioBufferClearEvent,
+    "conversation.item.retrieve": ConversationItemRetrieveEvent,
+    "conversation.item.truncate": ConversationItemTruncateEvent,
+    "conversation.item.delete": ConversationItemDeleteEvent,
+    "response.cancel": ResponseCancelEvent,
+    "output_audio_buffer.clear": OutputAudioBufferClearEvent,
+}
+_MESSAGE_MODELS: dict[str, type[BaseModel]] = {
+    "system": RealtimeConversationItemSystemMessage,
+    "user": RealtimeConversationItemUserMessage,
+    "assistant": RealtimeConversationItemAssistantMessage,
+}
+_BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
+_BETA_ASSISTANT_CONTENT = {"text": "output_text", "audio": "output_audio"}
+# Fields clients echo back from session.created that are read-only: accepted and ignored.
+_SESSION_READ_ONLY = frozenset({"id", "object", "expires_at", "client_secret", "temperature"})
+_FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
+    """Parse one client text frame into a typed event.
+
+    Raises:
+        ProtocolViolation: malformed JSON, unknown type, missing/invalid/unknown fields, bad base64, or an
+            oversized frame. ``event_id`` of the client event is attached when it could be read.
+    """
+    if len(text) > MAX_CLIENT_FRAME_CHARS:
+        raise ProtocolViolation(
+            CODE_STRING_TOO_LONG,
+            f"Message too large: {len(text)} characters; the maximum is {MAX_CLIENT_FRAME_CHARS}.",
+        )
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProtocolViolation(
+            CODE_UNKNOWN_EVENT, "Invalid JSON: the message could not be parsed."
+        ) from None
+    if not isinstance(raw, dict):
+        raise ProtocolViolation(CODE_UNKNOWN_EVENT, "Invalid event: expected a JSON object.")
+    event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+    try:
+        return _decode(raw, dialect)
+    except ProtocolViolation as exc:
+        exc.event_id = event_id
+        raise
+
+
+def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolViolation(CODE_MISSING_PARAMETER, "Missing required parameter: 'type'.", "type")
+    event_id = raw.get("event_id")
+    if kind == "input_audio_buffer.append":
+        return _decode_append(raw)
+    if kind == "session.update":
+        return SessionUpdate(event_id, _decode_session(raw, dialect))
+    if kind == "conversation.item.create":
+        _check_keys(raw, {"type", "event_id", "item", "previous_item_id"}, "")
+        if not isinstance(raw.get("item"), dict):
+            raise _missing_or_invalid(raw, "item")
+        previous = raw.get("previous_item_id")
+        return ItemCreate(event_id, decode_item(raw["item"], "item"), previous)
+    if kind == "response.create":
+        return _decode_response_create(raw)
+    model = _SIMPLE_EVENTS.get(kind)
+    if model is None:
+        raise ProtocolViolation(
+            CODE_UNKNOWN_EVENT, f"Invalid value: '{kind}'. Unknown or unsupported event type.", "type"
+        )
+    event = _validate(model, raw, "")
+    _reject_extras(event, "", frozenset())
+    return cast(ClientEvent, event)
+
+
+def _decode_append(raw: dict[str, Any]) -> AudioAppend:
+    _check_keys(raw, {"type", "event_id", "audio"}, "")
+    audio = raw.get("audio")
+    if not isinstance(audio, str):
+        raise _missing_or_invalid(raw, "audio")
+    if len(audio) > MAX_APPEND_AUDIO_CHARS:
+        raise ProtocolViolation(
+            CODE_STRING_TOO_LONG,
+            f"Invalid 'audio': string too long. Expected a string with maximum length {MAX_APPEND_AUDIO_CHARS}, "
+            f"but got a string with length {len(audio)} instead.",
+            "audio",
+        )
+    try:
+        data = b64decode(audio, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, "Invalid value: 'audio' is not valid base64.", "audio"
+        ) from None
+    return AudioAppend(raw.get("event_id"), data)
+
+
+def _decode_session(raw: dict[str, Any], dialect: Dialect) -> RealtimeSessionCreateRequest:
+    _check_keys(raw, {"type", "event_id", "session"}, "")
+    session = raw.get("session")
+    if not isinstance(session, dict):
+        raise _missing_or_invalid(raw, "session")
+    session = _beta_session_to_ga(session)
+    kind = session.get("type")
+    if kind is None:
+        if dialect is Dialect.GA:
+            raise ProtocolViolation(
+                CODE_MISSING_PARAMETER, "Missing required parameter: 'session.type'.", "session.type"
+            )
+        session["type"] = "realtime"
+    elif kind != "realtime":
+        raise ProtocolViolation(
+            CODE_INVALID_SESSION_TYPE,
+            f"Invalid value: '{kind}'. Only 'realtime' sessions are supported.",
+            "session.type",
+        )
+    model = _validate(RealtimeSessionCreateRequest, session, "session")
+    _reject_extras(model, "session", _SESSION_READ_ONLY)
+    return model
+
+
+def _beta_session_to_ga(session: dict[str, Any]) -> dict[str, Any]:
+    """Move beta's flat session fields into the GA layout (GA fields win when both are present)."""
+    flat = dict(session)
+    audio: dict[str, Any] = dict(flat.pop("audio", None) or {})
+    audio_in: dict[str, Any] = dict(audio.get("input") or {})
+    audio_out: dict[str, Any] = dict(audio.get("output") or {})
+    moves = {
+        "input_audio_transcription": (audio_in, "transcription"),
+        "input_audio_noise_reduction": (audio_in, "noise_reduction"),
+        "turn_detection": (audio_in, "turn_detection"),
+        "voice": (audio_out, "voice"),
+        "speed": (audio_out, "speed"),
+    }
+    for beta_name, (target, ga_name) in moves.items():
+        if beta_name in flat:
+            value = flat.pop(beta_name)
+            if beta_name == "turn_detection" and isinstance(value, dict) and "type" not in value:
+                value = {**value, "type": "server_vad"}
+            target.setdefault(ga_name, value)
+    for beta_name, target in (("input_audio_format", audio_in), ("output_audio_format", audio_out)):
+        if beta_name in flat:
+            target.setdefault("format", _beta_format(flat.pop(beta_name), f"session.{beta_name}"))
+    if "modalities" in flat:
+        flat.setdefault("output_modalities", _beta_modalities(flat.pop("modalities")))
+    if "max_response_output_tokens" in flat:
+        flat.setdefault("max_output_tokens", flat.pop("max_response_output_tokens"))
+    if audio_in:
+        audio["input"] = audio_in
+    if audio_out:
+        audio["output"] = audio_out
+    if audio or "audio" in session:
+        flat["audio"] = audio
+    return flat
+
+
+def _beta_format(value: Any, param: str) -> dict[str, Any]:
+    if value not in _BETA_FORMATS:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE,
+            f"Invalid value: '{value}'. Supported values are: 'pcm16', 'g711_ulaw', and 'g711_alaw'.",
+            param,
+        )
+    return {"type": _BETA_FORMATS[value]}
+
+
+def _beta_modalities(value: Any) -> Any:
+    # beta ["text", "audio"] = spoken answer with transcript = GA ["audio"]
+    if isinstance(value, list) and "audio" in value:
+        return ["audio"]
+    return value
+
+
+def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:
+    """Validate one conversation item (GA or beta shape) as its specific GA item model.
+
+    Raises:
+        ProtocolViolation: unsupported item type or invalid fields.
+    """
+    item = dict(raw)
+    kind = item.get("type") or ("message" if "role" in item else None)
+    model: type[BaseModel]
+    if kind == "message":
+        role = item.get("role")
+        if role not in _MESSAGE_MODELS:
+            raise _missing_or_invalid(item, "role", param)
+        model = _MESSAGE_MODELS[role]
+        if role == "assistant" and isinstance(item.get("content"), list):
+            item["content"] = [
+                {**part, "type": _BETA_ASSISTANT_CONTENT.get(str(part.get("type")), part.get("type"))}
+                if isinstance(part, dict)
+                else part
+                for part in item["content"]
+            ]
+    elif kind == "function_call":
+        model = RealtimeConversationItemFunctionCall
+    elif kind == "function_call_output":
+        model = RealtimeConversationItemFunctionCallOutput
+    elif kind is None:
+        raise ProtocolViolation(
+            CODE_MISSING_PARAMETER, f"Missing required parameter: '{param}.type'.", f"{param}.type"
+        )
+    else:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE,
+            f"Invalid value: '{kind}'. Supported item types are 'message', 'function_call' and "
+            "'function_call_output'.",
+            f"{param}.type",
+        )
+    item["type"] = kind
+    validated = _validate(model, item, param)
+    _reject_extras(validated, param, frozenset({"id"}))
+    return cast(ConversationItemModel, validated)
+
+
+def _decode_response_create(raw: dict[str, Any]) -> ResponseCreate:
+    _check_keys(raw, {"type", "event_id", "response"}, "")
+    response = raw.get("response")
+    event_id = raw.get("event_id")
+    if response is None:
+        return ResponseCreate(event_id, None, None, None)
+    if not isinstance(response, dict):
+        raise _missing_or_invalid(raw, "response")
+    params = dict(response)
+    temperature = params.pop("temperature", None)
+    items: tuple[ConversationItemModel | ItemReference, ...] | None = None
+    if "input" in params:
+        items = _decode_input(params.pop("input"))
+    audio_out: dict[str, Any] = dict((params.get("audio") or {}).get("output") or {})
+    if "voice" in params:
+        audio_out.setdefault("voice", params.pop("voice"))
+    if "output_audio_format" in params:
+        audio_out.setdefault(
+            "format", _beta_format(params.pop("output_audio_format"), "response.output_audio_format")
+        )
+    if audio_out:
+        params["audio"] = {"output": audio_out}
+    if "modalities" in params:
+        params.setdefault("output_modalities", _beta_modalities(params.pop("modalities")))
+    if "max_response_output_tokens" in params:
+        params.setdefault("max_output_tokens", params.pop("max_response_output_tokens"))
+    model = _validate(RealtimeResponseCreateParams, params, "response")
+    _reject_extras(model, "response", frozenset())
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, int | float)
+    ):
+        raise ProtocolViolation(
+            CODE_INVALID_TYPE, "Invalid type for 'response.temperature'.", "response.temperature"
+        )
+    return ResponseCreate(event_id, model, items, None if temperature is None else float(temperature))
+
+
+def _decode_input(value: Any) -> tuple[ConversationItemModel | ItemReference, ...]:
+    if not isinstance(value, list):
+        raise ProtocolViolation(
+            CODE_INVALID_TYPE, "Invalid type for 'response.input': expected an array.", "response.input"
+        )
+    out: list[ConversationItemModel | ItemReference] = []
+    for index, entry in enumerate(value):
+        param = f"response.input[{index}]"
+        if not isinstance(entry, dict):
+            raise ProtocolViolation(
+                CODE_INVALID_TYPE, f"Invalid type for '{param}': expected an object.", param
+            )
+        if entry.get("type") == "item_reference":
+            if not isinstance(entry.get("id"), str):
+                raise _missing_or_invalid(entry, "id", param)
+            out.append(ItemReference(entry["id"]))
+        else:
+            out.append(decode_item(entry, param))
+    return tuple(out)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validate(model: type[_M], data: dict[str, Any], prefix: str) -> _M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _violation_from(exc, prefix) from None
+
+
+def _violation_from(exc: ValidationError, prefix: str) -> ProtocolViolation:
+    error = exc.errors()[0]
+    parts: list[str] = []
+    for loc in error["loc"]:
+        if isinstance(loc, int):
+            parts.append(f"[{loc}]")
+        elif _FIELD_NAME.match(loc):
+            parts.append(f".{loc}" if parts or prefix else loc)
+    param = prefix + "".join(parts)
+    if error["type"] == "missing":
+        return ProtocolViolation(CODE_MISSING_PARAMETER, f"Missing required parameter: '{param}'.", param)
+    if error["type"] in {
+        "literal_error",
+        "enum",
+        "union_tag_invalid",
+        "less_than_equal",
+        "greater_than_equal",
+    }:
+        return ProtocolViolation(CODE_INVALID_VALUE, f"Invalid value for '{param}': {error['msg']}.", param)
+    return ProtocolViolation(CODE_INVALID_TYPE, f"Invalid type for '{param}': {error['msg']}.", param)
+
+
+def _check_keys(raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            name = f"{prefix}.{key}" if prefix else key
+            raise ProtocolViolation(CODE_UNKNOWN_PARAMETER, f"Unknown parameter: '{name}'.", name)
+
+
+def _missing_or_invalid(raw: dict[str, Any], key: str, prefix: str = "") -> ProtocolViolation:
+    name = f"{prefix}.{key}" if prefix else key
+    if raw.get(key) is None:
+        return ProtocolViolation(CODE_MISSING_PARAMETER, f"Missing required parameter: '{name}'.", name)
+    return ProtocolViolation(CODE_INVALID_TYPE, f"Invalid type for '{name}'.", name)
+
+
+def _reject_extras(model: BaseModel, path: str, allowed: frozenset[str]) -> None:
+    """Raise ``unknown_parameter`` for the first field the openai model kept as an extra."""
+    for key in model.model_extra or {}:
+        if key not in allowed:
+            name = f"{path}.{key}" if path else key
+            raise ProtocolViolation(CODE_UNKNOWN_PARAMETER, f"Unknown parameter: '{name}'.", name)
+    for key in model.model_fields_set:
+        value = getattr(model, key, None)
+        child = f"{path}.{key}" if path else key
+        if isinstance(value, BaseModel):
+            _reject_extras(value, child, frozenset())
+        elif isinstance(value, list):
+            for index, element in enumerate(value):
+                if isinstance(element, BaseModel):
+                    _reject_extras(element, f"{child}[{index}]", frozenset({"id"}))

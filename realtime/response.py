@@ -1,0 +1,349 @@
+"""One response: pipeline events in, wire events out, with a guarded lifecycle and prompt cancellation.
+
+A `ResponseRun` is driven by `run()` (a task in the session's task group). It emits the opening events, starts
+a child task that consumes `Runtime.respond` (transcript text, audio chunks) and turns each audio chunk into
+20-100 ms ``output_audio.delta`` frames at once, then closes the response with the status the child ended
+with. `cancel()` cancels only the child: closing the pipeline iterator aborts the LLM request and drops the
+worker's pending steps (in the pipeline's ``finally``), audio frames still queued for the socket are dropped by
+the sender, and `run()` emits the closing events (REALTIME_PROTOCOL.md §9) before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from realtime.audio import encode_output, slice_pcm
+from realtime.backends.base import BackendError, FinishReason, GenerationInput
+from realtime.conversation import ContentPart, Conversation, Item, ResponseRecord, TokenUsage, new_id
+from realtime.events import EventBuilder, PartIds, encode
+from realtime.pipeline import (
+    AudioChunk,
+    GenerationDone,
+    PipelineEvent,
+    SpeechError,
+    TextDelta,
+    TranscriptDelta,
+)
+from realtime.session_config import PCM_RATE
+from streaming_parser import VocabLayout
+
+log = logging.getLogger(__name__)
+
+# Assistant audio kept per item for conversation.item.retrieve: beyond what fits in one frame it is dropped.
+MAX_KEPT_AUDIO_BYTES = 768 * 1024
+CancelReason = Literal["turn_detected", "client_cancelled"]
+
+
+class ResponsePhase(enum.Enum):
+    """Lifecycle of a response."""
+
+    CREATED = "created"
+    STREAMING = "streaming"
+    CLOSING = "closing"
+    DONE = "done"
+
+
+_ALLOWED = {
+    ResponsePhase.CREATED: {ResponsePhase.STREAMING, ResponsePhase.CLOSING},
+    ResponsePhase.STREAMING: {ResponsePhase.CLOSING},
+    ResponsePhase.CLOSING: {ResponsePhase.DONE},
+}
+
+
+@dataclass
+class OutFrame:
+    """One frame waiting in the session's outbox.
+
+    Attributes:
+        text: the JSON text frame.
+        owner: for audio deltas, the response that produced it: dropped if that response was cancelled.
+        on_sent: called by the sender right after the frame was written to the socket.
+    """
+
+    text: str
+    owner: ResponseRun | None = None
+    on_sent: Callable[[], None] | None = None
+
+
+class Outbox:
+    """The bounded queue between a session's producers and its sender task (backpressure by awaiting)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[OutFrame] = asyncio.Queue(maxsize=maxsize)
+
+    async def put(self, event: BaseModel) -> None:
+        """Queue a server event; waits while the socket is behind."""
+        await self.queue.put(OutFrame(encode(event)))
+
+    async def put_frame(self, frame: OutFrame) -> None:
+        """Queue a prepared frame."""
+        await self.queue.put(frame)
+
+
+@dataclass(frozen=True)
+class ResponseContext:
+    """What a response needs from its session and server.
+
+    Attributes:
+        respond: `Runtime.respond`.
+        events: the connection's event builder.
+        outbox: the connection's outbox.
+        vocab: id layout of the backend (for usage accounting).
+        max_delta_ms: longest audio delta.
+        on_audio: called once when the response produces its first audio (locks the session voice).
+        observe: metrics hooks (`realtime.metrics.Metrics`).
+    """
+
+    respond: Callable[..., AsyncIterator[PipelineEvent]]
+    events: EventBuilder
+    outbox: Outbox
+    vocab: VocabLayout
+    max_delta_ms: int
+    on_audio: Callable[[], None]
+    observe: Any
+
+
+class ResponseRun:
+    """One response from ``response.created`` to ``response.done``; owned by the session task group.
+
+    Attributes:
+        record: what the wire events describe (status, output, usage).
+        request: the generation request sent to the backend.
+        cancelled: set by `cancel`; the sender drops this response's queued audio deltas from then on.
+        phase: lifecycle phase.
+    """
+
+    def __init__(
+        self,
+        ctx: ResponseContext,
+        record: ResponseRecord,
+        request: GenerationInput,
+        conversation: Conversation | None,
+    ) -> None:
+        self.ctx = ctx
+        self.record = record
+        self.request = request
+        self.cancelled = False
+        self.phase = ResponsePhase.CREATED
+        self._conversation = conversation
+        self._cancel_reason: CancelReason = "client_cancelled"
+        self._child: asyncio.Task[GenerationDone | None] | None = None
+        self._speaks = "audio" in record.modalities
+        self._text: list[str] = []
+        self._audio = bytearray()
+        self._audio_overflow = False
+        self._audio_locked = False
+
+    @property
+    def in_default_conversation(self) -> bool:
+        """True unless this is an out-of-band (``conversation: "none"``) response."""
+        return self._conversation is not None
+
+    def cancel(self, reason: CancelReason) -> None:
+        """Stop generating now; `run` then closes the response as cancelled with ``reason``."""
+        if self.phase in (ResponsePhase.CLOSING, ResponsePhase.DONE):
+            return
+        self.cancelled = True
+        self._cancel_reason = reason
+        if self._child is not None:
+            self._child.cancel()
+
+    def _advance(self, target: ResponsePhase) -> None:
+        if target not in _ALLOWED.get(self.phase, set()):
+            raise RuntimeError(f"response cannot go from {self.phase.value} to {target.value}")
+        self.phase = target
+
+    async def run(self) -> None:
+        """Emit the whole response. Cancelling this task (connection closing) aborts without closing events."""
+        ctx, record = self.ctx, self.record
+        ctx.observe.response_started()
+        finished = False
+        try:
+            await ctx.outbox.put(ctx.events.response_created(record))
+            item = Item(
+                id=new_id("item"), kind="message", role="assistant", status="in_progress", spoken=self._speaks
+            )
+            part = (
+                ContentPart("output_audio", transcript="")
+                if self._speaks
+                else ContentPart("output_text", text="")
+            )
+            record.output.append(item)
+            await ctx.outbox.put(ctx.events.output_item_added(record.id, 0, item))
+            if self._conversation is not None:
+                previous = self._conversation.insert(item)
+                await ctx.outbox.put(ctx.events.item_added(item, previous))
+            item.content.append(part)
+            ids = PartIds(record.id, item.id, 0, 0)
+            await ctx.outbox.put(ctx.events.content_part(False, ids, part))
+            if self.cancelled:  # cancelled before the child existed
+                await self._close(item, part, ids, None, None)
+                finished = True
+                return
+            self._advance(ResponsePhase.STREAMING)
+            self._child = asyncio.create_task(self._generate(ids), name=f"generate {record.id}")
+            try:
+                await asyncio.wait({self._child})
+            finally:
+                if not self._child.done():
+                    self._child.cancel()
+                    await asyncio.wait({self._child})
+            done, error = self._outcome(self._child)
+            await self._close(item, part, ids, done, error)
+            finished = True
+        finally:
+            if not finished:
+                ctx.observe.response_finished("cancelled")
+
+    def _outcome(
+        self, child: asyncio.Task[GenerationDone | None]
+    ) -> tuple[GenerationDone | None, BaseException | None]:
+        if child.cancelled():
+            return None, None
+        error = child.exception()
+        if error is not None:
+            return None, error
+        return child.result(), None
+
+    async def _generate(self, ids: PartIds) -> GenerationDone | None:
+        ctx = self.ctx
+        events = ctx.respond(self.request, voice=self.record.voice)
+        done: GenerationDone | None = None
+        try:
+            async for event in events:
+                if isinstance(event, AudioChunk):
+                    await self._audio_chunk(ids, event.pcm16)
+                elif isinstance(event, TranscriptDelta | TextDelta):
+                    await self._text_piece(ids, event)
+                elif isinstance(event, GenerationDone):
+                    done = event
+        finally:
+            closer = getattr(events, "aclose", None)
+            if closer is not None:
+                await closer()
+        return done
+
+    async def _text_piece(self, ids: PartIds, event: TranscriptDelta | TextDelta) -> None:
+        if not event.text:
+            return
+        if self._speaks:
+            if isinstance(event, TextDelta):
+                return  # text outside the speech segment (e.g. after <tts_end>) is not part of the transcript
+            self._text.append(event.text)
+            await self.ctx.outbox.put(self.ctx.events.transcript_delta(ids, event.text))
+        else:
+            self._text.append(event.text)
+            await self.ctx.outbox.put(self.ctx.events.text_delta(ids, event.text))
+
+    async def _audio_chunk(self, ids: PartIds, pcm16: bytes) -> None:
+        if not self._speaks or not pcm16:
+            return
+        ready = time.perf_counter()
+        if not self._audio_locked:
+            self._audio_locked = True
+            self.ctx.on_audio()
+        fmt = self.record.output_format
+        wire = encode_output(pcm16, fmt.value, PCM_RATE)
+        pieces = slice_pcm(wire, fmt.sample_rate, self.ctx.max_delta_ms, sample_width=fmt.bytes_per_sample)
+        for piece in pieces:
+            event = self.ctx.events.audio_delta(ids, base64.b64encode(piece).decode("ascii"))
+            frame = OutFrame(encode(event), owner=self, on_sent=self._sent_callback(piece, ready))
+            await self.ctx.outbox.put_frame(frame)
+
+    def _sent_callback(self, piece: bytes, ready: float) -> Callable[[], None]:
+        fmt = self.record.output_format
+
+        def sent() -> None:
+            item = self.record.output[0]
+            item.audio_samples += len(piece) // fmt.bytes_per_sample * PCM_RATE // fmt.sample_rate
+            if not self._audio_overflow:
+                if len(self._audio) + len(piece) > MAX_KEPT_AUDIO_BYTES:
+                    self._audio_overflow = True
+                    self._audio.clear()
+                else:
+                    self._audio.extend(piece)
+            observe = getattr(self.ctx.observe, "observe_delta_overhead", None)
+            if observe is not None:
+                observe(time.perf_counter() - ready)
+
+        return sent
+
+    async def _close(
+        self,
+        item: Item,
+        part: ContentPart,
+        ids: PartIds,
+        done: GenerationDone | None,
+        error: BaseException | None,
+    ) -> None:
+        self._advance(ResponsePhase.CLOSING)
+        ctx, record = self.ctx, self.record
+        self._set_status(done, error)
+        text = "".join(self._text)
+        if self._speaks:
+            part.transcript = text
+            await ctx.outbox.put(ctx.events.audio_done(ids))
+            await ctx.outbox.put(ctx.events.transcript_done(ids, text))
+        else:
+            part.text = text
+            await ctx.outbox.put(ctx.events.text_done(ids, text))
+        await ctx.outbox.put(ctx.events.content_part(True, ids, part))
+        item.status = "completed" if record.status == "completed" else "incomplete"
+        if done is not None:
+            item.output_ids = done.output_ids
+        await ctx.outbox.put(ctx.events.output_item_done(record.id, 0, item))
+        if self._conversation is not None:
+            for event in ctx.events.item_done(item):
+                await ctx.outbox.put(event)
+        # the sender runs the on_sent hooks of this response's deltas before it sends response.done
+        await ctx.outbox.put_frame(
+            OutFrame(encode(ctx.events.response_done(record)), on_sent=self._keep_audio(part, item))
+        )
+        self._advance(ResponsePhase.DONE)
+        ctx.observe.response_finished(record.status)
+
+    def _keep_audio(self, part: ContentPart, item: Item) -> Callable[[], None]:
+        def keep() -> None:
+            part.audio = None if self._audio_overflow or not self._speaks else bytes(self._audio)
+            item.audio_dropped = self._audio_overflow
+
+        return keep
+
+    def _set_status(self, done: GenerationDone | None, error: BaseException | None) -> None:
+        record = self.record
+        if error is not None:
+            code = error.code if isinstance(error, BackendError | SpeechError) else "internal_error"
+            if not isinstance(error, BackendError | SpeechError):
+                log.error("response %s failed", record.id, exc_info=error)
+            record.status, record.error = "failed", ("server_error", code)
+            self.ctx.observe.error(code)
+        elif done is None:
+            record.status, record.reason = "cancelled", self._cancel_reason
+            self.ctx.observe.response_cancelled(self._cancel_reason)
+        elif done.finish is FinishReason.LENGTH:
+            record.status, record.reason = "incomplete", "max_output_tokens"
+        elif done.finish is FinishReason.ABORT:
+            record.status = "cancelled"
+        else:
+            record.status = "completed"
+        if done is not None:
+            audio = sum(
+                1
+                for i in done.output_ids
+                if self.ctx.vocab.audio_code(i) is not None or i == self.ctx.vocab.audio_pad
+            )
+            record.usage = TokenUsage(
+                input_tokens=done.usage.input_tokens,
+                output_tokens=done.usage.output_tokens,
+                output_text_tokens=max(done.usage.output_tokens - audio, 0),
+                output_audio_tokens=audio,
+            )
