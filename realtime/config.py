@@ -67,6 +67,8 @@ class ServerConfig:
         worker_queue: bounded number of pending Token2Wav steps on the inference worker.
         max_audio_delta_ms: longest audio slice per ``output_audio.delta``.
         log_level: logging level name.
+        backend_options: extra options of the SGLang backends (flags added by
+            `realtime.backends.factory.add_backend_arguments` that are not fields here), by argparse dest.
     """
 
     host: str = DEFAULT_HOST
@@ -88,6 +90,7 @@ class ServerConfig:
     worker_queue: int = DEFAULT_WORKER_QUEUE
     max_audio_delta_ms: int = DEFAULT_MAX_AUDIO_DELTA_MS
     log_level: str = "info"
+    backend_options: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backend not in get_args(BackendKind):
@@ -129,6 +132,8 @@ class ServerConfig:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f in dataclasses.fields(cls):
+            if f.name == "backend_options":
+                continue
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
                 values[f.name] = _parse_field(f.name, raw)

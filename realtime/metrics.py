@@ -14,6 +14,8 @@ METRIC_PREFIX = "streamvoice"
 TTFA_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 # Real-time factor = decode seconds / audio seconds per Token2Wav chunk; < 1 keeps up with playback.
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+# Server overhead per chunk (worker -> event loop -> session), in seconds: should stay in the sub-ms range.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
 class Metrics:
@@ -50,6 +52,12 @@ class Metrics:
             f"{p}_token2wav_real_time_factor",
             "Token2Wav decode time divided by the audio duration it produced, per step",
             buckets=RTF_BUCKETS,
+            registry=self.registry,
+        )
+        self._overhead = Histogram(
+            f"{p}_audio_chunk_overhead_seconds",
+            "Time from decoded PCM ready on the worker to the audio chunk handed to the session",
+            buckets=OVERHEAD_BUCKETS,
             registry=self.registry,
         )
         self._audio_seconds = Counter(
@@ -100,6 +108,10 @@ class Metrics:
         if audio_seconds > 0:
             self._rtf.observe(decode_seconds / audio_seconds)
             self._audio_seconds.inc(audio_seconds)
+
+    def observe_chunk_overhead(self, seconds: float) -> None:
+        """Seconds from a chunk's PCM being ready on the worker to the pipeline handing it to the session."""
+        self._overhead.observe(seconds)
 
     def observe_output_tokens(self, count: int) -> None:
         """``count`` LLM tokens were generated."""

@@ -7,10 +7,22 @@ it, each `AudioChunk` the moment the worker has decoded it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-from realtime.backends.base import FinishReason
+import numpy as np
+import numpy.typing as npt
+
+from realtime.audio import int16_to_pcm16
+from realtime.backends.base import BackendError, FinishReason, GenerationInput, LLMBackend, TokenChunk
+from realtime.detokenizer import IncrementalDetokenizer
+from realtime.metrics import Metrics
+from realtime.worker import InferenceWorker, JobGroup, WorkerClosed
+from streaming_parser import AudioCodes, AudioTokenParser, SegmentEnd, TextTokens
 
 if TYPE_CHECKING:
     from realtime.runtime import Runtime
@@ -43,9 +55,15 @@ class TextDelta:
 
 @dataclass(frozen=True)
 class AudioChunk:
-    """One decoded Token2Wav chunk: 24 kHz mono PCM16 little-endian, any length (slice it for the wire)."""
+    """One decoded Token2Wav chunk: 24 kHz mono PCM16 little-endian, any length (slice it for the wire).
+
+    Attributes:
+        pcm16: the samples.
+        decoded_at: `time.perf_counter()` on the worker thread when the PCM was ready (for overhead figures).
+    """
 
     pcm16: bytes
+    decoded_at: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,327 @@ class SpeechError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# implementation
+# ---------------------------------------------------------------------------------------------------------
+
+logger = logging.getLogger(__name__)
+
+PCM_SAMPLE_RATE = 24_000
+# Bounded hand-offs between the token reader, the decoder and the consumer (ARCHITECTURE.md: every queue is
+# bounded). A slow consumer fills `out`, which stalls decoding, which stalls the token reader and so the LLM
+# stream: memory stays bounded.
+OUT_QUEUE_SIZE = 64
+CODES_QUEUE_SIZE = 256
+
+
+class SpeechModel(Protocol):
+    """What the pipeline needs from the worker's model (Token2Wav, Contract 2). Called on the worker only."""
+
+    def start(self, voice: Any, schedule: Any = None) -> Any:
+        """A fresh primed stream for ``voice``."""
+        ...
+
+    def push(self, stream: Any, codes: Sequence[int]) -> list[npt.NDArray[np.int16]]:
+        """Add codes; return the int16 PCM chunks that became ready."""
+        ...
+
+    def finish(self, stream: Any) -> list[npt.NDArray[np.int16]]:
+        """End of audio: return the remaining int16 PCM."""
+        ...
+
+
+@dataclass(frozen=True)
+class SpeechSetup:
+    """The speech side of one response.
+
+    Attributes:
+        worker: the inference worker that owns the model.
+        voice: the primed voice state (`Token2Wav.load_voice` result).
+        schedule: the Token2Wav chunk schedule passed to ``start`` (None: the model's default).
+        sample_rate: PCM rate of the model output.
+    """
+
+    worker: InferenceWorker[Any]
+    voice: Any
+    schedule: Any = None
+    sample_rate: int = PCM_SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class _SegmentBoundary:
+    """The speech segment ended: flush the Token2Wav stream."""
+
+
+@dataclass(frozen=True)
+class _StreamEnd:
+    finish: FinishReason
+    output_ids: tuple[int, ...]
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+_BOUNDARY = _SegmentBoundary()
+_CodesItem = tuple[int, ...] | _SegmentBoundary | _StreamEnd
+_OutItem = TranscriptDelta | TextDelta | AudioChunk | _StreamEnd | _Failure
+
+
+@dataclass
+class _Progress:
+    audio_samples: int = 0
+    done: bool = False
+
+
+async def run_response(
+    backend: LLMBackend,
+    speech: SpeechSetup | None,
+    request: GenerationInput,
+    metrics: Metrics,
+) -> AsyncIterator[PipelineEvent]:
+    """Stream one response: LLM ids -> parser -> text deltas and decoded audio chunks -> `GenerationDone`.
+
+    Three cooperating parts run concurrently: a token reader (backend -> parser -> detokenizers), a decoder
+    (audio codes -> Token2Wav steps on the worker) and this generator, which yields what they produce in order.
+    Closing the generator (``aclose``) or cancelling the task iterating it stops both parts, drops the
+    response's pending worker jobs and aborts the LLM request by ``request.rid``.
+
+    Args:
+        backend: the LLM token source.
+        speech: the speech setup, or None for a server without a decoder (audio codes are then dropped).
+        request: the generation input; ``request.speak`` selects a spoken reply.
+        metrics: where time to first audio, real-time factor and token counts go.
+
+    Raises:
+        BackendError: the LLM request failed.
+        SpeechError: decoding failed or the worker is closed.
+    """
+    started = time.perf_counter()
+    out: asyncio.Queue[_OutItem] = asyncio.Queue(maxsize=OUT_QUEUE_SIZE)
+    codes: asyncio.Queue[_CodesItem] = asyncio.Queue(maxsize=CODES_QUEUE_SIZE)
+    group = speech.worker.group(request.rid) if speech is not None else None
+    progress = _Progress()
+    metrics.response_started()
+    tasks = [
+        asyncio.create_task(_guard(_read_tokens(backend, request, out, codes, metrics), out), name="tokens"),
+        asyncio.create_task(_guard(_decode(speech, group, request, codes, out, metrics), out), name="decode"),
+    ]
+    status = "cancelled"
+    first_audio = True
+    try:
+        while True:
+            item = await out.get()
+            if isinstance(item, _Failure):
+                raise item.error
+            if isinstance(item, _StreamEnd):
+                rate = speech.sample_rate if speech is not None else PCM_SAMPLE_RATE
+                usage = Usage(item.input_tokens, item.output_tokens, progress.audio_samples / rate)
+                progress.done = True
+                status = _STATUS_BY_FINISH[item.finish]
+                yield GenerationDone(item.finish, item.output_ids, usage)
+                return
+            if isinstance(item, AudioChunk):
+                now = time.perf_counter()
+                if first_audio:
+                    metrics.observe_time_to_first_audio(now - started)
+                    first_audio = False
+                if item.decoded_at:
+                    metrics.observe_chunk_overhead(now - item.decoded_at)
+                progress.audio_samples += len(item.pcm16) // 2
+            yield item
+    except (BackendError, SpeechError) as exc:
+        status = "failed"
+        metrics.error(exc.code)
+        raise
+    except Exception:
+        status = "failed"
+        metrics.error("internal_error")
+        raise
+    finally:
+        if group is not None and speech is not None:
+            speech.worker.drop(group)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not progress.done:
+            await backend.abort(request.rid)
+        metrics.response_finished(status)
+
+
+_STATUS_BY_FINISH = {
+    FinishReason.STOP: "completed",
+    FinishReason.LENGTH: "incomplete",
+    FinishReason.ABORT: "cancelled",
+}
+
+
+async def _guard(body: Coroutine[Any, Any, None], out: asyncio.Queue[_OutItem]) -> None:
+    """Run a part; hand any failure to the generator (which re-raises it) instead of losing it in a task."""
+    try:
+        await body
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        await out.put(_Failure(exc))
+
+
+async def _read_tokens(
+    backend: LLMBackend,
+    request: GenerationInput,
+    out: asyncio.Queue[_OutItem],
+    codes: asyncio.Queue[_CodesItem],
+    metrics: Metrics,
+) -> None:
+    parser = AudioTokenParser(backend.vocab, starts_in_speech=request.speak)
+    spoken = IncrementalDetokenizer(backend.text_codec)
+    plain = IncrementalDetokenizer(backend.text_codec)
+    output_ids: list[int] = []
+    finish: FinishReason | None = None
+    prompt_tokens = 0
+    completion_tokens: int | None = None
+
+    async def handle(events: Sequence[object]) -> None:
+        for event in events:
+            if isinstance(event, TextTokens):
+                detok = spoken if event.spoken else plain
+                text = detok.feed(event.ids)
+                if text:
+                    await out.put(TranscriptDelta(text) if event.spoken else TextDelta(text))
+            elif isinstance(event, AudioCodes):
+                await codes.put(tuple(event.codes))
+            elif isinstance(event, SegmentEnd):
+                text = spoken.flush()
+                if text:
+                    await out.put(TranscriptDelta(text))
+                await codes.put(_BOUNDARY)
+
+    stream = backend.generate(request)
+    try:
+        async for chunk in stream:
+            finish, prompt_tokens, completion_tokens = _account(chunk, prompt_tokens, completion_tokens)
+            output_ids.extend(chunk.ids)
+            metrics.observe_output_tokens(len(chunk.ids))
+            await handle(parser.feed(chunk.ids))
+            if finish is not None:
+                break
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if finish is None:
+        raise BackendError("stream_cut", "The LLM stream ended without a finish reason.")
+    await handle(parser.flush())
+    for detok, make in ((spoken, TranscriptDelta), (plain, TextDelta)):
+        text = detok.flush()
+        if text:
+            await out.put(make(text))
+    outputs = completion_tokens if completion_tokens is not None else len(output_ids)
+    await codes.put(_StreamEnd(finish, tuple(output_ids), prompt_tokens, outputs))
+
+
+def _account(
+    chunk: TokenChunk, prompt_tokens: int, completion_tokens: int | None
+) -> tuple[FinishReason | None, int, int | None]:
+    if chunk.prompt_tokens is not None:
+        prompt_tokens = chunk.prompt_tokens
+    if chunk.completion_tokens is not None:
+        completion_tokens = chunk.completion_tokens
+    return chunk.finish_reason, prompt_tokens, completion_tokens
+
+
+async def _decode(
+    speech: SpeechSetup | None,
+    group: JobGroup | None,
+    request: GenerationInput,
+    codes: asyncio.Queue[_CodesItem],
+    out: asyncio.Queue[_OutItem],
+    metrics: Metrics,
+) -> None:
+    """Feed audio codes to the Token2Wav stream on the worker; put each decoded chunk out as it is ready."""
+    decoder = _StreamDecoder(speech, group, metrics) if speech is not None else None
+    if decoder is not None and request.speak:
+        await decoder.open()  # clone the voice state while the LLM is still prefilling
+    while True:
+        item: _CodesItem | None = await codes.get()
+        batch: list[int] = []
+        # coalesce everything already queued into one worker step (fewer thread hops, same result)
+        while isinstance(item, tuple):
+            batch.extend(item)
+            try:
+                item = codes.get_nowait()
+            except asyncio.QueueEmpty:
+                item = None
+                break
+        if decoder is not None and batch:
+            for chunk in await decoder.push(batch):
+                await out.put(chunk)
+        if item is None:
+            continue
+        if decoder is not None:
+            for chunk in await decoder.finish():
+                await out.put(chunk)
+        if isinstance(item, _StreamEnd):
+            await out.put(item)
+            return
+
+
+class _StreamDecoder:
+    """One response's Token2Wav stream, driven from the event loop, executed on the worker."""
+
+    def __init__(self, speech: SpeechSetup, group: JobGroup | None, metrics: Metrics) -> None:
+        self._speech = speech
+        self._group = group
+        self._metrics = metrics
+        self._stream: Any = None
+
+    async def open(self) -> None:
+        if self._stream is None:
+            voice, schedule = self._speech.voice, self._speech.schedule
+            self._stream = await self._run(lambda model: model.start(voice, schedule))
+
+    async def push(self, batch: list[int]) -> list[AudioChunk]:
+        await self.open()
+        stream = self._stream
+        return await self._step(lambda model: model.push(stream, batch))
+
+    async def finish(self) -> list[AudioChunk]:
+        """Flush the stream (end of the speech segment); a later segment opens a new stream."""
+        if self._stream is None:
+            return []
+        stream, self._stream = self._stream, None
+        return await self._step(lambda model: model.finish(stream))
+
+    async def _step(self, call: Any) -> list[AudioChunk]:
+        def job(model: SpeechModel) -> tuple[list[bytes], float]:
+            t0 = time.perf_counter()
+            pcm = [int16_to_pcm16(chunk) for chunk in call(model) if len(chunk)]
+            return pcm, time.perf_counter() - t0
+
+        (pcm, seconds), ready_at = await self._run_timed(job)
+        samples = sum(len(p) for p in pcm) // 2
+        self._metrics.observe_decode(seconds, samples / self._speech.sample_rate)
+        return [AudioChunk(p, decoded_at=ready_at) for p in pcm]
+
+    async def _run(self, fn: Any) -> Any:
+        result, _ = await self._run_timed(fn)
+        return result
+
+    async def _run_timed(self, fn: Any) -> tuple[Any, float]:
+        try:
+            return await self._speech.worker.run_timed(fn, group=self._group)
+        except WorkerClosed as exc:
+            raise SpeechError("worker_closed", "The speech decoder is not running.") from exc
+        except (asyncio.CancelledError, SpeechError, BackendError):
+            raise
+        except Exception as exc:
+            logger.exception("Token2Wav step failed")
+            raise SpeechError("speech_failed", f"Speech decoding failed: {type(exc).__name__}.") from exc
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,229 @@
+"""Audio helpers for the wire: PCM16 <-> float, G.711 u-law / A-law, resampling and delta slicing.
+
+Pure numpy, no state, safe from any thread. All PCM is mono, little-endian. G.711 runs at 8 kHz on the wire
+(`audio/pcmu`, `audio/pcma`); callers resample 24 kHz model audio with `resample` first.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Float32Array = npt.NDArray[np.float32]
+Int16Array = npt.NDArray[np.int16]
+AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
+
+PCM16_WIDTH = 2  # bytes per PCM16 sample
+G711_WIDTH = 1  # bytes per G.711 sample
+G711_SAMPLE_RATE = 8_000
+INT16_SCALE = 32767.0  # float full scale -> int16 (symmetric, as Token2Wav does)
+INT16_MIN, INT16_MAX = -32768, 32767
+MIN_DELTA_MS = 20  # REALTIME_PROTOCOL.md §11: deltas are 20-100 ms
+MAX_DELTA_MS = 100
+
+# G.711 constants (ITU-T G.711, as in the classic Sun reference implementation).
+_ULAW_BIAS = 0x84
+_ULAW_CLIP = 32635
+_ALAW_XOR = 0x55
+_SEG_COUNT = 8
+
+# Resampler: windowed-sinc taps on each side of the interpolation point, Kaiser window shape.
+_RESAMPLE_HALF_TAPS = 16
+_KAISER_BETA = 8.0
+_RESAMPLE_BLOCK = 8192  # output samples per vectorised block (bounds the temporary [block, taps] matrix)
+
+
+def pcm16_to_float(pcm: bytes) -> Float32Array:
+    """Little-endian PCM16 bytes -> float32 samples in [-1, 1).
+
+    Raises:
+        ValueError: odd byte count.
+    """
+    if len(pcm) % PCM16_WIDTH:
+        raise ValueError(f"PCM16 needs an even number of bytes, got {len(pcm)}")
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / np.float32(INT16_MAX + 1)
+
+
+def float_to_int16(samples: npt.NDArray[np.floating]) -> Int16Array:
+    """Float samples -> int16: clip to [-1, 1], scale by 32767, round toward zero (Token2Wav §6.5)."""
+    clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    return (clipped * np.float32(INT16_SCALE)).astype(np.int16)
+
+
+def float_to_pcm16(samples: npt.NDArray[np.floating]) -> bytes:
+    """Float samples -> little-endian PCM16 bytes."""
+    return float_to_int16(samples).astype("<i2").tobytes()
+
+
+def int16_to_pcm16(samples: npt.NDArray[np.integer]) -> bytes:
+    """int16 samples (any integer array within range) -> little-endian PCM16 bytes."""
+    return np.asarray(samples).astype("<i2").tobytes()
+
+
+def pcm16_to_int16(pcm: bytes) -> Int16Array:
+    """Little-endian PCM16 bytes -> int16 samples (native order).
+
+    Raises:
+        ValueError: odd byte count.
+    """
+    if len(pcm) % PCM16_WIDTH:
+        raise ValueError(f"PCM16 needs an even number of bytes, got {len(pcm)}")
+    return np.frombuffer(pcm, dtype="<i2").astype(np.int16)
+
+
+def _build_ulaw_encode_table() -> npt.NDArray[np.uint8]:
+    # Works on the 14-bit magnitude (floor shift), like the reference implementation, so negative values
+    # round the same way as every other G.711 codec.
+    q = np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int32) >> 2
+    mask = np.where(q < 0, 0x7F, 0xFF)
+    mag = np.minimum(np.where(q < 0, -q, q), _ULAW_CLIP >> 2) + (_ULAW_BIAS >> 2)
+    seg_ends = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], dtype=np.int32)
+    seg = np.searchsorted(seg_ends, mag, side="left")
+    mantissa = (mag >> (seg + 1)) & 0x0F
+    code: npt.NDArray[np.int64] = ((seg << 4) | mantissa) ^ mask
+    return code.astype(np.uint8)
+
+
+def _build_ulaw_decode_table() -> Int16Array:
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    mag = (((mantissa << 3) + _ULAW_BIAS) << exponent) - _ULAW_BIAS
+    return np.where(u & 0x80, -mag, mag).astype(np.int16)
+
+
+def _build_alaw_encode_table() -> npt.NDArray[np.uint8]:
+    x = np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int32)
+    mask = np.where(x >= 0, 0xD5, _ALAW_XOR)
+    mag = np.where(x >= 0, x, -x - 1) >> 3  # 13-bit magnitude
+    seg_ends = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], dtype=np.int32)
+    seg = np.searchsorted(seg_ends, mag, side="left")
+    shift = np.where(seg < 2, 1, seg)
+    aval = (np.minimum(seg, _SEG_COUNT - 1) << 4) | ((mag >> shift) & 0x0F)
+    aval = np.where(seg >= _SEG_COUNT, 0x7F, aval)
+    code: npt.NDArray[np.int64] = (aval ^ mask) & 0xFF
+    return code.astype(np.uint8)
+
+
+def _build_alaw_decode_table() -> Int16Array:
+    a = np.arange(256, dtype=np.int32) ^ _ALAW_XOR
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    t = np.where(seg == 0, t + 8, t + 0x108)
+    t = np.where(seg > 1, t << np.maximum(seg - 1, 0), t)
+    return np.where(a & 0x80, t, -t).astype(np.int16)
+
+
+# int16 value + 32768 -> code byte; code byte -> int16 value.
+_ULAW_ENCODE = _build_ulaw_encode_table()
+_ULAW_DECODE = _build_ulaw_decode_table()
+_ALAW_ENCODE = _build_alaw_encode_table()
+_ALAW_DECODE = _build_alaw_decode_table()
+
+
+def pcm16_to_ulaw(pcm: bytes) -> bytes:
+    """PCM16 bytes -> G.711 u-law bytes (one byte per sample, same rate)."""
+    return _ULAW_ENCODE[pcm16_to_int16(pcm).astype(np.int32) + (INT16_MAX + 1)].tobytes()
+
+
+def ulaw_to_pcm16(data: bytes) -> bytes:
+    """G.711 u-law bytes -> PCM16 bytes (same rate)."""
+    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+
+
+def pcm16_to_alaw(pcm: bytes) -> bytes:
+    """PCM16 bytes -> G.711 A-law bytes (one byte per sample, same rate)."""
+    return _ALAW_ENCODE[pcm16_to_int16(pcm).astype(np.int32) + (INT16_MAX + 1)].tobytes()
+
+
+def alaw_to_pcm16(data: bytes) -> bytes:
+    """G.711 A-law bytes -> PCM16 bytes (same rate)."""
+    return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+
+
+def resample(samples: npt.NDArray[np.floating], src_rate: int, dst_rate: int) -> Float32Array:
+    """Band-limited resampling of float mono audio (Kaiser-windowed sinc, 16 taps a side).
+
+    Output length is ``round(len(samples) * dst_rate / src_rate)``. When downsampling the sinc is widened to
+    the destination Nyquist so content above it is attenuated instead of aliased.
+
+    Args:
+        samples: float audio, shape [n].
+        src_rate: input rate in Hz.
+        dst_rate: output rate in Hz.
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    if src_rate <= 0 or dst_rate <= 0:
+        raise ValueError("sample rates must be positive")
+    if src_rate == dst_rate or x.size == 0:
+        return x.copy()
+    n_out = round(x.size * dst_rate / src_rate)
+    cutoff = min(1.0, dst_rate / src_rate)  # fraction of the source Nyquist kept
+    half = int(np.ceil(_RESAMPLE_HALF_TAPS / cutoff))
+    offsets = np.arange(-half + 1, half + 1)
+    padded = np.concatenate([np.zeros(half, np.float32), x, np.zeros(half + 1, np.float32)])
+    out = np.empty(n_out, dtype=np.float32)
+    for start in range(0, n_out, _RESAMPLE_BLOCK):
+        t = np.arange(start, min(start + _RESAMPLE_BLOCK, n_out)) * (src_rate / dst_rate)
+        base = np.floor(t).astype(np.int64)
+        idx = base[:, None] + offsets[None, :]  # [block, taps] source indices
+        dist = t[:, None] - idx
+        window = np.kaiser(2 * half + 1, _KAISER_BETA)
+        w_pos = np.clip(dist / half, -1.0, 1.0)
+        win = np.interp(w_pos, np.linspace(-1.0, 1.0, window.size), window)
+        kernel = cutoff * np.sinc(cutoff * dist) * win
+        out[start : start + t.size] = np.sum(padded[idx + half] * kernel, axis=1)
+    return out
+
+
+def resample_pcm16(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
+    """`resample` on PCM16 bytes."""
+    if src_rate == dst_rate:
+        return pcm
+    return float_to_pcm16(resample(pcm16_to_float(pcm), src_rate, dst_rate))
+
+
+def encode_output(pcm16: bytes, fmt: AudioFormat, sample_rate: int) -> bytes:
+    """Model PCM16 at ``sample_rate`` -> the session's output format (G.711 is resampled to 8 kHz)."""
+    if fmt == "pcm16":
+        return pcm16
+    narrow = resample_pcm16(pcm16, sample_rate, G711_SAMPLE_RATE)
+    return pcm16_to_ulaw(narrow) if fmt == "g711_ulaw" else pcm16_to_alaw(narrow)
+
+
+def slice_pcm(
+    pcm: bytes, sample_rate: int, max_ms: int = MAX_DELTA_MS, *, sample_width: int = PCM16_WIDTH
+) -> list[bytes]:
+    """Split one decoded chunk into near-equal pieces of at most ``max_ms`` for ``output_audio.delta``.
+
+    Pieces never split a sample. A chunk shorter than ``max_ms`` stays whole; a longer one is cut into
+    ``ceil(duration / max_ms)`` pieces of equal length (+-1 sample), so with ``max_ms >= 2 * 20`` no piece of
+    a long chunk is shorter than 20 ms.
+
+    Args:
+        pcm: audio bytes (PCM16 by default; pass ``sample_width=1`` for G.711).
+        sample_rate: samples per second of ``pcm``.
+        max_ms: longest piece in milliseconds (20..100 on the wire).
+        sample_width: bytes per sample.
+
+    Raises:
+        ValueError: ``pcm`` is not a whole number of samples, or ``max_ms`` is not positive.
+    """
+    if max_ms <= 0:
+        raise ValueError("max_ms must be positive")
+    if len(pcm) % sample_width:
+        raise ValueError(f"{len(pcm)} bytes is not a whole number of {sample_width}-byte samples")
+    n = len(pcm) // sample_width
+    if n == 0:
+        return []
+    max_samples = max(1, sample_rate * max_ms // 1000)
+    pieces = -(-n // max_samples)  # ceil
+    bounds = [(i * n // pieces) * sample_width for i in range(pieces + 1)]
+    return [pcm[bounds[i] : bounds[i + 1]] for i in range(pieces)]
+
+
+def duration_seconds(pcm: bytes, sample_rate: int, sample_width: int = PCM16_WIDTH) -> float:
+    """Seconds of audio in ``pcm``."""
+    return len(pcm) / (sample_width * sample_rate)
