@@ -87,6 +87,7 @@ class FakeSGLangState:
         fault: injected failure; ``fault_after`` chunks are sent first.
         audio_mode: whether audio placeholders are expanded (model plugin present) or dropped.
         model_info: the ``/model_info`` body.
+        legacy_model_info_only: answer 404 on ``/model_info`` so clients must fall back to the old path.
         requests: every ``/generate`` body received.
         aborts: (rid, monotonic arrival time) of every ``/abort_request``.
         disconnects: (rid, monotonic time) when a client dropped a stream before it ended.
@@ -100,6 +101,7 @@ class FakeSGLangState:
     fault: Fault = "none"
     fault_after: int = 1
     audio_mode: AudioMode = "expand"
+    legacy_model_info_only: bool = False  # only /get_model_info, as SGLang before /model_info existed
     layout: VocabLayout = field(default_factory=VocabLayout.default)
     model_info: dict[str, Any] = field(
         default_factory=lambda: {
@@ -126,6 +128,8 @@ def create_fake_sglang_app(state: FakeSGLangState) -> Starlette:
     """The Starlette app; all handlers run on the server's event loop."""
 
     async def model_info(request: Request) -> Response:
+        if state.legacy_model_info_only and request.url.path == "/model_info":
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
         return JSONResponse(state.model_info)
 
     async def abort_request(request: Request) -> Response:
