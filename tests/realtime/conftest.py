@@ -1,0 +1,65 @@
+"""Realtime server fixtures: real uvicorn servers on 127.0.0.1 around real runtimes (see server_harness)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from realtime.app import create_app
+from realtime.config import ServerConfig
+from tests.realtime.server_harness import ServerHandle, limited_app, start_server
+from tests.realtime.wire_check import RawClient
+
+# Fast enough to keep the suite short, slow enough that a reply streams over many chunks.
+FAST_TOKENS_PER_SECOND = 2000.0
+# Like a GPU-served 7B model: a reply takes seconds, so streaming order is observable.
+SLOW_TOKENS_PER_SECOND = 100.0
+
+
+def _config(cache: Path, tokens_per_second: float) -> ServerConfig:
+    return ServerConfig(
+        backend="synthetic",
+        synthetic_tokens_per_second=tokens_per_second,
+        cache_dir=cache,
+        max_audio_delta_ms=100,
+    )
+
+
+@pytest.fixture(scope="session")
+def t2w_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Cache folder for the embedded tiny Token2Wav (generated once per test session)."""
+    return tmp_path_factory.mktemp("streamvoice-cache")
+
+
+@pytest.fixture(scope="session")
+def server(t2w_cache: Path) -> Iterator[ServerHandle]:
+    """The main test server (fast synthetic backend). App 0 is the normal app; app 1 admits one session."""
+    handle = start_server(_config(t2w_cache, FAST_TOKENS_PER_SECOND), [create_app, limited_app(1)])
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def slow_server(t2w_cache: Path) -> Iterator[ServerHandle]:
+    """A server whose synthetic backend emits 100 tokens/s."""
+    handle = start_server(_config(t2w_cache, SLOW_TOKENS_PER_SECOND))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+async def ga(server: ServerHandle) -> AsyncIterator[RawClient]:
+    """A raw GA client connected to the main server."""
+    client = await RawClient.connect(server.ws_url())
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def beta(server: ServerHandle) -> AsyncIterator[RawClient]:
+    """A raw beta client connected to the main server."""
+    client = await RawClient.connect(server.ws_url(), beta=True)
+    yield client
+    await client.close()

@@ -1,0 +1,159 @@
+"""A real uvicorn server on 127.0.0.1 in a background thread, around a real `Runtime`, for client tests.
+
+The server runs on its own event loop (its own thread), exactly as in production; tests talk to it over
+TCP with real clients (the openai SDK, raw websockets, httpx). The runtime is built by `Runtime.create` on
+the synthetic backend with the embedded tiny Token2Wav. While the token2wav package does not yet export
+`Token2Wav` (work in progress on the team), the runtime is assembled from the same parts with the pipeline
+tests' Token2Wav double instead, and `REAL_DECODER` is False: protocol tests still run, and the tests that
+check audio content skip with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+import token2wav
+from realtime.app import WS_MAX_FRAME_BYTES, create_app
+from realtime.config import ServerConfig
+from realtime.runtime import Runtime
+
+REAL_DECODER = hasattr(token2wav, "Token2Wav") and hasattr(token2wav, "make_dummy_model_dir")
+START_TIMEOUT_S = 300.0  # first start may generate the tiny Token2Wav into the cache
+
+
+async def build_runtime(config: ServerConfig) -> Runtime:
+    """`Runtime.create`, or the same parts with the Token2Wav double while token2wav is unfinished."""
+    if REAL_DECODER:
+        return await Runtime.create(config)
+    from realtime.backends.factory import create_backend
+    from realtime.metrics import Metrics
+    from realtime.voices import VoiceRegistry
+    from realtime.worker import InferenceWorker
+    from tests.realtime.speech_double import Schedule, ScheduleDecoder
+
+    backend = create_backend(config)
+    await backend.start()
+    worker: InferenceWorker[Any] = InferenceWorker(ScheduleDecoder, max_pending=config.worker_queue)
+    await worker.start()
+    runtime = Runtime(
+        config,
+        backend,
+        worker,
+        VoiceRegistry.from_specs(config.voices, default=config.default_voice),
+        Metrics(),
+        schedule=Schedule(first_hop_tokens=config.first_hop_tokens, hop_tokens=config.hop_tokens),
+        decoder="Token2Wav test double (token2wav not ready)",
+        random_weights=True,
+    )
+    await runtime.load_voices()
+    return runtime
+
+
+@dataclass
+class ServerHandle:
+    """A running server: its port, runtime and the apps served (one port per app)."""
+
+    config: ServerConfig
+    ports: list[int] = field(default_factory=list)
+    runtime: Runtime | None = None
+    error: BaseException | None = None
+    _servers: list[uvicorn.Server] = field(default_factory=list)
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def port(self) -> int:
+        """Port of the first app."""
+        return self.ports[0]
+
+    def ws_url(self, path: str = "/v1/realtime", index: int = 0) -> str:
+        """WebSocket URL of ``path`` on app ``index``."""
+        return f"ws://127.0.0.1:{self.ports[index]}{path}"
+
+    def http_url(self, path: str, index: int = 0) -> str:
+        """HTTP URL of ``path`` on app ``index``."""
+        return f"http://127.0.0.1:{self.ports[index]}{path}"
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit, wait for the thread (which closes the runtime)."""
+        for server in self._servers:
+            server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+AppFactory = Callable[[Any], Starlette]
+
+
+class _LimitedRuntime:
+    """The same runtime seen through a config with another session cap (for the capacity test)."""
+
+    def __init__(self, runtime: Runtime, max_sessions: int) -> None:
+        self._runtime = runtime
+        self.config = replace(runtime.config, max_sessions=max_sessions)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+
+def limited_app(max_sessions: int) -> AppFactory:
+    """An app factory whose app admits at most ``max_sessions`` sessions."""
+    return lambda runtime: create_app(_LimitedRuntime(runtime, max_sessions))
+
+
+def start_server(config: ServerConfig, apps: list[AppFactory] | None = None) -> ServerHandle:
+    """Start uvicorn serving ``apps`` (default: one `create_app`) over one runtime; block until ready."""
+    handle = ServerHandle(config)
+    factories = apps or [create_app]
+    ready = threading.Event()
+
+    async def serve() -> None:
+        try:
+            runtime = await build_runtime(config)
+        except BaseException as exc:
+            handle.error = exc
+            ready.set()
+            raise
+        handle.runtime = runtime
+        try:
+            tasks = []
+            for factory in factories:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("127.0.0.1", 0))
+                sock.listen()  # connections queue in the backlog until uvicorn accepts them
+                handle.ports.append(sock.getsockname()[1])
+                server = uvicorn.Server(
+                    uvicorn.Config(
+                        factory(runtime), ws_max_size=WS_MAX_FRAME_BYTES, log_level="warning", lifespan="off"
+                    )
+                )
+                handle._servers.append(server)
+                tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            ready.set()
+            await asyncio.gather(*tasks)
+        finally:
+            await runtime.aclose()
+
+    def main() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # reported to the test through handle.error
+            handle.error = handle.error or exc
+            ready.set()
+
+    handle._thread = threading.Thread(target=main, name="uvicorn-test", daemon=True)
+    handle._thread.start()
+    if not ready.wait(START_TIMEOUT_S):
+        raise RuntimeError("test server did not start")
+    if handle.error is not None:
+        raise RuntimeError("test server failed to start") from handle.error
+    return handle
