@@ -53,9 +53,6 @@ UNUSED_ID = "unused_id"
 AFTER_END_OF_TURN = "after_end_of_turn"
 STRAY_PREFIX = "stray:"  # + the token string, e.g. "stray:<tts_end>"
 
-# Run kinds of the hot loop.
-_NO_RUN, _TEXT_RUN, _AUDIO_RUN = 0, 1, 2
-
 # Events are frozen slotted dataclasses; their generated __init__ goes through object.__setattr__, which is
 # the dominant cost when a TA4 stream alternates one text id with four codes. The hot loop builds them
 # through the slot descriptors instead; the result is identical to calling the constructor.
@@ -198,11 +195,11 @@ class AudioTokenParser:
         specials = self._specials
         append_event = events.append
         new, set_ids, set_spoken, set_codes = _new_object, _set_text_ids, _set_text_spoken, _set_audio_codes
-        TEXT, AUDIO, NONE = _TEXT_RUN, _AUDIO_RUN, _NO_RUN  # locals for speed
         in_tts, after, ended = ParserState.IN_TTS, ParserState.AFTER, ParserState.ENDED
-        run: list[int] = []
+        run: list[int] = []  # pending text run outside the segment
         add = run.append
-        kind = NONE
+        codes: list[int] = []  # pending audio run inside the segment
+        add_code = codes.append
         it = iter(ids)
 
         while True:
@@ -215,44 +212,65 @@ class AudioTokenParser:
                 return state
             special = -1
             if spoken:
+                # Audio ids (four in five) take the shortest path: two comparisons and an append. A text id
+                # closes the pending audio run, then an inner loop collects the text run and hands the first
+                # id after it back to this loop's logic.
                 for t in it:
                     if t >= audio_first:
                         if t < audio_pad:
-                            if kind != AUDIO:
-                                if kind == TEXT:
-                                    text_ev = new(TextTokens)
-                                    set_ids(text_ev, tuple(run))
-                                    set_spoken(text_ev, True)
-                                    append_event(text_ev)
-                                del run[:]
-                                kind = AUDIO
-                            add(t - audio_first)
+                            add_code(t - audio_first)
                         elif t != audio_pad:
                             if t >= vocab_size:
                                 raise first_invalid(ids, vocab_size)
                             stray.append(UNUSED_ID)
-                    elif t < pure_text or (t < text_limit and t not in specials):
+                        continue
+                    if t < pure_text or (t < text_limit and t not in specials):
                         if t < 0:
                             raise first_invalid(ids, vocab_size)
-                        if kind != TEXT:
-                            if kind == AUDIO:
-                                audio_ev = new(AudioCodes)
-                                set_codes(audio_ev, tuple(run))
-                                append_event(audio_ev)
-                            del run[:]
-                            kind = TEXT
-                        add(t)
-                    elif t != tts_pad:
+                        if codes:
+                            audio_ev = new(AudioCodes)
+                            set_codes(audio_ev, tuple(codes))
+                            append_event(audio_ev)
+                            del codes[:]
+                        texts = [t]
+                        for t in it:
+                            if t < pure_text or (t < text_limit and t not in specials):
+                                if t < 0:
+                                    raise first_invalid(ids, vocab_size)
+                                texts.append(t)
+                            else:
+                                break
+                        else:
+                            text_ev = new(TextTokens)
+                            set_ids(text_ev, tuple(texts))
+                            set_spoken(text_ev, True)
+                            append_event(text_ev)
+                            break  # the chunk ended inside the text run
+                        text_ev = new(TextTokens)
+                        set_ids(text_ev, tuple(texts))
+                        set_spoken(text_ev, True)
+                        append_event(text_ev)
+                        if t >= audio_first:
+                            if t < audio_pad:
+                                add_code(t - audio_first)
+                            elif t != audio_pad:
+                                if t >= vocab_size:
+                                    raise first_invalid(ids, vocab_size)
+                                stray.append(UNUSED_ID)
+                            continue
+                    if t != tts_pad:
                         special = t
                         break
+                if codes:
+                    audio_ev = new(AudioCodes)
+                    set_codes(audio_ev, tuple(codes))
+                    append_event(audio_ev)
+                    del codes[:]
             else:
                 for t in it:
                     if t < pure_text or (t < text_limit and t not in specials):
                         if t < 0:
                             raise first_invalid(ids, vocab_size)
-                        if kind != TEXT:
-                            del run[:]
-                            kind = TEXT
                         add(t)
                     elif t >= audio_first:
                         if t >= vocab_size:
@@ -261,17 +279,12 @@ class AudioTokenParser:
                     else:
                         special = t
                         break
-            # A run ends at a control token or at the end of the chunk.
-            if kind == TEXT:
-                text_ev = new(TextTokens)
-                set_ids(text_ev, tuple(run))
-                set_spoken(text_ev, spoken)
-                append_event(text_ev)
-            elif kind == AUDIO:
-                audio_ev = new(AudioCodes)
-                set_codes(audio_ev, tuple(run))
-                append_event(audio_ev)
-            kind = NONE
+                if run:
+                    text_ev = new(TextTokens)
+                    set_ids(text_ev, tuple(run))
+                    set_spoken(text_ev, False)
+                    append_event(text_ev)
+                    del run[:]
             if special < 0:
                 return state
             if special == eot:
