@@ -31,6 +31,7 @@ class ModelVocab:
         Raises:
             BackendError: ``bad_model_dir`` with the reason (missing tokenizer, wrong special ids).
         """
+        path = Path(path).expanduser()
         try:
             return cls(layout=VocabLayout.from_model_dir(path), codec=TokenizerCodec.from_model_dir(path))
         except (VocabError, TokenizerLoadError) as exc:
