@@ -9,6 +9,7 @@ import pytest
 
 from realtime.app import create_app
 from realtime.config import ServerConfig
+from realtime.voices import default_voice_path
 from tests.realtime.server_harness import ServerHandle, limited_app, start_server
 from tests.realtime.wire_check import RawClient
 
@@ -16,6 +17,7 @@ from tests.realtime.wire_check import RawClient
 FAST_TOKENS_PER_SECOND = 2000.0
 # Like a GPU-served 7B model: a reply takes seconds, so streaming order is observable.
 SLOW_TOKENS_PER_SECOND = 100.0
+SECOND_VOICE = "second"  # a second registered voice (the shipped wav under another name)
 
 
 def _config(cache: Path, tokens_per_second: float) -> ServerConfig:
@@ -24,6 +26,7 @@ def _config(cache: Path, tokens_per_second: float) -> ServerConfig:
         synthetic_tokens_per_second=tokens_per_second,
         cache_dir=cache,
         max_audio_delta_ms=100,
+        voices=((SECOND_VOICE, default_voice_path()),),
     )
 
 

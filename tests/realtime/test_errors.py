@@ -1,0 +1,245 @@
+"""Every error path over a real socket: the exact OpenAI code, no traceback, and the session continues."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import websockets
+
+from tests.realtime.conftest import SECOND_VOICE
+from tests.realtime.server_harness import ServerHandle
+from tests.realtime.wire_check import RawClient, validate_frame
+
+PCM_100MS = b"\x00\x00" * 2400
+USER_TEXT = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+
+
+async def test_not_json(ga: RawClient) -> None:
+    await ga.send_raw("{not json")
+    await ga.error("unknown_or_invalid_event")
+    await ga.alive()
+
+
+async def test_not_an_object(ga: RawClient) -> None:
+    await ga.send_raw("[1, 2]")
+    await ga.error("unknown_or_invalid_event")
+    await ga.alive()
+
+
+async def test_binary_frame(ga: RawClient) -> None:
+    await ga.send_raw(b"\x00\x01")
+    await ga.error("unknown_or_invalid_event")
+    await ga.alive()
+
+
+async def test_unknown_type_echoes_event_id(ga: RawClient) -> None:
+    await ga.send({"type": "no.such.event", "event_id": "evt_1"})
+    error = await ga.error("unknown_or_invalid_event", event_id="evt_1")
+    assert error["type"] == "invalid_request_error"
+    await ga.alive()
+
+
+async def test_missing_type(ga: RawClient) -> None:
+    await ga.send({"event_id": "evt_2"})
+    error = await ga.error("missing_required_parameter", event_id="evt_2")
+    assert error["param"] == "type"
+    await ga.alive()
+
+
+@pytest.mark.parametrize(
+    ("event", "param"),
+    [
+        ({"type": "conversation.item.truncate", "item_id": "x", "content_index": 0}, "audio_end_ms"),
+        ({"type": "input_audio_buffer.append"}, "audio"),
+        ({"type": "conversation.item.create"}, "item"),
+        ({"type": "conversation.item.retrieve"}, "item_id"),
+        ({"type": "session.update"}, "session"),
+    ],
+)
+async def test_missing_fields(ga: RawClient, event: dict[str, object], param: str) -> None:
+    await ga.send(event)
+    error = await ga.error("missing_required_parameter")
+    assert error["param"] == param
+    await ga.alive()
+
+
+async def test_bad_base64(ga: RawClient) -> None:
+    await ga.send({"type": "input_audio_buffer.append", "audio": "not base64!!"})
+    assert (await ga.error("invalid_value"))["param"] == "audio"
+    await ga.alive()
+
+
+async def test_odd_byte_count(ga: RawClient) -> None:
+    await ga.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\x00\x01\x02").decode()})
+    assert (await ga.error("invalid_value"))["param"] == "audio"
+    await ga.alive()
+
+
+async def test_twenty_megabyte_frame(ga: RawClient) -> None:
+    audio = "A" * (20 * 1024 * 1024)
+    await ga.send({"type": "input_audio_buffer.append", "audio": audio})
+    await ga.error("string_above_max_length")
+    await ga.alive()
+
+
+async def test_ga_session_update_requires_type(ga: RawClient) -> None:
+    await ga.send({"type": "session.update", "session": {"instructions": "x"}})
+    assert (await ga.error("missing_required_parameter"))["param"] == "session.type"
+    await ga.alive()
+
+
+async def test_transcription_session_type_is_refused(ga: RawClient) -> None:
+    await ga.send({"type": "session.update", "session": {"type": "transcription"}})
+    await ga.error("invalid_session_type")
+    await ga.alive()
+
+
+async def test_unknown_parameter_leaves_session_unchanged(ga: RawClient) -> None:
+    await ga.send(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "instructions": "new", "custom_voice_id": "x"},
+        }
+    )
+    error = await ga.error("unknown_parameter")
+    assert error["param"] == "session.custom_voice_id"
+    assert error["message"] == "Unknown parameter: 'session.custom_voice_id'."
+    await ga.send({"type": "session.update", "session": {"type": "realtime"}})
+    updated = await ga.recv()
+    assert updated["session"]["instructions"] != "new"  # all-or-nothing
+
+
+async def test_invalid_value_names_the_field(ga: RawClient) -> None:
+    bad_rate = {"type": "realtime", "audio": {"output": {"format": {"type": "audio/pcm", "rate": 16000}}}}
+    await ga.send({"type": "session.update", "session": bad_rate})
+    assert (await ga.error("invalid_value"))["param"] == "session.audio.output.format.rate"
+    await ga.alive()
+
+
+async def test_tool_description_too_long(ga: RawClient) -> None:
+    tool = {"type": "function", "name": "f", "description": "x" * 1025, "parameters": {"type": "object"}}
+    await ga.send({"type": "session.update", "session": {"type": "realtime", "tools": [tool]}})
+    assert (await ga.error("string_above_max_length"))["param"] == "session.tools[0].description"
+    await ga.alive()
+
+
+async def test_unknown_voice(ga: RawClient) -> None:
+    session = {"type": "realtime", "audio": {"output": {"voice": "no-such-voice"}}}
+    await ga.send({"type": "session.update", "session": session})
+    assert (await ga.error("invalid_value"))["param"] == "session.audio.output.voice"
+    await ga.alive()
+
+
+async def test_active_response(ga: RawClient) -> None:
+    await ga.send({"type": "conversation.item.create", "item": USER_TEXT})
+    await ga.until("conversation.item.done")
+    await ga.send({"type": "response.create"})
+    await ga.send({"type": "response.create", "event_id": "evt_second"})
+    events = await ga.until("error")
+    assert events[-1]["error"]["code"] == "conversation_already_has_active_response"
+    assert events[-1]["error"]["event_id"] == "evt_second"
+    done = await ga.until("response.done")
+    assert done[-1]["response"]["status"] == "completed"  # the first response was not disturbed
+
+
+async def test_cancel_not_active(ga: RawClient) -> None:
+    await ga.send({"type": "response.cancel", "event_id": "evt_c"})
+    error = await ga.error("response_cancel_not_active", event_id="evt_c")
+    assert error["message"] == "Cancellation failed: no active response found"
+    await ga.alive()
+
+
+async def test_commit_empty(ga: RawClient) -> None:
+    await ga.send(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}},
+        }
+    )
+    await ga.recv()
+    await ga.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(PCM_100MS[:2400]).decode()})
+    await ga.send({"type": "input_audio_buffer.commit"})
+    error = await ga.error("input_audio_buffer_commit_empty")
+    assert "Expected at least 100ms" in error["message"]
+    await ga.alive()
+
+
+async def test_output_audio_buffer_clear_is_webrtc_only(ga: RawClient) -> None:
+    await ga.send({"type": "output_audio_buffer.clear"})
+    await ga.error("invalid_event_for_transport")
+    await ga.alive()
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "conversation.item.retrieve", "item_id": "item_missing"},
+        {"type": "conversation.item.delete", "item_id": "item_missing"},
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "item_missing",
+            "content_index": 0,
+            "audio_end_ms": 0,
+        },
+    ],
+)
+async def test_unknown_item(ga: RawClient, event: dict[str, object]) -> None:
+    await ga.send(event)
+    assert (await ga.error("invalid_value"))["param"] == "item_id"
+    await ga.alive()
+
+
+async def test_unknown_previous_item(ga: RawClient) -> None:
+    await ga.send({"type": "conversation.item.create", "item": USER_TEXT, "previous_item_id": "item_nope"})
+    assert (await ga.error("invalid_value"))["param"] == "previous_item_id"
+    await ga.alive()
+
+
+async def test_unsupported_item_type(ga: RawClient) -> None:
+    await ga.send({"type": "conversation.item.create", "item": {"type": "mcp_call", "id": "x"}})
+    assert (await ga.error("invalid_value"))["param"] == "item.type"
+    await ga.alive()
+
+
+async def test_beta_transcription_session_update_is_refused(beta: RawClient) -> None:
+    await beta.send({"type": "transcription_session.update", "session": {}})
+    await beta.error("unknown_or_invalid_event")
+    await beta.alive()
+
+
+async def test_voice_change_after_audio(ga: RawClient) -> None:
+    voice = {"type": "realtime", "audio": {"output": {"voice": SECOND_VOICE}}}
+    await ga.send({"type": "session.update", "session": voice})  # allowed: no audio yet
+    assert (await ga.recv())["session"]["audio"]["output"]["voice"] == SECOND_VOICE
+    await ga.send({"type": "conversation.item.create", "item": USER_TEXT})
+    await ga.send({"type": "response.create"})
+    events = await ga.until("response.done")
+    assert any(e["type"] == "response.output_audio.delta" for e in events)
+    back = {"type": "realtime", "audio": {"output": {"voice": "default"}}}
+    await ga.send({"type": "session.update", "session": back, "event_id": "evt_v"})
+    error = await ga.error("cannot_update_voice", event_id="evt_v")
+    assert error["message"] == "Cannot update a conversation's voice if assistant audio is present."
+    await ga.send({"type": "session.update", "session": voice})  # the same voice is not a change
+    assert (await ga.recv())["type"] == "session.updated"
+
+
+async def test_session_limit(server: ServerHandle) -> None:
+    first = await RawClient.connect(server.ws_url(index=1))
+    try:
+        async with websockets.connect(server.ws_url(index=1)) as second:
+            event = validate_frame(await second.recv(), "ga")
+            assert event["type"] == "error" and event["error"]["code"] == "session_limit_reached"
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await second.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        await first.alive()
+    finally:
+        await first.close()
+
+
+def test_error_frames_are_plain_json() -> None:
+    # the helper itself rejects frames of the wrong family: guard against a silently lenient checker
+    with pytest.raises(AssertionError):
+        validate_frame(json.dumps({"type": "response.audio.delta", "event_id": "event_1"}), "ga")
