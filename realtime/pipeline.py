@@ -22,7 +22,7 @@ from realtime.backends.base import BackendError, FinishReason, GenerationInput, 
 from realtime.detokenizer import IncrementalDetokenizer
 from realtime.metrics import Metrics
 from realtime.worker import InferenceWorker, JobGroup, WorkerClosed
-from streaming_parser import AudioCodes, AudioTokenParser, SegmentEnd, TextTokens
+from streaming_parser import AudioCodes, AudioTokenParser, ParserError, SegmentEnd, TextPiece, TextTokens
 
 if TYPE_CHECKING:
     from realtime.runtime import Runtime
@@ -208,7 +208,8 @@ async def run_response(
         backend: the LLM token source.
         speech: the speech setup, or None for a server without a decoder (audio codes are then dropped).
         request: the generation input; ``request.speak`` selects a spoken reply.
-        metrics: where time to first audio, real-time factor and token counts go.
+        metrics: where time to first audio, real-time factor, chunk overhead and token counts go. Response
+            counts by status, cancels and errors are recorded by the session layer, which knows the outcome.
 
     Raises:
         BackendError: the LLM request failed.
@@ -219,12 +220,10 @@ async def run_response(
     codes: asyncio.Queue[_CodesItem] = asyncio.Queue(maxsize=CODES_QUEUE_SIZE)
     group = speech.worker.group(request.rid) if speech is not None else None
     progress = _Progress()
-    metrics.response_started()
     tasks = [
         asyncio.create_task(_guard(_read_tokens(backend, request, out, codes, metrics), out), name="tokens"),
         asyncio.create_task(_guard(_decode(speech, group, request, codes, out, metrics), out), name="decode"),
     ]
-    status = "cancelled"
     first_audio = True
     try:
         while True:
@@ -235,7 +234,6 @@ async def run_response(
                 rate = speech.sample_rate if speech is not None else PCM_SAMPLE_RATE
                 usage = Usage(item.input_tokens, item.output_tokens, progress.audio_samples / rate)
                 progress.done = True
-                status = _STATUS_BY_FINISH[item.finish]
                 yield GenerationDone(item.finish, item.output_ids, usage)
                 return
             if isinstance(item, AudioChunk):
@@ -247,14 +245,6 @@ async def run_response(
                     metrics.observe_chunk_overhead(now - item.decoded_at)
                 progress.audio_samples += len(item.pcm16) // 2
             yield item
-    except (BackendError, SpeechError) as exc:
-        status = "failed"
-        metrics.error(exc.code)
-        raise
-    except Exception:
-        status = "failed"
-        metrics.error("internal_error")
-        raise
     finally:
         if group is not None and speech is not None:
             speech.worker.drop(group)
@@ -263,14 +253,6 @@ async def run_response(
         await asyncio.gather(*tasks, return_exceptions=True)
         if not progress.done:
             await backend.abort(request.rid)
-        metrics.response_finished(status)
-
-
-_STATUS_BY_FINISH = {
-    FinishReason.STOP: "completed",
-    FinishReason.LENGTH: "incomplete",
-    FinishReason.ABORT: "cancelled",
-}
 
 
 async def _guard(body: Coroutine[Any, Any, None], out: asyncio.Queue[_OutItem]) -> None:
@@ -305,6 +287,8 @@ async def _read_tokens(
                 text = detok.feed(event.ids)
                 if text:
                     await out.put(TranscriptDelta(text) if event.spoken else TextDelta(text))
+            elif isinstance(event, TextPiece):
+                await out.put(TranscriptDelta(event.text) if event.spoken else TextDelta(event.text))
             elif isinstance(event, AudioCodes):
                 await codes.put(tuple(event.codes))
             elif isinstance(event, SegmentEnd):
@@ -319,7 +303,11 @@ async def _read_tokens(
             finish, prompt_tokens, completion_tokens = _account(chunk, prompt_tokens, completion_tokens)
             output_ids.extend(chunk.ids)
             metrics.observe_output_tokens(len(chunk.ids))
-            await handle(parser.feed(chunk.ids))
+            try:
+                events = parser.feed(chunk.ids)
+            except ParserError as exc:
+                raise BackendError("protocol_error", f"The LLM produced an invalid token id: {exc}") from exc
+            await handle(events)
             if finish is not None:
                 break
     finally:

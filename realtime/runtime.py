@@ -7,14 +7,13 @@ with ``await runtime.aclose()``. Sessions call `Runtime.respond` for each respon
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from realtime.backends.base import GenerationInput, LLMBackend
 from realtime.config import ServerConfig
@@ -25,7 +24,7 @@ from realtime.worker import InferenceWorker
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_MODEL_SIZE = "tiny"
+EMBEDDED_MODEL_SIZE: Literal["tiny"] = "tiny"
 EMBEDDED_MODEL_SEED = 0
 _COMPLETE_MARKER = ".streamvoice-complete"  # written last: a half-made cache folder is rebuilt
 # Warm-up at start-up: one short stream per worker so the first response does not pay lazy initialisation.
@@ -95,8 +94,8 @@ class Runtime:
         from realtime.backends.factory import create_backend
 
         # token2wav (torch) is imported here, not at module level, so `realtime serve --help` stays fast
-        t2w: Any = importlib.import_module("token2wav")
-        Token2Wav, ChunkSchedule = t2w.Token2Wav, t2w.ChunkSchedule
+        from token2wav.model import Token2Wav
+        from token2wav.stream import ChunkSchedule
 
         voices: VoiceRegistry[Any] = VoiceRegistry.from_specs(config.voices, default=config.default_voice)
         random_weights = config.token2wav_dir is None
@@ -236,7 +235,7 @@ async def ensure_embedded_token2wav(config: ServerConfig) -> Path:
 
 
 def _make_embedded(target: Path) -> None:
-    make_dummy_model_dir = importlib.import_module("token2wav").make_dummy_model_dir
+    from token2wav.dummy import make_dummy_model_dir
 
     target.parent.mkdir(parents=True, exist_ok=True)
     # build next to the target and rename, so a crash or a second process never sees a half-written model

@@ -1,0 +1,303 @@
+"""`realtime serve`: start the OpenAI-Realtime WebSocket server (and the browser demo at ``/``).
+
+Configuration comes from, lowest to highest precedence: built-in defaults, ``STREAMVOICE_*`` environment
+variables (one per `realtime.config.ServerConfig` field), then these flags. Module-level imports stay light so
+``--help`` is fast; torch, uvicorn and the app are imported inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from typing import Any
+
+from realtime.config import (
+    DEFAULT_FIRST_HOP_TOKENS,
+    DEFAULT_HOP_TOKENS,
+    DEFAULT_HOST,
+    DEFAULT_MAX_AUDIO_DELTA_MS,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_PORT,
+    DEFAULT_SYNTHETIC_TOKENS_PER_SECOND,
+    DEFAULT_WORKER_QUEUE,
+    ServerConfig,
+    parse_voice_spec,
+)
+
+HELP = "start the realtime WebSocket server (OpenAI Realtime protocol) and the browser demo"
+DESCRIPTION = (
+    "Serve the OpenAI Realtime API at ws://HOST:PORT/v1/realtime (and /realtime), with /health, /metrics "
+    "and the browser demo at /. With no flags this is the EMBEDDED DEMO: a synthetic token source plus a "
+    "tiny random-weight Token2Wav generated on first start into the cache folder; it shows the streaming "
+    "pipeline working, it is not a voice model. For real speech use --backend sglang (a running SGLang "
+    "server with Step-Audio-2-mini) or --backend sglang-engine, and --token2wav-dir with the real weights. "
+    "Every flag also has an environment variable STREAMVOICE_<FIELD> (shown in each flag's help)."
+)
+
+log = logging.getLogger("realtime.serve")
+
+# flag dest -> ServerConfig field, for the flags whose names differ from the field
+_FIELD_OF_DEST = {
+    "first_chunk": "first_hop_tokens",
+    "hop": "hop_tokens",
+    "synthetic_rate": "synthetic_tokens_per_second",
+    "max_delta_ms": "max_audio_delta_ms",
+}
+_OWN_DESTS = {
+    "host",
+    "port",
+    "backend",
+    "token2wav_dir",
+    "cache_dir",
+    "device",
+    "dtype",
+    "voice",
+    "default_voice",
+    "first_chunk",
+    "hop",
+    "synthetic_rate",
+    "synthetic_seed",
+    "max_sessions",
+    "worker_queue",
+    "max_delta_ms",
+    "log_level",
+}
+
+
+def _flag(
+    parser: argparse.ArgumentParser | Any, *names: str, env: str, default: str, help: str, **kw: Any
+) -> None:
+    # SUPPRESS keeps unset flags out of the namespace, so env vars and config defaults apply to them.
+    parser.add_argument(
+        *names, default=argparse.SUPPRESS, help=f"{help} (default: {default}; env STREAMVOICE_{env})", **kw
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the serve flags, then the backend flags from `realtime.backends.factory`."""
+    net = parser.add_argument_group("network")
+    _flag(net, "--host", env="HOST", default=DEFAULT_HOST, help="interface to bind; 0.0.0.0 exposes it")
+    _flag(net, "--port", env="PORT", default=str(DEFAULT_PORT), type=int, help="TCP port; 0 picks a free one")
+    _flag(
+        net,
+        "--max-sessions",
+        env="MAX_SESSIONS",
+        default=str(DEFAULT_MAX_SESSIONS),
+        type=int,
+        help="concurrent WebSocket sessions before new ones are refused",
+    )
+
+    llm = parser.add_argument_group("LLM backend")
+    _flag(
+        llm,
+        "--backend",
+        env="BACKEND",
+        default="synthetic",
+        choices=["synthetic", "sglang", "sglang-engine"],
+        help="token source: synthetic (no model, the embedded demo), sglang (a running SGLang HTTP "
+        "server) or sglang-engine (SGLang in this process)",
+    )
+    _flag(
+        llm,
+        "--synthetic-rate",
+        env="SYNTHETIC_TOKENS_PER_SECOND",
+        type=float,
+        default=str(DEFAULT_SYNTHETIC_TOKENS_PER_SECOND),
+        help="tokens per second the synthetic backend emits (a GPU-served 7B model does ~60-100)",
+    )
+    _flag(
+        llm,
+        "--synthetic-seed",
+        env="SYNTHETIC_SEED",
+        default="0",
+        type=int,
+        help="seed of the synthetic backend's deterministic replies",
+    )
+    from realtime.backends.factory import add_backend_arguments
+
+    add_backend_arguments(llm)
+
+    speech = parser.add_argument_group("speech decoder (Token2Wav)")
+    _flag(
+        speech,
+        "--token2wav-dir",
+        env="TOKEN2WAV_DIR",
+        default="the embedded tiny random-weight model",
+        help="folder with the Token2Wav weights (flow.yaml, flow.pt, hift.pt, campplus.onnx, "
+        "speech_tokenizer_v2_25hz.onnx)",
+    )
+    _flag(
+        speech,
+        "--cache-dir",
+        env="CACHE_DIR",
+        default="$STREAMVOICE_CACHE or ~/.cache/streamvoice",
+        help="where the embedded tiny Token2Wav is generated on first start",
+    )
+    _flag(
+        speech, "--device", env="DEVICE", default="cpu", help="torch device of Token2Wav: cpu, cuda, cuda:1"
+    )
+    _flag(
+        speech,
+        "--dtype",
+        env="DTYPE",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="torch dtype of Token2Wav",
+    )
+    _flag(
+        speech,
+        "--first-chunk",
+        env="FIRST_HOP_TOKENS",
+        default=str(DEFAULT_FIRST_HOP_TOKENS),
+        type=int,
+        help="audio tokens in the first Token2Wav chunk (smaller = earlier first audio; >= 5)",
+    )
+    _flag(
+        speech,
+        "--hop",
+        env="HOP_TOKENS",
+        default=str(DEFAULT_HOP_TOKENS),
+        type=int,
+        help="audio tokens per later Token2Wav chunk (the reference uses 25)",
+    )
+    _flag(
+        speech,
+        "--worker-queue",
+        env="WORKER_QUEUE",
+        default=str(DEFAULT_WORKER_QUEUE),
+        type=int,
+        help="bound on pending decode steps on the inference worker",
+    )
+    _flag(
+        speech,
+        "--voice",
+        env="VOICES (comma-separated)",
+        default="only the shipped 'default' voice",
+        action="append",
+        metavar="NAME=PATH.wav",
+        help="add a voice: a prompt wav (3-10 s of clean speech) selectable as audio.output.voice; "
+        "repeatable",
+    )
+    _flag(
+        speech,
+        "--default-voice",
+        env="DEFAULT_VOICE",
+        default="default",
+        help="voice used when a session does not choose one",
+    )
+    _flag(
+        speech,
+        "--max-delta-ms",
+        env="MAX_AUDIO_DELTA_MS",
+        default=str(DEFAULT_MAX_AUDIO_DELTA_MS),
+        type=int,
+        help="longest audio slice per response.output_audio.delta, 20-100 ms",
+    )
+
+    logs = parser.add_argument_group("logging")
+    _flag(
+        logs,
+        "--log-level",
+        env="LOG_LEVEL",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="logging level",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """Defaults < env vars < flags.
+
+    Raises:
+        ValueError: a flag or environment variable is invalid.
+    """
+    overrides: dict[str, Any] = {}
+    backend_options: dict[str, object] = {}
+    fields = set(ServerConfig.__dataclass_fields__)
+    for dest, value in vars(args).items():
+        if dest.startswith("_") or dest == "command":
+            continue
+        if dest == "voice":
+            overrides["voices"] = tuple(parse_voice_spec(spec) for spec in value)
+        elif dest in _FIELD_OF_DEST:
+            overrides[_FIELD_OF_DEST[dest]] = value
+        elif dest in fields:
+            overrides[dest] = value
+        elif dest not in _OWN_DESTS and value is not None:
+            backend_options[dest] = value
+    if backend_options:
+        overrides["backend_options"] = backend_options
+    for path_field in ("token2wav_dir", "cache_dir"):
+        if isinstance(overrides.get(path_field), str):
+            from pathlib import Path
+
+            overrides[path_field] = Path(overrides[path_field]).expanduser()
+    return ServerConfig.from_env(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the runtime, serve until interrupted, close everything."""
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"realtime serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(serve(config))
+
+
+async def serve(config: ServerConfig) -> int:
+    """Run the server for ``config`` until cancelled or interrupted; returns the process exit code."""
+    import uvicorn
+
+    from realtime.app import WS_MAX_FRAME_BYTES, create_app
+    from realtime.backends.base import BackendError
+    from realtime.pipeline import SpeechError
+    from realtime.runtime import DEMO_NOTICE, Runtime
+
+    sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
+        return 1
+    host, port = sock.getsockname()[:2]
+    try:
+        runtime = await Runtime.create(config)
+    except (BackendError, SpeechError) as exc:
+        log.error("start-up failed (%s): %s", exc.code, exc.message)
+        sock.close()
+        return 1
+    try:
+        app = create_app(runtime)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level=config.log_level,
+                ws_max_size=WS_MAX_FRAME_BYTES,
+                lifespan="off",
+                access_log=False,
+            )
+        )
+        shown = f"[{host}]" if ":" in host else host
+        if runtime.is_embedded_demo:
+            log.warning(DEMO_NOTICE)
+        log.info(
+            "backend=%s decoder=%s voices=%s", runtime.backend.name, runtime.decoder, runtime.voices.names()
+        )
+        print(
+            f"streamvoice ready: demo page http://{shown}:{port}/  realtime ws://{shown}:{port}/v1/realtime  "
+            f"health http://{shown}:{port}/health",
+            flush=True,
+        )
+        await server.serve(sockets=[sock])
+    finally:
+        await runtime.aclose()
+        sock.close()
+    return 0
