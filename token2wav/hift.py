@@ -13,7 +13,9 @@ can serve many streams (from one thread at a time, like any torch module).
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -211,10 +213,13 @@ class HiFTGenerator(nn.Module):
             cache_source: [B, 1, S] excitation that replaces the first S samples of the new one (streaming
                 continuity, TOKEN2WAV.md §5.2 step 4); None or S = 0 for none. S <= 480 T.
             generator: random source for the NSF phases/noise (ignored when deterministic_source).
+                The mel is cast to the module's dtype; keep HiFT in float32 (its sine phase is accumulated
+                in the working dtype, and torch.stft has no bf16 kernel), whatever the flow's dtype.
 
         Returns:
             (speech [B, 480 T] clamped to ±audio_limit, source [B, 1, 480 T] after the override).
         """
+        mel = mel.to(self.conv_pre.weight.dtype)
         s = self.source(mel, generator)
         if cache_source is not None and cache_source.shape[-1] > 0:
             n = cache_source.shape[-1]
@@ -300,3 +305,30 @@ def load_hift_state_dict(module: HiFTGenerator, state_dict: Mapping[str, torch.T
     if problems:
         raise ModelLoadError("HiFT checkpoint does not match the model: " + "; ".join(problems))
     module.load_state_dict(converted, strict=True)
+
+
+def load_hift(
+    path: str | Path,
+    config: HiftConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    deterministic_source: bool = False,
+) -> HiFTGenerator:
+    """Build a HiFTGenerator and load `hift.pt` (released or current naming) into it, in eval mode.
+
+    Raises:
+        ModelLoadError: the file is missing or unreadable, or its keys/shapes do not match `config`.
+    """
+    p = Path(path)
+    try:
+        state_dict = torch.load(p, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise ModelLoadError(f"{p}: cannot read the HiFT checkpoint: {exc}") from None
+    if not isinstance(state_dict, Mapping):
+        raise ModelLoadError(f"{p}: expected a state dict, got {type(state_dict).__name__}")
+    model = HiFTGenerator(config, deterministic_source=deterministic_source)
+    try:
+        load_hift_state_dict(model, state_dict)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{p}: {exc}") from None
+    return model.to(device).eval()

@@ -73,6 +73,7 @@ def crossfade(new: torch.Tensor, old_tail: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@torch.inference_mode()
 def vocode_chunk(
     hift: HiFTGenerator,
     state: VocoderState,

@@ -18,6 +18,7 @@ from token2wav.hift import (
     HiFTGenerator,
     convert_hift_state_dict,
     fold_weight_norm,
+    load_hift,
     load_hift_state_dict,
     samples_per_frame,
 )
@@ -208,3 +209,16 @@ def test_initial_phase_is_dropped_by_the_frame_rate_phase() -> None:
     with_phase = harmonic_phase(fn, 24000, 480, torch.rand(1, 9, generator=torch.Generator().manual_seed(0)))
     without = harmonic_phase(fn, 24000, 480, None)
     assert torch.equal(with_phase, without)
+
+
+def test_load_hift_from_file(reference_tiny_dir: Path, tiny_config: HiftConfig, tmp_path: Path) -> None:
+    model = load_hift(reference_tiny_dir / "hift.pt", tiny_config, deterministic_source=True)
+    assert not model.training
+    assert model.deterministic_source
+    with pytest.raises(ModelLoadError, match=r"hift\.pt"):
+        load_hift(reference_tiny_dir / "hift.pt")  # full-size config, tiny weights
+    with pytest.raises(ModelLoadError, match="cannot read"):
+        load_hift(tmp_path / "absent.pt", tiny_config)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="cannot read"):
+        load_hift(tmp_path / "junk.pt", tiny_config)
