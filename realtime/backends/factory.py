@@ -3,33 +3,118 @@
 The synthetic case belongs to the realtime server; the SGLang cases (``sglang``: a running SGLang HTTP server,
 ``sglang-engine``: SGLang in-process) belong to the SGLang backend modules, imported lazily so the synthetic
 default never imports httpx clients or sglang.
+
+Flags whose dest is a `ServerConfig` field (``--model-path``, ``--sglang-url``) fill that field; the others
+(``--model-dir``, ``--sglang-api-key``, ...) arrive in ``ServerConfig.backend_options`` by dest and are read by
+`create_backend`. ``STREAMVOICE_MODEL_DIR``, ``STREAMVOICE_SGLANG_API_KEY`` and
+``STREAMVOICE_SGLANG_ADMIN_API_KEY`` stand in for their flags (secrets are better kept out of ``ps``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from realtime.backends.base import BackendError, LLMBackend
 from realtime.config import ServerConfig
 
+ENV_MODEL_DIR = "STREAMVOICE_MODEL_DIR"
+ENV_API_KEY = "STREAMVOICE_SGLANG_API_KEY"
+ENV_ADMIN_API_KEY = "STREAMVOICE_SGLANG_ADMIN_API_KEY"
+DEFAULT_SGLANG_TIMEOUT_S = 60.0
+
+
+def _add_once(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, **kwargs: Any) -> None:
+    # serve.py may already define a flag (e.g. --backend); argparse refuses duplicates.
+    if flag not in parser._option_string_actions:
+        parser.add_argument(flag, **kwargs)
+
 
 def add_backend_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Flags of the SGLang backends. Dests that match `ServerConfig` fields fill those fields; any other
-    dest lands in ``ServerConfig.backend_options``. Defaults are None so env vars and config defaults apply.
-    """
-    parser.add_argument(
-        "--model-path",
-        default=None,
-        help="Step-Audio-2-mini model folder (tokenizer, and weights for --backend sglang-engine). "
-        "Env: STREAMVOICE_MODEL_PATH.",
+    """Flags of the LLM backends. Unset flags stay out of the namespace, so env vars and config defaults apply."""
+    _add_once(
+        parser,
+        "--backend",
+        default=argparse.SUPPRESS,
+        choices=["synthetic", "sglang", "sglang-engine"],
+        help="token source: synthetic (the embedded demo), sglang (a running SGLang server) or sglang-engine "
+        "(SGLang in this process). Env: STREAMVOICE_BACKEND.",
     )
-    parser.add_argument(
+    _add_once(
+        parser,
+        "--model-path",
+        default=argparse.SUPPRESS,
+        help="Step-Audio-2-mini model folder or hub id: the model SGLang must serve (checked at start-up with "
+        "/model_info), and the weights for --backend sglang-engine. Env: STREAMVOICE_MODEL_PATH.",
+    )
+    _add_once(
+        parser,
+        "--model-dir",
+        default=argparse.SUPPRESS,
+        help="local model folder with tokenizer.json for prompt ids and transcripts (default: --model-path "
+        f"when it is a local folder, else the server's tokenizer_path if local). Env: {ENV_MODEL_DIR}.",
+    )
+    _add_once(
+        parser,
         "--sglang-url",
-        default=None,
-        help="Base URL of a running SGLang server for --backend sglang (default http://127.0.0.1:30000). "
+        default=argparse.SUPPRESS,
+        help="base URL of a running SGLang server for --backend sglang (default http://127.0.0.1:30000). "
         "Env: STREAMVOICE_SGLANG_URL.",
+    )
+    _add_once(
+        parser,
+        "--sglang-api-key",
+        default=argparse.SUPPRESS,
+        help=f"bearer token of an SGLang started with --api-key. Env: {ENV_API_KEY}.",
+    )
+    _add_once(
+        parser,
+        "--sglang-admin-api-key",
+        default=argparse.SUPPRESS,
+        help="bearer token for /abort_request on an SGLang started with --admin-api-key (default: the API "
+        f"key). Env: {ENV_ADMIN_API_KEY}.",
+    )
+    _add_once(
+        parser,
+        "--sglang-timeout",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"seconds to wait for SGLang's next chunk before failing the response (default "
+        f"{DEFAULT_SGLANG_TIMEOUT_S:g}).",
+    )
+    _add_once(
+        parser,
+        "--top-p",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="server-wide nucleus sampling top_p (the Realtime API has no such field; default 0.9).",
+    )
+    _add_once(
+        parser,
+        "--repetition-penalty",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="server-wide repetition penalty (the Realtime API has no such field; default 1.05).",
+    )
+    _add_once(
+        parser,
+        "--no-audio-check",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="do not fail responses whose reported prompt length shows SGLang dropped the user audio.",
+    )
+    _add_once(
+        parser,
+        "--engine-arg",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="KEY=VALUE",
+        help="extra sglang.Engine / ServerArgs argument for --backend sglang-engine, e.g. "
+        "mem_fraction_static=0.6 or load_format=dummy (JSON values are parsed); repeatable.",
     )
 
 
@@ -37,7 +122,8 @@ def create_backend(config: ServerConfig) -> LLMBackend:
     """The backend named by ``config.backend`` (not started yet: call ``await backend.start()``).
 
     Raises:
-        BackendError: the backend kind needs a module or setting that is missing (code ``backend_unavailable``).
+        BackendError: the backend kind needs a module or setting that is missing (code ``backend_unavailable``
+            or ``bad_option``).
     """
     if config.backend == "synthetic":
         from realtime.backends.synthetic import SyntheticBackend
@@ -46,25 +132,98 @@ def create_backend(config: ServerConfig) -> LLMBackend:
             tokens_per_second=config.synthetic_tokens_per_second,
             seed=config.synthetic_seed,
         )
+    options = config.backend_options
+    from realtime.backends.sglang_stream import ServerSampling
+
+    sampling = ServerSampling(
+        top_p=_float_option(options, "top_p"), repetition_penalty=_float_option(options, "repetition_penalty")
+    )
+    check_audio = not options.get("no_audio_check")
+    model_dir = _model_dir(config)
     if config.backend == "sglang":
         from realtime.backends.sglang_http import SGLangHTTPBackend, SGLangHTTPConfig
 
-        model_dir = Path(config.model_path).expanduser() if config.model_path else None
-        local_dir = model_dir if model_dir is not None and model_dir.is_dir() else None
+        timeout = _float_option(options, "sglang_timeout") or DEFAULT_SGLANG_TIMEOUT_S
         return SGLangHTTPBackend(
-            SGLangHTTPConfig(url=config.sglang_url, model_dir=local_dir, expected_model=config.model_path)
+            SGLangHTTPConfig(
+                url=config.sglang_url,
+                model_dir=model_dir,
+                expected_model=config.model_path,
+                api_key=_str_option(options, "sglang_api_key") or os.environ.get(ENV_API_KEY) or None,
+                admin_api_key=_str_option(options, "sglang_admin_api_key")
+                or os.environ.get(ENV_ADMIN_API_KEY)
+                or None,
+                read_timeout_s=timeout,
+                check_audio=check_audio,
+                sampling=sampling,
+            )
         )
+    if not config.model_path:
+        raise BackendError(
+            "bad_option", "--backend sglang-engine needs --model-path (the Step-Audio-2 model)"
+        )
+    from realtime.backends.sglang_engine import SGLangEngineBackend, SGLangEngineConfig
+
+    return SGLangEngineBackend(
+        SGLangEngineConfig(
+            model_path=config.model_path,
+            model_dir=model_dir,
+            engine_args=parse_engine_args(_list_option(options, "engine_arg")),
+            check_audio=check_audio,
+            sampling=sampling,
+        )
+    )
+
+
+def parse_engine_args(specs: Sequence[object]) -> dict[str, object]:
+    """``["mem_fraction_static=0.6", "load_format=dummy"]`` -> kwargs; values parse as JSON when they can.
+
+    Raises:
+        BackendError: ``bad_option`` for an entry without ``=``.
+    """
+    parsed: dict[str, object] = {}
+    for spec in specs:
+        key, sep, raw = str(spec).partition("=")
+        if not sep or not key.strip():
+            raise BackendError("bad_option", f"--engine-arg must be KEY=VALUE, got {spec!r}")
+        try:
+            value: object = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        parsed[key.strip().replace("-", "_")] = value
+    return parsed
+
+
+def _model_dir(config: ServerConfig) -> Path | None:
+    explicit = _str_option(config.backend_options, "model_dir") or os.environ.get(ENV_MODEL_DIR)
+    if explicit:
+        return Path(explicit).expanduser()
+    if config.model_path:
+        candidate = Path(config.model_path).expanduser()
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _str_option(options: Mapping[str, object], name: str) -> str | None:
+    value = options.get(name)
+    return None if value is None else str(value)
+
+
+def _list_option(options: Mapping[str, object], name: str) -> list[object]:
+    value = options.get(name)
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _float_option(options: Mapping[str, object], name: str) -> float | None:
+    value = options.get(name)
+    if value is None:
+        return None
     try:
-        sglang_engine = importlib.import_module("realtime.backends.sglang_engine")
-    except ImportError as exc:
+        return float(str(value))
+    except ValueError as exc:
         raise BackendError(
-            "backend_unavailable",
-            f"--backend {config.backend} needs realtime.backends.sglang_engine, which failed to import: {exc}",
+            "bad_option", f"--{name.replace('_', '-')} must be a number, got {value!r}"
         ) from exc
-    factory = getattr(sglang_engine, "create_engine_backend", None)
-    if factory is None:
-        raise BackendError(
-            "backend_unavailable", "realtime.backends.sglang_engine has no create_engine_backend"
-        )
-    backend: LLMBackend = factory(config)
-    return backend

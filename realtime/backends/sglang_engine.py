@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from realtime.backends.base import BackendError, FinishReason, GenerationInput, TextCodec, TokenChunk
-from realtime.backends.sglang_stream import ChunkDecoder, StreamMode, sampling_payload
+from realtime.backends.sglang_stream import ChunkDecoder, ServerSampling, StreamMode, sampling_payload
 from realtime.backends.sglang_vocab import ModelVocab
 from realtime.prompt import Prompt, PromptBuilder
 from streaming_parser import VocabLayout
@@ -71,12 +71,14 @@ class SGLangEngineConfig:
         engine_args: extra ``ServerArgs`` keyword arguments (``mem_fraction_static``, ``load_format`` ...);
             they override `DEFAULT_ENGINE_ARGS`.
         check_audio: compare the reported prompt length with the expected audio expansion.
+        sampling: server-wide sampling overrides.
     """
 
     model_path: str
     model_dir: Path | None = None
     engine_args: Mapping[str, object] = field(default_factory=dict)
     check_audio: bool = True
+    sampling: ServerSampling = field(default_factory=ServerSampling)
 
 
 def _import_engine() -> EngineFactory:
@@ -161,7 +163,7 @@ class SGLangEngineBackend:
         rid = request.rid
         kwargs: dict[str, Any] = {
             "input_ids": list(prompt.input_ids),
-            "sampling_params": sampling_payload(request.sampling, self.vocab.eot),
+            "sampling_params": sampling_payload(request.sampling, self.vocab.eot, self._config.sampling),
             "rid": rid,
             "stream": True,
         }

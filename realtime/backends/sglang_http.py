@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from realtime.backends.base import BackendError, FinishReason, GenerationInput, 
 from realtime.backends.sglang_stream import (
     SSE_DONE,
     ChunkDecoder,
+    ServerSampling,
     StreamMode,
     error_message,
     parse_chunk_json,
@@ -63,6 +64,7 @@ class SGLangHTTPConfig:
         connect_timeout_s: TCP connect limit.
         read_timeout_s: longest wait for the next chunk.
         check_audio: compare the reported prompt length with the expected audio expansion.
+        sampling: server-wide sampling overrides.
     """
 
     url: str
@@ -73,6 +75,7 @@ class SGLangHTTPConfig:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     check_audio: bool = True
+    sampling: ServerSampling = field(default_factory=ServerSampling)
 
 
 class SGLangHTTPBackend:
@@ -171,7 +174,7 @@ class SGLangHTTPBackend:
             "rid": rid,
             "input_ids": list(prompt.input_ids),
             "stream": True,
-            "sampling_params": sampling_payload(request.sampling, self.vocab.eot),
+            "sampling_params": sampling_payload(request.sampling, self.vocab.eot, self._config.sampling),
         }
         if prompt.audio:
             body["audio_data"] = prompt.audio_data()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from realtime.backends.base import BackendError, FinishReason, SamplingParams, TokenChunk
@@ -35,17 +36,33 @@ class StreamMode(enum.Enum):
     INCREMENTAL = "incremental"  # each chunk holds only the new ids (--incremental-streaming-output)
 
 
-def sampling_payload(sampling: SamplingParams, stop_token_id: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ServerSampling:
+    """Server-wide sampling values the Realtime API has no field for (``--top-p``, ``--repetition-penalty``).
+
+    None keeps the per-request value of `SamplingParams` (Step-Audio-2's 0.9 and 1.05 by default).
+    """
+
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+
+
+def sampling_payload(
+    sampling: SamplingParams, stop_token_id: int, server: ServerSampling | None = None
+) -> dict[str, Any]:
     """``sampling_params`` for one request: every value we rely on is explicit (SGLANG.md §3).
 
     SGLang's own defaults (128 new tokens, skip_special_tokens true) would cut speech after ~4 s and hide the
     special ids the parser needs, so nothing is left to the server or the model's generation_config.
     """
+    server = server or ServerSampling()
     return {
         "max_new_tokens": sampling.max_new_tokens,
         "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "repetition_penalty": sampling.repetition_penalty,
+        "top_p": sampling.top_p if server.top_p is None else server.top_p,
+        "repetition_penalty": (
+            sampling.repetition_penalty if server.repetition_penalty is None else server.repetition_penalty
+        ),
         "stop_token_ids": [stop_token_id],
         "skip_special_tokens": False,
     }
