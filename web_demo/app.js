@@ -175,7 +175,7 @@ function stopTalking() {
     return;
   }
   send({ type: "input_audio_buffer.commit" });
-  addBubble("user", `🎤 voice message (${(ms / 1000).toFixed(1)} s)`);
+  addBubble("user", `[voice message, ${(ms / 1000).toFixed(1)} s]`);
   requestResponse();
 }
 
@@ -246,7 +246,7 @@ function onServerEvent(event) {
       break;
     }
     case "conversation.item.input_audio_transcription.completed":
-      if (event.transcript) addBubble("user", `🎤 ${event.transcript}`);
+      if (event.transcript) addBubble("user", `[heard] ${event.transcript}`);
       break;
     case "input_audio_buffer.speech_started":
       demo.playback && demo.playback.port.postMessage({ type: "flush" });

@@ -1,0 +1,152 @@
+"""The browser demo in a real browser: Debian's chromium driven by Playwright against `realtime serve`.
+
+The server runs as a subprocess exactly as a user starts it (embedded default: synthetic backend + tiny
+random-weight decoder); chromium's fake media device plays tests/data/mic_hello.wav as the microphone.
+A screenshot of the page mid-conversation is saved under artifacts/ for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("STREAMVOICE_ARTIFACTS", REPO / "artifacts"))
+SERVER_START_TIMEOUT_S = 180.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"server not healthy after {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    work = tmp_path_factory.mktemp("browser-server")
+    log_path = work / "server.log"
+    env = dict(os.environ, STREAMVOICE_CACHE=str(work / "cache"), PYTHONUNBUFFERED="1")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/health", proc, log_path)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (make test installs it with apt-get as root)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    mic = REPO / "tests" / "data" / "mic_hello.wav"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={mic}",
+            ],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: object) -> None:
+    context = browser.new_context(permissions=["microphone"])  # type: ignore[attr-defined]
+    page = context.new_page()
+    console_errors: list[str] = []
+    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(server_url + "/")
+    page.wait_for_selector("#status[data-state=open]", timeout=30_000)
+    # The embedded default says plainly that it is not a voice model.
+    assert page.is_visible("#banner")
+    assert "random" in page.inner_text("#banner").lower()
+
+    # 1. Push-to-talk through the fake microphone.
+    talk = page.locator("#talk")
+    talk.hover()
+    page.mouse.down()
+    page.wait_for_timeout(1500)
+    page.mouse.up()
+    page.wait_for_function("window.demo.response && window.demo.response.done", timeout=60_000)
+    page.wait_for_function("window.demo.stats.played > 0", timeout=30_000)
+    assert page.locator("#transcript li.user").count() >= 1
+    assert page.locator("#transcript li.assistant").first.inner_text().strip() != ""
+    sent_types = page.evaluate("window.demo.events.filter(e => e.direction === '→').map(e => e.type)")
+    assert "input_audio_buffer.commit" in sent_types
+    assert page.evaluate("window.demo.capturedSamples") > 0
+
+    # 2. A typed turn, interrupted by push-to-talk while the answer is still playing.
+    page.fill("#text-input", "Tell me a very long story about the sea, please.")
+    page.press("#text-input", "Enter")
+    page.wait_for_function("window.demo.response && window.demo.response.receivedSamples > 0", timeout=60_000)
+    page.wait_for_function("window.demo.stats.played > 0", timeout=30_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web_demo_mid_conversation.png"))
+    cancelled_before = page.locator("#transcript li.assistant.cancelled").count()
+    still_streaming = page.evaluate("!window.demo.response.done")
+    talk.hover()
+    page.mouse.down()
+    page.wait_for_timeout(300)
+    sent_types = page.evaluate("window.demo.events.filter(e => e.direction === '→').map(e => e.type)")
+    assert "conversation.item.truncate" in sent_types
+    if still_streaming:
+        assert "response.cancel" in sent_types
+    assert page.locator("#transcript li.assistant.cancelled").count() == cancelled_before + 1
+    # Playback was flushed at once: nothing of the interrupted answer is left in the ring buffer.
+    page.wait_for_function("window.demo.stats.buffered === 0", timeout=5_000)
+    page.mouse.up()
+    assert not [e for e in console_errors if "bad server event" in e]
+    context.close()
