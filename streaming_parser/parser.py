@@ -107,8 +107,19 @@ class AudioTokenParser:
         self._state = ParserState.IN_TTS if starts_in_speech else ParserState.OUTSIDE
         self._pending_start = starts_in_speech
         self._closed = False
-        self._pure_text_limit = layout.pure_text_limit
-        self._specials = layout.special_ids
+        # Everything the hot loop reads, unpacked in one step per call (small chunks are common).
+        self._constants = (
+            layout.audio_first,
+            layout.audio_pad,
+            layout.text_limit,
+            layout.vocab_size,
+            layout.pure_text_limit,
+            layout.tts_pad,
+            layout.tts_start,
+            layout.tts_end,
+            layout.eot,
+            layout.special_ids,
+        )
         self.anomalies: Counter[str] = Counter()
 
     @property
@@ -131,19 +142,20 @@ class AudioTokenParser:
         Raises:
             InvalidTokenType, NegativeTokenId, TokenIdOutOfRange: an id is invalid; the parser is unchanged.
             ParserClosed: called after `flush`.
+            TypeError: ``ids`` is not a sequence (an iterator would be consumed by the type check).
         """
         if self._closed:
             raise ParserClosed("feed() after flush(): a parser serves one generation")
+        if not isinstance(ids, (list, tuple, range)) and not isinstance(ids, Sequence):
+            raise TypeError(f"ids must be a sequence of int, got {type(ids).__name__}")
         check_types(ids)
-        events: list[Event] = []
-        if self._pending_start:
-            events.append(SEGMENT_START)
-            self._pending_start = False
+        events: list[Event] = [SEGMENT_START] if self._pending_start else []
         if ids:
             stray: list[str] = []
             self._state = self._parse(ids, self._state, events, stray)
             if stray:
                 self.anomalies.update(stray)
+        self._pending_start = False
         return events
 
     def flush(self) -> list[Event]:
@@ -178,21 +190,18 @@ class AudioTokenParser:
         parser unchanged. Range checks sit in the rare branches: a negative id can only take the text branch
         and an id beyond the vocabulary only the above-the-pad branch.
         """
-        lay = self._layout
-        audio_first, audio_pad, text_limit, vocab_size = (
-            lay.audio_first,
-            lay.audio_pad,
-            lay.text_limit,
-            lay.vocab_size,
-        )
-        pure_text, tts_pad, tts_start, tts_end, eot = (
-            self._pure_text_limit,
-            lay.tts_pad,
-            lay.tts_start,
-            lay.tts_end,
-            lay.eot,
-        )
-        specials = self._specials
+        (
+            audio_first,
+            audio_pad,
+            text_limit,
+            vocab_size,
+            pure_text,
+            tts_pad,
+            tts_start,
+            tts_end,
+            eot,
+            specials,
+        ) = self._constants
         append_event = events.append
         new, set_ids, set_spoken, set_codes = _new_object, _set_text_ids, _set_text_spoken, _set_audio_codes
         in_tts, after, ended = ParserState.IN_TTS, ParserState.AFTER, ParserState.ENDED
@@ -299,4 +308,4 @@ class AudioTokenParser:
                 append_event(SEGMENT_START)
                 state = in_tts
             else:
-                stray.append(STRAY_PREFIX + (lay.token_name(special) or str(special)))
+                stray.append(STRAY_PREFIX + (self._layout.token_name(special) or str(special)))

@@ -211,6 +211,20 @@ def test_invalid_ids_raise_and_leave_the_parser_unchanged(
     assert parser.flush() == reference.flush()
 
 
+def test_a_rejected_first_chunk_keeps_the_segment_start() -> None:
+    parser = AudioTokenParser(LAYOUT, starts_in_speech=True)
+    with pytest.raises(NegativeTokenId):
+        parser.feed([5, -3])
+    assert parser.feed([5]) == [SegmentStart(), TextTokens((5,), spoken=True)]
+
+
+def test_an_iterator_is_refused() -> None:
+    parser = AudioTokenParser(LAYOUT, starts_in_speech=False)
+    with pytest.raises(TypeError):
+        parser.feed(iter([1, 2]))  # type: ignore[arg-type]
+    assert parser.feed([1]) == [TextTokens((1,), spoken=False)]
+
+
 def test_feed_after_flush_raises() -> None:
     parser = AudioTokenParser(LAYOUT, starts_in_speech=False)
     parser.flush()
