@@ -34,8 +34,8 @@ class VocoderState:
     Attributes:
         mel: last <= MEL_CACHE_FRAMES mel frames of the previous HiFT input, [1, 80, m].
         source: last <= MEL_CACHE_FRAMES * 480 excitation samples of the previous call, [1, 1, s].
-        speech: last MEL_CACHE_FRAMES * 480 speech samples of the previous call after its cross-fade (the
-            withheld audio), [1, k].
+        speech: last MEL_CACHE_FRAMES * 480 speech samples of the previous call after its cross-fade
+            (the withheld audio), [1, k], CPU float32.
     """
 
     mel: torch.Tensor | None = None
@@ -107,6 +107,9 @@ def vocode_chunk(
             f"a non-final vocoder window needs at least {MEL_CACHE_FRAMES} mel frames, got {mel_in.shape[-1]}"
         )
     speech, source = hift.inference(mel_in, state.source, generator=generator)
+    # Audio leaves as CPU float32 anyway; fading there also avoids float64 on accelerators (the reference
+    # moves to the CPU for its fade too). The mel and source caches stay on the model's device.
+    speech = speech.to(device="cpu", dtype=torch.float32)
     if state.speech is not None:
         speech = crossfade(speech, state.speech)
     new_state = VocoderState(
@@ -115,7 +118,7 @@ def vocode_chunk(
         speech=speech[..., -tail_samples:].clone(),
     )
     emitted = speech if last else speech[..., :-tail_samples]
-    return emitted[0].to(device="cpu", dtype=torch.float32).numpy(), new_state
+    return emitted[0].numpy(), new_state
 
 
 def pcm_float_to_int16(pcm: np.ndarray) -> np.ndarray:
