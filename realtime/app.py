@@ -15,6 +15,8 @@ layer (which answers with an ``error`` event) instead of the transport closing t
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from realtime.errors import (
     CLOSE_INTERNAL_ERROR,
@@ -35,6 +37,7 @@ from realtime.errors import (
 from realtime.events import EventBuilder, encode
 from realtime.protocol import negotiate
 from realtime.session import RuntimeLike, Session
+from realtime.vad import load_shared_engine
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,11 @@ def create_app(runtime: Any, *, web_demo_dir: Path | None = WEB_DEMO_DIR) -> Sta
         finally:
             sessions.open -= 1
             runtime.metrics.session_closed()
-        try:
-            await ws.close(close_code)
-        except RuntimeError:
-            pass  # already closed by the client
+        if ws.client_state is WebSocketState.CONNECTED:
+            try:
+                await ws.close(close_code)
+            except (RuntimeError, WebSocketDisconnect):
+                pass  # the client left while we were closing
 
     async def health(request: Request) -> JSONResponse:
         describe = getattr(runtime, "describe", None)
@@ -129,4 +133,11 @@ def create_app(runtime: Any, *, web_demo_dir: Path | None = WEB_DEMO_DIR) -> Sta
     ]
     if web_demo_dir is not None and web_demo_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_demo_dir, html=True), name="web_demo"))
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, lifespan=_lifespan)
+
+
+@asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    # load the shared VAD model (onnxruntime) in a thread at start-up, not in the first session
+    await load_shared_engine()
+    yield

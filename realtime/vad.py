@@ -12,7 +12,8 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
+from importlib.util import find_spec
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,8 +29,8 @@ CONTEXT = 64  # samples of the previous window silero-vad expects in front of ea
 STATE_SHAPE = (2, 1, 128)
 HYSTERESIS = 0.15  # speech ends when the probability drops below threshold - 0.15 (silero's VADIterator)
 MS_PER_SECOND = 1000
-_MODEL_PACKAGE = "silero_vad.data"
-_MODEL_FILE = "silero_vad.onnx"
+_MODEL_PACKAGE = "silero_vad"
+_MODEL_FILE = ("data", "silero_vad.onnx")
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,8 @@ class VadEngine:
         options = onnxruntime.SessionOptions()
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = 1
-        path = str(resources.files(_MODEL_PACKAGE).joinpath(_MODEL_FILE))
         self._session: Any = onnxruntime.InferenceSession(
-            path, sess_options=options, providers=["CPUExecutionProvider"]
+            str(model_path()), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
 
@@ -72,17 +72,30 @@ class VadEngine:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def model_path() -> Path:
+    """silero-vad's packaged ONNX model, found without importing the package (which imports torch)."""
+    spec = find_spec(_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the silero-vad package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*_MODEL_FILE)
+
+
 _engine: VadEngine | None = None
 _engine_lock = threading.Lock()
 
 
 def shared_engine() -> VadEngine:
-    """The process-wide engine, loaded on first use."""
+    """The process-wide engine, loaded on first use (blocking: call it off the event loop)."""
     global _engine
     with _engine_lock:
         if _engine is None:
             _engine = VadEngine()
         return _engine
+
+
+async def load_shared_engine() -> VadEngine:
+    """`shared_engine` without blocking the event loop (model loading runs in a thread)."""
+    return _engine if _engine is not None else await asyncio.to_thread(shared_engine)
 
 
 class TurnDetector:
@@ -91,13 +104,13 @@ class TurnDetector:
     Args:
         settings: the session's turn detection settings.
         fmt: the session's input audio format.
-        engine: the shared model (defaults to the process-wide one).
+        engine: the model to use (defaults to the process-wide one, loaded off the loop on first `feed`).
     """
 
     def __init__(self, settings: TurnDetection, fmt: AudioFormat, engine: VadEngine | None = None) -> None:
         self.settings = settings
         self.fmt = fmt
-        self._engine = engine or shared_engine()
+        self._engine = engine
         self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
@@ -107,10 +120,12 @@ class TurnDetector:
 
     async def feed(self, wire: bytes) -> list[VadEvent]:
         """Process appended audio on the VAD thread; return the start/stop events it produced."""
-        events: list[VadEvent] = await self._engine.run(self._process, wire)
+        if self._engine is None:
+            self._engine = await load_shared_engine()
+        events: list[VadEvent] = await self._engine.run(self._process, self._engine, wire)
         return events
 
-    def _process(self, wire: bytes) -> list[VadEvent]:
+    def _process(self, engine: VadEngine, wire: bytes) -> list[VadEvent]:
         pcm = wire_to_pcm16(wire, self.fmt, "audio")
         audio = resample(pcm16_to_float(pcm), self.fmt.sample_rate, VAD_RATE)
         self._pending = np.concatenate([self._pending, audio])
@@ -121,7 +136,7 @@ class TurnDetector:
             chunk, self._pending = self._pending[:WINDOW], self._pending[WINDOW:]
             window = np.concatenate([self._context, chunk]).astype(np.float32)
             self._context = chunk[-CONTEXT:]
-            prob, self._state = self._engine.probability(window, self._state)
+            prob, self._state = engine.probability(window, self._state)
             start = self._samples
             self._samples += WINDOW
             if not self._speaking and prob >= threshold:

@@ -133,7 +133,7 @@ def start_server(config: ServerConfig, apps: list[AppFactory] | None = None) -> 
                 handle.ports.append(sock.getsockname()[1])
                 server = uvicorn.Server(
                     uvicorn.Config(
-                        factory(runtime), ws_max_size=WS_MAX_FRAME_BYTES, log_level="warning", lifespan="off"
+                        factory(runtime), ws_max_size=WS_MAX_FRAME_BYTES, log_level="warning", lifespan="on"
                     )
                 )
                 handle._servers.append(server)
