@@ -43,7 +43,9 @@ class EulerStep:
     modulation: StepModulation
 
 
-def time_grid(n_steps: int, device: torch.device, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def time_grid(
+    n_steps: int, device: torch.device, dtype: torch.dtype
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(t, dt) per Euler step, with the reference's accumulated-t arithmetic."""
     t_span = torch.linspace(0, 1, n_steps + 1, device=device, dtype=dtype)
     t_span = 1 - torch.cos(t_span * 0.5 * torch.pi)
@@ -89,7 +91,9 @@ class CausalConditionalCFM(nn.Module):
             raise Token2WavError(
                 f"utterance too long: needs noise frames up to {end}, the buffer holds {self.noise.shape[2]}"
             )
-        return self.noise[:, :, offset:end].to(device=like.device, dtype=like.dtype) * self.sampler.temperature
+        return (
+            self.noise[:, :, offset:end].to(device=like.device, dtype=like.dtype) * self.sampler.temperature
+        )
 
     def solve(
         self,
@@ -129,7 +133,9 @@ class CausalConditionalCFM(nn.Module):
             if reuse_step_cache:
                 cache.conv1.zero_()
                 cache.conv2.zero_()
-            v = self.estimator.forward_cached(packed, step.modulation, cache, 0 if reuse_step_cache else index, slots)
+            v = self.estimator.forward_cached(
+                packed, step.modulation, cache, 0 if reuse_step_cache else index, slots
+            )
             v_cond, v_uncond = v[0:1], v[1:2]
             x = x + step.dt * ((1.0 + rate) * v_cond - rate * v_uncond)
             if trace is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +170,9 @@ class DiTBlock(nn.Module):
             conv1: `[B, h, 2]` context of the first causal conv.
             conv2: `[B, h, 2]` context of the second causal conv.
         """
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_conv, scale_conv, gate_conv = mod
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_conv, scale_conv, gate_conv = (
+            mod
+        )
         eps = BLOCK_LN_EPS
         h = _modulate(F.layer_norm(x, (self.hidden,), eps=eps), shift_msa, scale_msa)
         attn = self.attn
@@ -216,12 +219,13 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(h)
         self.in_proj = nn.Linear(config.in_channels, h)
         self.blocks = nn.ModuleList([DiTBlock(config) for _ in range(config.depth)])
+        self._blocks: list[DiTBlock] = [cast(DiTBlock, b) for b in self.blocks]  # typed view (same modules)
         self.final_layer = FinalLayer(h, config.out_channels)
 
     def modulations(self, t: torch.Tensor, batch: int) -> StepModulation:
         """adaLN outputs for time `t` (a 1-element tensor), for a batch of `batch` (CFG: 2)."""
         c = self.t_embedder(t.reshape(1).repeat(batch)).unsqueeze(1)  # [B, 1, h]
-        blocks = tuple(tuple(blk.adaLN_modulation(c).chunk(N_MODULATIONS, dim=-1)) for blk in self.blocks)
+        blocks = tuple(tuple(blk.adaLN_modulation(c).chunk(N_MODULATIONS, dim=-1)) for blk in self._blocks)
         shift, scale = self.final_layer.adaLN_modulation(c).chunk(2, dim=-1)
         return StepModulation(blocks=blocks, final=(shift, scale))
 
@@ -241,9 +245,15 @@ class DiT(nn.Module):
             velocity `[B, 80, F]`.
         """
         h = self.in_proj(x.transpose(1, 2))
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self._blocks):
             h = block.forward_cached(
-                h, mod.blocks[i], cache.k[step, i], cache.v[step, i], slots, cache.conv1[step, i], cache.conv2[step, i]
+                h,
+                mod.blocks[i],
+                cache.k[step, i],
+                cache.v[step, i],
+                slots,
+                cache.conv1[step, i],
+                cache.conv2[step, i],
             )
         return self.final_layer.forward_modulated(h, *mod.final).transpose(1, 2)
 
@@ -257,7 +267,13 @@ class DitCache:
     """
 
     def __init__(
-        self, config: DitConfig, steps: int, batch: int, capacity: int, like: torch.Tensor, keep_tail: int = 100
+        self,
+        config: DitConfig,
+        steps: int,
+        batch: int,
+        capacity: int,
+        like: torch.Tensor,
+        keep_tail: int = 100,
     ) -> None:
         shape = (steps, config.depth, batch, config.num_heads, capacity, config.head_dim)
         self.k = like.new_zeros(shape)

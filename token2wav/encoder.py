@@ -196,7 +196,9 @@ class RelPositionAttention(nn.Module):
         v = self.linear_v(x).view(b, t, self.h, self.d_k).transpose(1, 2)
         return k, v
 
-    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos_emb: torch.Tensor) -> torch.Tensor:
+    def attend(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos_emb: torch.Tensor
+    ) -> torch.Tensor:
         """Queries from `x [B, T1, D]` against keys/values `[B, H, T2, d]` (the last T1 of them are x's).
 
         Args:

@@ -20,8 +20,14 @@ import numpy as np
 import torch
 
 from token2wav.cfm import make_noise
-from token2wav.config import F0PredictorConfig, FlowConfig, HiftConfig, SamplerConfig, read_flow_yaml
-from token2wav.config import read_reference_config
+from token2wav.config import (
+    F0PredictorConfig,
+    FlowConfig,
+    HiftConfig,
+    SamplerConfig,
+    read_flow_yaml,
+    read_reference_config,
+)
 from token2wav.errors import InvalidCodes, ModelLoadError, StreamError, VoiceError
 from token2wav.flow import CausalMaskedDiffWithXvec, PrimedFlow, load_flow_state_dict
 from token2wav.hift import HiFTGenerator, load_hift_state_dict
@@ -56,7 +62,9 @@ class Voice:
     primed: PrimedFlow
 
 
-def check_codes(codes: Sequence[int], vocab_size: int, *, allow_empty: bool = False) -> list[int]:
+def check_codes(
+    codes: Sequence[int] | np.ndarray | torch.Tensor, vocab_size: int, *, allow_empty: bool = False
+) -> list[int]:
     """Validate audio codes (0 .. vocab_size-1) and return them as a list of ints.
 
     Raises:
@@ -91,7 +99,9 @@ def _hift_config_from_weights(state: dict[str, torch.Tensor]) -> HiftConfig:
         "f0_predictor.condnet.0.parametrizations.weight.original1",
         "f0_predictor.condnet.0.weight",
     )
-    return HiftConfig(base_channels=int(pre.shape[0]), f0_predictor=F0PredictorConfig(cond_channels=int(cond.shape[0])))
+    return HiftConfig(
+        base_channels=int(pre.shape[0]), f0_predictor=F0PredictorConfig(cond_channels=int(cond.shape[0]))
+    )
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -165,7 +175,9 @@ class Token2Wav:
         else:
             raise ModelLoadError(f"{root}: missing {FLOW_YAML} (not a token2wav model directory?)")
         flow = CausalMaskedDiffWithXvec(
-            config, sampler, noise if noise is not None else make_noise(sampler.noise_frames, sampler.noise_seed)
+            config,
+            sampler,
+            noise if noise is not None else make_noise(sampler.noise_frames, sampler.noise_seed),
         )
         load_flow_state_dict(flow, _load_weights(root / FLOW_WEIGHTS))
         hift_state = _load_weights(root / HIFT_WEIGHTS)
@@ -299,11 +311,15 @@ class Token2Wav:
         hift_done = time.perf_counter()
         stream.calls += 1
         stream.emitted_samples += int(pcm.shape[0])
-        stream.timings.append(ChunkTiming(len(window), int(pcm.shape[0]), flow_done - start, hift_done - flow_done))
+        stream.timings.append(
+            ChunkTiming(len(window), int(pcm.shape[0]), flow_done - start, hift_done - flow_done)
+        )
         return pcm
 
     def warmup(self, voice: Voice, codes: Sequence[int] | None = None) -> None:
         """Run one throwaway stream (kernels, allocator); it shares nothing with later streams."""
         stream = self.start(voice, ChunkSchedule.reference())
-        self.push(stream, codes if codes is not None else [0] * (ChunkSchedule.reference().max_window_tokens()))
+        self.push(
+            stream, codes if codes is not None else [0] * (ChunkSchedule.reference().max_window_tokens())
+        )
         self.finish(stream)

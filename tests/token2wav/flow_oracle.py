@@ -43,7 +43,10 @@ def model() -> Token2Wav:
 def voice() -> Voice:
     """The oracle's voice (prompt tokens, prompt mel, speaker embedding), primed."""
     return model().voice_from_features(
-        tensor("inputs", "prompt_tokens"), tensor("inputs", "prompt_mel"), tensor("inputs", "spk_emb"), "oracle"
+        tensor("inputs", "prompt_tokens"),
+        tensor("inputs", "prompt_mel"),
+        tensor("inputs", "spk_emb"),
+        "oracle",
     )
 
 

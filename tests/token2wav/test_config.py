@@ -101,7 +101,7 @@ def test_top_level_must_be_flow_only() -> None:
         parse_flow_yaml(RELEASED + "hift: 1\n")
     with pytest.raises(ConfigError, match="top-level key 'flow'"):
         parse_flow_yaml("foo: 1\n")
-    with pytest.raises(ConfigError, match="not a valid flow.yaml"):
+    with pytest.raises(ConfigError, match=r"not a valid flow\.yaml"):
         parse_flow_yaml("flow: [unclosed\n")
 
 

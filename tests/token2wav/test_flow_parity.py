@@ -7,8 +7,17 @@ import json
 import pytest
 import torch
 
-from tests.token2wav.flow_oracle import FLOW_ATOL, REFERENCE_TINY, arrays, max_abs, model, tensor, voice
-from tests.token2wav.flow_oracle import gen_tokens, one_torch_thread  # noqa: F401 - autouse fixture
+from tests.token2wav.flow_oracle import (  # noqa: F401 - autouse fixture
+    FLOW_ATOL,
+    REFERENCE_TINY,
+    arrays,
+    gen_tokens,
+    max_abs,
+    model,
+    one_torch_thread,
+    tensor,
+    voice,
+)
 from token2wav.stream import ChunkSchedule
 
 
@@ -60,9 +69,17 @@ def test_streaming_flow_chunks_match_oracle_and_schedule() -> None:
         assert state.noise_offset == entry["noise_offset"] == entry["dit_cache_len_in"]
         xs: list[torch.Tensor] = []
         mus: list[torch.Tensor] = []
-        mel = flow.inference_chunk(
-            tokens, state, entry["last_chunk"], trace=lambda s, x, c, u: xs.append(x.clone()), mu_out=mus
-        )
+
+        def trace(
+            step: int,
+            x: torch.Tensor,
+            v_cond: torch.Tensor,
+            v_uncond: torch.Tensor,
+            xs: list[torch.Tensor] = xs,
+        ) -> None:
+            xs.append(x.clone())
+
+        mel = flow.inference_chunk(tokens, state, entry["last_chunk"], trace=trace, mu_out=mus)
         assert mel.shape[2] == entry["mel_frames"]
         assert max_abs(mus[0], stream[f"chunk{i}_mu"]) <= FLOW_ATOL
         assert max_abs(mel, stream[f"chunk{i}_mel"]) <= FLOW_ATOL

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.token2wav.flow_oracle import PCM_ATOL, REFERENCE_TINY, arrays, gen_tokens, model, voice
-from tests.token2wav.flow_oracle import one_torch_thread  # noqa: F401 - autouse fixture
+from tests.token2wav.flow_oracle import (
+    PCM_ATOL,
+    REFERENCE_TINY,
+    arrays,
+    gen_tokens,
+    model,
+    one_torch_thread,  # noqa: F401 - autouse fixture
+    voice,
+)
 from token2wav import ChunkSchedule, InvalidCodes, ModelLoadError, Token2Wav, VoiceError, make_dummy_model_dir
 from token2wav.model import check_codes
 
@@ -49,7 +56,7 @@ def test_missing_files_raise_model_load_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError):
         Token2Wav.from_dir(tmp_path)
     (tmp_path / "config.yaml").write_bytes((REFERENCE_TINY / "config.yaml").read_bytes())
-    with pytest.raises(ModelLoadError, match="flow.pt"):
+    with pytest.raises(ModelLoadError, match=r"flow\.pt"):
         Token2Wav.from_dir(tmp_path)
 
 

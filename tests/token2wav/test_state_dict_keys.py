@@ -53,5 +53,5 @@ def test_tiny_oracle_checkpoint_loads_strictly() -> None:
     assert list(flow.state_dict()) == list(state)
     bad = dict(state)
     bad["encoder_proj.weight"] = torch.zeros(81, 64)
-    with pytest.raises(ModelLoadError, match="encoder_proj.weight"):
+    with pytest.raises(ModelLoadError, match=r"encoder_proj\.weight"):
         load_flow_state_dict(flow, bad)

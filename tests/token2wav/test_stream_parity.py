@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.token2wav.flow_oracle import INT16_LSB_TOL, PCM_ATOL, arrays, gen_tokens, model, voice
-from tests.token2wav.flow_oracle import one_torch_thread  # noqa: F401 - autouse fixture
+from tests.token2wav.flow_oracle import (
+    INT16_LSB_TOL,
+    PCM_ATOL,
+    arrays,
+    gen_tokens,
+    model,
+    one_torch_thread,  # noqa: F401 - autouse fixture
+    voice,
+)
 from token2wav.errors import InvalidCodes, StreamError, Token2WavError
 from token2wav.stream import SAMPLES_PER_TOKEN, ChunkSchedule
 
