@@ -72,7 +72,7 @@ def wav_samples(data_uri: str) -> int:
     with wave.open(io.BytesIO(raw)) as reader:
         if reader.getframerate() != 16_000 or reader.getnchannels() != 1:
             raise ValueError("the fake expects 16 kHz mono WAV")
-        return reader.getnframes()
+        return int(reader.getnframes())
 
 
 @dataclass

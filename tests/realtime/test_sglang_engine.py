@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import Any, cast
 
 import pytest
 
@@ -119,7 +119,7 @@ async def test_closing_the_iterator_aborts_by_rid(
 ) -> None:
     state.script = lambda body: LONG_REPLY
     state.token_delay_s = 0.005
-    stream = backend.generate(request("resp_e-1"))
+    stream = cast(AsyncGenerator[TokenChunk, None], backend.generate(request("resp_e-1")))
     await anext(stream)
     await stream.aclose()
     engine = backend._engine
@@ -145,7 +145,7 @@ async def test_engine_value_error_is_a_backend_error(
 ) -> None:
     state.script = lambda body: LONG_REPLY
     state.token_delay_s = 0.005
-    first = backend.generate(request("resp_dup"))
+    first = cast(AsyncGenerator[TokenChunk, None], backend.generate(request("resp_dup")))
     await anext(first)
     with pytest.raises(BackendError) as caught:
         async for _ in backend.generate(request("resp_dup")):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -267,7 +269,7 @@ async def test_duplicate_rid_in_flight_is_a_server_error(
 ) -> None:
     fake_sglang.state.script = lambda body: LONG_REPLY
     fake_sglang.state.token_delay_s = 0.02
-    first = http_backend.generate(request("resp_dup-0"))
+    first = cast(AsyncGenerator[TokenChunk, None], http_backend.generate(request("resp_dup-0")))
     await anext(first)
     with pytest.raises(BackendError) as caught:
         await collect(http_backend, request("resp_dup-0"))
@@ -284,7 +286,7 @@ async def test_closing_the_stream_aborts_within_100_ms(
 ) -> None:
     fake_sglang.state.script = lambda body: LONG_REPLY
     fake_sglang.state.token_delay_s = 0.01
-    stream = http_backend.generate(request("resp_cancel-0"))
+    stream = cast(AsyncGenerator[TokenChunk, None], http_backend.generate(request("resp_cancel-0")))
     await anext(stream)
     cancelled_at = time.monotonic()
     await stream.aclose()
