@@ -2,10 +2,8 @@
 
 The server runs on its own event loop (its own thread), exactly as in production; tests talk to it over
 TCP with real clients (the openai SDK, raw websockets, httpx). The runtime is built by `Runtime.create` on
-the synthetic backend with the embedded tiny Token2Wav. While the token2wav package does not yet export
-`Token2Wav` (work in progress on the team), the runtime is assembled from the same parts with the pipeline
-tests' Token2Wav double instead, and `REAL_DECODER` is False: protocol tests still run, and the tests that
-check audio content skip with that reason.
+the synthetic backend with the embedded random-weight tiny Token2Wav (real decoder code, generated into a
+per-test-session cache folder).
 """
 
 from __future__ import annotations
@@ -20,41 +18,16 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-import token2wav
 from realtime.app import WS_MAX_FRAME_BYTES, create_app
 from realtime.config import ServerConfig
 from realtime.runtime import Runtime
 
-REAL_DECODER = hasattr(token2wav, "Token2Wav") and hasattr(token2wav, "make_dummy_model_dir")
 START_TIMEOUT_S = 300.0  # first start may generate the tiny Token2Wav into the cache
 
 
 async def build_runtime(config: ServerConfig) -> Runtime:
-    """`Runtime.create`, or the same parts with the Token2Wav double while token2wav is unfinished."""
-    if REAL_DECODER:
-        return await Runtime.create(config)
-    from realtime.backends.factory import create_backend
-    from realtime.metrics import Metrics
-    from realtime.voices import VoiceRegistry
-    from realtime.worker import InferenceWorker
-    from tests.realtime.speech_double import Schedule, ScheduleDecoder
-
-    backend = create_backend(config)
-    await backend.start()
-    worker: InferenceWorker[Any] = InferenceWorker(ScheduleDecoder, max_pending=config.worker_queue)
-    await worker.start()
-    runtime = Runtime(
-        config,
-        backend,
-        worker,
-        VoiceRegistry.from_specs(config.voices, default=config.default_voice),
-        Metrics(),
-        schedule=Schedule(first_hop_tokens=config.first_hop_tokens, hop_tokens=config.hop_tokens),
-        decoder="Token2Wav test double (token2wav not ready)",
-        random_weights=True,
-    )
-    await runtime.load_voices()
-    return runtime
+    """`Runtime.create`: the synthetic backend with the embedded random-weight tiny Token2Wav."""
+    return await Runtime.create(config)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import numpy as np
 from openai import AsyncOpenAI
 
 from tests.realtime.server_harness import ServerHandle
@@ -110,6 +111,9 @@ async def test_ga_sdk_text_in_spoken_answer_out(server: ServerHandle) -> None:
         events = await _events_until_done(conn, "ga")
         audio = _check_spoken_response(events, GA_NAMES)
         assert len(audio) % 2 == 0 and len(audio) > 0
+        # real Token2Wav output (random weights): a varying waveform, not silence or a constant
+        samples = np.frombuffer(audio, dtype="<i2").astype(np.float64)
+        assert samples.std() > 1.0 and np.count_nonzero(np.diff(samples)) > len(samples) // 2
         kinds = [e["type"] for e in events]
         assert kinds.count("conversation.item.added") == 1 and kinds.count("conversation.item.done") == 1
 
