@@ -7,7 +7,9 @@ cumulative sum) and smooth. Parity with the oracle depends on the exact float32 
 
 Randomness: the reference draws a random initial phase per harmonic (not the fundamental) and additive
 Gaussian noise. `NSFSource` takes an optional `torch.Generator` for both, or replaces both with zeros when
-`deterministic=True` (the oracle's setting).
+`deterministic=True` (the oracle's setting). Note that the initial phase is added to sample 0 only, and the
+linear down-sampling to frame rate reads samples 480 i + 239.5 (align_corners=False), so it never reaches
+the output: in this source type only the noise is actually random (a test pins this down).
 
 Threading: modules hold weights only; calls are re-entrant as long as each caller passes its own generator.
 """
