@@ -260,6 +260,8 @@ def convert_hift_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
         target[key] = value
 
     for raw_key, value in state_dict.items():
+        if not isinstance(raw_key, str) or not isinstance(value, torch.Tensor):
+            raise ModelLoadError(f"HiFT checkpoint: entry {raw_key!r} is not a named tensor")
         key = raw_key.removeprefix(_CHECKPOINT_PREFIX)
         for suffix_g, suffix_v in ((_LEGACY_G, _LEGACY_V), (_PARAM_G, _PARAM_V)):
             if key.endswith(suffix_g):
@@ -274,7 +276,12 @@ def convert_hift_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
     if unpaired:
         raise ModelLoadError(f"HiFT checkpoint: weight-norm g/v pair incomplete for {unpaired}")
     for base in sorted(gains):
-        put(plain, f"{base}.weight", fold_weight_norm(gains[base], directions[base]))
+        g, v = gains[base], directions[base]
+        if v.dim() < 2 or tuple(g.shape) != (v.shape[0],) + (1,) * (v.dim() - 1):
+            raise ModelLoadError(
+                f"HiFT checkpoint: {base}: weight-norm g {tuple(g.shape)} does not fit v {tuple(v.shape)}"
+            )
+        put(plain, f"{base}.weight", fold_weight_norm(g, v))
     if duplicates:
         raise ModelLoadError(f"HiFT checkpoint: keys given twice (after renaming): {sorted(duplicates)}")
     return plain

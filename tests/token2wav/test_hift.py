@@ -106,6 +106,11 @@ def test_loader_errors_name_the_keys(reference_tiny_dir: Path, tiny_config: Hift
     both = dict(state, **{"conv_post.bias": state["generator.conv_post.bias"]})
     with pytest.raises(ModelLoadError, match="twice"):
         load_hift_state_dict(model, both)
+    bad_gain = dict(state, **{"generator.conv_pre.weight_g": torch.ones(3, 1, 1)})
+    with pytest.raises(ModelLoadError, match="does not fit"):
+        load_hift_state_dict(model, bad_gain)
+    with pytest.raises(ModelLoadError, match="named tensor"):
+        load_hift_state_dict(model, dict(state, **{"generator.conv_pre.bias": [0.0]}))
     with pytest.raises(ModelLoadError):
         load_hift_state_dict(HiFTGenerator(), state)  # tiny weights into the full-size module
 
