@@ -99,8 +99,14 @@ def read_prompt_audio(source: AudioSource) -> PromptAudio:
     if not path.is_file():
         raise VoiceError(f"voice prompt {path}: no such file")
     try:
+        info = soundfile.info(str(path))
+        # refuse over-long files from the header, before decoding them into memory
+        if info.samplerate > 0 and info.frames / info.samplerate > MAX_PROMPT_SECONDS:
+            raise VoiceError(_too_long(str(path), info.frames / info.samplerate))
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        if isinstance(exc, VoiceError):
+            raise
         raise VoiceError(f"voice prompt {path}: cannot decode audio ({exc})") from None
     return _validated(np.ascontiguousarray(data.T), int(rate), str(path))
 
@@ -150,15 +156,19 @@ def check_usable(audio: PromptAudio) -> None:
             f"{MIN_PROMPT_SECONDS:.0f} s of speech (3-10 s recommended)"
         )
     if duration > MAX_PROMPT_SECONDS:
-        raise VoiceError(
-            f"voice prompt {audio.source}: {duration:.1f} s is too long; the limit is "
-            f"{MAX_PROMPT_SECONDS:.0f} s (3-10 s recommended)"
-        )
+        raise VoiceError(_too_long(audio.source, duration))
     level = max(_rms_dbfs(audio.samples[0]), _rms_dbfs(audio.samples.mean(axis=0)))
     if level < SILENCE_RMS_DBFS:
         raise VoiceError(
             f"voice prompt {audio.source}: silent (RMS {level:.0f} dBFS, below {SILENCE_RMS_DBFS:.0f} dBFS)"
         )
+
+
+def _too_long(source: str, duration: float) -> str:
+    return (
+        f"voice prompt {source}: {duration:.1f} s is too long; the limit is "
+        f"{MAX_PROMPT_SECONDS:.0f} s (3-10 s recommended)"
+    )
 
 
 def _rms_dbfs(mono: np.ndarray) -> float:

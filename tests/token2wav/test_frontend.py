@@ -155,6 +155,13 @@ def test_unreadable_and_missing_files_raise_voice_error(frontend: PromptFrontend
         frontend.extract(tmp_path / "missing.wav")
 
 
+def test_over_long_file_is_refused_from_its_header(frontend: PromptFrontend, tmp_path: Path) -> None:
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.zeros(8000 * 31, dtype=np.int16), 8000)  # 31 s, refused before decoding
+    with pytest.raises(VoiceError, match="too long"):
+        frontend.extract(path)
+
+
 def test_silent_file_is_rejected_even_when_long_enough(frontend: PromptFrontend, tmp_path: Path) -> None:
     path = tmp_path / "quiet.wav"
     soundfile.write(path, np.full(RATE * 3, 1e-5, dtype=np.float32), RATE)
