@@ -12,11 +12,10 @@ from __future__ import annotations
 import binascii
 import enum
 import json
-import re
 from base64 import b64decode
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, TypeAlias, cast
 
 from openai.types.realtime import (
     ConversationItemDeleteEvent,
@@ -34,8 +33,9 @@ from openai.types.realtime import (
     RealtimeSessionCreateRequest,
     ResponseCancelEvent,
 )
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from realtime.beta import beta_assistant_content_to_ga, beta_response_to_ga, beta_session_to_ga
 from realtime.errors import (
     CODE_INVALID_SESSION_TYPE,
     CODE_INVALID_TYPE,
@@ -43,9 +43,9 @@ from realtime.errors import (
     CODE_MISSING_PARAMETER,
     CODE_STRING_TOO_LONG,
     CODE_UNKNOWN_EVENT,
-    CODE_UNKNOWN_PARAMETER,
     ProtocolViolation,
 )
+from realtime.validation import check_keys, missing_or_invalid, reject_extras, validate_model
 
 BETA_HEADER = "openai-beta"
 BETA_HEADER_VALUE = "realtime=v1"
@@ -197,11 +197,8 @@ _MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "user": RealtimeConversationItemUserMessage,
     "assistant": RealtimeConversationItemAssistantMessage,
 }
-_BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
-_BETA_ASSISTANT_CONTENT = {"text": "output_text", "audio": "output_audio"}
 # Fields clients echo back from session.created that are read-only: accepted and ignored.
 _SESSION_READ_ONLY = frozenset({"id", "object", "expires_at", "client_secret", "temperature"})
-_FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
@@ -242,9 +239,9 @@ def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
     if kind == "session.update":
         return SessionUpdate(event_id, _decode_session(raw, dialect))
     if kind == "conversation.item.create":
-        _check_keys(raw, {"type", "event_id", "item", "previous_item_id"}, "")
+        check_keys(raw, {"type", "event_id", "item", "previous_item_id"}, "")
         if not isinstance(raw.get("item"), dict):
-            raise _missing_or_invalid(raw, "item")
+            raise missing_or_invalid(raw, "item")
         previous = raw.get("previous_item_id")
         return ItemCreate(event_id, decode_item(raw["item"], "item"), previous)
     if kind == "response.create":
@@ -254,16 +251,16 @@ def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
         raise ProtocolViolation(
             CODE_UNKNOWN_EVENT, f"Invalid value: '{kind}'. Unknown or unsupported event type.", "type"
         )
-    event = _validate(model, raw, "")
-    _reject_extras(event, "", frozenset())
+    event = validate_model(model, raw, "")
+    reject_extras(event, "", frozenset())
     return cast(ClientEvent, event)
 
 
 def _decode_append(raw: dict[str, Any]) -> AudioAppend:
-    _check_keys(raw, {"type", "event_id", "audio"}, "")
+    check_keys(raw, {"type", "event_id", "audio"}, "")
     audio = raw.get("audio")
     if not isinstance(audio, str):
-        raise _missing_or_invalid(raw, "audio")
+        raise missing_or_invalid(raw, "audio")
     if len(audio) > MAX_APPEND_AUDIO_CHARS:
         raise ProtocolViolation(
             CODE_STRING_TOO_LONG,
@@ -281,11 +278,11 @@ def _decode_append(raw: dict[str, Any]) -> AudioAppend:
 
 
 def _decode_session(raw: dict[str, Any], dialect: Dialect) -> RealtimeSessionCreateRequest:
-    _check_keys(raw, {"type", "event_id", "session"}, "")
+    check_keys(raw, {"type", "event_id", "session"}, "")
     session = raw.get("session")
     if not isinstance(session, dict):
-        raise _missing_or_invalid(raw, "session")
-    session = _beta_session_to_ga(session)
+        raise missing_or_invalid(raw, "session")
+    session = beta_session_to_ga(session)
     kind = session.get("type")
     if kind is None:
         if dialect is Dialect.GA:
@@ -299,61 +296,9 @@ def _decode_session(raw: dict[str, Any], dialect: Dialect) -> RealtimeSessionCre
             f"Invalid value: '{kind}'. Only 'realtime' sessions are supported.",
             "session.type",
         )
-    model = _validate(RealtimeSessionCreateRequest, session, "session")
-    _reject_extras(model, "session", _SESSION_READ_ONLY)
+    model = validate_model(RealtimeSessionCreateRequest, session, "session")
+    reject_extras(model, "session", _SESSION_READ_ONLY)
     return model
-
-
-def _beta_session_to_ga(session: dict[str, Any]) -> dict[str, Any]:
-    """Move beta's flat session fields into the GA layout (GA fields win when both are present)."""
-    flat = dict(session)
-    audio: dict[str, Any] = dict(flat.pop("audio", None) or {})
-    audio_in: dict[str, Any] = dict(audio.get("input") or {})
-    audio_out: dict[str, Any] = dict(audio.get("output") or {})
-    moves = {
-        "input_audio_transcription": (audio_in, "transcription"),
-        "input_audio_noise_reduction": (audio_in, "noise_reduction"),
-        "turn_detection": (audio_in, "turn_detection"),
-        "voice": (audio_out, "voice"),
-        "speed": (audio_out, "speed"),
-    }
-    for beta_name, (target, ga_name) in moves.items():
-        if beta_name in flat:
-            value = flat.pop(beta_name)
-            if beta_name == "turn_detection" and isinstance(value, dict) and "type" not in value:
-                value = {**value, "type": "server_vad"}
-            target.setdefault(ga_name, value)
-    for beta_name, target in (("input_audio_format", audio_in), ("output_audio_format", audio_out)):
-        if beta_name in flat:
-            target.setdefault("format", _beta_format(flat.pop(beta_name), f"session.{beta_name}"))
-    if "modalities" in flat:
-        flat.setdefault("output_modalities", _beta_modalities(flat.pop("modalities")))
-    if "max_response_output_tokens" in flat:
-        flat.setdefault("max_output_tokens", flat.pop("max_response_output_tokens"))
-    if audio_in:
-        audio["input"] = audio_in
-    if audio_out:
-        audio["output"] = audio_out
-    if audio or "audio" in session:
-        flat["audio"] = audio
-    return flat
-
-
-def _beta_format(value: Any, param: str) -> dict[str, Any]:
-    if value not in _BETA_FORMATS:
-        raise ProtocolViolation(
-            CODE_INVALID_VALUE,
-            f"Invalid value: '{value}'. Supported values are: 'pcm16', 'g711_ulaw', and 'g711_alaw'.",
-            param,
-        )
-    return {"type": _BETA_FORMATS[value]}
-
-
-def _beta_modalities(value: Any) -> Any:
-    # beta ["text", "audio"] = spoken answer with transcript = GA ["audio"]
-    if isinstance(value, list) and "audio" in value:
-        return ["audio"]
-    return value
 
 
 def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:
@@ -368,15 +313,10 @@ def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:
     if kind == "message":
         role = item.get("role")
         if role not in _MESSAGE_MODELS:
-            raise _missing_or_invalid(item, "role", param)
+            raise missing_or_invalid(item, "role", param)
         model = _MESSAGE_MODELS[role]
-        if role == "assistant" and isinstance(item.get("content"), list):
-            item["content"] = [
-                {**part, "type": _BETA_ASSISTANT_CONTENT.get(str(part.get("type")), part.get("type"))}
-                if isinstance(part, dict)
-                else part
-                for part in item["content"]
-            ]
+        if role == "assistant":
+            item = beta_assistant_content_to_ga(item)
     elif kind == "function_call":
         model = RealtimeConversationItemFunctionCall
     elif kind == "function_call_output":
@@ -393,39 +333,27 @@ def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:
             f"{param}.type",
         )
     item["type"] = kind
-    validated = _validate(model, item, param)
-    _reject_extras(validated, param, frozenset({"id"}))
+    validated = validate_model(model, item, param)
+    reject_extras(validated, param, frozenset({"id"}))
     return cast(ConversationItemModel, validated)
 
 
 def _decode_response_create(raw: dict[str, Any]) -> ResponseCreate:
-    _check_keys(raw, {"type", "event_id", "response"}, "")
+    check_keys(raw, {"type", "event_id", "response"}, "")
     response = raw.get("response")
     event_id = raw.get("event_id")
     if response is None:
         return ResponseCreate(event_id, None, None, None)
     if not isinstance(response, dict):
-        raise _missing_or_invalid(raw, "response")
+        raise missing_or_invalid(raw, "response")
     params = dict(response)
     temperature = params.pop("temperature", None)
     items: tuple[ConversationItemModel | ItemReference, ...] | None = None
     if "input" in params:
         items = _decode_input(params.pop("input"))
-    audio_out: dict[str, Any] = dict((params.get("audio") or {}).get("output") or {})
-    if "voice" in params:
-        audio_out.setdefault("voice", params.pop("voice"))
-    if "output_audio_format" in params:
-        audio_out.setdefault(
-            "format", _beta_format(params.pop("output_audio_format"), "response.output_audio_format")
-        )
-    if audio_out:
-        params["audio"] = {"output": audio_out}
-    if "modalities" in params:
-        params.setdefault("output_modalities", _beta_modalities(params.pop("modalities")))
-    if "max_response_output_tokens" in params:
-        params.setdefault("max_output_tokens", params.pop("max_response_output_tokens"))
-    model = _validate(RealtimeResponseCreateParams, params, "response")
-    _reject_extras(model, "response", frozenset())
+    params = beta_response_to_ga(params)
+    model = validate_model(RealtimeResponseCreateParams, params, "response")
+    reject_extras(model, "response", frozenset())
     if temperature is not None and (
         isinstance(temperature, bool) or not isinstance(temperature, int | float)
     ):
@@ -449,71 +377,8 @@ def _decode_input(value: Any) -> tuple[ConversationItemModel | ItemReference, ..
             )
         if entry.get("type") == "item_reference":
             if not isinstance(entry.get("id"), str):
-                raise _missing_or_invalid(entry, "id", param)
+                raise missing_or_invalid(entry, "id", param)
             out.append(ItemReference(entry["id"]))
         else:
             out.append(decode_item(entry, param))
     return tuple(out)
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def _validate(model: type[_M], data: dict[str, Any], prefix: str) -> _M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _violation_from(exc, prefix) from None
-
-
-def _violation_from(exc: ValidationError, prefix: str) -> ProtocolViolation:
-    error = exc.errors()[0]
-    parts: list[str] = []
-    for loc in error["loc"]:
-        if isinstance(loc, int):
-            parts.append(f"[{loc}]")
-        elif _FIELD_NAME.match(loc):
-            parts.append(f".{loc}" if parts or prefix else loc)
-    param = prefix + "".join(parts)
-    if error["type"] == "missing":
-        return ProtocolViolation(CODE_MISSING_PARAMETER, f"Missing required parameter: '{param}'.", param)
-    if error["type"] in {
-        "literal_error",
-        "enum",
-        "union_tag_invalid",
-        "less_than_equal",
-        "greater_than_equal",
-    }:
-        return ProtocolViolation(CODE_INVALID_VALUE, f"Invalid value for '{param}': {error['msg']}.", param)
-    return ProtocolViolation(CODE_INVALID_TYPE, f"Invalid type for '{param}': {error['msg']}.", param)
-
-
-def _check_keys(raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
-    for key in raw:
-        if key not in allowed:
-            name = f"{prefix}.{key}" if prefix else key
-            raise ProtocolViolation(CODE_UNKNOWN_PARAMETER, f"Unknown parameter: '{name}'.", name)
-
-
-def _missing_or_invalid(raw: dict[str, Any], key: str, prefix: str = "") -> ProtocolViolation:
-    name = f"{prefix}.{key}" if prefix else key
-    if raw.get(key) is None:
-        return ProtocolViolation(CODE_MISSING_PARAMETER, f"Missing required parameter: '{name}'.", name)
-    return ProtocolViolation(CODE_INVALID_TYPE, f"Invalid type for '{name}'.", name)
-
-
-def _reject_extras(model: BaseModel, path: str, allowed: frozenset[str]) -> None:
-    """Raise ``unknown_parameter`` for the first field the openai model kept as an extra."""
-    for key in model.model_extra or {}:
-        if key not in allowed:
-            name = f"{path}.{key}" if path else key
-            raise ProtocolViolation(CODE_UNKNOWN_PARAMETER, f"Unknown parameter: '{name}'.", name)
-    for key in model.model_fields_set:
-        value = getattr(model, key, None)
-        child = f"{path}.{key}" if path else key
-        if isinstance(value, BaseModel):
-            _reject_extras(value, child, frozenset())
-        elif isinstance(value, list):
-            for index, element in enumerate(value):
-                if isinstance(element, BaseModel):
-                    _reject_extras(element, f"{child}[{index}]", frozenset({"id"}))

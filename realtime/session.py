@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from realtime.backends.base import GenerationInput, SamplingParams
-from realtime.conversation import Conversation, Item, ResponseRecord, new_id
+from realtime.backends.base import GenerationInput
+from realtime.conversation import Conversation, Item, new_id
 from realtime.errors import (
     CODE_ACTIVE_RESPONSE,
     CODE_CANCEL_NOT_ACTIVE,
@@ -34,7 +34,6 @@ from realtime.errors import (
 from realtime.events import EventBuilder
 from realtime.items import (
     item_from_client,
-    prompt_turns,
     sent_audio_ms,
     truncate_item,
     user_audio_item,
@@ -45,19 +44,15 @@ from realtime.protocol import (
     ClientEvent,
     Dialect,
     ItemCreate,
-    ItemReference,
     ResponseCreate,
     SessionUpdate,
     decode_client_frame,
 )
 from realtime.response import CancelReason, Outbox, ResponseContext, ResponseRun
+from realtime.response_plan import plan_response
 from realtime.session_config import (
-    AudioFormat,
     SessionConfig,
     apply_session_update,
-    check_max_output_tokens,
-    check_temperature,
-    parse_modalities,
     resolve_voice,
 )
 from realtime.vad import TurnDetector, VadEvent
@@ -67,8 +62,6 @@ log = logging.getLogger(__name__)
 OUTBOX_FRAMES = 256  # frames queued for the socket before producers wait
 MIN_COMMIT_MS = 100  # OpenAI: a commit needs at least 100 ms of audio
 MAX_BUFFER_SECONDS = 600  # push-to-talk buffer cap; beyond it appends are refused
-MAX_METADATA_PAIRS = 16
-DEFAULT_MAX_NEW_TOKENS = SamplingParams().max_new_tokens
 
 
 class RuntimeLike(Protocol):
@@ -372,90 +365,21 @@ class Session:
 
     # responses -------------------------------------------------------------------------------------------
     async def _response_create(self, event: ResponseCreate) -> None:
-        params = event.params
-        fields = params.model_fields_set if params is not None else set()
-        conversation_mode = (params.conversation if params is not None else None) or "auto"
-        if conversation_mode not in ("auto", "none"):
-            raise ProtocolViolation(
-                CODE_INVALID_VALUE,
-                f"Invalid value: '{conversation_mode}'. Use 'auto' or 'none'.",
-                "response.conversation",
-            )
-        in_band = conversation_mode == "auto"
-        if in_band and self._default is not None:
+        plan = plan_response(
+            event,
+            self.config,
+            self.conversation,
+            resolve_voice=self._resolve_voice("response.audio.output.voice"),
+            beta=self.events.beta,
+        )
+        if plan.in_band and self._default is not None:
             raise ProtocolViolation(
                 CODE_ACTIVE_RESPONSE,
                 "Conversation already has an active response in progress: "
                 f"{self._default.record.id}. Wait until the response is finished before creating a new one.",
             )
-        config = self.config
-        modalities = config.output_modalities
-        voice, fmt = config.voice, config.output_format
-        instructions, max_tokens = config.instructions, config.max_output_tokens
-        metadata: dict[str, str] | None = None
-        if params is not None:
-            if "output_modalities" in fields:
-                modalities = parse_modalities(params.output_modalities, "response.output_modalities")
-            if "instructions" in fields:
-                instructions = params.instructions or ""
-            if "max_output_tokens" in fields:
-                max_tokens = check_max_output_tokens(params.max_output_tokens, "response.max_output_tokens")
-            if params.metadata is not None:
-                if len(params.metadata) > MAX_METADATA_PAIRS:
-                    raise ProtocolViolation(
-                        CODE_INVALID_VALUE, "metadata has more than 16 key-value pairs.", "response.metadata"
-                    )
-                metadata = dict(params.metadata)
-            output = params.audio.output if params.audio is not None else None
-            if output is not None and output.voice is not None:
-                voice = self._resolve_voice("response.audio.output.voice")(str(output.voice))
-            if output is not None and output.format is not None:
-                fmt = AudioFormat.from_ga_type(output.format.type)
-        temperature = config.temperature
-        if event.temperature is not None:
-            temperature = check_temperature(
-                event.temperature, beta=self.events.beta, param="response.temperature"
-            )
-        items = self._response_input(event.input) if event.input is not None else list(self.conversation)
-        sampling = SamplingParams(
-            max_new_tokens=DEFAULT_MAX_NEW_TOKENS if max_tokens == "inf" else max_tokens,
-            **({"temperature": temperature} if temperature is not None else {}),
-        )
-        record = ResponseRecord(
-            id=new_id("resp"),
-            conversation_id=self.conversation.id if in_band else None,
-            modalities=modalities,
-            voice=voice,
-            output_format=fmt,
-            max_output_tokens=max_tokens,
-            temperature=temperature,
-            metadata=metadata,
-        )
-        request = GenerationInput(
-            rid=record.id,
-            turns=prompt_turns(items),
-            instructions=instructions,
-            speak="audio" in modalities,
-            sampling=sampling,
-        )
-        self._start(
-            ResponseRun(self._response_context(), record, request, self.conversation if in_band else None)
-        )
-
-    def _response_input(self, entries: tuple[Any, ...]) -> list[Item]:
-        items: list[Item] = []
-        for index, entry in enumerate(entries):
-            if isinstance(entry, ItemReference):
-                if entry.id not in self.conversation:
-                    raise ProtocolViolation(
-                        CODE_INVALID_VALUE,
-                        f"Invalid value: '{entry.id}'. No such item.",
-                        f"response.input[{index}].id",
-                    )
-                items.append(self.conversation.get(entry.id))
-            else:
-                items.append(item_from_client(entry, self.config.input_format))
-        return items
+        conversation = self.conversation if plan.in_band else None
+        self._start(ResponseRun(self._response_context(), plan.record, plan.request, conversation))
 
     def _response_context(self) -> ResponseContext:
         return ResponseContext(

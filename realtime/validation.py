@@ -1,0 +1,88 @@
+"""Validation of client payloads against the openai models, with OpenAI-style errors naming the field.
+
+pydantic errors become `ProtocolViolation`s (``missing_required_parameter``, ``invalid_value``,
+``invalid_type``) whose ``param`` is the dotted path of the field (``session.audio.output.format.rate``);
+fields the openai models keep as extras become ``unknown_parameter``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from realtime.errors import (
+    CODE_INVALID_TYPE,
+    CODE_INVALID_VALUE,
+    CODE_MISSING_PARAMETER,
+    CODE_UNKNOWN_PARAMETER,
+    ProtocolViolation,
+)
+
+_FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_VALUE_ERRORS = frozenset(
+    {"literal_error", "enum", "union_tag_invalid", "less_than_equal", "greater_than_equal"}
+)
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def validate_model(model: type[_M], data: dict[str, Any], prefix: str) -> _M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise violation_from(exc, prefix) from None
+
+
+def violation_from(exc: ValidationError, prefix: str) -> ProtocolViolation:
+    error = exc.errors()[0]
+    parts: list[str] = []
+    for loc in error["loc"]:
+        if isinstance(loc, int):
+            parts.append(f"[{loc}]")
+        elif _FIELD_NAME.match(loc):
+            parts.append(f".{loc}" if parts or prefix else loc)
+    param = prefix + "".join(parts)
+    if error["type"] == "missing":
+        return ProtocolViolation(CODE_MISSING_PARAMETER, f"Missing required parameter: '{param}'.", param)
+    if error["type"] in {
+        "literal_error",
+        "enum",
+        "union_tag_invalid",
+        "less_than_equal",
+        "greater_than_equal",
+    }:
+        return ProtocolViolation(CODE_INVALID_VALUE, f"Invalid value for '{param}': {error['msg']}.", param)
+    return ProtocolViolation(CODE_INVALID_TYPE, f"Invalid type for '{param}': {error['msg']}.", param)
+
+
+def check_keys(raw: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            name = f"{prefix}.{key}" if prefix else key
+            raise ProtocolViolation(CODE_UNKNOWN_PARAMETER, f"Unknown parameter: '{name}'.", name)
+
+
+def missing_or_invalid(raw: dict[str, Any], key: str, prefix: str = "") -> ProtocolViolation:
+    name = f"{prefix}.{key}" if prefix else key
+    if raw.get(key) is None:
+        return ProtocolViolation(CODE_MISSING_PARAMETER, f"Missing required parameter: '{name}'.", name)
+    return ProtocolViolation(CODE_INVALID_TYPE, f"Invalid type for '{name}'.", name)
+
+
+def reject_extras(model: BaseModel, path: str, allowed: frozenset[str]) -> None:
+    """Raise ``unknown_parameter`` for the first field the openai model kept as an extra."""
+    for key in model.model_extra or {}:
+        if key not in allowed:
+            name = f"{path}.{key}" if path else key
+            raise ProtocolViolation(CODE_UNKNOWN_PARAMETER, f"Unknown parameter: '{name}'.", name)
+    for key in model.model_fields_set:
+        value = getattr(model, key, None)
+        child = f"{path}.{key}" if path else key
+        if isinstance(value, BaseModel):
+            reject_extras(value, child, frozenset())
+        elif isinstance(value, list):
+            for index, element in enumerate(value):
+                if isinstance(element, BaseModel):
+                    reject_extras(element, f"{child}[{index}]", frozenset({"id"}))
