@@ -33,12 +33,18 @@ DEFAULT_MAX_SESSIONS = 32
 DEFAULT_WORKER_QUEUE = 64  # pending Token2Wav steps across all streams before submit() waits
 DEFAULT_MAX_AUDIO_DELTA_MS = 100  # REALTIME_PROTOCOL.md §11: 20-100 ms per output_audio.delta
 DEFAULT_SGLANG_URL = "http://127.0.0.1:30000"
+MAX_AUTO_TORCH_THREADS = 4  # small per-chunk kernels stop scaling beyond a few threads
 
 
 def default_cache_dir() -> Path:
     """The folder for generated artefacts (the embedded tiny Token2Wav): ``$STREAMVOICE_CACHE`` or ~/.cache."""
     raw = os.environ.get(CACHE_ENV)
     return Path(raw).expanduser() if raw else DEFAULT_CACHE_DIR.expanduser()
+
+
+def default_torch_threads() -> int:
+    """Half the CPUs (the event loop, the LLM client and VAD need the rest), at least 1, at most 4."""
+    return max(1, min(MAX_AUTO_TORCH_THREADS, (os.cpu_count() or 1) // 2))
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class ServerConfig:
         max_sessions: concurrent WebSocket sessions accepted before new ones are refused.
         worker_queue: bounded number of pending Token2Wav steps on the inference worker.
         max_audio_delta_ms: longest audio slice per ``output_audio.delta``.
+        torch_threads: torch intra-op threads for Token2Wav; 0 picks `default_torch_threads()`. More threads
+            than free cores makes OpenMP spin and can slow a CPU decode by 10x.
         log_level: logging level name.
         backend_options: extra options of the SGLang backends (flags added by
             `realtime.backends.factory.add_backend_arguments` that are not fields here), by argparse dest.
@@ -89,6 +97,7 @@ class ServerConfig:
     max_sessions: int = DEFAULT_MAX_SESSIONS
     worker_queue: int = DEFAULT_WORKER_QUEUE
     max_audio_delta_ms: int = DEFAULT_MAX_AUDIO_DELTA_MS
+    torch_threads: int = 0
     log_level: str = "info"
     backend_options: Mapping[str, object] = field(default_factory=dict)
 
@@ -105,6 +114,8 @@ class ServerConfig:
             raise ValueError("synthetic_tokens_per_second must be > 0")
         if self.max_sessions < 1 or self.worker_queue < 1:
             raise ValueError("max_sessions and worker_queue must be >= 1")
+        if self.torch_threads < 0:
+            raise ValueError("torch_threads must be >= 0 (0 = automatic)")
         if not 20 <= self.max_audio_delta_ms <= 100:  # REALTIME_PROTOCOL.md §11.1
             raise ValueError("max_audio_delta_ms must be within 20..100")
         if not 0 < self.port < 65536 and self.port != 0:
@@ -114,6 +125,11 @@ class ServerConfig:
     def is_embedded_token2wav(self) -> bool:
         """True when no Token2Wav weights were given and the random-weight tiny model is used."""
         return self.token2wav_dir is None
+
+    @property
+    def effective_torch_threads(self) -> int:
+        """``torch_threads``, or the automatic choice when it is 0."""
+        return self.torch_threads or default_torch_threads()
 
     @property
     def embedded_token2wav_dir(self) -> Path:
@@ -157,7 +173,7 @@ def parse_voice_spec(spec: str) -> tuple[str, Path]:
 
 
 _INT_FIELDS = {"port", "first_hop_tokens", "hop_tokens", "synthetic_seed", "max_sessions", "worker_queue"}
-_INT_FIELDS |= {"max_audio_delta_ms"}
+_INT_FIELDS |= {"max_audio_delta_ms", "torch_threads"}
 _PATH_FIELDS = {"token2wav_dir", "cache_dir"}
 
 

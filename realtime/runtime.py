@@ -104,10 +104,13 @@ class Runtime:
         dtype = getattr(torch, config.dtype)
         backend = create_backend(config)
         await backend.start()
-        worker: InferenceWorker[Any] = InferenceWorker(
-            lambda: Token2Wav.from_dir(model_dir, device=config.device, dtype=dtype),
-            max_pending=config.worker_queue,
-        )
+        threads = config.effective_torch_threads
+
+        def load() -> Any:
+            torch.set_num_threads(threads)  # process-wide intra-op pool; see ServerConfig.torch_threads
+            return Token2Wav.from_dir(model_dir, device=config.device, dtype=dtype)
+
+        worker: InferenceWorker[Any] = InferenceWorker(load, max_pending=config.worker_queue)
         try:
             await worker.start()
             schedule = ChunkSchedule(first_hop_tokens=config.first_hop_tokens, hop_tokens=config.hop_tokens)
@@ -184,6 +187,7 @@ class Runtime:
             "decoder": self.decoder,
             "device": self.config.device,
             "dtype": self.config.dtype,
+            "torch_threads": self.config.effective_torch_threads,
             "sample_rate": self.sample_rate,
             "first_hop_tokens": self.config.first_hop_tokens,
             "hop_tokens": self.config.hop_tokens,

@@ -64,6 +64,7 @@ _OWN_DESTS = {
     "worker_queue",
     "max_delta_ms",
     "log_level",
+    "torch_threads",
 }
 
 
@@ -162,6 +163,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=str(DEFAULT_HOP_TOKENS),
         type=int,
         help="audio tokens per later Token2Wav chunk (the reference uses 25)",
+    )
+    _flag(
+        speech,
+        "--torch-threads",
+        env="TORCH_THREADS",
+        default="0 = half the CPUs, 1..4",
+        type=int,
+        help="torch intra-op threads for Token2Wav on CPU (more than the free cores makes decoding much slower)",
     )
     _flag(
         speech,
