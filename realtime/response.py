@@ -152,6 +152,8 @@ class ResponseRun:
         """Stop generating now; `run` then closes the response as cancelled with ``reason``."""
         if self.phase in (ResponsePhase.CLOSING, ResponsePhase.DONE):
             return
+        if self._child is not None and self._child.done():
+            return  # generation already finished: the response closes as it ended, all audio is sent
         self.cancelled = True
         self._cancel_reason = reason
         if self._child is not None:

@@ -228,7 +228,8 @@ class Session:
 
     def _configure_vad(self) -> None:
         settings = self.config.turn_detection
-        self._detector = None if settings is None else TurnDetector(settings, self.config.input_format)
+        fmt, start_ms = self.config.input_format, round(self._audio_ms_total)
+        self._detector = None if settings is None else TurnDetector(settings, fmt, start_ms=start_ms)
         self._speech_item_id = None
 
     # input audio -----------------------------------------------------------------------------------------

@@ -105,12 +105,17 @@ class TurnDetector:
         settings: the session's turn detection settings.
         fmt: the session's input audio format.
         engine: the model to use (defaults to the process-wide one, loaded off the loop on first `feed`).
+        start_ms: session audio time at which this detector starts (event times count from the session's
+            first appended audio, also when turn detection is reconfigured mid-session).
     """
 
-    def __init__(self, settings: TurnDetection, fmt: AudioFormat, engine: VadEngine | None = None) -> None:
+    def __init__(
+        self, settings: TurnDetection, fmt: AudioFormat, engine: VadEngine | None = None, *, start_ms: int = 0
+    ) -> None:
         self.settings = settings
         self.fmt = fmt
         self._engine = engine
+        self._start_ms = start_ms
         self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
@@ -160,4 +165,4 @@ class TurnDetector:
         return self._speaking
 
     def _ms(self, samples: int) -> int:
-        return samples * MS_PER_SECOND // VAD_RATE
+        return self._start_ms + samples * MS_PER_SECOND // VAD_RATE
