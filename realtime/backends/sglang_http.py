@@ -114,7 +114,6 @@ class SGLangHTTPBackend:
         self._active: set[str] = set()
         self._aborted: set[str] = set()
         self._abort_tasks: set[asyncio.Task[None]] = set()
-        self._audio_supported = True
         self.model_info: dict[str, Any] = {}
         self.last_stream_mode = StreamMode.UNKNOWN
 
@@ -148,27 +147,24 @@ class SGLangHTTPBackend:
             raise BackendError(
                 "wrong_model", f"SGLang at {self._config.url} serves {served!r}, expected {expected!r}"
             )
-        self._audio_supported = info.get("has_audio_understanding") is not False
+        # Informational only: SGLang 0.5.23 derives this flag from config attribute names (``audio_config``),
+        # so an externally registered model may serve audio while reporting False. The reported prompt length
+        # of each audio request is the real check (`ChunkDecoder`).
+        audio_flag = info.get("has_audio_understanding")
         if self._vocab is None:
             self._vocab = await asyncio.to_thread(load_model_vocab, self._config.model_dir, info)
             self._builder = PromptBuilder(self._vocab.layout, self._vocab.codec)
         log.info(
-            "SGLang at %s serves %s (architectures %s, audio input %s)",
+            "SGLang at %s serves %s (architectures %s, has_audio_understanding %s)",
             self._config.url,
             info.get("model_path"),
             info.get("architectures"),
-            "yes" if self._audio_supported else "no",
+            audio_flag,
         )
 
     async def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
         """Stream new ids of one reply. See the module docstring for errors and cancellation."""
         prompt = await self._build(request)
-        if prompt.audio and not self._audio_supported:
-            raise BackendError(
-                "audio_dropped",
-                "the SGLang server reports no audio understanding for this model: user audio would be "
-                "ignored (serve Step-Audio-2 with the streamvoice SGLang plugin)",
-            )
         rid = request.rid
         body: dict[str, Any] = {
             "rid": rid,
