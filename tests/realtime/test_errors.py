@@ -243,3 +243,10 @@ def test_error_frames_are_plain_json() -> None:
     # the helper itself rejects frames of the wrong family: guard against a silently lenient checker
     with pytest.raises(AssertionError):
         validate_frame(json.dumps({"type": "response.audio.delta", "event_id": "event_1"}), "ga")
+
+
+async def test_invalid_type(ga: RawClient) -> None:
+    event = {"type": "conversation.item.truncate", "item_id": "x", "content_index": 0, "audio_end_ms": "late"}
+    await ga.send(event)
+    assert (await ga.error("invalid_type"))["param"] == "audio_end_ms"
+    await ga.alive()
