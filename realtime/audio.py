@@ -144,38 +144,102 @@ def alaw_to_pcm16(data: bytes) -> bytes:
 
 
 def resample(samples: npt.NDArray[np.floating], src_rate: int, dst_rate: int) -> Float32Array:
-    """Band-limited resampling of float mono audio (Kaiser-windowed sinc, 16 taps a side).
+    """Band-limited resampling of a whole float mono signal (Kaiser-windowed sinc, 16 taps a side).
 
     Output length is ``round(len(samples) * dst_rate / src_rate)``. When downsampling the sinc is widened to
-    the destination Nyquist so content above it is attenuated instead of aliased.
+    the destination Nyquist so content above it is attenuated instead of aliased. The signal is taken as
+    silent before its start and after its end; for audio that arrives in pieces use `StreamResampler`, which
+    gives the same samples without edge effects at the piece boundaries.
 
     Args:
         samples: float audio, shape [n].
         src_rate: input rate in Hz.
         dst_rate: output rate in Hz.
     """
-    x = np.asarray(samples, dtype=np.float32)
-    if src_rate <= 0 or dst_rate <= 0:
-        raise ValueError("sample rates must be positive")
-    if src_rate == dst_rate or x.size == 0:
-        return x.copy()
-    n_out = round(x.size * dst_rate / src_rate)
-    cutoff = min(1.0, dst_rate / src_rate)  # fraction of the source Nyquist kept
-    half = int(np.ceil(_RESAMPLE_HALF_TAPS / cutoff))
-    offsets = np.arange(-half + 1, half + 1)
-    padded = np.concatenate([np.zeros(half, np.float32), x, np.zeros(half + 1, np.float32)])
-    out = np.empty(n_out, dtype=np.float32)
-    for start in range(0, n_out, _RESAMPLE_BLOCK):
-        t = np.arange(start, min(start + _RESAMPLE_BLOCK, n_out)) * (src_rate / dst_rate)
-        base = np.floor(t).astype(np.int64)
-        idx = base[:, None] + offsets[None, :]  # [block, taps] source indices
-        dist = t[:, None] - idx
-        window = np.kaiser(2 * half + 1, _KAISER_BETA)
-        w_pos = np.clip(dist / half, -1.0, 1.0)
-        win = np.interp(w_pos, np.linspace(-1.0, 1.0, window.size), window)
-        kernel = cutoff * np.sinc(cutoff * dist) * win
-        out[start : start + t.size] = np.sum(padded[idx + half] * kernel, axis=1)
-    return out
+    resampler = StreamResampler(src_rate, dst_rate)
+    head = resampler.process(samples)
+    return np.concatenate([head, resampler.flush()])
+
+
+class StreamResampler:
+    """Incremental `resample`: feed pieces, get every output sample whose filter support has arrived.
+
+    Concatenating ``process`` outputs and ``flush`` equals `resample` of the concatenated input. The output
+    lags the input by the filter half-width (about 0.7 ms upsampling, 2 ms for 24 -> 8 kHz). Not thread-safe;
+    one per audio stream.
+
+    Args:
+        src_rate: input rate in Hz.
+        dst_rate: output rate in Hz.
+    """
+
+    def __init__(self, src_rate: int, dst_rate: int) -> None:
+        if src_rate <= 0 or dst_rate <= 0:
+            raise ValueError("sample rates must be positive")
+        self.src_rate, self.dst_rate = src_rate, dst_rate
+        self._cutoff = min(1.0, dst_rate / src_rate)  # fraction of the source Nyquist kept
+        self._half = int(np.ceil(_RESAMPLE_HALF_TAPS / self._cutoff))
+        self._offsets = np.arange(-self._half + 1, self._half + 1)
+        self._window = np.kaiser(2 * self._half + 1, _KAISER_BETA)
+        self._buf = np.zeros(self._half, dtype=np.float32)  # silence before the start
+        self._origin = -self._half  # source index of _buf[0]
+        self._received = 0  # source samples fed
+        self._emitted = 0  # output samples produced
+        self._flushed = False
+
+    def process(self, samples: npt.NDArray[np.floating]) -> Float32Array:
+        """Add source samples; return the output samples that are now complete."""
+        if self._flushed:
+            raise RuntimeError("process() after flush()")
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self.src_rate == self.dst_rate:
+            self._received += x.size
+            return x.copy()
+        self._buf = np.concatenate([self._buf, x])
+        self._received += x.size
+        # output n needs source indices up to floor(n * src / dst) + half, all below `received`
+        available = self._received - self._half
+        n_end = -(-available * self.dst_rate // self.src_rate) if available > 0 else 0
+        return self._produce(n_end)
+
+    def flush(self) -> Float32Array:
+        """End of input (silence after it): return the remaining output samples."""
+        if self._flushed:
+            return np.zeros(0, dtype=np.float32)
+        self._flushed = True
+        if self.src_rate == self.dst_rate:
+            return np.zeros(0, dtype=np.float32)
+        self._buf = np.concatenate([self._buf, np.zeros(self._half + 1, np.float32)])
+        return self._produce(round(self._received * self.dst_rate / self.src_rate))
+
+    def _produce(self, n_end: int) -> Float32Array:
+        n_start = self._emitted
+        if n_end <= n_start:
+            return np.zeros(0, dtype=np.float32)
+        out = np.empty(n_end - n_start, dtype=np.float32)
+        for start in range(n_start, n_end, _RESAMPLE_BLOCK):
+            t = np.arange(start, min(start + _RESAMPLE_BLOCK, n_end)) * (self.src_rate / self.dst_rate)
+            idx = np.floor(t).astype(np.int64)[:, None] + self._offsets[None, :]  # [block, taps] source idx
+            dist = t[:, None] - idx
+            win = np.interp(
+                np.clip(dist / self._half, -1.0, 1.0), _unit_grid(self._window.size), self._window
+            )
+            kernel = self._cutoff * np.sinc(self._cutoff * dist) * win
+            out[start - n_start : start - n_start + t.size] = np.sum(
+                self._buf[idx - self._origin] * kernel, axis=1
+            )
+        self._emitted = n_end
+        # drop source samples no later output can reach
+        keep_from = int(np.floor(n_end * (self.src_rate / self.dst_rate))) - self._half
+        drop = min(max(0, keep_from - self._origin), self._buf.size)
+        if drop:
+            self._buf = self._buf[drop:]
+            self._origin += drop
+        return out
+
+
+def _unit_grid(size: int) -> npt.NDArray[np.float64]:
+    return np.linspace(-1.0, 1.0, size)
 
 
 def resample_pcm16(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
@@ -186,11 +250,45 @@ def resample_pcm16(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
 
 
 def encode_output(pcm16: bytes, fmt: AudioFormat, sample_rate: int) -> bytes:
-    """Model PCM16 at ``sample_rate`` -> the session's output format (G.711 is resampled to 8 kHz)."""
-    if fmt == "pcm16":
-        return pcm16
-    narrow = resample_pcm16(pcm16, sample_rate, G711_SAMPLE_RATE)
-    return pcm16_to_ulaw(narrow) if fmt == "g711_ulaw" else pcm16_to_alaw(narrow)
+    """Model PCM16 at ``sample_rate`` -> the session's output format, for one self-contained clip.
+
+    G.711 is resampled to 8 kHz. For a stream of chunks use `OutputEncoder`, which resamples across chunk
+    boundaries (this function treats each call as a separate clip, with silence around it).
+    """
+    encoder = OutputEncoder(fmt, sample_rate)
+    return encoder.encode(pcm16) + encoder.flush()
+
+
+class OutputEncoder:
+    """Streams model PCM16 into a session's output format (one per response).
+
+    Attributes:
+        fmt: ``pcm16``, ``g711_ulaw`` or ``g711_alaw``.
+        sample_rate: rate of the encoded bytes (24 kHz PCM, 8 kHz G.711).
+        sample_width: bytes per encoded sample (2 or 1).
+    """
+
+    def __init__(self, fmt: AudioFormat, sample_rate: int) -> None:
+        self.fmt = fmt
+        self._resampler = None if fmt == "pcm16" else StreamResampler(sample_rate, G711_SAMPLE_RATE)
+        self.sample_rate = sample_rate if fmt == "pcm16" else G711_SAMPLE_RATE
+        self.sample_width = PCM16_WIDTH if fmt == "pcm16" else G711_WIDTH
+
+    def encode(self, pcm16: bytes) -> bytes:
+        """Encode one chunk; G.711 output lags by the resampler's 2 ms until `flush`."""
+        if self._resampler is None:
+            return pcm16
+        return self._companded(self._resampler.process(pcm16_to_float(pcm16)))
+
+    def flush(self) -> bytes:
+        """End of the audio: the samples still held by the resampler (empty for PCM16)."""
+        if self._resampler is None:
+            return b""
+        return self._companded(self._resampler.flush())
+
+    def _companded(self, samples: Float32Array) -> bytes:
+        narrow = float_to_pcm16(samples)
+        return pcm16_to_ulaw(narrow) if self.fmt == "g711_ulaw" else pcm16_to_alaw(narrow)
 
 
 def slice_pcm(

@@ -105,3 +105,30 @@ def test_encode_output_formats() -> None:
     alaw = audio.encode_output(pcm, "g711_alaw", 24_000)
     assert len(ulaw) == len(alaw) == 800  # 100 ms at 8 kHz, one byte per sample
     assert audio.duration_seconds(pcm, 24_000) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [(24_000, 8_000), (24_000, 16_000), (16_000, 24_000), (44_100, 24_000)]
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stream_resampler_equals_whole_signal_resampling(src: int, dst: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    signal = rng.uniform(-0.5, 0.5, 5000).astype(np.float32)
+    cuts = np.sort(rng.integers(0, signal.size, 6))
+    resampler = audio.StreamResampler(src, dst)
+    pieces = [resampler.process(part) for part in np.split(signal, cuts)]
+    pieces.append(resampler.flush())
+    np.testing.assert_allclose(np.concatenate(pieces), audio.resample(signal, src, dst), atol=1e-6)
+    with pytest.raises(RuntimeError):
+        resampler.process(signal)
+
+
+@pytest.mark.parametrize("fmt", ["pcm16", "g711_ulaw", "g711_alaw"])
+def test_output_encoder_across_chunks_equals_one_clip(fmt: audio.AudioFormat) -> None:
+    pcm = audio.float_to_pcm16(_tone(300.0, 24_000, 0.3))
+    chunks = [pcm[:1920], pcm[1920:7680], pcm[7680:]]  # boundaries at 40 ms and 160 ms
+    encoder = audio.OutputEncoder(fmt, 24_000)
+    streamed = b"".join(encoder.encode(c) for c in chunks) + encoder.flush()
+    assert streamed == audio.encode_output(pcm, fmt, 24_000)
+    assert len(streamed) == (len(pcm) if fmt == "pcm16" else len(pcm) // 6)
+    assert encoder.sample_rate == (24_000 if fmt == "pcm16" else 8_000)
