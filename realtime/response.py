@@ -33,7 +33,7 @@ from realtime.pipeline import (
     TextDelta,
     TranscriptDelta,
 )
-from realtime.session_config import PCM_RATE
+from realtime.session_config import PCM_RATE, AudioFormat
 from streaming_parser import VocabLayout
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,10 @@ class ResponseRun:
             self._audio_locked = True
             self.ctx.on_audio()
         fmt = self.record.output_format
-        wire = encode_output(pcm16, fmt.value, PCM_RATE)
+        if fmt is AudioFormat.PCM16:
+            wire = pcm16
+        else:  # resampling to 8 kHz costs milliseconds per chunk: keep it off the event loop
+            wire = await asyncio.to_thread(encode_output, pcm16, fmt.value, PCM_RATE)
         pieces = slice_pcm(wire, fmt.sample_rate, self.ctx.max_delta_ms, sample_width=fmt.bytes_per_sample)
         for piece in pieces:
             event = self.ctx.events.audio_delta(ids, base64.b64encode(piece).decode("ascii"))
