@@ -10,6 +10,8 @@ from tests.realtime.wire_check import RawClient
 
 PCM_RATE = 24_000
 PUSH_TO_TALK = {"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+# A long question gets the synthetic backend's longest reply (seconds at 100 tokens/s): room to interrupt.
+LONG_QUESTION = " ".join(["please tell me a very long story about the sea and the wind"] * 3)
 
 
 def _user_text(text: str = "hello", item_id: str | None = None) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def _audio_ms(events: list[dict[str, Any]], kind: str = "response.output_audio.d
 async def test_cancel_mid_response_stops_audio(slow_server: ServerHandle) -> None:
     client = await RawClient.connect(slow_server.ws_url())
     try:
-        await client.send({"type": "conversation.item.create", "item": _user_text("tell me a long story")})
+        await client.send({"type": "conversation.item.create", "item": _user_text(LONG_QUESTION)})
         await client.until("conversation.item.done")
         await client.send({"type": "response.create"})
         await client.until("response.output_audio.delta")
@@ -72,7 +74,7 @@ async def test_cancel_mid_response_stops_audio(slow_server: ServerHandle) -> Non
 async def test_first_audio_arrives_while_the_backend_is_still_generating(slow_server: ServerHandle) -> None:
     client = await RawClient.connect(slow_server.ws_url())
     try:
-        await client.send({"type": "conversation.item.create", "item": _user_text("tell me a long story")})
+        await client.send({"type": "conversation.item.create", "item": _user_text(LONG_QUESTION)})
         await client.until("conversation.item.done")
         await client.send({"type": "response.create"})
         await client.until("response.output_audio.delta")
@@ -88,7 +90,7 @@ async def test_first_audio_arrives_while_the_backend_is_still_generating(slow_se
 async def test_cancel_by_response_id(slow_server: ServerHandle) -> None:
     client = await RawClient.connect(slow_server.ws_url())
     try:
-        await client.send({"type": "conversation.item.create", "item": _user_text()})
+        await client.send({"type": "conversation.item.create", "item": _user_text(LONG_QUESTION)})
         await client.send({"type": "response.create"})
         created = (await client.until("response.created"))[-1]["response"]["id"]
         await client.send({"type": "response.cancel", "response_id": created})
