@@ -180,10 +180,10 @@ class SGLangEngineBackend:
                 async for raw in stream:
                     chunk = decoder.decode(raw)
                     self.last_stream_mode = decoder.mode
+                    finished = chunk.finish_reason is not None
                     if chunk.finish_reason is FinishReason.ABORT and rid not in self._aborted:
                         message = decoder.finish_detail.get("message") or "no reason given"
                         raise BackendError("aborted_by_server", f"SGLang aborted the request: {message}")
-                    finished = chunk.finish_reason is not None
                     yield chunk
                     if finished:
                         break

@@ -193,12 +193,14 @@ class SGLangHTTPBackend:
                             continue
                         chunk = decoder.decode(parse_chunk_json(payload))
                         self.last_stream_mode = decoder.mode
+                        finished = chunk.finish_reason is not None
                         if chunk.finish_reason is FinishReason.ABORT and rid not in self._aborted:
                             raise BackendError("aborted_by_server", _abort_message(decoder.finish_detail))
-                        finished = chunk.finish_reason is not None
                         yield chunk
                 finally:
-                    if not finished:  # cancelled or failed mid-way: stop the GPU before the socket closes
+                    # Cancelled or failed mid-way: stop the GPU before the socket closes. A request refused
+                    # with an HTTP error never started, so there is nothing to abort.
+                    if not finished and response.status_code < HTTP_ERROR_FIRST:
                         self._abort_in_background(rid)
             if not finished:
                 raise BackendError(

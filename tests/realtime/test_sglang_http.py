@@ -247,6 +247,11 @@ async def test_faults_become_backend_errors_and_the_backend_recovers(
     assert caught.value.code == code
     assert text in caught.value.message
     assert received == ([] if fault == "http_500" else REPLY[:2])
+    await asyncio.sleep(0.1)
+    if fault in ("http_500", "server_abort"):  # never started, or already ended by the server
+        assert fake_sglang.state.aborts == []
+    elif fault in ("error_chunk", "cut"):
+        assert [rid for rid, _ in fake_sglang.state.aborts] == ["resp_fault-0"]
     fake_sglang.state.fault = "none"
     chunks = await collect(http_backend, request("resp_fault-1"))
     assert chunks[-1].finish_reason is FinishReason.STOP
