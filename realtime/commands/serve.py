@@ -260,6 +260,24 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config))
 
 
+def _announcing_server_class() -> Any:
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):  # type: ignore[misc]
+        """Prints the ready line once uvicorn accepts connections (not before: clients would be refused)."""
+
+        def __init__(self, config: Any, message: str) -> None:
+            super().__init__(config)
+            self._message = message
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(self._message, flush=True)
+
+    return AnnouncingServer
+
+
 async def serve(config: ServerConfig) -> int:
     """Run the server for ``config`` until cancelled or interrupted; returns the process exit code."""
     import uvicorn
@@ -269,6 +287,7 @@ async def serve(config: ServerConfig) -> int:
     from realtime.pipeline import SpeechError
     from realtime.runtime import DEMO_NOTICE, Runtime
 
+    _AnnouncingServer = _announcing_server_class()
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -285,25 +304,25 @@ async def serve(config: ServerConfig) -> int:
         return 1
     try:
         app = create_app(runtime)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                log_level=config.log_level,
-                ws_max_size=WS_MAX_FRAME_BYTES,
-                lifespan="off",
-                access_log=False,
-            )
-        )
         shown = f"[{host}]" if ":" in host else host
         if runtime.is_embedded_demo:
             log.warning(DEMO_NOTICE)
         log.info(
             "backend=%s decoder=%s voices=%s", runtime.backend.name, runtime.decoder, runtime.voices.names()
         )
-        print(
+        ready = (
             f"streamvoice ready: demo page http://{shown}:{port}/  realtime ws://{shown}:{port}/v1/realtime  "
-            f"health http://{shown}:{port}/health",
-            flush=True,
+            f"health http://{shown}:{port}/health"
+        )
+        server = _AnnouncingServer(
+            uvicorn.Config(
+                app,
+                log_level=config.log_level,
+                ws_max_size=WS_MAX_FRAME_BYTES,
+                lifespan="off",
+                access_log=False,
+            ),
+            ready,
         )
         await server.serve(sockets=[sock])
     finally:
