@@ -172,3 +172,18 @@ def test_mel_frames_match_a_centered_stft_with_last_frame_dropped(samples: int) 
         padded, n_fft=400, hop_length=MEL_HOP_SAMPLES, window=torch.hann_window(400), return_complex=True
     )
     assert mel_frames(samples) == spec.shape[-1] - 1
+
+
+@pytest.mark.parametrize("seconds", [0.01, 1.0, 24.99, 25.0, 25.01, 61.3])
+def test_expected_prompt_tokens_agree_with_the_sglang_plugin_processor(
+    builder: PromptBuilder, seconds: float
+) -> None:
+    # The client-side check must predict exactly what our SGLang plugin's processor expands to.
+    from realtime.sglang_plugin import audio as plugin_audio
+
+    samples = round(seconds * 16_000)
+    turn = PromptTurn(role="user", audio_pcm16=pcm16(samples, 16_000), audio_sample_rate=16_000)
+    prompt = builder.build(GenerationInput(rid="r8", turns=[turn]))
+    clips = [block.num_samples for block in prompt.audio]
+    assert sum(clips) == samples
+    assert prompt.expected_prompt_tokens == plugin_audio.expected_prompt_tokens(len(prompt.input_ids), clips)
