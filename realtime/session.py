@@ -277,7 +277,8 @@ class Session:
                 "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
                 f"but buffer only has {buffered:.2f}ms of audio.",
             )
-        await self._commit_item(self._speech_item_id or new_id("item"))
+        item_id, self._speech_item_id = self._speech_item_id or new_id("item"), None
+        await self._commit_item(item_id)
 
     async def _commit_item(self, item_id: str) -> Item:
         item = user_audio_item(bytes(self._buffer), self.config.input_format)

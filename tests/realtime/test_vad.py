@@ -115,3 +115,28 @@ async def test_barge_in_cancels_the_response(slow_server: ServerHandle) -> None:
         assert [e["type"] for e in events].count("response.done") == 1
     finally:
         await client.close()
+
+
+async def test_manual_commit_during_speech_then_vad_stop(ga: RawClient) -> None:
+    settings = {"type": "server_vad", "create_response": False}
+    await ga.send(
+        {
+            "type": "session.update",
+            "session": {"type": "realtime", "audio": {"input": {"turn_detection": settings}}},
+        }
+    )
+    await ga.recv()
+    speech = _speech_pcm()
+    await _append_all(ga, _silence(300) + speech[: len(speech) // 2])
+    started = (await ga.until("input_audio_buffer.speech_started"))[-1]
+    await ga.send({"type": "input_audio_buffer.commit"})
+    committed = (await ga.until("input_audio_buffer.committed"))[-1]
+    assert committed["item_id"] == started["item_id"]
+    await _append_all(ga, speech[len(speech) // 2 :] + _silence(1500))
+    events = await ga.until("input_audio_buffer.speech_stopped")
+    # the speech after the manual commit becomes its own item, under a new id
+    events += await ga.until("conversation.item.done")
+    assert not any(e["type"] == "error" for e in events)
+    second = next(e for e in events if e["type"] == "input_audio_buffer.committed")
+    assert second["item_id"] != committed["item_id"] and second["previous_item_id"] == committed["item_id"]
+    await ga.alive()
