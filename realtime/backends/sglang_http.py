@@ -262,7 +262,10 @@ class SGLangHTTPBackend:
                 response = await self._client.get(path)
             except httpx.HTTPError as exc:
                 error = _transport_error(exc, self._config.url, 0)
-                hint = f"{error.message}. Start SGLang first (python -m sglang.launch_server --model-path ...) or fix --sglang-url"
+                hint = (
+                    f"{error.message}. Start SGLang first (python -m sglang.launch_server --model-path ...) "
+                    "or fix --sglang-url"
+                )
                 raise BackendError(error.code, hint) from exc
             if response.status_code == HTTP_NOT_FOUND:
                 continue
