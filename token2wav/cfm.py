@@ -74,6 +74,7 @@ class CausalConditionalCFM(nn.Module):
     def invalidate(self) -> None:
         """Forget precomputed modulations (after new weights, or a device/dtype change)."""
         self._steps = None
+        self.estimator.invalidate()
 
     def steps(self, like: torch.Tensor) -> list[EulerStep]:
         """The Euler steps with their adaLN modulations, computed once per weights/device/dtype."""

@@ -105,15 +105,41 @@ class CausalConvBlock(nn.Module):
             _Transpose(),
         )
 
+        self._gemm: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def invalidate(self) -> None:
+        """Forget the GEMM form of the conv weights (after new weights or a device/dtype change)."""
+        self._gemm = None
+
+    def _gemm_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # conv weight [O, C, k] -> [O, k*C] so that the conv is one GEMM over k shifted copies of the input
+        # (x @ W^T reaches the BLAS GEMM rate; oneDNN's conv on these short sequences is ~2x slower).
+        if self._gemm is None:
+            w1 = self.block[1].weight
+            w2 = self.block[6].weight
+            self._gemm = (
+                w1.permute(0, 2, 1).reshape(w1.shape[0], -1).contiguous(),
+                w2.permute(0, 2, 1).reshape(w2.shape[0], -1).contiguous(),
+            )
+        return self._gemm
+
     def forward_cached(self, x: torch.Tensor, cache1: torch.Tensor, cache2: torch.Tensor) -> torch.Tensor:
-        """`x [B, T, C]` with each conv's 2 cached input frames in front; caches `[B, C, 2]` are updated."""
-        conv1, norm, conv2 = self.block[1], self.block[3], self.block[6]
-        h = torch.cat([cache1, x.transpose(1, 2)], dim=2)
-        cache1.copy_(h[..., -CONV_CONTEXT:])
-        h = F.mish(norm(conv1(h).transpose(1, 2)))
-        h2 = torch.cat([cache2, h.transpose(1, 2)], dim=2)
-        cache2.copy_(h2[..., -CONV_CONTEXT:])
-        return conv2(h2).transpose(1, 2)
+        """`x [B, T, C]` with each conv's 2 cached input frames in front; caches `[B, 2, C]` are updated."""
+        w1, w2 = self._gemm_weights()
+        h = _causal_conv(x, cache1, w1, self.block[1].bias)
+        h = F.mish(self.block[3](h))
+        return _causal_conv(h, cache2, w2, self.block[6].bias)
+
+
+def _causal_conv(
+    x: torch.Tensor, cache: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """Causal conv (k = CONV_KERNEL) on time-major `x [B, T, C]` with `cache [B, k-1, C]` (updated in place)."""
+    frames = x.shape[1]
+    ext = torch.cat([cache, x], dim=1)
+    cache.copy_(ext[:, -CONV_CONTEXT:])
+    cols = torch.cat([ext[:, k : k + frames] for k in range(CONV_KERNEL)], dim=-1)
+    return F.linear(cols, weight, bias)
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -167,8 +193,8 @@ class DiTBlock(nn.Module):
             k_buf: `[B, H, capacity, d]` key buffer of this (step, block) (post QK-norm keys).
             v_buf: value buffer, same shape.
             slots: where the new keys go and which slots are valid.
-            conv1: `[B, h, 2]` context of the first causal conv.
-            conv2: `[B, h, 2]` context of the second causal conv.
+            conv1: `[B, 2, h]` context of the first causal conv (time-major).
+            conv2: `[B, 2, h]` context of the second causal conv.
         """
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_conv, scale_conv, gate_conv = (
             mod
@@ -222,6 +248,11 @@ class DiT(nn.Module):
         self._blocks: list[DiTBlock] = [cast(DiTBlock, b) for b in self.blocks]  # typed view (same modules)
         self.final_layer = FinalLayer(h, config.out_channels)
 
+    def invalidate(self) -> None:
+        """Forget weight-derived constants (after new weights or a device/dtype change)."""
+        for block in self._blocks:
+            block.conv.invalidate()
+
     def modulations(self, t: torch.Tensor, batch: int) -> StepModulation:
         """adaLN outputs for time `t` (a 1-element tensor), for a batch of `batch` (CFG: 2)."""
         c = self.t_embedder(t.reshape(1).repeat(batch)).unsqueeze(1)  # [B, 1, h]
@@ -261,7 +292,7 @@ class DiT(nn.Module):
 class DitCache:
     """Per-stream DiT caches for every ODE step, with the reference's trimming done by bookkeeping.
 
-    Buffers: `k`, `v` `[steps, depth, B, H, capacity, d]`; `conv1`, `conv2` `[steps, depth, B, h, 2]`.
+    Buffers: `k`, `v` `[steps, depth, B, H, capacity, d]`; `conv1`, `conv2` `[steps, depth, B, 2, h]`.
     `order` lists the occupied slots in the reference's cache order (newest chunk first, each chunk in time
     order); `len(order)` is the reference cache length and therefore the noise offset.
     """
@@ -278,7 +309,7 @@ class DitCache:
         shape = (steps, config.depth, batch, config.num_heads, capacity, config.head_dim)
         self.k = like.new_zeros(shape)
         self.v = like.new_zeros(shape)
-        conv_shape = (steps, config.depth, batch, config.hidden_size, CONV_CONTEXT)
+        conv_shape = (steps, config.depth, batch, CONV_CONTEXT, config.hidden_size)
         self.conv1 = like.new_zeros(conv_shape)
         self.conv2 = like.new_zeros(conv_shape)
         self.order: list[int] = []
@@ -356,7 +387,7 @@ class DitCache:
 
     def packed_conv(self) -> torch.Tensor:
         """The reference's conv cache `[steps, depth, B, 2h, 2]` (conv1 input | conv2 input)."""
-        return torch.cat([self.conv1, self.conv2], dim=3)
+        return torch.cat([self.conv1, self.conv2], dim=4).transpose(3, 4)
 
     def nbytes(self) -> int:
         """Bytes held by this cache's buffers."""
