@@ -150,3 +150,21 @@ def test_config_reads_the_checkpoint_layout() -> None:
     again = StepAudio2Config(**{k: v for k, v in config.to_dict().items() if k != "model_type"})
     assert again.text_config.hidden_size == 64
     assert again.audio_encoder_config.llm_dim == 64
+
+
+def test_registration_failure_is_not_swallowed_by_sglang(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SGLang's plugin loader catches ``Exception``; our failure must escape it (no silent fallback)."""
+    from realtime.sglang_plugin import register as plugin
+
+    def broken() -> None:
+        raise ImportError("simulated: sglang API moved")
+
+    monkeypatch.setattr(plugin, "_register_model", broken)
+    monkeypatch.setattr(plugin, "_register_config", lambda: None)
+    with pytest.raises(plugin.StepAudio2PluginError, match="simulated: sglang API moved") as caught:
+        try:
+            plugin.register()
+        except Exception:  # what sglang.srt.plugins.load_plugins does with plugin errors
+            pytest.fail("the plugin error was an Exception, so SGLang would have swallowed it")
+    assert not isinstance(caught.value, Exception)
+    assert "TransformersForCausalLM" in str(caught.value)
