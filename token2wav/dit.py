@@ -107,6 +107,19 @@ class CausalConvBlock(nn.Module):
 
         self._gemm: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    # Typed accessors (not attributes: assigning a module would register it a second time in state_dict).
+    @property
+    def _conv1(self) -> nn.Conv1d:
+        return cast(nn.Conv1d, self.block[1])
+
+    @property
+    def _norm(self) -> nn.LayerNorm:
+        return cast(nn.LayerNorm, self.block[3])
+
+    @property
+    def _conv2(self) -> nn.Conv1d:
+        return cast(nn.Conv1d, self.block[6])
+
     def invalidate(self) -> None:
         """Forget the GEMM form of the conv weights (after new weights or a device/dtype change)."""
         self._gemm = None
@@ -115,8 +128,8 @@ class CausalConvBlock(nn.Module):
         # conv weight [O, C, k] -> [O, k*C] so that the conv is one GEMM over k shifted copies of the input
         # (x @ W^T reaches the BLAS GEMM rate; oneDNN's conv on these short sequences is ~2x slower).
         if self._gemm is None:
-            w1 = self.block[1].weight
-            w2 = self.block[6].weight
+            w1 = self._conv1.weight
+            w2 = self._conv2.weight
             self._gemm = (
                 w1.permute(0, 2, 1).reshape(w1.shape[0], -1).contiguous(),
                 w2.permute(0, 2, 1).reshape(w2.shape[0], -1).contiguous(),
@@ -126,13 +139,13 @@ class CausalConvBlock(nn.Module):
     def forward_cached(self, x: torch.Tensor, cache1: torch.Tensor, cache2: torch.Tensor) -> torch.Tensor:
         """`x [B, T, C]` with each conv's 2 cached input frames in front; caches `[B, 2, C]` are updated."""
         w1, w2 = self._gemm_weights()
-        h = _causal_conv(x, cache1, w1, self.block[1].bias)
-        h = F.mish(self.block[3](h))
-        return _causal_conv(h, cache2, w2, self.block[6].bias)
+        h = _causal_conv(x, cache1, w1, self._conv1.bias)
+        h = F.mish(self._norm(h))
+        return _causal_conv(h, cache2, w2, self._conv2.bias)
 
 
 def _causal_conv(
-    x: torch.Tensor, cache: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    x: torch.Tensor, cache: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """Causal conv (k = CONV_KERNEL) on time-major `x [B, T, C]` with `cache [B, k-1, C]` (updated in place)."""
     frames = x.shape[1]
