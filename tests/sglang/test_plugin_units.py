@@ -168,3 +168,52 @@ def test_registration_failure_is_not_swallowed_by_sglang(monkeypatch: pytest.Mon
             pytest.fail("the plugin error was an Exception, so SGLang would have swallowed it")
     assert not isinstance(caught.value, Exception)
     assert "TransformersForCausalLM" in str(caught.value)
+
+
+def test_mel_filters_match_transformers_slaney_bank() -> None:
+    """Same filter bank as the reference (librosa's slaney mel = transformers' mel_filter_bank)."""
+    np = pytest.importorskip("numpy")
+    from transformers.audio_utils import mel_filter_bank
+
+    reference = mel_filter_bank(
+        num_frequency_bins=audio.N_FFT // 2 + 1,
+        num_mel_filters=audio.N_MELS,
+        min_frequency=0.0,
+        max_frequency=audio.SAMPLE_RATE / 2,
+        sampling_rate=audio.SAMPLE_RATE,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    assert np.abs(audio.mel_filters().numpy().T - reference).max() < 1e-6
+
+
+def test_log_mel_matches_a_direct_reference_computation() -> None:
+    """Pad 479 zeros, centred STFT, drop the last frame, log10, clamp to max-8, (x+4)/4: computed by hand."""
+    np = pytest.importorskip("numpy")
+    from transformers.audio_utils import mel_filter_bank
+
+    rng = np.random.default_rng(0)
+    samples = (rng.standard_normal(5_000) * 0.1).astype(np.float32)
+    padded = np.concatenate([samples, np.zeros(audio.PAD_SAMPLES, dtype=np.float32)])
+    centred = np.pad(padded, audio.N_FFT // 2, mode="reflect")
+    window = np.hanning(audio.N_FFT + 1)[:-1]  # periodic Hann, as torch.hann_window
+    n_frames = 1 + (len(centred) - audio.N_FFT) // audio.HOP_LENGTH
+    frames = np.stack(
+        [centred[i * audio.HOP_LENGTH : i * audio.HOP_LENGTH + audio.N_FFT] for i in range(n_frames)]
+    )
+    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2  # (frames, freqs)
+    filters = mel_filter_bank(
+        num_frequency_bins=audio.N_FFT // 2 + 1,
+        num_mel_filters=audio.N_MELS,
+        min_frequency=0.0,
+        max_frequency=audio.SAMPLE_RATE / 2,
+        sampling_rate=audio.SAMPLE_RATE,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    mel = (power[:-1] @ filters).T
+    logs = np.log10(np.maximum(mel, 1e-10))
+    expected = (np.maximum(logs, logs.max() - 8.0) + 4.0) / 4.0
+    ours = audio.log_mel(torch.from_numpy(samples)).numpy()
+    assert ours.shape == expected.shape == (audio.N_MELS, audio.num_mel_frames(len(samples)))
+    assert np.abs(ours - expected).max() < 1e-4
