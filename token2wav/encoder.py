@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -73,8 +74,8 @@ class RelPositionTable:
         self._n = n
         self._converted.clear()
 
-    def get(self, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Relative encodings for positions (size-1) .. -(size-1): `[1, 2*size-1, d]`."""
+    def full(self, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The whole table `[2n-1, d]` (n >= size) in `device`/`dtype`; a new object whenever it changes."""
         if size > self._n:
             self._build(max(size, self._n + POS_TABLE_GROW))
         key = (device, dtype)
@@ -83,8 +84,16 @@ class RelPositionTable:
             assert self._table is not None
             table = self._table.to(device=device, dtype=dtype)
             self._converted[key] = table
-        center = self._n - 1
+        return table
+
+    def window(self, table: torch.Tensor, size: int) -> torch.Tensor:
+        """Rows of `table` (or of a row-wise function of it) for positions (size-1) .. -(size-1)."""
+        center = (table.shape[0] - 1) // 2
         return table[center - size + 1 : center + size].unsqueeze(0)
+
+    def get(self, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Relative encodings for positions (size-1) .. -(size-1): `[1, 2*size-1, d]`."""
+        return self.window(self.full(size, device, dtype), size)
 
 
 class GrowingKV:
@@ -188,6 +197,22 @@ class RelPositionAttention(nn.Module):
         self.linear_pos = nn.Linear(dim, dim, bias=False)
         self.pos_bias_u = nn.Parameter(torch.zeros(heads, self.d_k))
         self.pos_bias_v = nn.Parameter(torch.zeros(heads, self.d_k))
+        # linear_pos applied to the whole position table: a function of the weights only, so it is computed
+        # once instead of over every relative position at every chunk (that cost grew with the utterance).
+        self._projected: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def invalidate(self) -> None:
+        """Forget the projected position table (after new weights or a device/dtype change)."""
+        self._projected = None
+
+    def projected_positions(self, positions: RelPositionTable, size: int, like: torch.Tensor) -> torch.Tensor:
+        """`linear_pos` of the relative encodings for positions (size-1) .. -(size-1): `[1, 2*size-1, D]`."""
+        table = positions.full(size, like.device, like.dtype)
+        cached = self._projected
+        if cached is None or cached[0] is not table:
+            cached = (table, self.linear_pos(table))
+            self._projected = cached
+        return positions.window(cached[1], size)
 
     def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of `x [B, T, D]` as `[B, H, T, d]`."""
@@ -197,7 +222,7 @@ class RelPositionAttention(nn.Module):
         return k, v
 
     def attend(
-        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos_emb: torch.Tensor
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: RelPositionTable
     ) -> torch.Tensor:
         """Queries from `x [B, T1, D]` against keys/values `[B, H, T2, d]` (the last T1 of them are x's).
 
@@ -205,15 +230,15 @@ class RelPositionAttention(nn.Module):
             x: query input (already layer-normed).
             k: all keys, cache first.
             v: all values, cache first.
-            pos_emb: `[1, 2*T2-1, D]` relative encodings for positions T2-1 .. -(T2-1).
+            positions: the encoder's relative position table (T2 keys: positions T2-1 .. -(T2-1)).
         """
         b, t1, _ = x.shape
         t2 = k.shape[2]
         q = self.linear_q(x).view(b, t1, self.h, self.d_k)
         # Query i (absolute position t2-t1+i) against key j only uses relative positions
         # t2-1 .. -(t1-1), i.e. the first t1+t2-1 rows of the table.
-        used = pos_emb[:, : t1 + t2 - 1]
-        p = self.linear_pos(used).view(1, -1, self.h, self.d_k).transpose(1, 2)
+        used = self.projected_positions(positions, t2, x)[:, : t1 + t2 - 1]
+        p = used.reshape(1, -1, self.h, self.d_k).transpose(1, 2)
         q_u = (q + self.pos_bias_u).transpose(1, 2)
         q_v = (q + self.pos_bias_v).transpose(1, 2)
         ac = torch.matmul(q_u, k.transpose(-2, -1))
@@ -255,13 +280,15 @@ class ConformerLayer(nn.Module):
         self.norm_ff = nn.LayerNorm(dim, eps=CONFORMER_LN_EPS)
         self.norm_mha = nn.LayerNorm(dim, eps=CONFORMER_LN_EPS)
 
-    def forward(self, x: torch.Tensor, pos_emb: torch.Tensor, kv: GrowingKV | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, positions: RelPositionTable, kv: GrowingKV | None = None
+    ) -> torch.Tensor:
         """One layer; with `kv`, this chunk's keys/values are appended to it and the chunk attends to all."""
         h = self.norm_mha(x)
         k, v = self.self_attn.project_kv(h)
         if kv is not None:
             k, v = kv.append(k, v)
-        x = x + self.self_attn.attend(h, k, v, pos_emb)
+        x = x + self.self_attn.attend(h, k, v, positions)
         return x + self.feed_forward(self.norm_ff(x))
 
 
@@ -326,6 +353,11 @@ class UpsampleConformerEncoderV2(nn.Module):
         self.up_encoders = nn.ModuleList([ConformerLayer(config) for _ in range(config.num_up_blocks)])
         self.positions = RelPositionTable(dim)
 
+    def invalidate(self) -> None:
+        """Forget weight-derived constants (after new weights or a device/dtype change)."""
+        for layer in [*self.encoders, *self.up_encoders]:
+            cast(ConformerLayer, layer).self_attn.invalidate()
+
     @property
     def up_rate(self) -> int:
         """Output frames per input token."""
@@ -334,15 +366,13 @@ class UpsampleConformerEncoderV2(nn.Module):
     def forward(self, xs: torch.Tensor) -> torch.Tensor:
         """Offline encoding of one full sequence `[B, T, D]` -> `[B, up_rate*T, D]`."""
         xs = self.embed(xs)
-        pos = self.positions.get(xs.shape[1], xs.device, xs.dtype)
         xs = self.pre_lookahead_layer(xs)
         for layer in self.encoders:
-            xs = layer(xs, pos)
+            xs = layer(xs, self.positions)
         xs = self.up_layer(xs.transpose(1, 2)).transpose(1, 2)
         xs = self.up_embed(xs)
-        pos = self.positions.get(xs.shape[1], xs.device, xs.dtype)
         for layer in self.up_encoders:
-            xs = layer(xs, pos)
+            xs = layer(xs, self.positions)
         return self.after_norm(xs)
 
     def forward_chunk(
@@ -360,19 +390,16 @@ class UpsampleConformerEncoderV2(nn.Module):
         """
         if cache is None:
             cache = self._empty_cache(xs)
-        offset = cache.tokens
         xs = self.embed(xs)
         if last:
             xs = F.pad(xs, (0, 0, 0, self.config.pre_lookahead_len))
         xs, cache.lookahead = self.pre_lookahead_layer.forward_chunk(xs, cache.lookahead)
-        pos = self.positions.get(offset + xs.shape[1], xs.device, xs.dtype)
         for layer, kv in zip(self.encoders, cache.layers, strict=True):
-            xs = layer(xs, pos, kv)
+            xs = layer(xs, self.positions, kv)
         up, cache.upsample = self.up_layer.forward_chunk(xs.transpose(1, 2), cache.upsample)
         xs = self.up_embed(up.transpose(1, 2))
-        pos = self.positions.get(self.up_rate * offset + xs.shape[1], xs.device, xs.dtype)
         for layer, kv in zip(self.up_encoders, cache.up_layers, strict=True):
-            xs = layer(xs, pos, kv)
+            xs = layer(xs, self.positions, kv)
         return self.after_norm(xs), cache
 
     def _empty_cache(self, like: torch.Tensor) -> EncoderCache:

@@ -97,6 +97,7 @@ class CausalMaskedDiffWithXvec(nn.Module):
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         # A device/dtype change invalidates the precomputed modulations (they are recomputed lazily).
         self.decoder.invalidate()
+        self.encoder.invalidate()
         return super()._apply(fn, recurse)
 
     def project_speaker(self, spk_emb: torch.Tensor) -> torch.Tensor:
@@ -215,3 +216,4 @@ def load_flow_state_dict(module: CausalMaskedDiffWithXvec, state_dict: Mapping[s
     except RuntimeError as exc:
         raise ModelLoadError(f"flow state dict does not match the model: {exc}") from None
     module.decoder.invalidate()
+    module.encoder.invalidate()
