@@ -22,7 +22,8 @@ from realtime.config import ServerConfig
 from tests.realtime.server_harness import ServerHandle, start_server
 from tests.sglang.conftest import SGLangServer
 
-pytestmark = [pytest.mark.sglang, pytest.mark.slow]
+# Generous per-test limit: the first test of a session also pays for the SGLang start-up (minutes on a busy CI box).
+pytestmark = [pytest.mark.sglang, pytest.mark.slow, pytest.mark.timeout(900)]
 
 MODEL = "step-audio-2-mini"
 SHORT_REPLY_TOKENS = 48

@@ -12,7 +12,8 @@ import pytest
 from tests.sglang.conftest import EngineProbe
 from tests.sglang.engine_probe import LONG, SHORT
 
-pytestmark = [pytest.mark.sglang, pytest.mark.slow]
+# Generous per-test limit: the first test of a session also pays for the SGLang start-up (minutes on a busy CI box).
+pytestmark = [pytest.mark.sglang, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_engine_backend_streams_incremental_ids_audio_and_abort(engine_probe: EngineProbe) -> None:

@@ -12,7 +12,8 @@ from realtime.sglang_plugin import audio
 from tests.sglang.conftest import SGLangServer
 from tests.sglang.sglang_client import abort, generate, stream_chunks, tone_wav_uri
 
-pytestmark = [pytest.mark.sglang, pytest.mark.slow]
+# Generous per-test limit: the first test of a session also pays for the SGLang start-up (minutes on a busy CI box).
+pytestmark = [pytest.mark.sglang, pytest.mark.slow, pytest.mark.timeout(900)]
 
 GREEDY = {"temperature": 0.0}
 SHORT = 6
