@@ -60,6 +60,12 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=self.registry,
         )
+        self._delta_send = Histogram(
+            f"{p}_audio_delta_send_seconds",
+            "Time from a decoded chunk reaching the session to each of its delta frames written to the socket",
+            buckets=OVERHEAD_BUCKETS,
+            registry=self.registry,
+        )
         self._audio_seconds = Counter(
             f"{p}_output_audio_seconds", "Seconds of audio generated", registry=self.registry
         )
@@ -112,6 +118,10 @@ class Metrics:
     def observe_chunk_overhead(self, seconds: float) -> None:
         """Seconds from a chunk's PCM being ready on the worker to the pipeline handing it to the session."""
         self._overhead.observe(seconds)
+
+    def observe_delta_overhead(self, seconds: float) -> None:
+        """Seconds from a decoded chunk reaching the session to one of its delta frames written to the socket."""
+        self._delta_send.observe(seconds)
 
     def observe_output_tokens(self, count: int) -> None:
         """``count`` LLM tokens were generated."""

@@ -30,6 +30,7 @@ def test_render_contains_every_family() -> None:
     m.observe_decode(0.1, 0.0)  # no audio: no real-time factor
     m.observe_chunk_overhead(0.0004)
     m.observe_output_tokens(31)
+    m.observe_delta_overhead(0.002)
     body, content_type = m.render()
     text = body.decode()
     assert content_type.startswith("text/plain")
@@ -44,6 +45,7 @@ def test_render_contains_every_family() -> None:
         "streamvoice_token2wav_real_time_factor_count 1.0",
         "streamvoice_audio_chunk_overhead_seconds_count 1.0",
         "streamvoice_output_tokens_total 31.0",
+        "streamvoice_audio_delta_send_seconds_count 1.0",
         "streamvoice_active_responses 0.0",
     ]:
         assert line in text, line
