@@ -191,6 +191,17 @@ def _measure(
         "rtf": round(total_s / (len(codes) / TOKENS_PER_SECOND), 3),
         "stream_state_mb": round(state_mb, 1),
     }
+    if schedule.first_hop_tokens != schedule.hop_tokens and len(codes) >= schedule.hop_tokens + 3:
+        # Same-run reference: time to first PCM when the first hop equals the steady hop (the reference).
+        from token2wav import ChunkSchedule
+
+        flat = ChunkSchedule(first_hop_tokens=schedule.hop_tokens, hop_tokens=schedule.hop_tokens)
+        ref_stream = t2w.start(voice, flat)
+        t0 = time.perf_counter()
+        t2w.push(ref_stream, codes[: flat.hop(0) + flat.lookahead_tokens])
+        _sync(t2w.device)
+        row["first_pcm_flat_s"] = round(time.perf_counter() - t0, 3)
+        row["first_pcm_speedup"] = round(row["first_pcm_flat_s"] / row["first_pcm_s"], 2)
     if baseline:
         row.update(_naive(t2w, voice, schedule, codes))
         row["first_pcm_ratio"] = round(row["first_pcm_s"] / row["naive_first_pcm_s"], 3)
@@ -233,6 +244,8 @@ def _table(result: dict[str, Any]) -> str:
         ("seconds", "len s"),
         ("chunks", "chunks"),
         ("first_pcm_s", "1st PCM s"),
+        ("first_pcm_flat_s", "1st PCM s (hop=chunk)"),
+        ("first_pcm_speedup", "1st speedup"),
         ("chunk_s_median", "chunk s"),
         ("flow_s_median", "flow s"),
         ("hift_s_median", "hift s"),

@@ -1,0 +1,47 @@
+"""`realtime bench token2wav` runs end to end on the tiny oracle directory and reports every figure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from tests.token2wav.flow_oracle import REFERENCE_TINY
+from tests.token2wav.flow_oracle import one_torch_thread  # noqa: F401 - autouse fixture
+from realtime.bench import token2wav as bench
+
+
+def test_bench_json_has_latency_chunk_and_baseline_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model-dir", str(REFERENCE_TINY), "--seconds", "1.5", "--prompt-seconds", "2", "--threads", "1"]
+        + ["--baseline", "--json"]
+    )
+    assert bench.run(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    (row,) = result["rows"]
+    assert row["codes"] == 38 and row["chunks"] == 3  # windows 0-13, 10-38, final 35-38
+    for key in (
+        "first_pcm_s",
+        "chunk_s_median",
+        "flow_s_median",
+        "hift_s_median",
+        "rtf",
+        "naive_first_pcm_s",
+    ):
+        assert row[key] > 0
+    assert row["first_pcm_speedup"] > 0
+    assert result["voice_state_mb"] > 0 and result["peak_rss_mb"] > 0
+
+
+def test_bench_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model-dir", str(REFERENCE_TINY), "--seconds", "0.4", "--prompt-seconds", "2", "--threads", "1"]
+    )
+    assert bench.run(args) == 0
+    out = capsys.readouterr().out
+    assert "1st PCM s" in out and "RTF" in out
