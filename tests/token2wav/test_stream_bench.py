@@ -7,17 +7,21 @@ import json
 
 import pytest
 
-from tests.token2wav.flow_oracle import REFERENCE_TINY
-from tests.token2wav.flow_oracle import one_torch_thread  # noqa: F401 - autouse fixture
 from realtime.bench import token2wav as bench
+from tests.token2wav.flow_oracle import (
+    REFERENCE_TINY,
+    one_torch_thread,  # noqa: F401 - autouse fixture
+)
 
 
 def test_bench_json_has_latency_chunk_and_baseline_figures(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     args = parser.parse_args(
-        ["--model-dir", str(REFERENCE_TINY), "--seconds", "1.5", "--prompt-seconds", "2", "--threads", "1"]
-        + ["--baseline", "--json"]
+        [
+            *("--model-dir", str(REFERENCE_TINY), "--seconds", "1.5", "--prompt-seconds", "2"),
+            *("--threads", "1", "--baseline", "--json"),
+        ]
     )
     assert bench.run(args) == 0
     result = json.loads(capsys.readouterr().out)
