@@ -187,7 +187,7 @@ class ResponseRecord:
         metadata: client metadata (at most 16 string pairs), or None.
         status: ``in_progress``, ``completed``, ``cancelled``, ``incomplete`` or ``failed``.
         reason: ``status_details.reason`` (``turn_detected``, ``client_cancelled``, ``max_output_tokens``).
-        error: ``status_details.error`` as (type, code) for failed responses.
+        error: ``status_details.error`` as (type, code, message) for failed responses.
         output: the items the response produced.
         usage: token usage, once known.
     """
@@ -202,6 +202,6 @@ class ResponseRecord:
     metadata: dict[str, str] | None = None
     status: Literal["in_progress", "completed", "cancelled", "incomplete", "failed"] = "in_progress"
     reason: Literal["turn_detected", "client_cancelled", "max_output_tokens"] | None = None
-    error: tuple[str, str] | None = None
+    error: tuple[str, str, str] | None = None
     output: list[Item] = field(default_factory=list)
     usage: TokenUsage | None = None

@@ -50,6 +50,7 @@ CODE_INVALID_FOR_TRANSPORT = "invalid_event_for_transport"
 CODE_CANNOT_UPDATE_VOICE = "cannot_update_voice"
 CODE_INVALID_API_KEY = "invalid_api_key"
 CODE_INTERNAL = "internal_error"
+INTERNAL_MESSAGE = "The server had an internal error."
 
 
 class RealtimeError(Exception):
@@ -127,9 +128,7 @@ def describe_exception(exc: BaseException) -> ErrorReport:
     found = _first_realtime_error(exc)
     if found is None:
         log.error("internal error while serving a session", exc_info=exc)
-        return ErrorReport(
-            SERVER_ERROR, CODE_INTERNAL, "The server had an internal error.", close_code=CLOSE_INTERNAL_ERROR
-        )
+        return ErrorReport(SERVER_ERROR, CODE_INTERNAL, INTERNAL_MESSAGE, close_code=CLOSE_INTERNAL_ERROR)
     close_code = found.close_code if isinstance(found, SessionClosing) else None
     return ErrorReport(found.error_type, found.code, found.message, found.param, found.event_id, close_code)
 

@@ -182,7 +182,10 @@ class EventBuilder:
             if record.reason is not None:
                 details["reason"] = record.reason
             if record.error is not None:
-                details["error"] = {"type": record.error[0], "code": record.error[1]}
+                # `message` is an extra beyond the SDK's {type, code}: the SDK models keep extra fields, and
+                # a client cannot tell "stream_cut" from "timeout" in a UI without the human-readable text
+                error_type, code, message = record.error
+                details["error"] = {"type": error_type, "code": code, "message": message}
         data: dict[str, Any] = {
             "id": record.id,
             "object": "realtime.response",

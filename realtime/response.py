@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from realtime.audio import encode_output, slice_pcm
 from realtime.backends.base import BackendError, FinishReason, GenerationInput
 from realtime.conversation import ContentPart, Conversation, Item, ResponseRecord, TokenUsage, new_id
+from realtime.errors import CODE_INTERNAL, INTERNAL_MESSAGE, SERVER_ERROR
 from realtime.events import EventBuilder, PartIds, encode
 from realtime.pipeline import (
     AudioChunk,
@@ -326,10 +327,12 @@ class ResponseRun:
     def _set_status(self, done: GenerationDone | None, error: BaseException | None) -> None:
         record = self.record
         if error is not None:
-            code = error.code if isinstance(error, BackendError | SpeechError) else "internal_error"
-            if not isinstance(error, BackendError | SpeechError):
+            if isinstance(error, BackendError | SpeechError):
+                code, message = error.code, error.message
+            else:  # a bug: details go to the log, never to the client
                 log.error("response %s failed", record.id, exc_info=error)
-            record.status, record.error = "failed", ("server_error", code)
+                code, message = CODE_INTERNAL, INTERNAL_MESSAGE
+            record.status, record.error = "failed", (SERVER_ERROR, code, message)
             self.ctx.observe.error(code)
         elif done is None:
             record.status, record.reason = "cancelled", self._cancel_reason

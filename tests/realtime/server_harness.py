@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,7 +19,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from realtime.app import WS_MAX_FRAME_BYTES, create_app
+from realtime.backends.base import BackendError, GenerationInput
 from realtime.config import ServerConfig
+from realtime.pipeline import AudioChunk, PipelineEvent
 from realtime.runtime import Runtime
 
 START_TIMEOUT_S = 300.0  # first start may generate the tiny Token2Wav into the cache
@@ -66,12 +68,18 @@ class ServerHandle:
 AppFactory = Callable[[Any], Starlette]
 
 
-class _LimitedRuntime:
-    """The same runtime seen through a config with another session cap (for the capacity test)."""
+class RuntimeView:
+    """The same runtime seen through changed config fields and, optionally, another ``respond``.
 
-    def __init__(self, runtime: Runtime, max_sessions: int) -> None:
+    Lets one session-scoped runtime serve several apps (session cap, API key, duration limit, a failing
+    pipeline) without building a runtime per test.
+    """
+
+    def __init__(self, runtime: Runtime, respond: Callable[..., Any] | None = None, **changes: Any) -> None:
         self._runtime = runtime
-        self.config = replace(runtime.config, max_sessions=max_sessions)
+        self.config = replace(runtime.config, **changes)
+        if respond is not None:
+            self.respond = respond
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._runtime, name)
@@ -79,7 +87,39 @@ class _LimitedRuntime:
 
 def limited_app(max_sessions: int) -> AppFactory:
     """An app factory whose app admits at most ``max_sessions`` sessions."""
-    return lambda runtime: create_app(_LimitedRuntime(runtime, max_sessions))
+    return configured_app(max_sessions=max_sessions)
+
+
+def configured_app(**changes: Any) -> AppFactory:
+    """An app factory whose app sees the runtime's config with ``changes`` applied."""
+    return lambda runtime: create_app(RuntimeView(runtime, **changes))
+
+
+def failing_app(code: str, message: str) -> AppFactory:
+    """An app whose responses fail with ``BackendError(code, message)`` right after their first audio chunk.
+
+    The real pipeline runs (and is closed properly, so its abort path runs too); only the failure is injected.
+    """
+
+    def factory(runtime: Any) -> Starlette:
+        def respond(request: GenerationInput, *, voice: str) -> AsyncIterator[PipelineEvent]:
+            return _fail_after_audio(runtime.respond(request, voice=voice), code, message)
+
+        return create_app(RuntimeView(runtime, respond=respond))
+
+    return factory
+
+
+async def _fail_after_audio(
+    inner: AsyncIterator[PipelineEvent], code: str, message: str
+) -> AsyncIterator[PipelineEvent]:
+    try:
+        async for event in inner:
+            yield event
+            if isinstance(event, AudioChunk):
+                raise BackendError(code, message)
+    finally:
+        await inner.aclose()  # type: ignore[attr-defined]
 
 
 def start_server(config: ServerConfig, apps: list[AppFactory] | None = None) -> ServerHandle:

@@ -8,7 +8,7 @@ import json
 import pytest
 import websockets
 
-from tests.realtime.conftest import SECOND_VOICE
+from tests.realtime.conftest import APP_FAILING, FAILURE_CODE, FAILURE_MESSAGE, SECOND_VOICE
 from tests.realtime.server_harness import ServerHandle
 from tests.realtime.wire_check import RawClient, validate_frame
 
@@ -250,3 +250,24 @@ async def test_invalid_type(ga: RawClient) -> None:
     await ga.send(event)
     assert (await ga.error("invalid_type"))["param"] == "audio_end_ms"
     await ga.alive()
+
+
+@pytest.mark.parametrize("beta", [False, True])
+async def test_backend_failure_reports_code_and_message(server: ServerHandle, beta: bool) -> None:
+    client = await RawClient.connect(server.ws_url(index=APP_FAILING), beta=beta)
+    try:
+        await client.send({"type": "conversation.item.create", "item": USER_TEXT})
+        await client.send({"type": "response.create"})
+        events = await client.until("response.done")
+        done = events[-1]["response"]
+        assert done["status"] == "failed"
+        assert done["status_details"] == {
+            "type": "failed",
+            "error": {"type": "server_error", "code": FAILURE_CODE, "message": FAILURE_MESSAGE},
+        }
+        audio = "response.audio.delta" if beta else "response.output_audio.delta"
+        assert any(e["type"] == audio for e in events)  # it failed mid-response, after real audio
+        assert not any(e["type"] == "error" for e in events)  # reported in response.done only
+        await client.alive()
+    finally:
+        await client.close()

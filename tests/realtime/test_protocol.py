@@ -138,7 +138,7 @@ def _all_events(builder: EventBuilder) -> list[BaseModel]:
         output_format=AudioFormat.G711_ULAW,
         max_output_tokens=20,
         status="failed",
-        error=("server_error", "stream_cut"),
+        error=("server_error", "stream_cut", "The LLM stream ended early."),
         output=[_sample_item()],
         usage=TokenUsage(3, 5, 1, 4),
     )

@@ -62,7 +62,7 @@ async def test_backend_failure_fails_the_response_and_keeps_the_transcript() -> 
     assert done["status"] == "failed"
     assert done["status_details"] == {
         "type": "failed",
-        "error": {"type": "server_error", "code": "stream_cut"},
+        "error": {"type": "server_error", "code": "stream_cut", "message": "The LLM stream ended early."},
     }
     transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")
     assert transcript["transcript"] == "partial "
