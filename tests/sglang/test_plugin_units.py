@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -217,3 +220,46 @@ def test_log_mel_matches_a_direct_reference_computation() -> None:
     ours = audio.log_mel(torch.from_numpy(samples)).numpy()
     assert ours.shape == expected.shape == (audio.N_MELS, audio.num_mel_frames(len(samples)))
     assert np.abs(ours - expected).max() < 1e-4
+
+
+def test_config_reads_a_released_style_config_json(tmp_path: Path) -> None:
+    """The released config.json layout (sub-configs as dicts, auto_map, extra encoder keys) parses as ours."""
+    released = {
+        "architectures": [ARCHITECTURE],
+        "model_type": "step_audio_2",
+        "auto_map": {"AutoConfig": "configuration_step_audio_2.StepAudio2Config"},
+        "torch_dtype": "bfloat16",
+        "text_config": {
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "max_position_embeddings": 16384,
+            "vocab_size": 158_720,
+            "rope_theta": 1_000_000.0,
+        },
+        "audio_encoder_config": {
+            "n_mels": 128,
+            "n_audio_ctx": 1500,
+            "n_audio_state": 1280,
+            "n_audio_head": 20,
+            "n_audio_layer": 32,
+            "n_codebook_size": 4096,
+            "llm_dim": 3584,
+            "kernel_size": 3,
+            "adapter_stride": 2,
+        },
+    }
+    (tmp_path / "config.json").write_text(json.dumps(released))
+    config = StepAudio2Config.from_pretrained(tmp_path)
+    text, enc = config.text_config, config.audio_encoder_config
+    assert (text.hidden_size, text.num_hidden_layers, text.num_key_value_heads) == (3584, 28, 4)
+    assert text.hidden_size // text.num_attention_heads == 128
+    assert text.vocab_size == 158_720 and text.dtype == torch.bfloat16
+    assert (enc.n_audio_state, enc.n_audio_layer, enc.llm_dim, enc.adapter_hidden_size) == (
+        1280,
+        32,
+        3584,
+        2048,
+    )
