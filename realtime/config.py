@@ -75,6 +75,9 @@ class ServerConfig:
         torch_threads: torch intra-op threads for Token2Wav; 0 picks `default_torch_threads()`. More threads
             than free cores makes OpenMP spin and can slow a CPU decode by 10x.
         log_level: logging level name.
+        api_key: when set, every WebSocket session must present this key (``Authorization: Bearer``, an
+            ``api-key`` header, the ``openai-insecure-api-key.<key>`` subprotocol or ``?api_key=``); None
+            (the default) accepts every client. HTTP routes (``/health``, ``/metrics``, the demo) stay open.
         backend_options: extra options of the SGLang backends (flags added by
             `realtime.backends.factory.add_backend_arguments` that are not fields here), by argparse dest.
     """
@@ -100,6 +103,7 @@ class ServerConfig:
     torch_threads: int = 0
     log_level: str = "info"
     backend_options: Mapping[str, object] = field(default_factory=dict)
+    api_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in get_args(BackendKind):

@@ -47,6 +47,7 @@ _FIELD_OF_DEST = {
     "max_delta_ms": "max_audio_delta_ms",
 }
 _OWN_DESTS = {
+    "api_key",
     "host",
     "port",
     "backend",
@@ -89,6 +90,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=str(DEFAULT_MAX_SESSIONS),
         type=int,
         help="concurrent WebSocket sessions before new ones are refused",
+    )
+
+    _flag(
+        net,
+        "--api-key",
+        env="API_KEY",
+        default="none: every client is accepted",
+        metavar="KEY",
+        help="require this key from WebSocket clients (Authorization: Bearer, api-key header, "
+        "openai-insecure-api-key.KEY subprotocol or ?api_key=); a wrong or missing key gets an "
+        "invalid_api_key error and close 1008. Prefer the env variable: flags show up in ps",
     )
 
     llm = parser.add_argument_group("LLM backend")
