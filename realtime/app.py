@@ -3,6 +3,7 @@
 `create_app(runtime)` wires a ready `Runtime` (built by the caller, e.g. ``realtime serve``) into routes:
 
 - ``GET /v1/realtime?model=...`` and ``/realtime``: the OpenAI Realtime WebSocket (REALTIME_PROTOCOL.md §1).
+- With ``config.api_key`` set, a WebSocket client must present that key (§1.2); HTTP routes stay open.
 - ``GET /health``: JSON status and what the server runs (backend, decoder, voices, embedded-demo notice).
 - ``GET /metrics``: Prometheus text from the runtime's registry.
 - ``GET /v1/voices``: voice names, the default, and whether this is the embedded demo.
@@ -14,6 +15,7 @@ layer (which answers with an ``error`` event) instead of the transport closing t
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,8 +31,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from realtime.errors import (
     CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
+    CODE_INVALID_API_KEY,
     CODE_SESSION_LIMIT,
+    INVALID_REQUEST,
     SERVER_ERROR,
     ErrorReport,
 )
@@ -63,6 +68,15 @@ def served_model_name(runtime: RuntimeLike) -> str:
     return Path(str(path)).name if path else SERVED_MODEL
 
 
+def key_accepted(presented: str | None, server_key: str | None) -> bool:
+    """True when the server has no key, or ``presented`` equals it (compared in constant time)."""
+    if server_key is None:
+        return True
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), server_key.encode())
+
+
 def create_app(runtime: Any, *, web_demo_dir: Path | None = WEB_DEMO_DIR) -> Starlette:
     """Build the ASGI app around a started runtime (the caller owns its lifecycle).
 
@@ -71,16 +85,30 @@ def create_app(runtime: Any, *, web_demo_dir: Path | None = WEB_DEMO_DIR) -> Sta
         web_demo_dir: static folder served at ``/``; None or a missing folder disables it.
     """
     sessions = _Sessions(int(getattr(runtime.config, "max_sessions", 1)))
+    server_key: str | None = getattr(runtime.config, "api_key", None) or None
     model = served_model_name(runtime)
 
     async def realtime_socket(ws: WebSocket) -> None:
-        handshake = negotiate(ws.headers, ws.scope.get("subprotocols") or [])
+        handshake = negotiate(ws.headers, ws.scope.get("subprotocols") or [], query=ws.query_params)
         requested = ws.query_params.get("model")
         for name in _IGNORED_QUERY:
             if name in ws.query_params:
                 log.info("ignoring unsupported query parameter %s", name)
         log.info("session requested model=%s dialect=%s", requested, handshake.dialect.value)
         await ws.accept(subprotocol=handshake.subprotocol)
+        if not key_accepted(handshake.api_key, server_key):
+            # accept first, then refuse: a browser cannot read the status of a refused upgrade (§1.2)
+            presented = "A wrong" if handshake.api_key else "No"
+            report = ErrorReport(
+                INVALID_REQUEST,
+                CODE_INVALID_API_KEY,
+                f"{presented} API key was provided. Pass the server's key as 'Authorization: Bearer <key>', "
+                "an 'api-key' header, the 'openai-insecure-api-key.<key>' subprotocol or '?api_key=<key>'.",
+            )
+            runtime.metrics.error(CODE_INVALID_API_KEY)
+            await ws.send_text(encode(EventBuilder(handshake.dialect).error(report)))
+            await ws.close(CLOSE_POLICY_VIOLATION, reason=CODE_INVALID_API_KEY)
+            return
         if sessions.open >= sessions.limit:
             report = ErrorReport(
                 SERVER_ERROR, CODE_SESSION_LIMIT, f"The server is at its limit of {sessions.limit} sessions."

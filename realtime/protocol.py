@@ -52,6 +52,9 @@ BETA_HEADER_VALUE = "realtime=v1"
 SUBPROTOCOL_REALTIME = "realtime"
 SUBPROTOCOL_BETA = "openai-beta.realtime-v1"
 SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
+BEARER_PREFIX = "bearer "
+API_KEY_HEADER = "api-key"  # Azure-style clients
+API_KEY_QUERY = "api_key"  # speaches-style ?api_key=
 # input_audio_buffer.append carries at most 15 MiB of base64 audio (OpenAI docs, REALTIME_PROTOCOL.md §1.7).
 MAX_APPEND_AUDIO_CHARS = 15 * 1024 * 1024
 # Room for the JSON envelope around the largest legal append.
@@ -89,14 +92,21 @@ class Handshake:
 
 
 def negotiate(
-    headers: Mapping[str, str], subprotocols: Sequence[str], forced: Dialect | None = None
+    headers: Mapping[str, str],
+    subprotocols: Sequence[str],
+    forced: Dialect | None = None,
+    query: Mapping[str, str] | None = None,
 ) -> Handshake:
-    """Pick the dialect and the subprotocol to echo (REALTIME_PROTOCOL.md §1.2-1.4).
+    """Pick the dialect and the subprotocol to echo, and find the client's key (REALTIME_PROTOCOL.md §1.2-1.4).
+
+    The key is taken from the first of: ``Authorization: Bearer``, the ``api-key`` header, an
+    ``openai-insecure-api-key.<key>`` subprotocol (never echoed), the ``api_key`` query parameter.
 
     Args:
         headers: request headers (case-insensitive mapping).
         subprotocols: the subprotocols the client offered, in order.
         forced: a server-wide dialect override, if configured.
+        query: the upgrade request's query parameters.
     """
     beta = BETA_HEADER_VALUE in headers.get(BETA_HEADER, "").replace(" ", "")
     beta = beta or SUBPROTOCOL_BETA in subprotocols
@@ -107,17 +117,21 @@ def negotiate(
         chosen = SUBPROTOCOL_BETA
     else:
         chosen = None
-    key = None
+    return Handshake(dialect, chosen, _client_key(headers, subprotocols, query or {}))
+
+
+def _client_key(
+    headers: Mapping[str, str], subprotocols: Sequence[str], query: Mapping[str, str]
+) -> str | None:
     auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        key = auth[len("bearer ") :].strip()
-    elif headers.get("api-key"):
-        key = headers["api-key"]
-    else:
-        for offered in subprotocols:
-            if offered.startswith(SUBPROTOCOL_KEY_PREFIX):
-                key = offered[len(SUBPROTOCOL_KEY_PREFIX) :]
-    return Handshake(dialect, chosen, key)
+    if auth[: len(BEARER_PREFIX)].lower() == BEARER_PREFIX:
+        return auth[len(BEARER_PREFIX) :].strip() or None
+    if headers.get(API_KEY_HEADER):
+        return headers[API_KEY_HEADER].strip()
+    for offered in subprotocols:
+        if offered.startswith(SUBPROTOCOL_KEY_PREFIX):
+            return offered[len(SUBPROTOCOL_KEY_PREFIX) :] or None
+    return query.get(API_KEY_QUERY) or None
 
 
 @dataclass(frozen=True)

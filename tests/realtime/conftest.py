@@ -10,7 +10,13 @@ import pytest
 from realtime.app import create_app
 from realtime.config import ServerConfig
 from realtime.voices import default_voice_path
-from tests.realtime.server_harness import ServerHandle, failing_app, limited_app, start_server
+from tests.realtime.server_harness import (
+    ServerHandle,
+    configured_app,
+    failing_app,
+    limited_app,
+    start_server,
+)
 from tests.realtime.wire_check import RawClient
 
 # Fast enough to keep the suite short, slow enough that a reply streams over many chunks.
@@ -21,6 +27,8 @@ SECOND_VOICE = "second"  # a second registered voice (the shipped wav under anot
 # Apps of the main `server` fixture, by index (one runtime behind all of them).
 APP_LIMITED = 1  # admits one session
 APP_FAILING = 2  # every response fails after its first audio chunk
+APP_KEYED = 3  # requires SERVER_KEY
+SERVER_KEY = "sk-test-0123456789"
 FAILURE_CODE = "stream_cut"
 FAILURE_MESSAGE = "The LLM stream ended before the reply was complete."
 
@@ -44,7 +52,12 @@ def t2w_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(t2w_cache: Path) -> Iterator[ServerHandle]:
     """The main test server (fast synthetic backend). App 0 is the normal app; the others: see APP_*."""
-    apps = [create_app, limited_app(1), failing_app(FAILURE_CODE, FAILURE_MESSAGE)]
+    apps = [
+        create_app,
+        limited_app(1),
+        failing_app(FAILURE_CODE, FAILURE_MESSAGE),
+        configured_app(api_key=SERVER_KEY),
+    ]
     handle = start_server(_config(t2w_cache, FAST_TOKENS_PER_SECOND), apps)
     yield handle
     handle.stop()
