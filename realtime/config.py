@@ -33,6 +33,9 @@ DEFAULT_MAX_SESSIONS = 32
 DEFAULT_WORKER_QUEUE = 64  # pending Token2Wav steps across all streams before submit() waits
 DEFAULT_MAX_AUDIO_DELTA_MS = 100  # REALTIME_PROTOCOL.md §11: 20-100 ms per output_audio.delta
 DEFAULT_SGLANG_URL = "http://127.0.0.1:30000"
+DEFAULT_MAX_SESSION_SECONDS = (
+    60 * 60.0
+)  # OpenAI GA: sessions end after 60 minutes (REALTIME_PROTOCOL.md §1.7)
 MAX_AUTO_TORCH_THREADS = 4  # small per-chunk kernels stop scaling beyond a few threads
 
 
@@ -75,6 +78,8 @@ class ServerConfig:
         torch_threads: torch intra-op threads for Token2Wav; 0 picks `default_torch_threads()`. More threads
             than free cores makes OpenMP spin and can slow a CPU decode by 10x.
         log_level: logging level name.
+        max_session_seconds: longest a WebSocket session may last; then it gets an ``error`` with code
+            ``session_expired`` and is closed with 1000 (OpenAI's GA limit is 60 minutes).
         api_key: when set, every WebSocket session must present this key (``Authorization: Bearer``, an
             ``api-key`` header, the ``openai-insecure-api-key.<key>`` subprotocol or ``?api_key=``); None
             (the default) accepts every client. HTTP routes (``/health``, ``/metrics``, the demo) stay open.
@@ -104,6 +109,7 @@ class ServerConfig:
     log_level: str = "info"
     backend_options: Mapping[str, object] = field(default_factory=dict)
     api_key: str | None = None
+    max_session_seconds: float = DEFAULT_MAX_SESSION_SECONDS
 
     def __post_init__(self) -> None:
         if self.backend not in get_args(BackendKind):
@@ -118,6 +124,8 @@ class ServerConfig:
             raise ValueError("synthetic_tokens_per_second must be > 0")
         if self.max_sessions < 1 or self.worker_queue < 1:
             raise ValueError("max_sessions and worker_queue must be >= 1")
+        if self.max_session_seconds <= 0:
+            raise ValueError("max_session_seconds must be > 0")
         if self.torch_threads < 0:
             raise ValueError("torch_threads must be >= 0 (0 = automatic)")
         if not 20 <= self.max_audio_delta_ms <= 100:  # REALTIME_PROTOCOL.md §11.1
@@ -185,7 +193,7 @@ def _parse_field(name: str, raw: str) -> object:
     try:
         if name in _INT_FIELDS:
             return int(raw)
-        if name == "synthetic_tokens_per_second":
+        if name in ("synthetic_tokens_per_second", "max_session_seconds"):
             return float(raw)
         if name in _PATH_FIELDS:
             return Path(raw).expanduser()

@@ -19,6 +19,7 @@ from realtime.config import (
     DEFAULT_HOP_TOKENS,
     DEFAULT_HOST,
     DEFAULT_MAX_AUDIO_DELTA_MS,
+    DEFAULT_MAX_SESSION_SECONDS,
     DEFAULT_MAX_SESSIONS,
     DEFAULT_PORT,
     DEFAULT_SYNTHETIC_TOKENS_PER_SECOND,
@@ -62,6 +63,7 @@ _OWN_DESTS = {
     "synthetic_rate",
     "synthetic_seed",
     "max_sessions",
+    "max_session_seconds",
     "worker_queue",
     "max_delta_ms",
     "log_level",
@@ -92,6 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="concurrent WebSocket sessions before new ones are refused",
     )
 
+    _flag(
+        net,
+        "--max-session-seconds",
+        env="MAX_SESSION_SECONDS",
+        default=f"{DEFAULT_MAX_SESSION_SECONDS:g} (60 minutes, like OpenAI)",
+        type=float,
+        help="session duration limit; then the client gets a session_expired error and close 1000",
+    )
     _flag(
         net,
         "--api-key",
