@@ -19,11 +19,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from realtime.backends.base import GenerationInput
 from realtime.conversation import Conversation, Item, new_id
 from realtime.errors import (
+    CLOSE_NORMAL,
     CODE_ACTIVE_RESPONSE,
     CODE_CANCEL_NOT_ACTIVE,
     CODE_COMMIT_EMPTY,
     CODE_INVALID_FOR_TRANSPORT,
     CODE_INVALID_VALUE,
+    CODE_SESSION_EXPIRED,
     CODE_UNKNOWN_EVENT,
     ErrorReport,
     ProtocolViolation,
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 OUTBOX_FRAMES = 256  # frames queued for the socket before producers wait
 MIN_COMMIT_MS = 100  # OpenAI: a commit needs at least 100 ms of audio
 MAX_BUFFER_SECONDS = 600  # push-to-talk buffer cap; beyond it appends are refused
+SECONDS_PER_MINUTE = 60
 
 
 class RuntimeLike(Protocol):
@@ -101,7 +104,7 @@ class Session:
     # connection ------------------------------------------------------------------------------------------
     async def serve(self, ws: WebSocket) -> int:
         """Run the session until the client leaves or the session must close; return the close code."""
-        close_code = 1000
+        close_code = CLOSE_NORMAL
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
             sender = tasks.create_task(self._send_loop(ws), name=f"send {self.id}")
@@ -111,15 +114,41 @@ class Session:
                 for event in self.events.conversation_created(self.conversation.id):
                     await self.outbox.put(event)
                 self._configure_vad()
-                close_code = await self._receive_loop(ws)
-                if close_code != 1000:
+                ending = await self._receive_until_deadline(ws)
+                if ending is not None:  # the server ends the session: its error event goes out first
+                    close_code = ending
                     await self._drain(sender)
             finally:
-                for run, task in list(self._runs.values()):
-                    run.cancelled = True
-                    task.cancel()
+                self._abort_runs()
                 sender.cancel()
         return close_code
+
+    async def _receive_until_deadline(self, ws: WebSocket) -> int | None:
+        """The receive loop, cut off at the session duration limit (REALTIME_PROTOCOL.md §1.7).
+
+        Returns:
+            the close code when the server ends the session, None when the client left.
+        """
+        limit = float(getattr(self.runtime.config, "max_session_seconds", 0) or 0)
+        try:
+            async with asyncio.timeout(limit if limit > 0 else None):
+                return await self._receive_loop(ws)
+        except TimeoutError:
+            self._abort_runs()  # nothing of a response may follow the expiry error
+            minutes = f"{limit / SECONDS_PER_MINUTE:g}"
+            expired = SessionClosing(
+                CODE_SESSION_EXPIRED,
+                f"Your session hit the maximum duration of {minutes} minutes.",
+                close_code=CLOSE_NORMAL,
+            )
+            await self._report(describe_exception(expired))
+            return CLOSE_NORMAL
+
+    def _abort_runs(self) -> None:
+        """Stop every response without closing events; the sender drops their queued audio."""
+        for run, task in list(self._runs.values()):
+            run.cancelled = True
+            task.cancel()
 
     async def _drain(self, sender: asyncio.Task[None]) -> None:
         join = asyncio.ensure_future(self.outbox.queue.join())
@@ -141,11 +170,11 @@ class Session:
             finally:
                 queue.task_done()
 
-    async def _receive_loop(self, ws: WebSocket) -> int:
+    async def _receive_loop(self, ws: WebSocket) -> int | None:
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
-                return 1000
+                return None
             text = message.get("text")
             try:
                 if text is None:
@@ -156,7 +185,7 @@ class Session:
             except SessionClosing as exc:
                 report = describe_exception(exc)
                 await self._report(report)
-                return report.close_code or 1000
+                return report.close_code or CLOSE_NORMAL
             except RealtimeError as exc:
                 await self._report(describe_exception(exc))
             except Exception as exc:  # a bug in one handler: report generically, keep the session

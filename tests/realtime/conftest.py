@@ -29,6 +29,8 @@ APP_LIMITED = 1  # admits one session
 APP_FAILING = 2  # every response fails after its first audio chunk
 APP_KEYED = 3  # requires SERVER_KEY
 SERVER_KEY = "sk-test-0123456789"
+APP_EXPIRING = 4  # sessions last EXPIRING_SESSION_SECONDS
+EXPIRING_SESSION_SECONDS = 1.5
 FAILURE_CODE = "stream_cut"
 FAILURE_MESSAGE = "The LLM stream ended before the reply was complete."
 
@@ -57,6 +59,7 @@ def server(t2w_cache: Path) -> Iterator[ServerHandle]:
         limited_app(1),
         failing_app(FAILURE_CODE, FAILURE_MESSAGE),
         configured_app(api_key=SERVER_KEY),
+        configured_app(max_session_seconds=EXPIRING_SESSION_SECONDS),
     ]
     handle = start_server(_config(t2w_cache, FAST_TOKENS_PER_SECOND), apps)
     yield handle

@@ -8,7 +8,14 @@ import json
 import pytest
 import websockets
 
-from tests.realtime.conftest import APP_FAILING, FAILURE_CODE, FAILURE_MESSAGE, SECOND_VOICE
+from tests.realtime.conftest import (
+    APP_EXPIRING,
+    APP_FAILING,
+    EXPIRING_SESSION_SECONDS,
+    FAILURE_CODE,
+    FAILURE_MESSAGE,
+    SECOND_VOICE,
+)
 from tests.realtime.server_harness import ServerHandle
 from tests.realtime.wire_check import RawClient, validate_frame
 
@@ -271,3 +278,31 @@ async def test_backend_failure_reports_code_and_message(server: ServerHandle, be
         await client.alive()
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("beta", [False, True])
+async def test_session_expires_with_an_error_then_close_1000(server: ServerHandle, beta: bool) -> None:
+    client = await RawClient.connect(server.ws_url(index=APP_EXPIRING), beta=beta)
+    # keep the session busy with a long spoken reply: expiry must still arrive, and nothing after it
+    await client.send({"type": "conversation.item.create", "item": USER_TEXT})
+    await client.send({"type": "response.create"})
+    while True:
+        event = await client.recv()
+        if event["type"] == "error":
+            break
+    assert event["error"]["code"] == "session_expired"
+    assert event["error"]["type"] == "invalid_request_error"
+    minutes = f"{EXPIRING_SESSION_SECONDS / 60:g}"
+    assert event["error"]["message"] == f"Your session hit the maximum duration of {minutes} minutes."
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await client.ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+
+
+def test_session_duration_config() -> None:
+    from realtime.config import ServerConfig
+
+    assert ServerConfig().max_session_seconds == 3600.0  # OpenAI GA: 60 minutes
+    assert ServerConfig.from_env({"STREAMVOICE_MAX_SESSION_SECONDS": "90"}).max_session_seconds == 90.0
+    with pytest.raises(ValueError):
+        ServerConfig(max_session_seconds=0)
