@@ -156,7 +156,9 @@ def _measure(
     start = time.perf_counter()
     fed = 0
     windows = schedule.plan(len(codes))
+    cpu_per_window: list[float] = []
     for _, end, last in windows:
+        cpu0 = time.process_time()
         if last:
             out = t2w.push(stream, codes[fed:]) + t2w.finish(stream)
             fed = len(codes)
@@ -169,6 +171,7 @@ def _measure(
             if out and first_pcm_s is None:
                 _sync(t2w.device)
                 first_pcm_s = time.perf_counter() - start
+        cpu_per_window.append(time.process_time() - cpu0)
         state_mb = max(state_mb, (stream.flow.dit.nbytes() + _encoder_bytes(stream)) / 1e6)
     if not stream.finished:
         t2w.finish(stream)
@@ -189,6 +192,10 @@ def _measure(
         "flow_s_median": round(statistics.median(t.flow_s for t in pick), 3),
         "hift_s_median": round(statistics.median(t.hift_s for t in pick), 3),
         "rtf": round(total_s / (len(codes) / TOKENS_PER_SECOND), 3),
+        # Process CPU seconds (all threads) per steady chunk: on a busy shared machine wall time inflates,
+        # CPU time much less; on an idle one wall ~ cpu / threads.
+        "chunk_cpu_s_median": round(statistics.median(cpu_per_window[1:-1] or cpu_per_window), 3),
+        "first_chunk_cpu_s": round(cpu_per_window[0], 3),
         "stream_state_mb": round(state_mb, 1),
     }
     if schedule.first_hop_tokens != schedule.hop_tokens and len(codes) >= schedule.hop_tokens + 3:
@@ -250,6 +257,7 @@ def _table(result: dict[str, Any]) -> str:
         ("flow_s_median", "flow s"),
         ("hift_s_median", "hift s"),
         ("chunk_s_last", "last chunk s"),
+        ("chunk_cpu_s_median", "chunk CPU s"),
         ("rtf", "RTF"),
         ("stream_state_mb", "state MB"),
         ("naive_first_pcm_s", "naive 1st s"),
