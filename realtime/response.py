@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from realtime.audio import encode_output, slice_pcm
+from realtime.audio import OutputEncoder, slice_pcm
 from realtime.backends.base import BackendError, FinishReason, GenerationInput
 from realtime.conversation import ContentPart, Conversation, Item, ResponseRecord, TokenUsage, new_id
 from realtime.errors import CODE_INTERNAL, INTERNAL_MESSAGE, SERVER_ERROR
@@ -143,6 +143,9 @@ class ResponseRun:
         self._audio = bytearray()
         self._audio_overflow = False
         self._audio_locked = False
+        # one resampler state per response: G.711 output is continuous across decoder chunks (no seams)
+        fmt = record.output_format
+        self._encoder = None if fmt is AudioFormat.PCM16 else OutputEncoder(fmt.value, PCM_RATE)
 
     @property
     def in_default_conversation(self) -> bool:
@@ -254,11 +257,14 @@ class ResponseRun:
         if not self._audio_locked:
             self._audio_locked = True
             self.ctx.on_audio()
-        fmt = self.record.output_format
-        if fmt is AudioFormat.PCM16:
+        if self._encoder is None:
             wire = pcm16
         else:  # resampling to 8 kHz costs milliseconds per chunk: keep it off the event loop
-            wire = await asyncio.to_thread(encode_output, pcm16, fmt.value, PCM_RATE)
+            wire = await asyncio.to_thread(self._encoder.encode, pcm16)
+        await self._emit_audio(ids, wire, ready)
+
+    async def _emit_audio(self, ids: PartIds, wire: bytes, ready: float) -> None:
+        fmt = self.record.output_format
         pieces = slice_pcm(wire, fmt.sample_rate, self.ctx.max_delta_ms, sample_width=fmt.bytes_per_sample)
         for piece in pieces:
             event = self.ctx.events.audio_delta(ids, base64.b64encode(piece).decode("ascii"))
@@ -295,6 +301,8 @@ class ResponseRun:
         ctx, record = self.ctx, self.record
         self._set_status(done, error)
         text = "".join(self._text)
+        if self._speaks and self._encoder is not None and self._audio_locked and done is not None:
+            await self._emit_audio(ids, self._encoder.flush(), time.perf_counter())  # the resampler's tail
         if self._speaks:
             part.transcript = text
             await ctx.outbox.put(ctx.events.audio_done(ids))
