@@ -282,7 +282,9 @@ class Token2Wav:
         while stream.ready():
             hop = stream.next_hop()
             window = stream.pending[: hop + stream.schedule.lookahead_tokens]
-            out.append(pcm_float_to_int16(self.run_chunk(stream, window, last=False)))
+            pcm = self.run_chunk(stream, window, last=False)
+            if pcm.size:  # a first hop of 4 codes yields no final samples yet
+                out.append(pcm_float_to_int16(pcm))
             del stream.pending[:hop]
         return out
 

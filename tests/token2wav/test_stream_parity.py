@@ -133,3 +133,11 @@ def test_stream_errors() -> None:
         t2w.push(stream, [1])
     with pytest.raises(StreamError):
         t2w.finish(stream)
+
+
+@pytest.mark.parametrize("n_codes", [1, 3, 14])
+@pytest.mark.parametrize("first_hop", [4, 10])
+def test_short_responses_emit_every_sample_and_no_empty_chunks(n_codes: int, first_hop: int) -> None:
+    out = _run(list(range(n_codes)), ChunkSchedule(first_hop_tokens=first_hop), feed=n_codes)
+    assert sum(len(c) for c in out) == SAMPLES_PER_TOKEN * n_codes
+    assert all(len(c) > 0 for c in out)
