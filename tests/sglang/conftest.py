@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sglang.tiny_checkpoint import TinyCheckpoint, write_tiny_checkpoint
+from tests.sglang.tiny_checkpoint import TinyCheckpoint, write_tiny_checkpoint, write_tiny_weights
 
 STANDIN_DIR = Path(__file__).parent / "standin"
 STANDIN_SWITCH = "STREAMVOICE_SGL_KERNEL_STANDIN"
@@ -140,6 +140,7 @@ class EngineProbe:
     process: subprocess.Popen[str]
     log_path: Path
     started: float
+    checkpoint: TinyCheckpoint
 
     def records(self) -> tuple[dict[str, dict[str, object]], float]:
         """The probe's JSON records by case, and its wall time; fails the test with the log if it failed."""
@@ -160,18 +161,25 @@ class EngineProbe:
 def engine_probe(
     tiny_checkpoint: TinyCheckpoint, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EngineProbe]:
-    """Start `tests.sglang.engine_probe` (our sglang-engine backend on ``sglang.Engine``) in the background."""
+    """Start `tests.sglang.engine_probe` (our sglang-engine backend on ``sglang.Engine``) in the background.
+
+    Its checkpoint has real (random, seeded) weights under the released key names, so the Engine loads them
+    through the plugin's ``load_weights``; the HTTP server keeps ``--load-format dummy``.
+    """
     if SGLANG_MISSING:
         pytest.skip(SKIP_REASON)
-    log_path = tmp_path_factory.mktemp("sglang_engine") / "engine.log"
-    command = [sys.executable, "-m", "tests.sglang.engine_probe", str(tiny_checkpoint.path)]
+    folder = tmp_path_factory.mktemp("sglang_engine")
+    checkpoint = write_tiny_checkpoint(folder / "checkpoint", tiny_checkpoint.layout)
+    write_tiny_weights(checkpoint)
+    log_path = folder / "engine.log"
+    command = [sys.executable, "-m", "tests.sglang.engine_probe", str(checkpoint.path)]
     root = Path(__file__).resolve().parents[2]
     with log_path.open("w") as log:
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log, env=sglang_env(), cwd=root, text=True,
             start_new_session=True,
         )  # fmt: skip
-    probe = EngineProbe(process=process, log_path=log_path, started=time.monotonic())
+    probe = EngineProbe(process=process, log_path=log_path, started=time.monotonic(), checkpoint=checkpoint)
     try:
         yield probe
     finally:

@@ -7,7 +7,11 @@ with ``skip_tokenizer_init`` and ``incremental_streaming_output``, so this also 
 ``output_ids`` mode, which the session HTTP server (cumulative mode) does not.
 
 Prints one JSON object per case on stdout:
-``{"case", "ids", "finish", "prompt_tokens", "completion_tokens", "chunks", "stream_mode"}``.
+``{"case", "ids", "finish", "prompt_tokens", "completion_tokens", "chunks", "stream_mode", ...}``.
+
+When the checkpoint folder holds ``model.safetensors`` (`tests.sglang.tiny_checkpoint.write_tiny_weights`), the
+Engine loads it through the plugin's ``load_weights`` instead of using dummy weights, so the greedy ids can be
+compared with a transformers reference on the same weights.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from realtime.backends.base import FinishReason, GenerationInput, PromptTurn, Sa
 from realtime.backends.sglang_engine import SGLangEngineBackend, SGLangEngineConfig
 from realtime.prompt import PromptBuilder
 from realtime.sglang_plugin import audio
+from tests.sglang.tiny_checkpoint import WEIGHTS_FILE
 
 MAX_TOTAL_TOKENS = 8192
 SHORT = 6
@@ -35,7 +40,6 @@ TONE_AMPLITUDE = 3000.0
 TONE_STEP = 5.0
 ENGINE_ARGS: dict[str, object] = {
     "device": "cpu",
-    "load_format": "dummy",
     "max_total_tokens": MAX_TOTAL_TOKENS,
     "random_seed": 0,
     "mm_processor_worker_num": 1,
@@ -66,22 +70,27 @@ def _report(
     print(json.dumps(record), flush=True)
 
 
+def greedy_requests() -> dict[str, GenerationInput]:
+    """The greedy probe requests by case (the test rebuilds their prompts for its reference)."""
+    greedy = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=SHORT, repetition_penalty=1.0)
+    tone = np.sin(np.arange(SPEECH_SAMPLES) / TONE_STEP) * TONE_AMPLITUDE
+    speech = PromptTurn(role="user", audio_pcm16=tone.astype("<i2").tobytes(), audio_sample_rate=INPUT_RATE)
+    text = PromptTurn(role="user", text="Hello there")
+    return {
+        "text": GenerationInput(rid="engine-text", turns=[text], sampling=greedy),
+        "audio": GenerationInput(rid="engine-audio", turns=[speech], sampling=greedy),
+    }
+
+
 async def _probe(model_dir: str) -> None:
-    backend = SGLangEngineBackend(SGLangEngineConfig(model_path=model_dir, engine_args=ENGINE_ARGS))
+    args = dict(ENGINE_ARGS)
+    if not (Path(model_dir) / WEIGHTS_FILE).is_file():
+        args["load_format"] = "dummy"
+    backend = SGLangEngineBackend(SGLangEngineConfig(model_path=model_dir, engine_args=args))
     await backend.start()
     try:
-        greedy = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=SHORT, repetition_penalty=1.0)
-        text = GenerationInput(
-            rid="engine-text", turns=[PromptTurn(role="user", text="Hello there")], sampling=greedy
-        )
-        _report("text", [chunk async for chunk in backend.generate(text)], backend, text)
-
-        tone = np.sin(np.arange(SPEECH_SAMPLES) / TONE_STEP) * TONE_AMPLITUDE
-        speech = PromptTurn(
-            role="user", audio_pcm16=tone.astype("<i2").tobytes(), audio_sample_rate=INPUT_RATE
-        )
-        spoken = GenerationInput(rid="engine-audio", turns=[speech], sampling=greedy)
-        _report("audio", [chunk async for chunk in backend.generate(spoken)], backend, spoken)
+        for case, request in greedy_requests().items():
+            _report(case, [chunk async for chunk in backend.generate(request)], backend, request)
 
         long = SamplingParams(max_new_tokens=LONG)
         cancel = GenerationInput(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from tests.sglang.conftest import EngineProbe
-from tests.sglang.engine_probe import LONG, SHORT
+from tests.sglang.engine_probe import LONG, SHORT, greedy_requests
+from tests.sglang.reference import reference_greedy
 
 # Generous per-test limit: the first test of a session also pays for the SGLang start-up (minutes on a busy CI box).
 pytestmark = [pytest.mark.sglang, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -35,6 +36,13 @@ def test_engine_backend_streams_incremental_ids_audio_and_abort(engine_probe: En
     assert spoken["prompt_tokens"] == spoken["expected_prompt_tokens"]
     assert spoken["prompt_tokens"] > spoken["sent_prompt_ids"]  # type: ignore[operator]
     assert spoken["finish"] == "length"
+
+    # Real (seeded random) weights under the released key names went through the plugin's load_weights:
+    # SGLang's greedy ids equal a transformers reference on the same weights, with and without audio.
+    for case, request in greedy_requests().items():
+        expected = reference_greedy(engine_probe.checkpoint, request, SHORT)
+        print(f"greedy ids {case}: SGLang {records[case]['ids']} reference {expected}")
+        assert records[case]["ids"] == expected, case
 
     aborted = records["abort"]
     assert aborted["finish"] == "abort"

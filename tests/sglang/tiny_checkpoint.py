@@ -136,3 +136,57 @@ def write_tiny_checkpoint(out: Path, layout: VocabLayout | None = None) -> TinyC
     }
     (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
     return TinyCheckpoint(path=out, layout=layout)
+
+
+WEIGHTS_FILE = "model.safetensors"
+# Wider than transformers' default 0.02 so the tiny model's logits are well separated: greedy ids then do not
+# hinge on float rounding differences between SGLang's kernels and the reference.
+WEIGHT_INIT_STD = 0.2
+
+
+def tiny_text_config(layout: VocabLayout | None = None) -> Any:
+    """The tiny checkpoint's LLM config as a transformers ``Qwen2Config``."""
+    from transformers import Qwen2Config
+
+    vocab_size = (layout or VocabLayout.default()).vocab_size
+    return Qwen2Config(**{**TINY_TEXT_CONFIG, "vocab_size": vocab_size, "initializer_range": WEIGHT_INIT_STD})
+
+
+def tiny_audio_modules() -> tuple[Any, Any]:
+    """Fresh (encoder, adapter) of the tiny audio config (`realtime.sglang_plugin.encoder`)."""
+    from realtime.sglang_plugin.encoder import AudioAdapter, AudioEncoder
+
+    cfg = TINY_AUDIO_CONFIG
+    encoder = AudioEncoder(
+        cfg["n_mels"], cfg["n_audio_ctx"], cfg["n_audio_state"], cfg["n_audio_head"], cfg["n_audio_layer"]
+    )
+    adapter = AudioAdapter(
+        cfg["n_audio_state"],
+        cfg["llm_dim"],
+        cfg["kernel_size"],
+        cfg["adapter_stride"],
+        cfg["adapter_hidden_size"],
+    )
+    return encoder, adapter
+
+
+def write_tiny_weights(checkpoint: TinyCheckpoint, seed: int = 0) -> Path:
+    """Write random weights under the released checkpoint's key names into ``model.safetensors``.
+
+    LLM keys come from transformers' own ``Qwen2ForCausalLM`` (``model.layers.N.self_attn.q_proj.weight`` ...,
+    separate q/k/v and gate/up, as in the release); audio keys from our encoder/adapter with the ``encoder.`` /
+    ``adapter.`` prefixes of the release. Loading this file exercises the plugin's ``load_weights``.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    llm = Qwen2ForCausalLM(tiny_text_config(checkpoint.layout))
+    encoder, adapter = tiny_audio_modules()
+    tensors = {name: tensor.contiguous() for name, tensor in llm.state_dict().items()}
+    tensors |= {f"encoder.{name}": t.contiguous() for name, t in encoder.state_dict().items()}
+    tensors |= {f"adapter.{name}": t.contiguous() for name, t in adapter.state_dict().items()}
+    path = checkpoint.path / WEIGHTS_FILE
+    save_file(tensors, str(path))
+    return path
