@@ -101,6 +101,8 @@ def free_port() -> int:
 def sglang_env() -> dict[str, str]:
     """Environment for SGLang processes on this CPU rig: CPU engine + the sgl_kernel stand-in."""
     env = dict(os.environ)
+    # `make test` debugs OUR event loops; SGLang's own loops would only get slower and noisier.
+    env.pop("PYTHONASYNCIODEBUG", None)
     env["SGLANG_USE_CPU_ENGINE"] = "1"
     env[STANDIN_SWITCH] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(STANDIN_DIR), env.get("PYTHONPATH", "")) if p)
