@@ -64,6 +64,8 @@ class Item:
         spoken: the assistant reply was spoken.
         audio_samples: samples of assistant audio actually sent to the client, at 24 kHz.
         audio_dropped: stored audio exceeded the retrieve limit and was dropped (transcript kept).
+        calls_in_output_ids: ids of the function-call items whose text is inside ``output_ids`` (the model
+            wrote them in this reply), so the prompt does not repeat them.
     """
 
     id: str
@@ -79,6 +81,7 @@ class Item:
     spoken: bool = False
     audio_samples: int = 0
     audio_dropped: bool = False
+    calls_in_output_ids: tuple[str, ...] = ()
 
 
 def item_not_found(item_id: str, param: str = "item_id") -> ProtocolViolation:

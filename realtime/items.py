@@ -6,7 +6,6 @@ Pure functions over realtime/conversation.py records; no I/O.
 from __future__ import annotations
 
 import binascii
-import json
 from base64 import b64decode
 from collections.abc import Iterable
 
@@ -16,6 +15,7 @@ from realtime.conversation import ContentPart, Item, new_id
 from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation
 from realtime.protocol import ConversationItemModel
 from realtime.session_config import AudioFormat
+from realtime.tool_calls import call_text
 from streaming_parser import AudioTokenParser, TextTokens, VocabLayout
 
 MS_PER_AUDIO_CODE = 40  # Step-Audio-2 audio codes run at 25 Hz
@@ -115,13 +115,21 @@ def _required(value: str | None, param: str) -> str:
 
 
 def prompt_turns(items: Iterable[Item]) -> list[PromptTurn]:
-    """The conversation as the backend's prompt turns, oldest first."""
+    """The conversation as the backend's prompt turns, oldest first.
+
+    A function call the model wrote is already inside its reply's raw ``output_ids``; other calls (made by
+    the client, or whose reply is gone) become an assistant turn in the model's ``<tool_call>`` format.
+    Function outputs become ``tool`` turns.
+    """
+    items = list(items)
     names = {item.call_id: item.name for item in items if item.kind == "function_call"}
+    written = {call for item in items for call in item.calls_in_output_ids}
     turns: list[PromptTurn] = []
     for item in items:
         if item.kind == "function_call":
-            call = json.dumps({"name": item.name, "arguments": item.arguments}, ensure_ascii=False)
-            turns.append(PromptTurn(role="assistant", text=call))
+            if item.id not in written:  # a client-made call, or its reply was deleted or cut before it
+                text = call_text(item.name or "", item.arguments or "")
+                turns.append(PromptTurn(role="assistant", text=text))
         elif item.kind == "function_call_output":
             turns.append(PromptTurn(role="tool", text=item.output, name=names.get(item.call_id)))
         elif item.role is not None:
@@ -159,6 +167,8 @@ def truncate_item(
     total_ms = sent_audio_ms(item)
     if item.output_ids is not None:
         kept = _ids_heard(item.output_ids, audio_end_ms // MS_PER_AUDIO_CODE, vocab)
+        if len(kept) < len(item.output_ids):
+            item.calls_in_output_ids = ()  # calls come after the speech: cut off with it
         item.output_ids = kept
         part.transcript = _spoken_text(kept, vocab, codec)
     elif part.transcript and total_ms > 0:

@@ -3,11 +3,15 @@
 The Step "BOT/EOT" dialect, one turn each::
 
     <|BOT|>system\\n{instructions}<|EOT|>
+    <|BOT|>tool_json_schemas\\n{tools as JSON}<|EOT|>                         when the session has tools
     <|BOT|>human\\n{text}<audio_start><audio_patch><audio_end>...<|EOT|>      one placeholder per 25 s block
     <|BOT|>assistant\\n<tts_start>{raw output ids of the earlier spoken answer}<|EOT|>
     <|BOT|>input\\n{tool output}<|EOT|>
     <|BOT|>assistant\\n<tts_start>                                           prefill, spoken reply
     <|BOT|>assistant\\n                                                      prefill, text-only reply
+
+The tools turn arrives as a ``system`` `PromptTurn` named `TOOL_SCHEMAS_ROLE` (the first turn, see
+realtime/tool_calls.py); a tool result is a ``tool`` turn, written as StepFun's ``input`` turn.
 
 Each audio placeholder is a single ``<audio_patch>``: the model's multimodal processor inside SGLang expands
 it to `audio_patch_count` patches for the matching ``audio_data`` entry (sent in the same order), so SGLang
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from realtime.backends.base import GenerationInput, PromptTurn, TextCodec
+from realtime.tool_calls import TOOL_SCHEMAS_ROLE
 from streaming_parser import VocabLayout
 
 # Audio front end of Step-Audio-2 (SGLANG.md §10): 16 kHz mono in blocks of at most 25 s; Whisper log-mel
@@ -187,7 +192,8 @@ class PromptBuilder:
         pieces.text(f"{role}\n")
 
     def _turn(self, pieces: _Pieces, turn: PromptTurn) -> list[AudioBlock]:
-        self._open(pieces, ROLE_NAMES[turn.role])
+        tools = turn.role == "system" and turn.name == TOOL_SCHEMAS_ROLE
+        self._open(pieces, TOOL_SCHEMAS_ROLE if tools else ROLE_NAMES[turn.role])
         blocks: list[AudioBlock] = []
         if turn.role == ASSISTANT_ROLE and turn.output_ids is not None:
             # Re-insert the answer exactly as generated: <tts_start> was the prefill, not an output id.

@@ -34,6 +34,7 @@ from realtime.pipeline import (
     TextDelta,
     TranscriptDelta,
 )
+from realtime.response_calls import ResponseCalls
 from realtime.session_config import PCM_RATE, AudioFormat
 from streaming_parser import VocabLayout
 
@@ -143,6 +144,7 @@ class ResponseRun:
         self._audio = bytearray()
         self._audio_overflow = False
         self._audio_locked = False
+        self._calls = ResponseCalls()
         # one resampler state per response: G.711 output is continuous across decoder chunks (no seams)
         fmt = record.output_format
         self._encoder = None if fmt is AudioFormat.PCM16 else OutputEncoder(fmt.value, PCM_RATE)
@@ -241,14 +243,19 @@ class ResponseRun:
     async def _text_piece(self, ids: PartIds, event: TranscriptDelta | TextDelta) -> None:
         if not event.text:
             return
-        if self._speaks:
-            if isinstance(event, TextDelta):
-                return  # text outside the speech segment (e.g. after <tts_end>) is not part of the transcript
+        if self._speaks and isinstance(event, TranscriptDelta):
             self._text.append(event.text)
             await self.ctx.outbox.put(self.ctx.events.transcript_delta(ids, event.text))
-        else:
-            self._text.append(event.text)
-            await self.ctx.outbox.put(self.ctx.events.text_delta(ids, event.text))
+            return
+        # unspoken text (a text-only reply, or text after <tts_end>) may hold function calls
+        await self._plain_text(ids, self._calls.feed(event.text))
+
+    async def _plain_text(self, ids: PartIds, text: str) -> None:
+        if (
+            text and not self._speaks
+        ):  # after <tts_end> plain text is neither spoken nor part of the transcript
+            self._text.append(text)
+            await self.ctx.outbox.put(self.ctx.events.text_delta(ids, text))
 
     async def _audio_chunk(self, ids: PartIds, pcm16: bytes) -> None:
         if not self._speaks or not pcm16:
@@ -300,6 +307,8 @@ class ResponseRun:
         self._advance(ResponsePhase.CLOSING)
         ctx, record = self.ctx, self.record
         self._set_status(done, error)
+        if done is not None:
+            await self._plain_text(ids, self._calls.finish())
         text = "".join(self._text)
         if self._speaks and self._encoder is not None and self._audio_locked and done is not None:
             await self._emit_audio(ids, self._encoder.flush(), time.perf_counter())  # the resampler's tail
@@ -318,6 +327,9 @@ class ResponseRun:
         if self._conversation is not None:
             for event in ctx.events.item_done(item):
                 await ctx.outbox.put(event)
+        if done is not None:  # function calls the model wrote follow its message (output_index 1, ...)
+            calls = await self._calls.emit(ctx.outbox.put, ctx.events, record, self._conversation)
+            item.calls_in_output_ids = tuple(call.id for call in calls)
         # the sender runs the on_sent hooks of this response's deltas before it sends response.done
         await ctx.outbox.put_frame(
             OutFrame(encode(ctx.events.response_done(record)), on_sent=self._keep_audio(part, item))

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from realtime.backends.base import GenerationInput, SamplingParams
+from pydantic import BaseModel
+
+from realtime.backends.base import GenerationInput, PromptTurn, SamplingParams
 from realtime.conversation import Conversation, Item, ResponseRecord, new_id
 from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation
 from realtime.items import item_from_client, prompt_turns
@@ -20,8 +23,10 @@ from realtime.session_config import (
     SessionConfig,
     check_max_output_tokens,
     check_temperature,
+    check_tools,
     parse_modalities,
 )
+from realtime.tool_calls import TOOL_SCHEMAS_ROLE, tool_schemas_json
 
 MAX_METADATA_PAIRS = 16  # OpenAI: metadata holds at most 16 key-value pairs
 DEFAULT_MAX_NEW_TOKENS = SamplingParams().max_new_tokens  # what "inf" means for the backend
@@ -90,6 +95,12 @@ def plan_response(
             voice = resolve_voice(str(output.voice))
         if output is not None and output.format is not None:
             fmt = AudioFormat.from_ga_type(output.format.type)
+    tools, tool_choice = config.tools, config.tool_choice
+    if params is not None and "tools" in fields:
+        tools = check_tools(list(params.tools or []), "response.tools")
+    if params is not None and "tool_choice" in fields and params.tool_choice is not None:
+        choice = params.tool_choice
+        tool_choice = choice.model_dump(exclude_unset=True) if isinstance(choice, BaseModel) else choice
     temperature = config.temperature
     if event.temperature is not None:
         temperature = check_temperature(event.temperature, beta=beta, param="response.temperature")
@@ -111,12 +122,22 @@ def plan_response(
     )
     request = GenerationInput(
         rid=record.id,
-        turns=prompt_turns(items),
+        turns=[*_tools_turn(tools, tool_choice), *prompt_turns(items)],
         instructions=instructions,
         speak="audio" in modalities,
         sampling=sampling,
     )
     return ResponsePlan(record, request, in_band)
+
+
+def _tools_turn(tools: tuple[dict[str, Any], ...], tool_choice: Any) -> list[PromptTurn]:
+    """The ``tool_json_schemas`` turn for the tools the model may call (none for ``tool_choice: "none"``)."""
+    if tool_choice == "none":
+        return []
+    if isinstance(tool_choice, dict) and tool_choice.get("name"):  # one forced function
+        tools = tuple(tool for tool in tools if tool.get("name") == tool_choice["name"])
+    schemas = tool_schemas_json(tools)
+    return [] if schemas is None else [PromptTurn(role="system", name=TOOL_SCHEMAS_ROLE, text=schemas)]
 
 
 def _input_items(

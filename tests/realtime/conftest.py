@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from realtime.app import create_app
+from realtime.backends.base import GenerationInput
 from realtime.config import ServerConfig
 from realtime.voices import default_voice_path
 from tests.realtime.server_harness import (
@@ -15,6 +16,7 @@ from tests.realtime.server_harness import (
     configured_app,
     failing_app,
     limited_app,
+    scripted_text_app,
     start_server,
 )
 from tests.realtime.wire_check import RawClient
@@ -31,6 +33,19 @@ APP_KEYED = 3  # requires SERVER_KEY
 SERVER_KEY = "sk-test-0123456789"
 APP_EXPIRING = 4  # sessions last EXPIRING_SESSION_SECONDS
 EXPIRING_SESSION_SECONDS = 1.5
+APP_TOOL_CALL = (
+    5  # replies end with TOOL_CALL_PIECES after the speech; requests are recorded in TOOL_REQUESTS
+)
+TOOL_CALL_ARGUMENTS = '{"city": "Paris", "unit": "celsius"}'
+TOOL_CALL_PIECES = (
+    " Done.\n<tool",
+    "_call>func",
+    "tion\nget_wea",
+    'ther\n{"city": ',
+    '"Paris", "unit": "celsius"}\n</tool_',
+    "call>",
+)
+TOOL_REQUESTS: list[GenerationInput] = []
 FAILURE_CODE = "stream_cut"
 FAILURE_MESSAGE = "The LLM stream ended before the reply was complete."
 
@@ -60,6 +75,7 @@ def server(t2w_cache: Path) -> Iterator[ServerHandle]:
         failing_app(FAILURE_CODE, FAILURE_MESSAGE),
         configured_app(api_key=SERVER_KEY),
         configured_app(max_session_seconds=EXPIRING_SESSION_SECONDS),
+        scripted_text_app(TOOL_CALL_PIECES, TOOL_REQUESTS),
     ]
     handle = start_server(_config(t2w_cache, FAST_TOKENS_PER_SECOND), apps)
     yield handle

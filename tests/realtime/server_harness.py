@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from realtime.app import WS_MAX_FRAME_BYTES, create_app
 from realtime.backends.base import BackendError, GenerationInput
 from realtime.config import ServerConfig
-from realtime.pipeline import AudioChunk, PipelineEvent
+from realtime.pipeline import AudioChunk, GenerationDone, PipelineEvent, TextDelta
 from realtime.runtime import Runtime
 
 START_TIMEOUT_S = 300.0  # first start may generate the tiny Token2Wav into the cache
@@ -108,6 +108,36 @@ def failing_app(code: str, message: str) -> AppFactory:
         return create_app(RuntimeView(runtime, respond=respond))
 
     return factory
+
+
+def scripted_text_app(pieces: Sequence[str], seen: list[GenerationInput]) -> AppFactory:
+    """An app whose replies end with ``pieces`` as unspoken text (as a model writes a tool call after
+    ``<tts_end>``), delivered as separate text deltas; every generation request is appended to ``seen``.
+
+    The real pipeline produces the rest of the reply (spoken audio and transcript, or text).
+    """
+
+    def factory(runtime: Any) -> Starlette:
+        def respond(request: GenerationInput, *, voice: str) -> AsyncIterator[PipelineEvent]:
+            seen.append(request)
+            return _append_text(runtime.respond(request, voice=voice), pieces)
+
+        return create_app(RuntimeView(runtime, respond=respond))
+
+    return factory
+
+
+async def _append_text(
+    inner: AsyncIterator[PipelineEvent], pieces: Sequence[str]
+) -> AsyncIterator[PipelineEvent]:
+    try:
+        async for event in inner:
+            if isinstance(event, GenerationDone):
+                for piece in pieces:
+                    yield TextDelta(piece)
+            yield event
+    finally:
+        await inner.aclose()  # type: ignore[attr-defined]
 
 
 async def _fail_after_audio(
