@@ -66,6 +66,12 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=self.registry,
         )
+        self._ttft = Histogram(
+            f"{p}_time_to_first_transcript_seconds",
+            "Time from response start to its first transcript (or text) delta queued for the client",
+            buckets=TTFA_BUCKETS,
+            registry=self.registry,
+        )
         self._audio_seconds = Counter(
             f"{p}_output_audio_seconds", "Seconds of audio generated", registry=self.registry
         )
@@ -122,6 +128,10 @@ class Metrics:
     def observe_delta_overhead(self, seconds: float) -> None:
         """Seconds from a decoded chunk reaching the session to one of its delta frames written to the socket."""
         self._delta_send.observe(seconds)
+
+    def observe_time_to_first_transcript(self, seconds: float) -> None:
+        """Seconds from response start to its first transcript or text delta (called by the session layer)."""
+        self._ttft.observe(seconds)
 
     def observe_output_tokens(self, count: int) -> None:
         """``count`` LLM tokens were generated."""
