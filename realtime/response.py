@@ -145,6 +145,8 @@ class ResponseRun:
         self._audio_overflow = False
         self._audio_locked = False
         self._calls = ResponseCalls()
+        self._started = 0.0
+        self._first_text_seen = False
         # one resampler state per response: G.711 output is continuous across decoder chunks (no seams)
         fmt = record.output_format
         self._encoder = None if fmt is AudioFormat.PCM16 else OutputEncoder(fmt.value, PCM_RATE)
@@ -174,6 +176,7 @@ class ResponseRun:
         """Emit the whole response. Cancelling this task (connection closing) aborts without closing events."""
         ctx, record = self.ctx, self.record
         ctx.observe.response_started()
+        self._started = time.perf_counter()
         finished = False
         try:
             await ctx.outbox.put(ctx.events.response_created(record))
@@ -244,6 +247,7 @@ class ResponseRun:
         if not event.text:
             return
         if self._speaks and isinstance(event, TranscriptDelta):
+            self._first_text()
             self._text.append(event.text)
             await self.ctx.outbox.put(self.ctx.events.transcript_delta(ids, event.text))
             return
@@ -251,11 +255,18 @@ class ResponseRun:
         await self._plain_text(ids, self._calls.feed(event.text))
 
     async def _plain_text(self, ids: PartIds, text: str) -> None:
-        if (
-            text and not self._speaks
-        ):  # after <tts_end> plain text is neither spoken nor part of the transcript
+        # after <tts_end> plain text is neither spoken nor part of the transcript
+        if text and not self._speaks:
+            self._first_text()
             self._text.append(text)
             await self.ctx.outbox.put(self.ctx.events.text_delta(ids, text))
+
+    def _first_text(self) -> None:
+        if not self._first_text_seen:
+            self._first_text_seen = True
+            observe = getattr(self.ctx.observe, "observe_time_to_first_transcript", None)
+            if observe is not None:
+                observe(time.perf_counter() - self._started)
 
     async def _audio_chunk(self, ids: PartIds, pcm16: bytes) -> None:
         if not self._speaks or not pcm16:

@@ -36,6 +36,24 @@ async def test_metrics_count_sessions_and_errors(server: ServerHandle) -> None:
     assert 'streamvoice_errors_total{code="response_cancel_not_active"}' in text
 
 
+async def test_metrics_time_to_first_transcript_and_delta_send(server: ServerHandle) -> None:
+    client = await RawClient.connect(server.ws_url())
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    await client.send({"type": "conversation.item.create", "item": item})
+    await client.send({"type": "response.create"})
+    await client.until("response.done")
+    await client.close()
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(server.http_url("/metrics"))).text
+    for family in (
+        "time_to_first_transcript_seconds",
+        "audio_delta_send_seconds",
+        "time_to_first_audio_seconds",
+    ):
+        count = next(line for line in text.splitlines() if line.startswith(f"streamvoice_{family}_count"))
+        assert float(count.split()[-1]) >= 1, count
+
+
 async def test_demo_page_is_served(server: ServerHandle) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.get(server.http_url("/"))
