@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, cast, get_args
 
 BackendKind = Literal["synthetic", "sglang", "sglang-engine"]
+DialectName = Literal["auto", "ga", "beta"]
 DtypeName = Literal["float32", "float16", "bfloat16"]
 
 ENV_PREFIX = "STREAMVOICE_"
@@ -80,6 +81,8 @@ class ServerConfig:
         log_level: logging level name.
         max_session_seconds: longest a WebSocket session may last; then it gets an ``error`` with code
             ``session_expired`` and is closed with 1000 (OpenAI's GA limit is 60 minutes).
+        dialect: ``auto`` (GA unless the client asks for beta by header or subprotocol), or ``ga`` / ``beta``
+            to force one event family for every connection (REALTIME_PROTOCOL.md §1.4).
         api_key: when set, every WebSocket session must present this key (``Authorization: Bearer``, an
             ``api-key`` header, the ``openai-insecure-api-key.<key>`` subprotocol or ``?api_key=``); None
             (the default) accepts every client. HTTP routes (``/health``, ``/metrics``, the demo) stay open.
@@ -110,6 +113,7 @@ class ServerConfig:
     backend_options: Mapping[str, object] = field(default_factory=dict)
     api_key: str | None = None
     max_session_seconds: float = DEFAULT_MAX_SESSION_SECONDS
+    dialect: DialectName = "auto"
 
     def __post_init__(self) -> None:
         if self.backend not in get_args(BackendKind):
@@ -124,6 +128,8 @@ class ServerConfig:
             raise ValueError("synthetic_tokens_per_second must be > 0")
         if self.max_sessions < 1 or self.worker_queue < 1:
             raise ValueError("max_sessions and worker_queue must be >= 1")
+        if self.dialect not in get_args(DialectName):
+            raise ValueError(f"dialect must be one of {get_args(DialectName)}, got {self.dialect!r}")
         if self.max_session_seconds <= 0:
             raise ValueError("max_session_seconds must be > 0")
         if self.torch_threads < 0:

@@ -49,6 +49,7 @@ _FIELD_OF_DEST = {
 }
 _OWN_DESTS = {
     "api_key",
+    "dialect",
     "host",
     "port",
     "backend",
@@ -101,6 +102,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=f"{DEFAULT_MAX_SESSION_SECONDS:g} (60 minutes, like OpenAI)",
         type=float,
         help="session duration limit; then the client gets a session_expired error and close 1000",
+    )
+    _flag(
+        net,
+        "--dialect",
+        env="DIALECT",
+        default="auto",
+        choices=["auto", "ga", "beta"],
+        help="Realtime event family: auto = GA unless a client sends OpenAI-Beta: realtime=v1 or the "
+        "openai-beta.realtime-v1 subprotocol; ga or beta force one for every connection",
     )
     _flag(
         net,
