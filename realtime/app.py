@@ -40,7 +40,7 @@ from realtime.errors import (
     ErrorReport,
 )
 from realtime.events import EventBuilder, encode
-from realtime.protocol import negotiate
+from realtime.protocol import Dialect, negotiate
 from realtime.session import RuntimeLike, Session
 from realtime.vad import load_shared_engine
 
@@ -86,10 +86,13 @@ def create_app(runtime: Any, *, web_demo_dir: Path | None = WEB_DEMO_DIR) -> Sta
     """
     sessions = _Sessions(int(getattr(runtime.config, "max_sessions", 1)))
     server_key: str | None = getattr(runtime.config, "api_key", None) or None
+    dialect_name = str(getattr(runtime.config, "dialect", "auto"))
+    forced_dialect = Dialect(dialect_name) if dialect_name in (Dialect.GA.value, Dialect.BETA.value) else None
     model = served_model_name(runtime)
 
     async def realtime_socket(ws: WebSocket) -> None:
-        handshake = negotiate(ws.headers, ws.scope.get("subprotocols") or [], query=ws.query_params)
+        offered = ws.scope.get("subprotocols") or []
+        handshake = negotiate(ws.headers, offered, forced=forced_dialect, query=ws.query_params)
         requested = ws.query_params.get("model")
         for name in _IGNORED_QUERY:
             if name in ws.query_params:

@@ -46,6 +46,7 @@ TOOL_CALL_PIECES = (
     "call>",
 )
 TOOL_REQUESTS: list[GenerationInput] = []
+APP_FORCED_BETA = 6  # every connection speaks beta (server flag --dialect beta)
 FAILURE_CODE = "stream_cut"
 FAILURE_MESSAGE = "The LLM stream ended before the reply was complete."
 
@@ -76,6 +77,7 @@ def server(t2w_cache: Path) -> Iterator[ServerHandle]:
         configured_app(api_key=SERVER_KEY),
         configured_app(max_session_seconds=EXPIRING_SESSION_SECONDS),
         scripted_text_app(TOOL_CALL_PIECES, TOOL_REQUESTS),
+        configured_app(dialect="beta"),
     ]
     handle = start_server(_config(t2w_cache, FAST_TOKENS_PER_SECOND), apps)
     yield handle

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import websockets
 
+from tests.realtime.conftest import APP_FORCED_BETA
 from tests.realtime.server_harness import ServerHandle
 from tests.realtime.wire_check import RawClient, validate_frame
 
@@ -87,3 +88,22 @@ async def test_no_subprotocol_offered_none_selected(server: ServerHandle) -> Non
         event = validate_frame(await ws.recv(), "ga")
         assert event["type"] == "session.created"
         assert event["session"]["model"] == "step-audio-2-mini"  # we report our served model
+
+
+async def test_server_flag_forces_the_beta_dialect(server: ServerHandle) -> None:
+    async with websockets.connect(server.ws_url(index=APP_FORCED_BETA)) as ws:  # no beta header
+        assert validate_frame(await ws.recv(), "beta")["type"] == "session.created"
+        assert validate_frame(await ws.recv(), "beta")["type"] == "conversation.created"
+        client = RawClient(ws, "beta")
+        await client.alive()
+
+
+def test_dialect_config() -> None:
+    import pytest
+
+    from realtime.config import ServerConfig
+
+    assert ServerConfig().dialect == "auto"
+    assert ServerConfig.from_env({"STREAMVOICE_DIALECT": "ga"}).dialect == "ga"
+    with pytest.raises(ValueError):
+        ServerConfig.from_env({"STREAMVOICE_DIALECT": "v2"})
