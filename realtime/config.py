@@ -27,6 +27,7 @@ DEFAULT_PORT = 8000
 # Token2Wav hop schedule (TOKEN2WAV.md §6.1): a short first hop for latency, then the reference hop of 25.
 DEFAULT_FIRST_HOP_TOKENS = 10
 DEFAULT_HOP_TOKENS = 25
+DEFAULT_HOP_GROWTH = 1.5  # hops ramp 10 -> 15 -> 23 -> 25 so no chunk starves the player (token2wav.stream)
 MIN_HOP_TOKENS = 5  # below this the first Token2Wav call emits no audio (960*H - 3840 <= 0)
 # A GPU-served 7B model streams roughly 60-100 tokens/s; real time needs >= ~32 tokens/s in TA4.
 DEFAULT_SYNTHETIC_TOKENS_PER_SECOND = 80.0
@@ -69,6 +70,7 @@ class ServerConfig:
         dtype: torch dtype name of the Token2Wav model.
         first_hop_tokens: audio tokens in the first Token2Wav chunk (latency lever).
         hop_tokens: audio tokens per later chunk.
+        hop_growth: each hop is at most this factor larger than the one before, until `hop_tokens`.
         voices: extra voices as (name, wav path) pairs; the shipped ``default`` voice is always present.
         default_voice: voice used when a session does not choose one.
         synthetic_tokens_per_second: emission rate of the synthetic backend.
@@ -101,6 +103,7 @@ class ServerConfig:
     dtype: DtypeName = "float32"
     first_hop_tokens: int = DEFAULT_FIRST_HOP_TOKENS
     hop_tokens: int = DEFAULT_HOP_TOKENS
+    hop_growth: float = DEFAULT_HOP_GROWTH
     voices: tuple[tuple[str, Path], ...] = ()
     default_voice: str = "default"
     synthetic_tokens_per_second: float = DEFAULT_SYNTHETIC_TOKENS_PER_SECOND
@@ -124,6 +127,8 @@ class ServerConfig:
             raise ValueError(f"first_hop_tokens must be >= {MIN_HOP_TOKENS}, got {self.first_hop_tokens}")
         if not MIN_HOP_TOKENS <= self.hop_tokens:
             raise ValueError(f"hop_tokens must be >= {MIN_HOP_TOKENS}, got {self.hop_tokens}")
+        if not self.hop_growth >= 1.0:
+            raise ValueError(f"hop_growth must be >= 1, got {self.hop_growth}")
         if self.synthetic_tokens_per_second <= 0:
             raise ValueError("synthetic_tokens_per_second must be > 0")
         if self.max_sessions < 1 or self.worker_queue < 1:
@@ -199,7 +204,7 @@ def _parse_field(name: str, raw: str) -> object:
     try:
         if name in _INT_FIELDS:
             return int(raw)
-        if name in ("synthetic_tokens_per_second", "max_session_seconds"):
+        if name in ("synthetic_tokens_per_second", "max_session_seconds", "hop_growth"):
             return float(raw)
         if name in _PATH_FIELDS:
             return Path(raw).expanduser()

@@ -113,7 +113,11 @@ class Runtime:
         worker: InferenceWorker[Any] = InferenceWorker(load, max_pending=config.worker_queue)
         try:
             await worker.start()
-            schedule = ChunkSchedule(first_hop_tokens=config.first_hop_tokens, hop_tokens=config.hop_tokens)
+            schedule = ChunkSchedule(
+                first_hop_tokens=config.first_hop_tokens,
+                hop_tokens=config.hop_tokens,
+                hop_growth=config.hop_growth,
+            )
             runtime = cls(
                 config,
                 backend,

@@ -8,6 +8,7 @@ model with the same results as each alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,11 @@ DEFAULT_FIRST_HOP = 10
 # The vocoder's first window must hold at least its 8-frame cache: 2 x first hop >= 8.
 MIN_FIRST_HOP = 4
 SAMPLES_PER_TOKEN = 960  # 2 mel frames x 480 samples at 24 kHz
+# Each hop may be at most this much larger than the one before it. Jumping from a 10-token first hop
+# (240 ms of audio) straight to 25 makes the second chunk wait for 25 more codes (~0.4 s at 80 LLM tokens/s),
+# longer than the first chunk lasts: a player starves once per response. 10 -> 15 -> 23 -> 25 keeps every
+# chunk ahead of playback while the LLM is at least ~2x real time (measured with `realtime bench e2e`).
+DEFAULT_HOP_GROWTH = 1.5
 
 
 @dataclass(frozen=True)
@@ -35,8 +41,11 @@ class ChunkSchedule:
     first_hop_tokens: int = DEFAULT_FIRST_HOP
     hop_tokens: int = REFERENCE_HOP
     lookahead_tokens: int = LOOKAHEAD_TOKENS
+    hop_growth: float = DEFAULT_HOP_GROWTH
 
     def __post_init__(self) -> None:
+        if not self.hop_growth >= 1.0:
+            raise Token2WavError(f"hop_growth must be >= 1, got {self.hop_growth}")
         if self.first_hop_tokens < MIN_FIRST_HOP:
             raise Token2WavError(f"first_hop_tokens must be >= {MIN_FIRST_HOP}, got {self.first_hop_tokens}")
         if self.hop_tokens < 1:
@@ -50,8 +59,18 @@ class ChunkSchedule:
         return cls(first_hop_tokens=REFERENCE_HOP, hop_tokens=REFERENCE_HOP)
 
     def hop(self, call_index: int) -> int:
-        """Codes consumed by non-final call number `call_index` (0-based)."""
-        return self.first_hop_tokens if call_index == 0 else self.hop_tokens
+        """Codes consumed by non-final call number `call_index` (0-based).
+
+        The first hop is `first_hop_tokens`; each later hop grows by at most `hop_growth` (rounded up)
+        until it reaches `hop_tokens`, then stays there. With `first_hop_tokens == hop_tokens` (the
+        reference) every hop is `hop_tokens`.
+        """
+        hop = self.first_hop_tokens
+        for _ in range(call_index):
+            if hop >= self.hop_tokens:
+                return self.hop_tokens
+            hop = min(self.hop_tokens, max(hop + 1, math.ceil(hop * self.hop_growth)))
+        return hop if call_index == 0 else min(hop, self.hop_tokens)
 
     def max_window_tokens(self) -> int:
         """Largest window any call sends (a final call sends fewer than this)."""

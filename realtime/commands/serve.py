@@ -16,6 +16,7 @@ from typing import Any
 
 from realtime.config import (
     DEFAULT_FIRST_HOP_TOKENS,
+    DEFAULT_HOP_GROWTH,
     DEFAULT_HOP_TOKENS,
     DEFAULT_HOST,
     DEFAULT_MAX_AUDIO_DELTA_MS,
@@ -44,6 +45,7 @@ log = logging.getLogger("realtime.serve")
 _FIELD_OF_DEST = {
     "first_chunk": "first_hop_tokens",
     "hop": "hop_tokens",
+    "hop_growth": "hop_growth",
     "synthetic_rate": "synthetic_tokens_per_second",
     "max_delta_ms": "max_audio_delta_ms",
 }
@@ -61,6 +63,7 @@ _OWN_DESTS = {
     "default_voice",
     "first_chunk",
     "hop",
+    "hop_growth",
     "synthetic_rate",
     "synthetic_seed",
     "max_sessions",
@@ -195,6 +198,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=str(DEFAULT_HOP_TOKENS),
         type=int,
         help="audio tokens per later Token2Wav chunk (the reference uses 25)",
+    )
+    _flag(
+        speech,
+        "--hop-growth",
+        env="HOP_GROWTH",
+        default=f"{DEFAULT_HOP_GROWTH:g}",
+        type=float,
+        help="each hop may be at most this factor larger than the previous one until --hop (10 -> 15 -> 23 "
+        "-> 25 by default), so the second chunk is ready before the first has played; a large value jumps "
+        "straight to --hop",
     )
     _flag(
         speech,

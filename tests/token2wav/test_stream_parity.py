@@ -113,7 +113,13 @@ def test_schedule_plan_and_validation() -> None:
     assert ref.plan(28) == [(0, 28, False), (25, 28, True)]
     assert ref.plan(10) == [(0, 10, True)]
     assert ref.plan(0) == []
-    assert ChunkSchedule().plan(40) == [(0, 13, False), (10, 38, False), (35, 40, True)]
+    # The default ramps 10 -> 15 -> 23 -> 25 so the second chunk is ready before the first has played.
+    assert [ChunkSchedule().hop(i) for i in range(5)] == [10, 15, 23, 25, 25]
+    assert ChunkSchedule().plan(40) == [(0, 13, False), (10, 28, False), (25, 40, True)]
+    assert ChunkSchedule(hop_growth=100.0).plan(40) == [(0, 13, False), (10, 38, False), (35, 40, True)]
+    assert ChunkSchedule(first_hop_tokens=30, hop_tokens=25).hop(1) == 25
+    with pytest.raises(Token2WavError):
+        ChunkSchedule(hop_growth=0.5)
     with pytest.raises(Token2WavError):
         ChunkSchedule(first_hop_tokens=2)
     with pytest.raises(Token2WavError):
