@@ -379,9 +379,6 @@ class _StreamDecoder:
         self._group = group
         self._metrics = metrics
         self._stream: Any = None
-        # When the listener would run out of audio: the worker decodes earliest deadline first.
-        self._first_audio_at: float | None = None
-        self._emitted_s = 0.0
 
     async def open(self) -> None:
         if self._stream is None:
@@ -406,11 +403,8 @@ class _StreamDecoder:
             pcm = [int16_to_pcm16(chunk) for chunk in call(model) if len(chunk)]
             return pcm, time.perf_counter() - t0
 
-        (pcm, seconds), ready_at = await self._run_timed(job, deadline=self._playback_deadline())
+        (pcm, seconds), ready_at = await self._run_timed(job)
         samples = sum(len(p) for p in pcm) // 2
-        if samples and self._first_audio_at is None:
-            self._first_audio_at = time.monotonic()
-        self._emitted_s += samples / self._speech.sample_rate
         self._metrics.observe_decode(seconds, samples / self._speech.sample_rate)
         return [AudioChunk(p, decoded_at=ready_at) for p in pcm]
 
@@ -418,15 +412,9 @@ class _StreamDecoder:
         result, _ = await self._run_timed(fn)
         return result
 
-    def _playback_deadline(self) -> float | None:
-        """Monotonic time at which a 1x player of this response runs dry; None (= now) before any audio."""
-        if self._first_audio_at is None:
-            return None
-        return self._first_audio_at + self._emitted_s
-
-    async def _run_timed(self, fn: Any, deadline: float | None = None) -> tuple[Any, float]:
+    async def _run_timed(self, fn: Any) -> tuple[Any, float]:
         try:
-            return await self._speech.worker.run_timed(fn, group=self._group, deadline=deadline)
+            return await self._speech.worker.run_timed(fn, group=self._group)
         except WorkerClosed as exc:
             raise SpeechError("worker_closed", "The speech decoder is not running.") from exc
         except (asyncio.CancelledError, SpeechError, BackendError):

@@ -1,10 +1,7 @@
 """The inference worker: one dedicated thread owns the Token2Wav model; the event loop only awaits futures.
 
-Jobs are plain callables that receive the model; they run one at a time on the worker thread (Token2Wav's
-thread contract), earliest deadline first: a job may carry the `time.monotonic()` moment its result is needed
-(for a response's next audio chunk: when the listener would run out of audio), and a job without one is due
-when it is submitted. So with many sessions a first chunk, or a stream about to starve, is decoded before a
-stream that is seconds ahead of its listener; with no deadlines the order is plain submission order. Each job belongs to a `JobGroup` (one per response): dropping a group
+Jobs are plain callables that receive the model; they run one at a time, in submission order, on the worker
+thread (Token2Wav's thread contract). Each job belongs to a `JobGroup` (one per response): dropping a group
 makes every job of it that has not started yet complete as cancelled without running, so a cancelled
 response costs no further decode time. The number of submitted-but-unfinished jobs is bounded; `run` waits for
 a free slot (backpressure instead of memory growth).
@@ -13,10 +10,9 @@ a free slot (backpressure instead of memory growth).
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
-import math
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -63,32 +59,6 @@ class _Job:
 _STOP = object()
 
 
-class _DeadlineQueue:
-    """A thread-safe min-heap of (deadline, sequence, item): earliest deadline first, FIFO among equals."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, object]] = []
-        self._seq = itertools.count()
-        self._ready = threading.Condition()
-
-    def put(self, item: object, deadline: float) -> None:
-        with self._ready:
-            heapq.heappush(self._heap, (deadline, next(self._seq), item))
-            self._ready.notify()
-
-    def get(self) -> object:
-        with self._ready:
-            while not self._heap:
-                self._ready.wait()
-            return heapq.heappop(self._heap)[2]
-
-    def drain(self) -> list[object]:
-        with self._ready:
-            items = [entry[2] for entry in sorted(self._heap)]
-            self._heap.clear()
-            return items
-
-
 class InferenceWorker(Generic[ModelT]):
     """Runs every call on one model on a single dedicated thread.
 
@@ -110,7 +80,7 @@ class InferenceWorker(Generic[ModelT]):
             raise ValueError("max_pending must be >= 1")
         self._loader = loader
         self._name = name
-        self._queue = _DeadlineQueue()
+        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._slots: asyncio.Semaphore | None = None
         self._max_pending = max_pending
         self._thread: threading.Thread | None = None
@@ -156,24 +126,21 @@ class InferenceWorker(Generic[ModelT]):
         """Skip every job of ``group`` that has not started. Idempotent; never blocks; any thread."""
         group.dropped = True
 
-    async def run(
-        self, fn: Callable[[ModelT], ResultT], *, group: JobGroup | None = None, deadline: float | None = None
-    ) -> ResultT:
+    async def run(self, fn: Callable[[ModelT], ResultT], *, group: JobGroup | None = None) -> ResultT:
         """Run ``fn(model)`` on the worker thread and return its result.
 
-        Waits for a free slot first when ``max_pending`` jobs are in flight. Queued jobs run earliest
-        ``deadline`` (a `time.monotonic()` value) first; None means due now (submission order).
+        Waits for a free slot first when ``max_pending`` jobs are in flight.
 
         Raises:
             asyncio.CancelledError: the caller was cancelled, or ``group`` was dropped before the job ran.
             WorkerClosed: the worker is stopped or its model failed to load.
             Exception: whatever ``fn`` raised.
         """
-        result, _ = await self.run_timed(fn, group=group, deadline=deadline)
+        result, _ = await self.run_timed(fn, group=group)
         return result
 
     async def run_timed(
-        self, fn: Callable[[ModelT], ResultT], *, group: JobGroup | None = None, deadline: float | None = None
+        self, fn: Callable[[ModelT], ResultT], *, group: JobGroup | None = None
     ) -> tuple[ResultT, float]:
         """`run`, also returning the `time.perf_counter()` at which ``fn`` returned on the worker thread."""
         if self._closed or self._thread is None or self._slots is None:
@@ -186,7 +153,7 @@ class InferenceWorker(Generic[ModelT]):
         try:
             if self._closed:
                 raise WorkerClosed("the inference worker is not running")
-            self._queue.put(job, time.monotonic() if deadline is None else deadline)
+            self._queue.put(job)
             self._queued += 1
             try:
                 result = await job.future
@@ -204,7 +171,7 @@ class InferenceWorker(Generic[ModelT]):
         thread = self._thread
         if thread is None:
             return
-        self._queue.put(_STOP, -math.inf)  # ahead of every queued job: those are cancelled, not run
+        self._queue.put(_STOP)
         await asyncio.to_thread(thread.join, _JOIN_TIMEOUT_S)
         if thread.is_alive():
             logger.warning("inference worker still busy after %.0f s; leaving it behind", _JOIN_TIMEOUT_S)
@@ -240,7 +207,11 @@ class InferenceWorker(Generic[ModelT]):
                 self.jobs_run += 1
                 self._resolve(item, result=result)
         # drain what was queued behind the stop marker
-        for item in self._queue.drain():
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
             if isinstance(item, _Job):
                 self._resolve(item, error=WorkerClosed("the inference worker stopped"))
         self._model = None

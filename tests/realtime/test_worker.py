@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from functools import partial
 
 import pytest
@@ -159,24 +158,3 @@ async def test_closed_worker_refuses_jobs_and_close_is_idempotent() -> None:
     await worker.aclose()
     with pytest.raises(WorkerClosed):
         await worker.run(lambda m: m.work("x"))
-
-
-async def test_queued_jobs_run_earliest_deadline_first() -> None:
-    # While one job holds the thread, queue three with deadlines out of order: they run by deadline,
-    # and a job without a deadline (due at submission) runs before one due later.
-    model = Model()
-    worker = await _started(model)
-    try:
-        blocker = asyncio.ensure_future(worker.run(lambda m: m.block()))
-        await asyncio.sleep(0.05)
-        now = time.monotonic()
-        late = asyncio.ensure_future(worker.run(partial(Model.work, name="late"), deadline=now + 60))
-        soon = asyncio.ensure_future(worker.run(partial(Model.work, name="soon"), deadline=now + 1))
-        due = asyncio.ensure_future(worker.run(partial(Model.work, name="due-now")))
-        starving = asyncio.ensure_future(worker.run(partial(Model.work, name="starving"), deadline=now - 1))
-        await asyncio.sleep(0.05)
-        model.gate.set()
-        await asyncio.gather(blocker, late, soon, due, starving)
-        assert model.ran == ["starving", "due-now", "soon", "late"]
-    finally:
-        await worker.aclose()
