@@ -127,6 +127,7 @@ PCM_SAMPLE_RATE = 24_000
 # stream: memory stays bounded.
 OUT_QUEUE_SIZE = 64
 CODES_QUEUE_SIZE = 256
+MAX_CODES_PER_STEP = 25  # one steady Token2Wav hop: bounds how long one response holds the worker
 
 
 class SpeechModel(Protocol):
@@ -347,12 +348,20 @@ async def _decode(
     decoder = _StreamDecoder(speech, group, metrics) if speech is not None else None
     if decoder is not None and request.speak:
         await decoder.open()  # clone the voice state while the LLM is still prefilling
+    held: tuple[int, ...] | None = None  # codes taken from the queue that did not fit the last step
     while True:
-        item: _CodesItem | None = await codes.get()
+        item: _CodesItem | None = held if held is not None else await codes.get()
+        held = None
         batch: list[int] = []
-        # coalesce everything already queued into one worker step (fewer thread hops, same result)
+        # Coalesce what is already queued into one worker step (fewer thread hops, same result), but at most
+        # one steady window of codes: a step that decodes several windows would hold the shared worker while
+        # other sessions' first chunks wait behind it.
         while isinstance(item, tuple):
-            batch.extend(item)
+            room = MAX_CODES_PER_STEP - len(batch)
+            batch.extend(item[:room])
+            if len(item) > room:
+                held, item = item[room:], None
+                break
             try:
                 item = codes.get_nowait()
             except asyncio.QueueEmpty:
