@@ -89,6 +89,10 @@ def _sync(device: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; print a table (or JSON) to stdout."""
+    if "torch" not in sys.modules:
+        # Idle OpenMP workers sleep instead of spinning: on a shared 2-core machine spinning threads make a
+        # 2-thread chunk several times slower whenever another process runs. Must precede `import torch`.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import numpy as np
     import torch
 
@@ -130,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         "device": str(t2w.device),
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "cpu": platform.processor() or platform.machine(),
         "prompt_seconds": args.prompt_seconds,
         "first_chunk": args.first_chunk,
