@@ -30,11 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from realtime.backends.base import BackendError, FinishReason, GenerationInput, TextCodec, TokenChunk
+from realtime.backends.base import BackendError, FinishReason, GenerationInput, TokenChunk
 from realtime.backends.sglang_stream import ChunkDecoder, ServerSampling, StreamMode, sampling_payload
-from realtime.backends.sglang_vocab import ModelVocab
-from realtime.prompt import Prompt, PromptBuilder
-from streaming_parser import VocabLayout
+from realtime.backends.sglang_vocab import ModelVocab, ModelVocabBackend
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +90,7 @@ def _import_engine() -> EngineFactory:
     return cast(EngineFactory, Engine)
 
 
-class SGLangEngineBackend:
+class SGLangEngineBackend(ModelVocabBackend):
     """`realtime.backends.base.LLMBackend` on ``sglang.Engine.async_generate(stream=True)``.
 
     Args:
@@ -110,7 +108,8 @@ class SGLangEngineBackend:
     ) -> None:
         self._config = config
         self._engine_factory = engine_factory
-        self._vocab = vocab
+        if vocab is not None:
+            self._use_vocab(vocab)
         self._engine: EngineLike | None = None
         self._engine_pids: list[int] = []
         self._active: set[str] = set()
@@ -121,14 +120,6 @@ class SGLangEngineBackend:
     def name(self) -> str:
         return "sglang-engine"
 
-    @property
-    def vocab(self) -> VocabLayout:
-        return self._require_vocab().layout
-
-    @property
-    def text_codec(self) -> TextCodec:
-        return self._require_vocab().codec
-
     async def start(self) -> None:
         """Load the tokenizer, then build the engine in a worker thread (minutes for real weights).
 
@@ -137,7 +128,7 @@ class SGLangEngineBackend:
         """
         if self._vocab is None:
             folder = self._config.model_dir or self._config.model_path
-            self._vocab = await asyncio.to_thread(ModelVocab.from_model_dir, folder)
+            self._use_vocab(await asyncio.to_thread(ModelVocab.from_model_dir, folder))
         factory = self._engine_factory or _import_engine()
         kwargs = {**DEFAULT_ENGINE_ARGS, **self._config.engine_args, "model_path": self._config.model_path}
         before = _child_pids()
@@ -227,17 +218,6 @@ class SGLangEngineBackend:
             cast(_TokenizerManager, engine.tokenizer_manager).abort_request(rid=rid)
         except Exception as exc:  # abort is best effort: the request may be gone or the engine stopping
             log.warning("could not abort sglang.Engine request %s: %s", rid, exc)
-
-    async def _build(self, request: GenerationInput) -> Prompt:
-        builder = PromptBuilder(self.vocab, self.text_codec)
-        if any(turn.audio_pcm16 for turn in request.turns):
-            return await asyncio.to_thread(builder.build, request)
-        return builder.build(request)
-
-    def _require_vocab(self) -> ModelVocab:
-        if self._vocab is None:
-            raise RuntimeError("sglang-engine vocabulary is known only after start()")
-        return self._vocab
 
     def _require_engine(self) -> EngineLike:
         if self._engine is None:

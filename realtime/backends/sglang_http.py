@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from realtime.backends.base import BackendError, FinishReason, GenerationInput, TextCodec, TokenChunk
+from realtime.backends.base import BackendError, FinishReason, GenerationInput, TokenChunk
 from realtime.backends.sglang_stream import (
     SSE_DONE,
     ChunkDecoder,
@@ -32,9 +32,7 @@ from realtime.backends.sglang_stream import (
     sampling_payload,
     sse_payload,
 )
-from realtime.backends.sglang_vocab import ModelVocab, load_model_vocab, model_matches
-from realtime.prompt import Prompt, PromptBuilder
-from streaming_parser import VocabLayout
+from realtime.backends.sglang_vocab import ModelVocab, ModelVocabBackend, load_model_vocab, model_matches
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ class SGLangHTTPConfig:
     sampling: ServerSampling = field(default_factory=ServerSampling)
 
 
-class SGLangHTTPBackend:
+class SGLangHTTPBackend(ModelVocabBackend):
     """`realtime.backends.base.LLMBackend` over SGLang's HTTP API. Use from one event loop.
 
     Args:
@@ -95,8 +93,8 @@ class SGLangHTTPBackend:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._config = config
-        self._vocab = vocab
-        self._builder = PromptBuilder(vocab.layout, vocab.codec) if vocab else None
+        if vocab is not None:
+            self._use_vocab(vocab)
         timeout = httpx.Timeout(
             connect=config.connect_timeout_s,
             read=config.read_timeout_s,
@@ -121,14 +119,6 @@ class SGLangHTTPBackend:
     def name(self) -> str:
         return "sglang"
 
-    @property
-    def vocab(self) -> VocabLayout:
-        return self._require_vocab().layout
-
-    @property
-    def text_codec(self) -> TextCodec:
-        return self._require_vocab().codec
-
     async def start(self) -> None:
         """Check SGLang is reachable and serves a generation model (the expected one, if configured).
 
@@ -152,8 +142,7 @@ class SGLangHTTPBackend:
         # of each audio request is the real check (`ChunkDecoder`).
         audio_flag = info.get("has_audio_understanding")
         if self._vocab is None:
-            self._vocab = await asyncio.to_thread(load_model_vocab, self._config.model_dir, info)
-            self._builder = PromptBuilder(self._vocab.layout, self._vocab.codec)
+            self._use_vocab(await asyncio.to_thread(load_model_vocab, self._config.model_dir, info))
         log.info(
             "SGLang at %s serves %s (architectures %s, has_audio_understanding %s)",
             self._config.url,
@@ -242,19 +231,6 @@ class SGLangHTTPBackend:
         task = asyncio.get_running_loop().create_task(self.abort(rid), name=f"sglang-abort-{rid}")
         self._abort_tasks.add(task)
         task.add_done_callback(self._abort_tasks.discard)
-
-    async def _build(self, request: GenerationInput) -> Prompt:
-        builder = self._builder
-        if builder is None:
-            raise BackendError("not_started", "the SGLang backend was used before start()")
-        if any(turn.audio_pcm16 for turn in request.turns):  # resampling + WAV encoding: off the loop
-            return await asyncio.to_thread(builder.build, request)
-        return builder.build(request)
-
-    def _require_vocab(self) -> ModelVocab:
-        if self._vocab is None:
-            raise RuntimeError("SGLang backend vocabulary is known only after start()")
-        return self._vocab
 
     async def _fetch_model_info(self) -> dict[str, Any]:
         for path in MODEL_INFO_PATHS:

@@ -7,12 +7,14 @@ serves. It is read from a local model folder (``--model-dir``), or, when none is
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from realtime.backends.base import BackendError
+from realtime.backends.base import BackendError, GenerationInput, TextCodec
+from realtime.prompt import Prompt, PromptBuilder
 from realtime.text_tokenizer import TokenizerCodec, TokenizerLoadError
 from streaming_parser import VocabError, VocabLayout
 
@@ -69,3 +71,36 @@ def model_matches(model_info: Mapping[str, Any], expected: str) -> bool:
         if value == wanted or Path(value).name == wanted_name:
             return True
     return False
+
+
+class ModelVocabBackend:
+    """What both SGLang backends share once `start()` has loaded the served model's `ModelVocab`:
+    the `vocab` / `text_codec` properties of the `LLMBackend` protocol and prompt building."""
+
+    _vocab: ModelVocab | None = None
+    _prompt_builder: PromptBuilder | None = None
+
+    @property
+    def vocab(self) -> VocabLayout:
+        return self._require_vocab().layout
+
+    @property
+    def text_codec(self) -> TextCodec:
+        return self._require_vocab().codec
+
+    def _use_vocab(self, vocab: ModelVocab) -> None:
+        self._vocab = vocab
+        self._prompt_builder = PromptBuilder(vocab.layout, vocab.codec)
+
+    def _require_vocab(self) -> ModelVocab:
+        if self._vocab is None:
+            raise RuntimeError(f"{type(self).__name__}: the vocabulary is known only after start()")
+        return self._vocab
+
+    async def _build(self, request: GenerationInput) -> Prompt:
+        builder = self._prompt_builder
+        if builder is None:
+            raise BackendError("not_started", "the SGLang backend was used before start()")
+        if any(turn.audio_pcm16 for turn in request.turns):  # resampling + WAV encoding: off the loop
+            return await asyncio.to_thread(builder.build, request)
+        return builder.build(request)
