@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 from typing import Any
@@ -302,6 +303,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # OpenMP's default spin-waiting makes idle torch threads burn the cores the event loop, the VAD and
+    # other sessions need; on a busy 2-core box it made decode steps 10-40x slower. Must be set before torch
+    # is imported (inside `serve`); an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return asyncio.run(serve(config))
 
 
