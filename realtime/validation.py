@@ -32,17 +32,22 @@ def validate_model(model: type[_M], data: dict[str, Any], prefix: str) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise violation_from(exc, prefix) from None
+        raise violation_from(exc, prefix, data) from None
 
 
-def violation_from(exc: ValidationError, prefix: str) -> ProtocolViolation:
+def violation_from(exc: ValidationError, prefix: str, data: Any = None) -> ProtocolViolation:
+    """The first pydantic error as a `ProtocolViolation`; ``data`` (the validated payload) tells field names
+    from union-member tags (``str``, ``int``) that pydantic appends after a non-object value."""
     error = exc.errors()[0]
     parts: list[str] = []
+    node: Any = data
     for loc in error["loc"]:
         if isinstance(loc, int):
             parts.append(f"[{loc}]")
-        elif _FIELD_NAME.match(loc):
+            node = node[loc] if isinstance(node, list) and 0 <= loc < len(node) else None
+        elif _FIELD_NAME.match(loc) and (data is None or isinstance(node, dict)):
             parts.append(f".{loc}" if parts or prefix else loc)
+            node = node.get(loc) if isinstance(node, dict) else None
     param = prefix + "".join(parts)
     if error["type"] == "missing":
         return ProtocolViolation(CODE_MISSING_PARAMETER, f"Missing required parameter: '{param}'.", param)

@@ -306,3 +306,15 @@ def test_session_duration_config() -> None:
     assert ServerConfig.from_env({"STREAMVOICE_MAX_SESSION_SECONDS": "90"}).max_session_seconds == 90.0
     with pytest.raises(ValueError):
         ServerConfig(max_session_seconds=0)
+
+
+async def test_invalid_type_param_names_the_field_not_the_union_member(ga: RawClient) -> None:
+    # voice is `str | Literal[...]` in the openai model: pydantic adds the member tag ("str") to the error
+    # location, which must not leak into `param` (clients show it to the user)
+    await ga.send(
+        {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": 1}}}}
+    )
+    error = await ga.error("invalid_type")
+    assert error["param"] == "session.audio.output.voice"
+    assert ".str" not in error["message"]
+    await ga.alive()
