@@ -36,6 +36,7 @@ __all__ = [
     "TextDelta",
     "TranscriptDelta",
     "Usage",
+    "UsageMeter",
 ]
 
 
@@ -64,6 +65,21 @@ class AudioChunk:
 
     pcm16: bytes
     decoded_at: float = field(default=0.0, compare=False)
+
+
+@dataclass
+class UsageMeter:
+    """Running token counts of one response, filled while it streams: a cancelled response (which never
+    reaches `GenerationDone`) still reports what it consumed and produced. Owned by the caller of
+    `run_response`; written only from the event loop.
+
+    Attributes:
+        input_tokens: prompt tokens, once the backend has reported them.
+        output_ids: every output id received so far.
+    """
+
+    input_tokens: int = 0
+    output_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,7 @@ async def run_response(
     speech: SpeechSetup | None,
     request: GenerationInput,
     metrics: Metrics,
+    meter: UsageMeter | None = None,
 ) -> AsyncIterator[PipelineEvent]:
     """Stream one response: LLM ids -> parser -> text deltas and decoded audio chunks -> `GenerationDone`.
 
@@ -211,6 +228,7 @@ async def run_response(
         request: the generation input; ``request.speak`` selects a spoken reply.
         metrics: where time to first audio, real-time factor, chunk overhead and token counts go. Response
             counts by status, cancels and errors are recorded by the session layer, which knows the outcome.
+        meter: updated with prompt and output token counts as they arrive (for usage after a cancel).
 
     Raises:
         BackendError: the LLM request failed.
@@ -222,7 +240,10 @@ async def run_response(
     group = speech.worker.group(request.rid) if speech is not None else None
     progress = _Progress()
     tasks = [
-        asyncio.create_task(_guard(_read_tokens(backend, request, out, codes, metrics), out), name="tokens"),
+        asyncio.create_task(
+            _guard(_read_tokens(backend, request, out, codes, metrics, meter or UsageMeter()), out),
+            name="tokens",
+        ),
         asyncio.create_task(_guard(_decode(speech, group, request, codes, out, metrics), out), name="decode"),
     ]
     first_audio = True
@@ -272,6 +293,7 @@ async def _read_tokens(
     out: asyncio.Queue[_OutItem],
     codes: asyncio.Queue[_CodesItem],
     metrics: Metrics,
+    meter: UsageMeter,
 ) -> None:
     parser = AudioTokenParser(backend.vocab, starts_in_speech=request.speak)
     spoken = IncrementalDetokenizer(backend.text_codec)
@@ -303,6 +325,8 @@ async def _read_tokens(
         async for chunk in stream:
             finish, prompt_tokens, completion_tokens = _account(chunk, prompt_tokens, completion_tokens)
             output_ids.extend(chunk.ids)
+            meter.input_tokens = prompt_tokens
+            meter.output_ids.extend(chunk.ids)
             metrics.observe_output_tokens(len(chunk.ids))
             try:
                 events = parser.feed(chunk.ids)

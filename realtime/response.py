@@ -33,6 +33,7 @@ from realtime.pipeline import (
     SpeechError,
     TextDelta,
     TranscriptDelta,
+    UsageMeter,
 )
 from realtime.response_calls import ResponseCalls
 from realtime.session_config import PCM_RATE, AudioFormat
@@ -138,6 +139,7 @@ class ResponseRun:
         self.phase = ResponsePhase.CREATED
         self._conversation = conversation
         self._cancel_reason: CancelReason = "client_cancelled"
+        self._meter = UsageMeter()  # token counts so far: usage of a response that ends cancelled
         self._child: asyncio.Task[GenerationDone | None] | None = None
         self._speaks = "audio" in record.modalities
         self._text: list[str] = []
@@ -227,7 +229,7 @@ class ResponseRun:
 
     async def _generate(self, ids: PartIds) -> GenerationDone | None:
         ctx = self.ctx
-        events = ctx.respond(self.request, voice=self.record.voice)
+        events = ctx.respond(self.request, voice=self.record.voice, meter=self._meter)
         done: GenerationDone | None = None
         try:
             async for event in events:
@@ -375,14 +377,23 @@ class ResponseRun:
         else:
             record.status = "completed"
         if done is not None:
-            audio = sum(
-                1
-                for i in done.output_ids
-                if self.ctx.vocab.audio_code(i) is not None or i == self.ctx.vocab.audio_pad
+            input_tokens, output_tokens, output_ids = (
+                done.usage.input_tokens,
+                done.usage.output_tokens,
+                done.output_ids,
             )
-            record.usage = TokenUsage(
-                input_tokens=done.usage.input_tokens,
-                output_tokens=done.usage.output_tokens,
-                output_text_tokens=max(done.usage.output_tokens - audio, 0),
-                output_audio_tokens=audio,
-            )
+        elif error is None and (self._meter.input_tokens or self._meter.output_ids):
+            # cancelled: report what the LLM consumed and produced up to the cancel, as OpenAI does
+            output_ids = tuple(self._meter.output_ids)
+            input_tokens, output_tokens = self._meter.input_tokens, len(output_ids)
+        else:
+            return
+        audio = sum(
+            1 for i in output_ids if self.ctx.vocab.audio_code(i) is not None or i == self.ctx.vocab.audio_pad
+        )
+        record.usage = TokenUsage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            output_text_tokens=max(output_tokens - audio, 0),
+            output_audio_tokens=audio,
+        )

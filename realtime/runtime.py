@@ -18,7 +18,14 @@ from typing import Any, Literal
 from realtime.backends.base import GenerationInput, LLMBackend
 from realtime.config import ServerConfig
 from realtime.metrics import Metrics
-from realtime.pipeline import PCM_SAMPLE_RATE, PipelineEvent, SpeechError, SpeechSetup, run_response
+from realtime.pipeline import (
+    PCM_SAMPLE_RATE,
+    PipelineEvent,
+    SpeechError,
+    SpeechSetup,
+    UsageMeter,
+    run_response,
+)
 from realtime.voices import VoiceRegistry
 from realtime.worker import InferenceWorker
 
@@ -164,7 +171,9 @@ class Runtime:
 
         await self._worker.run(job)
 
-    def respond(self, request: GenerationInput, *, voice: str) -> AsyncIterator[PipelineEvent]:
+    def respond(
+        self, request: GenerationInput, *, voice: str, meter: UsageMeter | None = None
+    ) -> AsyncIterator[PipelineEvent]:
         """Stream one response (see `realtime.pipeline.run_response`).
 
         Every failure surfaces while iterating (never from this call): an unknown voice raises
@@ -174,6 +183,7 @@ class Runtime:
         Args:
             request: the generation input (``request.rid`` is the abort handle).
             voice: a registered voice name.
+            meter: filled with token counts as they arrive (usage of a response that gets cancelled).
         """
         if voice not in self.voices:
             return _raise(self.voices.check, voice)
@@ -181,7 +191,7 @@ class Runtime:
             return _raise(_closed_error)
         state = self.voices.loaded(voice)
         speech = SpeechSetup(self._worker, state, self._schedule, self.sample_rate)
-        return run_response(self.backend, speech, request, self.metrics)
+        return run_response(self.backend, speech, request, self.metrics, meter)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for ``/health``: backend, decoder, voices, and the embedded-demo notice."""

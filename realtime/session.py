@@ -41,6 +41,7 @@ from realtime.items import (
     user_audio_item,
     wire_to_pcm16,
 )
+from realtime.pipeline import UsageMeter
 from realtime.protocol import (
     AudioAppend,
     ClientEvent,
@@ -75,7 +76,7 @@ class RuntimeLike(Protocol):
     voices: Any
     metrics: Any
 
-    def respond(self, request: GenerationInput, *, voice: str) -> Any: ...
+    def respond(self, request: GenerationInput, *, voice: str, meter: UsageMeter | None = None) -> Any: ...
 
 
 class Session:

@@ -102,8 +102,10 @@ def failing_app(code: str, message: str) -> AppFactory:
     """
 
     def factory(runtime: Any) -> Starlette:
-        def respond(request: GenerationInput, *, voice: str) -> AsyncIterator[PipelineEvent]:
-            return _fail_after_audio(runtime.respond(request, voice=voice), code, message)
+        def respond(
+            request: GenerationInput, *, voice: str, meter: Any = None
+        ) -> AsyncIterator[PipelineEvent]:
+            return _fail_after_audio(runtime.respond(request, voice=voice, meter=meter), code, message)
 
         return create_app(RuntimeView(runtime, respond=respond))
 
@@ -118,9 +120,11 @@ def scripted_text_app(pieces: Sequence[str], seen: list[GenerationInput]) -> App
     """
 
     def factory(runtime: Any) -> Starlette:
-        def respond(request: GenerationInput, *, voice: str) -> AsyncIterator[PipelineEvent]:
+        def respond(
+            request: GenerationInput, *, voice: str, meter: Any = None
+        ) -> AsyncIterator[PipelineEvent]:
             seen.append(request)
-            return _append_text(runtime.respond(request, voice=voice), pieces)
+            return _append_text(runtime.respond(request, voice=voice, meter=meter), pieces)
 
         return create_app(RuntimeView(runtime, respond=respond))
 

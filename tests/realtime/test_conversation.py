@@ -64,6 +64,11 @@ async def test_cancel_mid_response_stops_audio(slow_server: ServerHandle) -> Non
         ]
         assert [k for k in kinds if k in closing] == closing
         assert done["output"][0]["status"] == "incomplete"
+        # a cancelled response still reports what it consumed and produced up to the cancel
+        usage = done["usage"]
+        assert usage["output_tokens"] > 0
+        assert usage["output_token_details"]["audio_tokens"] > 0
+        assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
         # nothing of that response arrives after response.done: the next event answers our next request
         await client.alive()
         assert not any(e["type"].startswith("response.") for e in client.received[-1:])

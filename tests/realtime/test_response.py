@@ -21,7 +21,9 @@ from streaming_parser import VocabLayout
 from tests.realtime.wire_check import validate_frame
 
 
-async def _failing_stream(request: GenerationInput, *, voice: str) -> AsyncIterator[PipelineEvent]:
+async def _failing_stream(
+    request: GenerationInput, *, voice: str, meter: object = None
+) -> AsyncIterator[PipelineEvent]:
     yield TranscriptDelta("partial ")
     raise BackendError("stream_cut", "The LLM stream ended early.")
 
@@ -86,7 +88,9 @@ async def _spoken_audio(fmt: AudioFormat, chunks: list[bytes]) -> bytes:
     from realtime.backends.base import FinishReason
     from realtime.pipeline import AudioChunk, GenerationDone, Usage
 
-    async def stream(request: GenerationInput, *, voice: str) -> AsyncIterator[PipelineEvent]:
+    async def stream(
+        request: GenerationInput, *, voice: str, meter: object = None
+    ) -> AsyncIterator[PipelineEvent]:
         for chunk in chunks:
             yield AudioChunk(chunk)
         yield GenerationDone(FinishReason.STOP, (), Usage(1, 1, 0.0))
