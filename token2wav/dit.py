@@ -64,9 +64,22 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(head_dim)
         self.proj = nn.Linear(inner, dim)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        self._qkv: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def invalidate(self) -> None:
+        """Forget the fused q/k/v weights (after new weights or a device/dtype change)."""
+        self._qkv = None
+
+    def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """to_q|to_k|to_v stacked into one `[3 inner, dim]` weight and bias: one wide GEMM instead of three
+        narrow ones (the wide one runs ~15% faster on CPU at the chunk sizes of streaming)."""
+        if self._qkv is None:
+            layers = (self.to_q, self.to_k, self.to_v)
+            self._qkv = (
+                torch.cat([layer.weight for layer in layers]).contiguous(),
+                torch.cat([layer.bias for layer in layers]).contiguous(),
+            )
+        return self._qkv
 
 
 class Mlp(nn.Module):
@@ -160,10 +173,30 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 
 
 @dataclass(frozen=True)
-class StepModulation:
-    """adaLN outputs of one ODE step (they depend on t only): per block 9 tensors `[B, 1, h]`, final 2."""
+class BlockModulation:
+    """adaLN outputs of one block at one t, shaped for fused kernels.
 
-    blocks: tuple[tuple[torch.Tensor, ...], ...]
+    Both CFG halves run at the same t, so every modulation is one vector `[h]` shared by the batch: the
+    scale/shift pairs become the weight (`1 + scale`) and bias of the block's affine-free LayerNorms, and the
+    gates multiply the branch outputs inside one `addcmul`.
+    """
+
+    msa_weight: torch.Tensor
+    msa_bias: torch.Tensor
+    msa_gate: torch.Tensor
+    mlp_weight: torch.Tensor
+    mlp_bias: torch.Tensor
+    mlp_gate: torch.Tensor
+    conv_weight: torch.Tensor
+    conv_bias: torch.Tensor
+    conv_gate: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StepModulation:
+    """adaLN outputs of one ODE step (they depend on t only): one per block, and the final layer's pair."""
+
+    blocks: tuple[BlockModulation, ...]
     final: tuple[torch.Tensor, torch.Tensor]
 
 
@@ -173,7 +206,8 @@ class KeySlots:
 
     index: torch.Tensor  # int64 [F] slot of each new frame
     start: int | None  # first slot when the new slots are contiguous (cheap slice copy), else None
-    mask: torch.Tensor | None  # bool [1, 1, 1, capacity]; None when every slot is a valid key
+    span: int  # attention reads buffer slots [0, span): the valid keys, and holes only where masked
+    mask: torch.Tensor | None  # bool [1, 1, 1, span]; None when every slot below span is a valid key
 
 
 class DiTBlock(nn.Module):
@@ -191,7 +225,7 @@ class DiTBlock(nn.Module):
     def forward_cached(
         self,
         x: torch.Tensor,
-        mod: tuple[torch.Tensor, ...],
+        mod: BlockModulation,
         k_buf: torch.Tensor,
         v_buf: torch.Tensor,
         slots: KeySlots,
@@ -201,37 +235,37 @@ class DiTBlock(nn.Module):
         """One block on new frames `x [B, F, h]`; writes their keys/values and conv context in place.
 
         Args:
-            x: hidden states of the new frames.
-            mod: the 9 modulation tensors of this block and step.
+            x: hidden states of the new frames (owned by the caller's pass: updated in place and returned).
+            mod: this block's modulations at this step's t.
             k_buf: `[B, H, capacity, d]` key buffer of this (step, block) (post QK-norm keys).
             v_buf: value buffer, same shape.
             slots: where the new keys go and which slots are valid.
             conv1: `[B, 2, h]` context of the first causal conv (time-major).
             conv2: `[B, 2, h]` context of the second causal conv.
         """
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_conv, scale_conv, gate_conv = (
-            mod
-        )
-        eps = BLOCK_LN_EPS
-        h = _modulate(F.layer_norm(x, (self.hidden,), eps=eps), shift_msa, scale_msa)
+        width = (self.hidden,)
         attn = self.attn
-        q = attn.q_norm(attn._heads(attn.to_q(h)))
-        k = attn.k_norm(attn._heads(attn.to_k(h)))
-        v = attn._heads(attn.to_v(h))
+        b, frames, _ = x.shape
+        h = F.layer_norm(x, width, mod.msa_weight, mod.msa_bias, BLOCK_LN_EPS)
+        qkv = F.linear(h, *attn.qkv_weights()).view(b, frames, 3, attn.heads, attn.head_dim)
+        # QK norms act on the head dim, so they run on the time-major layout before the head transpose.
+        q = attn.q_norm(qkv[:, :, 0]).transpose(1, 2)
+        k = attn.k_norm(qkv[:, :, 1]).transpose(1, 2)
+        v = qkv[:, :, 2].transpose(1, 2)
         if slots.start is not None:
-            end = slots.start + k.shape[2]
+            end = slots.start + frames
             k_buf[:, :, slots.start : end] = k
             v_buf[:, :, slots.start : end] = v
         else:
             k_buf.index_copy_(2, slots.index, k)
             v_buf.index_copy_(2, slots.index, v)
-        out = F.scaled_dot_product_attention(q, k_buf, v_buf, attn_mask=slots.mask)
-        b, _, t, _ = out.shape
-        x = x + gate_msa * attn.proj(out.transpose(1, 2).reshape(b, t, -1))
-        h = _modulate(F.layer_norm(x, (self.hidden,), eps=eps), shift_conv, scale_conv)
-        x = x + gate_conv * self.conv.forward_cached(h, conv1, conv2)
-        h = _modulate(F.layer_norm(x, (self.hidden,), eps=eps), shift_mlp, scale_mlp)
-        return x + gate_mlp * self.mlp(h)
+        keys, values = k_buf[:, :, : slots.span], v_buf[:, :, : slots.span]
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=slots.mask)
+        x.addcmul_(mod.msa_gate, attn.proj(out.transpose(1, 2).reshape(b, frames, -1)))
+        h = F.layer_norm(x, width, mod.conv_weight, mod.conv_bias, BLOCK_LN_EPS)
+        x.addcmul_(mod.conv_gate, self.conv.forward_cached(h, conv1, conv2))
+        h = F.layer_norm(x, width, mod.mlp_weight, mod.mlp_bias, BLOCK_LN_EPS)
+        return x.addcmul_(mod.mlp_gate, self.mlp(h))
 
 
 class FinalLayer(nn.Module):
@@ -265,11 +299,12 @@ class DiT(nn.Module):
         """Forget weight-derived constants (after new weights or a device/dtype change)."""
         for block in self._blocks:
             block.conv.invalidate()
+            block.attn.invalidate()
 
     def modulations(self, t: torch.Tensor, batch: int) -> StepModulation:
         """adaLN outputs for time `t` (a 1-element tensor), for a batch of `batch` (CFG: 2)."""
         c = self.t_embedder(t.reshape(1).repeat(batch)).unsqueeze(1)  # [B, 1, h]
-        blocks = tuple(tuple(blk.adaLN_modulation(c).chunk(N_MODULATIONS, dim=-1)) for blk in self._blocks)
+        blocks = tuple(_block_modulation(blk.adaLN_modulation(c)[0, 0]) for blk in self._blocks)
         shift, scale = self.final_layer.adaLN_modulation(c).chunk(2, dim=-1)
         return StepModulation(blocks=blocks, final=(shift, scale))
 
@@ -300,6 +335,24 @@ class DiT(nn.Module):
                 cache.conv2[step, i],
             )
         return self.final_layer.forward_modulated(h, *mod.final).transpose(1, 2)
+
+
+def _block_modulation(adaln: torch.Tensor) -> BlockModulation:
+    """The 9 chunks of one block's adaLN output `[9 h]` (the released order) as fused-kernel operands."""
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_conv, scale_conv, gate_conv = (
+        part.contiguous() for part in adaln.chunk(N_MODULATIONS)
+    )
+    return BlockModulation(
+        msa_weight=1 + scale_msa,
+        msa_bias=shift_msa,
+        msa_gate=gate_msa,
+        mlp_weight=1 + scale_mlp,
+        mlp_bias=shift_mlp,
+        mlp_gate=gate_mlp,
+        conv_weight=1 + scale_conv,
+        conv_bias=shift_conv,
+        conv_gate=gate_conv,
+    )
 
 
 class DitCache:
@@ -359,12 +412,17 @@ class DitCache:
         contiguous = new == list(range(new[0], new[0] + frames)) if frames else True
         valid = used.union(new)
         mask: torch.Tensor | None = None
-        if len(valid) < self.capacity:
-            flags = torch.zeros(self.capacity, dtype=torch.bool)
+        span = len(valid)
+        if valid and max(valid) >= span:
+            # Holes below the last valid slot: attend up to it and mask them. Until the first trim (and
+            # whenever no holes remain) the keys are a prefix, read without a mask: SDPA with a mask is ~30%
+            # slower on the short first chunks.
+            span = max(valid) + 1
+            flags = torch.zeros(span, dtype=torch.bool)
             flags[list(valid)] = True
             mask = flags.view(1, 1, 1, -1).to(device)
         self._pending = new
-        return KeySlots(index=index, start=new[0] if contiguous and frames else None, mask=mask)
+        return KeySlots(index=index, start=new[0] if contiguous and frames else None, span=span, mask=mask)
 
     def end_chunk(self) -> None:
         """Record the chunk's keys in front of the cache order (the reference prepends new keys)."""
