@@ -7,9 +7,11 @@ receives its codes window by window, as an LLM would deliver them.
 
 Reported per length: time to first PCM (the first window's decode), per-chunk time (median, flow/HiFT
 split) for the steady hop, real-time factor, per-stream state size, process peak memory, and with
-`--baseline` the same figures for a naive decoder of the same weights in the same process (every chunk
-re-decodes the whole utterance so far offline, prompt included, then keeps only the new samples), printed
-as ratios. Per-chunk cost must not grow with the length of the past: compare the lengths.
+`--baseline` the same figures for baselines on the same weights in the same process, printed as ratios
+(ours / baseline): `reference` re-enacts the reference's streaming decoder (token2wav/baseline.py: per-response
+priming, concatenated and copied caches, hop 25; its windows run interleaved with ours), `naive` re-decodes
+the whole utterance so far offline for every chunk, prompt included, then keeps only the new samples. Per-chunk
+cost must not grow with the length of the past: compare the lengths.
 """
 
 from __future__ import annotations
@@ -54,7 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
     parser.add_argument(
-        "--baseline", action="store_true", help="also time a naive recompute-everything decoder"
+        "--baseline",
+        nargs="?",
+        const="all",
+        choices=("reference", "naive", "all"),
+        default=None,
+        help="also time, on the same weights in the same run: 'reference' = the reference's streaming "
+        "algorithm (re-primes per response, concatenated caches, hop 25), interleaved with ours; 'naive' = "
+        "recompute everything per chunk; 'all' (the default when no value is given) = both",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -152,35 +161,43 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(
-    t2w: Any, voice: Any, schedule: Any, codes: list[int], seconds: float, baseline: bool
+    t2w: Any, voice: Any, schedule: Any, codes: list[int], seconds: float, baseline: str | None
 ) -> dict[str, Any]:
-    """Decode `codes` as one stream fed window by window; optionally the naive decoder on the same codes."""
+    """Decode `codes` as one stream fed window by window, with the requested baselines on the same codes.
+
+    With the reference-style baseline, its windows (hop 25) run interleaved with ours, one of each in turn,
+    so that a drift in the machine's speed during the run weighs on both sides of each ratio.
+    """
     stream = t2w.start(voice, schedule)
+    reference = _ReferenceRun(t2w, voice, codes) if baseline in ("reference", "all") else None
     first_pcm_s: float | None = None
     state_mb = 0.0
-    start = time.perf_counter()
+    busy_s = 0.0
     fed = 0
     windows = schedule.plan(len(codes))
     cpu_per_window: list[float] = []
-    for _, end, last in windows:
+    for index, (_, end, last) in enumerate(windows):
         cpu0 = time.process_time()
+        t0 = time.perf_counter()
         if last:
             out = t2w.push(stream, codes[fed:]) + t2w.finish(stream)
             fed = len(codes)
-            if out and first_pcm_s is None:
-                _sync(t2w.device)
-                first_pcm_s = time.perf_counter() - start
         else:
             out = t2w.push(stream, codes[fed:end])
             fed = end
-            if out and first_pcm_s is None:
-                _sync(t2w.device)
-                first_pcm_s = time.perf_counter() - start
+        _sync(t2w.device)
+        busy_s += time.perf_counter() - t0
+        if out and first_pcm_s is None:
+            first_pcm_s = busy_s
         cpu_per_window.append(time.process_time() - cpu0)
         state_mb = max(state_mb, (stream.flow.dit.nbytes() + _encoder_bytes(stream)) / 1e6)
+        if reference is not None:
+            reference.step(index)
     if not stream.finished:
         t2w.finish(stream)
-    total_s = time.perf_counter() - start
+    if reference is not None:
+        reference.step(None)
+    total_s = busy_s
     if first_pcm_s is None:
         first_pcm_s = total_s
     timings = stream.timings
@@ -204,23 +221,70 @@ def _measure(
         "stream_state_mb": round(state_mb, 1),
     }
     if schedule.first_hop_tokens != schedule.hop_tokens and len(codes) >= schedule.hop_tokens + 3:
-        # Same-run reference: time to first PCM when the first hop equals the steady hop (the reference).
+        # Same-run comparison: time to first PCM when the first hop equals the steady hop.
         from token2wav import ChunkSchedule
 
         flat = ChunkSchedule(first_hop_tokens=schedule.hop_tokens, hop_tokens=schedule.hop_tokens)
-        ref_stream = t2w.start(voice, flat)
+        flat_stream = t2w.start(voice, flat)
         t0 = time.perf_counter()
-        t2w.push(ref_stream, codes[: flat.hop(0) + flat.lookahead_tokens])
+        t2w.push(flat_stream, codes[: flat.hop(0) + flat.lookahead_tokens])
         _sync(t2w.device)
         row["first_pcm_flat_s"] = round(time.perf_counter() - t0, 3)
         row["first_pcm_speedup"] = round(row["first_pcm_flat_s"] / row["first_pcm_s"], 2)
-    if baseline:
+    if reference is not None:
+        row.update(reference.figures(row))
+    if baseline in ("naive", "all"):
         row.update(_naive(t2w, voice, schedule, codes))
         row["first_pcm_ratio"] = round(row["first_pcm_s"] / row["naive_first_pcm_s"], 3)
         row["chunk_ratio_at_end"] = round(row["chunk_s_last"] / row["naive_chunk_s_at_end"], 3)
         # The naive decoder's last chunk is `Token2Wav.decode` of the whole utterance: the offline path.
         row["offline_rtf"] = round(row["naive_chunk_s_at_end"] / seconds, 3)
     return row
+
+
+class _ReferenceRun:
+    """The reference-style decoder on the same codes, one window per `step` (token2wav/baseline.py)."""
+
+    def __init__(self, t2w: Any, voice: Any, codes: list[int]) -> None:
+        from token2wav import ChunkSchedule
+        from token2wav.baseline import ReferenceStyleDecoder
+
+        self.decoder = ReferenceStyleDecoder(t2w)
+        self.codes = codes
+        self.schedule = ChunkSchedule.reference()
+        self.windows = self.schedule.plan(len(codes))
+        self.done = 0
+        self.state_mb = 0.0
+        t0 = time.perf_counter()
+        self.stream = self.decoder.start(voice)  # the reference primes the voice for every response
+        _sync(t2w.device)
+        self.prime_s = time.perf_counter() - t0
+
+    def step(self, index: int | None) -> None:
+        """Run windows up to `index` (all that remain when None)."""
+        last_index = len(self.windows) - 1 if index is None else min(index, len(self.windows) - 1)
+        while self.done <= last_index:
+            start, end, last = self.windows[self.done]
+            self.decoder.run_chunk(self.stream, self.codes[start:end], last)
+            self.state_mb = max(self.state_mb, self.stream.att.numel() * self.stream.att.element_size() / 1e6)
+            self.done += 1
+
+    def figures(self, ours: dict[str, Any]) -> dict[str, Any]:
+        """Its timings and our ratios to them (ours / reference: below 1 is faster)."""
+        timings = self.stream.timings
+        steady = [t for t in timings[1:] if t.tokens == self.schedule.hop_tokens + 3] or timings
+        first = timings[0].flow_s + timings[0].hift_s
+        chunk = statistics.median(t.flow_s + t.hift_s for t in steady)
+        return {
+            "ref_prime_s": round(self.prime_s, 3),
+            "ref_first_pcm_s": round(first, 3),
+            "ref_chunk_s_median": round(chunk, 3),
+            "ref_flow_s_median": round(statistics.median(t.flow_s for t in steady), 3),
+            "ref_state_mb": round(self.state_mb, 1),
+            "first_pcm_vs_ref": round(ours["first_pcm_s"] / first, 3),
+            "first_pcm_vs_ref_primed": round(ours["first_pcm_s"] / (first + self.prime_s), 3),
+            "chunk_vs_ref": round(ours["chunk_s_median"] / chunk, 3),
+        }
 
 
 def _encoder_bytes(stream: Any) -> int:
@@ -269,6 +333,13 @@ def _table(result: dict[str, Any]) -> str:
         ("chunk_cpu_s_median", "chunk CPU s"),
         ("rtf", "RTF"),
         ("stream_state_mb", "state MB"),
+        ("ref_prime_s", "ref prime s"),
+        ("ref_first_pcm_s", "ref 1st s"),
+        ("ref_chunk_s_median", "ref chunk s"),
+        ("ref_state_mb", "ref state MB"),
+        ("first_pcm_vs_ref", "1st vs ref"),
+        ("first_pcm_vs_ref_primed", "1st vs ref+prime"),
+        ("chunk_vs_ref", "chunk vs ref"),
         ("naive_first_pcm_s", "naive 1st s"),
         ("naive_chunk_s_at_end", "naive chunk@end s"),
         ("first_pcm_ratio", "1st ratio"),

@@ -34,8 +34,17 @@ def test_bench_json_has_latency_chunk_and_baseline_figures(capsys: pytest.Captur
         "hift_s_median",
         "rtf",
         "naive_first_pcm_s",
+        "ref_prime_s",
+        "ref_first_pcm_s",
+        "ref_chunk_s_median",
+        "ref_state_mb",
+        "first_pcm_vs_ref",
+        "chunk_vs_ref",
     ):
         assert row[key] > 0
+    # Ratios are ours / the reference-style baseline's, from the figures of the same row.
+    assert row["chunk_vs_ref"] == pytest.approx(row["chunk_s_median"] / row["ref_chunk_s_median"], rel=0.05)
+    assert row["first_pcm_vs_ref_primed"] < row["first_pcm_vs_ref"]
     assert row["first_pcm_speedup"] > 0
     assert result["voice_state_mb"] > 0 and result["peak_rss_mb"] > 0
 
@@ -49,3 +58,17 @@ def test_bench_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.run(args) == 0
     out = capsys.readouterr().out
     assert "1st PCM s" in out and "RTF" in out
+
+
+def test_bench_baseline_choice_runs_only_that_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            *("--model-dir", str(REFERENCE_TINY), "--seconds", "1.5", "--prompt-seconds", "2"),
+            *("--threads", "1", "--baseline", "reference", "--json"),
+        ]
+    )
+    assert bench.run(args) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert "ref_chunk_s_median" in row and "naive_first_pcm_s" not in row
