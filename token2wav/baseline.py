@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from token2wav.cfm import CFG_BATCH, MEL_BINS, time_grid
-from token2wav.dit import BLOCK_LN_EPS, CONV_CONTEXT, N_MODULATIONS, DiT, DiTBlock
+from token2wav.dit import BLOCK_LN_EPS, CONV_CONTEXT, N_MODULATIONS, DiT, DiTBlock, modulate
 from token2wav.encoder import EncoderCache
 from token2wav.flow import DIT_KEEP_TAIL
 from token2wav.model import Token2Wav, Voice, check_codes
@@ -55,10 +55,6 @@ class ReferenceStyleStream:
     timings: list[ChunkTiming] = field(default_factory=list)
 
 
-def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
-
-
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     b, t, _ = x.shape
     return x.view(b, t, heads, -1).transpose(1, 2)
@@ -74,7 +70,7 @@ def _block(
         block.adaLN_modulation(c).chunk(N_MODULATIONS, dim=-1)
     )
     attn = block.attn
-    h = _modulate(F.layer_norm(x, width, eps=BLOCK_LN_EPS), shift_msa, scale_msa)
+    h = modulate(F.layer_norm(x, width, eps=BLOCK_LN_EPS), shift_msa, scale_msa)
     q = attn.q_norm(_split_heads(attn.to_q(h), attn.heads))
     k = attn.k_norm(_split_heads(attn.to_k(h), attn.heads))
     v = _split_heads(attn.to_v(h), attn.heads)
@@ -86,17 +82,17 @@ def _block(
     b, _, frames, _ = out.shape
     x = x + gate_msa * attn.proj(out.transpose(1, 2).reshape(b, frames, -1))
 
-    h = _modulate(F.layer_norm(x, width, eps=BLOCK_LN_EPS), shift_conv, scale_conv)
+    h = modulate(F.layer_norm(x, width, eps=BLOCK_LN_EPS), shift_conv, scale_conv)
     conv = block.conv
     first_in = torch.cat([cnn_cache[:, :hidden], h.transpose(1, 2)], dim=-1)
-    y = conv._conv1(first_in)
-    y = F.mish(conv._norm(y.transpose(1, 2))).transpose(1, 2)
+    y = conv.conv1(first_in)
+    y = F.mish(conv.norm(y.transpose(1, 2))).transpose(1, 2)
     second_in = torch.cat([cnn_cache[:, hidden:], y], dim=-1)
-    y = conv._conv2(second_in)
+    y = conv.conv2(second_in)
     new_cnn = torch.cat([first_in[:, :, -CONV_CONTEXT:], second_in[:, :, -CONV_CONTEXT:]], dim=1)
     x = x + gate_conv * y.transpose(1, 2)
 
-    h = _modulate(F.layer_norm(x, width, eps=BLOCK_LN_EPS), shift_mlp, scale_mlp)
+    h = modulate(F.layer_norm(x, width, eps=BLOCK_LN_EPS), shift_mlp, scale_mlp)
     return x + gate_mlp * block.mlp(h), kv, new_cnn
 
 
@@ -113,14 +109,12 @@ def _estimator(
     are left in `att_buffer[:, :, :, :T]` and `cnn_buffer`."""
     c = dit.t_embedder(t).unsqueeze(1)
     h = dit.in_proj(x.transpose(1, 2))
-    for i, block in enumerate(dit._blocks):
+    for i, block in enumerate(dit.typed_blocks):
         h, kv, conv = _block(block, h, c, att[i], cnn[i])
         cnn_buffer[i] = conv
         att_buffer[i, :, :, : kv.shape[2]] = kv
-    final = dit.final_layer
-    shift, scale = final.adaLN_modulation(c).chunk(2, dim=-1)
-    velocity = final.linear(_modulate(F.layer_norm(h, (final.hidden,), eps=BLOCK_LN_EPS), shift, scale))
-    return velocity.transpose(1, 2)
+    shift, scale = dit.final_layer.adaLN_modulation(c).chunk(2, dim=-1)
+    return dit.final_layer.forward_modulated(h, shift, scale).transpose(1, 2)
 
 
 class ReferenceStyleDecoder:

@@ -120,17 +120,17 @@ class CausalConvBlock(nn.Module):
 
         self._gemm: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    # Typed accessors (not attributes: assigning a module would register it a second time in state_dict).
+    # Typed accessors, public for the reference-style baseline (not attributes: assigning a module would register it a second time in state_dict).
     @property
-    def _conv1(self) -> nn.Conv1d:
+    def conv1(self) -> nn.Conv1d:
         return cast(nn.Conv1d, self.block[1])
 
     @property
-    def _norm(self) -> nn.LayerNorm:
+    def norm(self) -> nn.LayerNorm:
         return cast(nn.LayerNorm, self.block[3])
 
     @property
-    def _conv2(self) -> nn.Conv1d:
+    def conv2(self) -> nn.Conv1d:
         return cast(nn.Conv1d, self.block[6])
 
     def invalidate(self) -> None:
@@ -141,8 +141,8 @@ class CausalConvBlock(nn.Module):
         # conv weight [O, C, k] -> [O, k*C] so that the conv is one GEMM over k shifted copies of the input
         # (x @ W^T reaches the BLAS GEMM rate; oneDNN's conv on these short sequences is ~2x slower).
         if self._gemm is None:
-            w1 = self._conv1.weight
-            w2 = self._conv2.weight
+            w1 = self.conv1.weight
+            w2 = self.conv2.weight
             self._gemm = (
                 w1.permute(0, 2, 1).reshape(w1.shape[0], -1).contiguous(),
                 w2.permute(0, 2, 1).reshape(w2.shape[0], -1).contiguous(),
@@ -152,9 +152,9 @@ class CausalConvBlock(nn.Module):
     def forward_cached(self, x: torch.Tensor, cache1: torch.Tensor, cache2: torch.Tensor) -> torch.Tensor:
         """`x [B, T, C]` with each conv's 2 cached input frames in front; caches `[B, 2, C]` are updated."""
         w1, w2 = self._gemm_weights()
-        h = _causal_conv(x, cache1, w1, self._conv1.bias)
-        h = F.mish(self._norm(h))
-        return _causal_conv(h, cache2, w2, self._conv2.bias)
+        h = _causal_conv(x, cache1, w1, self.conv1.bias)
+        h = F.mish(self.norm(h))
+        return _causal_conv(h, cache2, w2, self.conv2.bias)
 
 
 def _causal_conv(
@@ -168,7 +168,7 @@ def _causal_conv(
     return F.linear(cols, weight, bias)
 
 
-def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
 
 
@@ -279,7 +279,7 @@ class FinalLayer(nn.Module):
 
     def forward_modulated(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """`[B, T, h]` -> `[B, T, out]`."""
-        return self.linear(_modulate(F.layer_norm(x, (self.hidden,), eps=BLOCK_LN_EPS), shift, scale))
+        return self.linear(modulate(F.layer_norm(x, (self.hidden,), eps=BLOCK_LN_EPS), shift, scale))
 
 
 class DiT(nn.Module):
@@ -292,19 +292,21 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(h)
         self.in_proj = nn.Linear(config.in_channels, h)
         self.blocks = nn.ModuleList([DiTBlock(config) for _ in range(config.depth)])
-        self._blocks: list[DiTBlock] = [cast(DiTBlock, b) for b in self.blocks]  # typed view (same modules)
+        self.typed_blocks: list[DiTBlock] = [
+            cast(DiTBlock, b) for b in self.blocks
+        ]  # typed view (same modules)
         self.final_layer = FinalLayer(h, config.out_channels)
 
     def invalidate(self) -> None:
         """Forget weight-derived constants (after new weights or a device/dtype change)."""
-        for block in self._blocks:
+        for block in self.typed_blocks:
             block.conv.invalidate()
             block.attn.invalidate()
 
     def modulations(self, t: torch.Tensor, batch: int) -> StepModulation:
         """adaLN outputs for time `t` (a 1-element tensor), for a batch of `batch` (CFG: 2)."""
         c = self.t_embedder(t.reshape(1).repeat(batch)).unsqueeze(1)  # [B, 1, h]
-        blocks = tuple(_block_modulation(blk.adaLN_modulation(c)[0, 0]) for blk in self._blocks)
+        blocks = tuple(_block_modulation(blk.adaLN_modulation(c)[0, 0]) for blk in self.typed_blocks)
         shift, scale = self.final_layer.adaLN_modulation(c).chunk(2, dim=-1)
         return StepModulation(blocks=blocks, final=(shift, scale))
 
@@ -324,7 +326,7 @@ class DiT(nn.Module):
             velocity `[B, 80, F]`.
         """
         h = self.in_proj(x.transpose(1, 2))
-        for i, block in enumerate(self._blocks):
+        for i, block in enumerate(self.typed_blocks):
             h = block.forward_cached(
                 h,
                 mod.blocks[i],

@@ -272,7 +272,9 @@ class _ReferenceRun:
     def figures(self, ours: dict[str, Any]) -> dict[str, Any]:
         """Its timings and our ratios to them (ours / reference: below 1 is faster)."""
         timings = self.stream.timings
-        steady = [t for t in timings[1:] if t.tokens == self.schedule.hop_tokens + 3] or timings
+        steady = [
+            t for t in timings[1:] if t.tokens == self.schedule.hop_tokens + self.schedule.lookahead_tokens
+        ] or timings
         first = timings[0].flow_s + timings[0].hift_s
         chunk = statistics.median(t.flow_s + t.hift_s for t in steady)
         return {
