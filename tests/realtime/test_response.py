@@ -28,6 +28,19 @@ async def _failing_stream(
     raise BackendError("stream_cut", "The LLM stream ended early.")
 
 
+def _context(respond: Any, outbox: Outbox, metrics: Metrics) -> ResponseContext:
+    """A GA response context on the default vocabulary with 100 ms deltas."""
+    return ResponseContext(
+        respond=respond,
+        events=EventBuilder(Dialect.GA),
+        outbox=outbox,
+        vocab=VocabLayout.default(),
+        max_delta_ms=100,
+        on_audio=lambda: None,
+        observe=metrics,
+    )
+
+
 async def _drain(outbox: Outbox, dialect: str) -> list[dict[str, Any]]:
     events = []
     while not outbox.queue.empty():
@@ -41,15 +54,7 @@ async def _drain(outbox: Outbox, dialect: str) -> list[dict[str, Any]]:
 async def test_backend_failure_fails_the_response_and_keeps_the_transcript() -> None:
     outbox = Outbox(256)
     metrics = Metrics()
-    ctx = ResponseContext(
-        respond=_failing_stream,
-        events=EventBuilder(Dialect.GA),
-        outbox=outbox,
-        vocab=VocabLayout.default(),
-        max_delta_ms=100,
-        on_audio=lambda: None,
-        observe=metrics,
-    )
+    ctx = _context(_failing_stream, outbox, metrics)
     record = ResponseRecord(
         id="resp_1",
         conversation_id="conv_1",
@@ -96,15 +101,7 @@ async def _spoken_audio(fmt: AudioFormat, chunks: list[bytes]) -> bytes:
         yield GenerationDone(FinishReason.STOP, (), Usage(1, 1, 0.0))
 
     outbox = Outbox(4096)
-    ctx = ResponseContext(
-        respond=stream,
-        events=EventBuilder(Dialect.GA),
-        outbox=outbox,
-        vocab=VocabLayout.default(),
-        max_delta_ms=100,
-        on_audio=lambda: None,
-        observe=Metrics(),
-    )
+    ctx = _context(stream, outbox, Metrics())
     record = ResponseRecord(
         id="resp_2",
         conversation_id=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -173,12 +174,11 @@ def test_registration_failure_is_not_swallowed_by_sglang(monkeypatch: pytest.Mon
     assert "TransformersForCausalLM" in str(caught.value)
 
 
-def test_mel_filters_match_transformers_slaney_bank() -> None:
-    """Same filter bank as the reference (librosa's slaney mel = transformers' mel_filter_bank)."""
-    np = pytest.importorskip("numpy")
+def _slaney_filters() -> Any:
+    """transformers' slaney mel bank for the plugin's STFT size (librosa's, which the reference uses)."""
     from transformers.audio_utils import mel_filter_bank
 
-    reference = mel_filter_bank(
+    return mel_filter_bank(
         num_frequency_bins=audio.N_FFT // 2 + 1,
         num_mel_filters=audio.N_MELS,
         min_frequency=0.0,
@@ -187,14 +187,18 @@ def test_mel_filters_match_transformers_slaney_bank() -> None:
         norm="slaney",
         mel_scale="slaney",
     )
+
+
+def test_mel_filters_match_transformers_slaney_bank() -> None:
+    """Same filter bank as the reference (librosa's slaney mel = transformers' mel_filter_bank)."""
+    np = pytest.importorskip("numpy")
+    reference = _slaney_filters()
     assert np.abs(audio.mel_filters().numpy().T - reference).max() < 1e-6
 
 
 def test_log_mel_matches_a_direct_reference_computation() -> None:
     """Pad 479 zeros, centred STFT, drop the last frame, log10, clamp to max-8, (x+4)/4: computed by hand."""
     np = pytest.importorskip("numpy")
-    from transformers.audio_utils import mel_filter_bank
-
     rng = np.random.default_rng(0)
     samples = (rng.standard_normal(5_000) * 0.1).astype(np.float32)
     padded = np.concatenate([samples, np.zeros(audio.PAD_SAMPLES, dtype=np.float32)])
@@ -205,15 +209,7 @@ def test_log_mel_matches_a_direct_reference_computation() -> None:
         [centred[i * audio.HOP_LENGTH : i * audio.HOP_LENGTH + audio.N_FFT] for i in range(n_frames)]
     )
     power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2  # (frames, freqs)
-    filters = mel_filter_bank(
-        num_frequency_bins=audio.N_FFT // 2 + 1,
-        num_mel_filters=audio.N_MELS,
-        min_frequency=0.0,
-        max_frequency=audio.SAMPLE_RATE / 2,
-        sampling_rate=audio.SAMPLE_RATE,
-        norm="slaney",
-        mel_scale="slaney",
-    )
+    filters = _slaney_filters()
     mel = (power[:-1] @ filters).T
     logs = np.log10(np.maximum(mel, 1e-10))
     expected = (np.maximum(logs, logs.max() - 8.0) + 4.0) / 4.0
