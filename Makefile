@@ -40,7 +40,7 @@ lint: $(DEV_STAMP)  ## ruff lint and format check
 	$(BIN)/ruff format --check .
 
 typecheck: $(DEV_STAMP)  ## mypy: strict on streaming_parser and realtime, relaxed on token2wav
-	$(BIN)/mypy streaming_parser realtime token2wav
+	$(BIN)/mypy streaming_parser realtime token2wav step_audio2_sglang
 
 pytest: $(DEV_STAMP) chromium  ## run every test
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest

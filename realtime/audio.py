@@ -6,22 +6,24 @@ Pure numpy, no state, safe from any thread. All PCM is mono, little-endian. G.71
 
 from __future__ import annotations
 
+import enum
 import math
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation
+
 Float32Array = npt.NDArray[np.float32]
 Int16Array = npt.NDArray[np.int16]
-AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 
+PCM_RATE = 24_000  # Hz: the model output and the protocol's only PCM rate (audio/pcm, pcm16)
 PCM16_WIDTH = 2  # bytes per PCM16 sample
 G711_WIDTH = 1  # bytes per G.711 sample
 G711_SAMPLE_RATE = 8_000
 INT16_SCALE = 32767.0  # float full scale -> int16 (symmetric, as Token2Wav does)
 INT16_MIN, INT16_MAX = -32768, 32767
-MIN_DELTA_MS = 20  # REALTIME_PROTOCOL.md §11: deltas are 20-100 ms
+MIN_DELTA_MS = 20  # docs/PROTOCOL.md §7.2: deltas are 20-100 ms
 MAX_DELTA_MS = 100
 
 # G.711 constants (ITU-T G.711, as in the classic Sun reference implementation).
@@ -37,6 +39,44 @@ _MAX_PHASES = 1024  # distinct fractional positions kept as a precomputed kernel
 _RESAMPLE_BLOCK = 8192  # output samples per vectorised block (bounds the temporary [block, taps] matrix)
 
 
+class AudioFormat(enum.Enum):
+    """Wire audio formats; the value is the beta name."""
+
+    PCM16 = "pcm16"
+    G711_ULAW = "g711_ulaw"
+    G711_ALAW = "g711_alaw"
+
+    @property
+    def sample_rate(self) -> int:
+        """Samples per second on the wire."""
+        return PCM_RATE if self is AudioFormat.PCM16 else G711_SAMPLE_RATE
+
+    @property
+    def bytes_per_sample(self) -> int:
+        """2 for PCM16, 1 for G.711."""
+        return PCM16_WIDTH if self is AudioFormat.PCM16 else G711_WIDTH
+
+    @property
+    def ga_type(self) -> str:
+        """The GA ``format.type``."""
+        return _GA_TYPES[self]
+
+    @classmethod
+    def from_ga_type(cls, ga_type: str | None) -> AudioFormat:
+        """Parse a GA ``format.type`` (a missing type means PCM)."""
+        for fmt, name in _GA_TYPES.items():
+            if name == (ga_type or "audio/pcm"):
+                return fmt
+        raise ValueError(ga_type)
+
+
+_GA_TYPES = {
+    AudioFormat.PCM16: "audio/pcm",
+    AudioFormat.G711_ULAW: "audio/pcmu",
+    AudioFormat.G711_ALAW: "audio/pcma",
+}
+
+
 def pcm16_to_float(pcm: bytes) -> Float32Array:
     """Little-endian PCM16 bytes -> float32 samples in [-1, 1).
 
@@ -49,7 +89,7 @@ def pcm16_to_float(pcm: bytes) -> Float32Array:
 
 
 def float_to_int16(samples: npt.NDArray[np.floating]) -> Int16Array:
-    """Float samples -> int16: clip to [-1, 1], scale by 32767, round toward zero (Token2Wav §6.5)."""
+    """Float samples -> int16: clip to [-1, 1], scale by 32767, round toward zero (docs/TOKEN2WAV.md §5.4)."""
     clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
     return (clipped * np.float32(INT16_SCALE)).astype(np.int16)
 
@@ -143,6 +183,23 @@ def pcm16_to_alaw(pcm: bytes) -> bytes:
 def alaw_to_pcm16(data: bytes) -> bytes:
     """G.711 A-law bytes -> PCM16 bytes (same rate)."""
     return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes()
+
+
+def wire_to_pcm16(data: bytes, fmt: AudioFormat, param: str) -> bytes:
+    """Wire audio -> PCM16 LE at the format's rate.
+
+    Raises:
+        ProtocolViolation: PCM16 with an odd number of bytes.
+    """
+    if fmt is AudioFormat.PCM16:
+        if len(data) % 2:
+            raise ProtocolViolation(
+                CODE_INVALID_VALUE,
+                f"Invalid value: audio must be whole 16-bit samples; got {len(data)} bytes (an odd number).",
+                param,
+            )
+        return data
+    return ulaw_to_pcm16(data) if fmt is AudioFormat.G711_ULAW else alaw_to_pcm16(data)
 
 
 def resample(samples: npt.NDArray[np.floating], src_rate: int, dst_rate: int) -> Float32Array:
@@ -271,16 +328,16 @@ class OutputEncoder:
     """Streams model PCM16 into a session's output format (one per response).
 
     Attributes:
-        fmt: ``pcm16``, ``g711_ulaw`` or ``g711_alaw``.
+        fmt: the wire format.
         sample_rate: rate of the encoded bytes (24 kHz PCM, 8 kHz G.711).
         sample_width: bytes per encoded sample (2 or 1).
     """
 
     def __init__(self, fmt: AudioFormat, sample_rate: int) -> None:
         self.fmt = fmt
-        self._resampler = None if fmt == "pcm16" else StreamResampler(sample_rate, G711_SAMPLE_RATE)
-        self.sample_rate = sample_rate if fmt == "pcm16" else G711_SAMPLE_RATE
-        self.sample_width = PCM16_WIDTH if fmt == "pcm16" else G711_WIDTH
+        self._resampler = None if fmt is AudioFormat.PCM16 else StreamResampler(sample_rate, G711_SAMPLE_RATE)
+        self.sample_rate = sample_rate if fmt is AudioFormat.PCM16 else G711_SAMPLE_RATE
+        self.sample_width = fmt.bytes_per_sample
 
     def encode(self, pcm16: bytes) -> bytes:
         """Encode one chunk; G.711 output lags by the resampler's 2 ms until `flush`."""
@@ -296,7 +353,7 @@ class OutputEncoder:
 
     def _companded(self, samples: Float32Array) -> bytes:
         narrow = float_to_pcm16(samples)
-        return pcm16_to_ulaw(narrow) if self.fmt == "g711_ulaw" else pcm16_to_alaw(narrow)
+        return pcm16_to_ulaw(narrow) if self.fmt is AudioFormat.G711_ULAW else pcm16_to_alaw(narrow)
 
 
 def slice_pcm(

@@ -24,7 +24,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/streamvoice")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-# Token2Wav hop schedule (TOKEN2WAV.md §6.1): a short first hop for latency, then the reference hop of 25.
+# Token2Wav hop schedule (docs/TOKEN2WAV.md §4.1): a short first hop for latency, then the reference hop of 25.
 DEFAULT_FIRST_HOP_TOKENS = 10
 DEFAULT_HOP_TOKENS = 25
 DEFAULT_HOP_GROWTH = 1.5  # hops ramp 10 -> 15 -> 23 -> 25 so no chunk starves the player (token2wav.stream)
@@ -33,11 +33,9 @@ MIN_HOP_TOKENS = 5  # below this the first Token2Wav call emits no audio (960*H 
 DEFAULT_SYNTHETIC_TOKENS_PER_SECOND = 80.0
 DEFAULT_MAX_SESSIONS = 32
 DEFAULT_WORKER_QUEUE = 64  # pending Token2Wav steps across all streams before submit() waits
-DEFAULT_MAX_AUDIO_DELTA_MS = 100  # REALTIME_PROTOCOL.md §11: 20-100 ms per output_audio.delta
+DEFAULT_MAX_AUDIO_DELTA_MS = 100  # docs/PROTOCOL.md §7.2: 20-100 ms per output_audio.delta
 DEFAULT_SGLANG_URL = "http://127.0.0.1:30000"
-DEFAULT_MAX_SESSION_SECONDS = (
-    60 * 60.0
-)  # OpenAI GA: sessions end after 60 minutes (REALTIME_PROTOCOL.md §1.7)
+DEFAULT_MAX_SESSION_SECONDS = 60 * 60.0  # OpenAI GA: sessions end after 60 minutes (docs/PROTOCOL.md §1.4)
 MAX_AUTO_TORCH_THREADS = 4  # small per-chunk kernels stop scaling beyond a few threads
 
 
@@ -84,7 +82,7 @@ class ServerConfig:
         max_session_seconds: longest a WebSocket session may last; then it gets an ``error`` with code
             ``session_expired`` and is closed with 1000 (OpenAI's GA limit is 60 minutes).
         dialect: ``auto`` (GA unless the client asks for beta by header or subprotocol), or ``ga`` / ``beta``
-            to force one event family for every connection (REALTIME_PROTOCOL.md §1.4).
+            to force one event family for every connection (docs/PROTOCOL.md §2.1).
         api_key: when set, every WebSocket session must present this key (``Authorization: Bearer``, an
             ``api-key`` header, the ``openai-insecure-api-key.<key>`` subprotocol or ``?api_key=``); None
             (the default) accepts every client. HTTP routes (``/health``, ``/metrics``, the demo) stay open.
@@ -139,7 +137,7 @@ class ServerConfig:
             raise ValueError("max_session_seconds must be > 0")
         if self.torch_threads < 0:
             raise ValueError("torch_threads must be >= 0 (0 = automatic)")
-        if not 20 <= self.max_audio_delta_ms <= 100:  # REALTIME_PROTOCOL.md §11.1
+        if not 20 <= self.max_audio_delta_ms <= 100:  # docs/PROTOCOL.md §7.2
             raise ValueError("max_audio_delta_ms must be within 20..100")
         if not 0 < self.port < 65536 and self.port != 0:
             raise ValueError(f"port out of range: {self.port}")

@@ -12,7 +12,7 @@ Everything that can go wrong while serving a connection is one of:
   ``server_error`` without details.
 
 `describe_exception` is the single mapping from exceptions (including `ExceptionGroup`s from task groups) to
-what the client sees (REALTIME_PROTOCOL.md §10).
+what the client sees (docs/PROTOCOL.md §8).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
 
-# WebSocket close codes (REALTIME_PROTOCOL.md §1.5).
+# WebSocket close codes (docs/PROTOCOL.md §1.5).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
@@ -33,7 +33,7 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 
-# Exact OpenAI codes (§10.2) and the peer codes we adopted where OpenAI's is unverified.
+# Exact OpenAI codes (docs/PROTOCOL.md §8.2) and the peer codes we adopted where OpenAI's is unverified.
 CODE_ACTIVE_RESPONSE = "conversation_already_has_active_response"
 CODE_CANCEL_NOT_ACTIVE = "response_cancel_not_active"
 CODE_COMMIT_EMPTY = "input_audio_buffer_commit_empty"
@@ -93,9 +93,21 @@ class SessionClosing(RealtimeError):
 
 
 class ResponseFailure(RealtimeError):
-    """One response failed (LLM backend or speech pipeline); reported in ``response.done``."""
+    """One response failed (LLM backend or speech pipeline); reported in ``response.done``, the session lives.
+
+    The response layer maps this one base; the two families are `SpeechError` here and
+    `realtime.backends.base.BackendError`.
+    """
 
     error_type = SERVER_ERROR
+
+
+class SpeechError(ResponseFailure):
+    """The speech side of a response failed (unknown voice, Token2Wav error, worker closed).
+
+    ``code`` is ``unknown_voice``, ``speech_failed``, ``worker_closed``, ``voice_load_failed`` or
+    ``voice_not_found``; ``message`` is safe to show to a client.
+    """
 
 
 @dataclass(frozen=True)

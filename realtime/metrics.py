@@ -110,7 +110,7 @@ class Metrics:
         """An error event was sent or a response failed with ``code``."""
         self._errors.labels(code=code).inc()
 
-    # pipeline (called by realtime.pipeline)
+    # pipeline (called by realtime.speech.pipeline)
     def observe_time_to_first_audio(self, seconds: float) -> None:
         """Seconds from response start to its first decoded audio chunk."""
         self._ttfa.observe(seconds)

@@ -1,4 +1,4 @@
-"""The incremental, sans-I/O parser of Step-Audio-2 output ids (state table of SGLANG.md §11.2).
+"""The incremental, sans-I/O parser of Step-Audio-2 output ids (state table of docs/SGLANG.md §2.3).
 
 ``AudioTokenParser`` turns the ids an LLM streams into `events`: transcript and content text ids, speech
 codes for Token2Wav, the start and end of the spoken segment and the end of the turn. It keeps no clock, does

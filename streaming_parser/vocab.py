@@ -1,6 +1,6 @@
 """The Step-Audio-2 token space: which ids are text, audio codes, pads and control tokens.
 
-Layout of the 158 720-entry vocabulary (shared/docs/SGLANG.md §11.1):
+Layout of the 158 720-entry vocabulary (docs/SGLANG.md §2.1):
 
     0 .. 151687          text (Qwen2.5-style BPE and its added tokens)
     151688 .. 151695     control tokens (<audio_start>, <audio_patch>, <tts_start>, <tts_end>, ...)
@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from streaming_parser.errors import ConflictingToken, MissingToken, TokenizerFilesMissing, VocabError
 
-# Confirmed ids (SGLANG.md §11.1), asserted against every tokenizer we read.
+# Confirmed ids (docs/SGLANG.md §2.1), asserted against every tokenizer we read.
 TEXT_LIMIT = 151_688
 AUDIO_START_ID = 151_688
 AUDIO_PATCH_ID = 151_690

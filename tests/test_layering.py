@@ -1,4 +1,4 @@
-"""The import layering of STYLE.md §2.1, checked mechanically on the source (AST), not by review.
+"""The import layering of docs/ARCHITECTURE.md §1.3, checked mechanically on the source (AST), not by review.
 
 `streaming_parser` is a pure library: standard library and itself only. `token2wav` is synchronous model
 code: it may use torch and friends but never the server stack (asyncio, starlette, uvicorn, websockets,

@@ -2,7 +2,7 @@
 
 A voice prompt arrives as a file path or as an in-memory `(samples, sample_rate)` pair. This module turns
 either into a validated float32 `PromptAudio` (channels first) and offers the two mono views the frontend
-needs, following TOKEN2WAV.md §3:
+needs, following docs/TOKEN2WAV.md §2:
 
 * `first_channel(...)`: channel 0, used for the speech tokens and the speaker embedding (the reference's
   `s3tokenizer.load_audio` keeps the first channel);
@@ -33,8 +33,8 @@ import torchaudio.functional as audio_functional
 
 from token2wav.errors import VoiceError
 
-MIN_PROMPT_SECONDS = 1.0  # shorter prompts give < 25 tokens; the dummy look-ahead needs >= 3 (§3.2)
-MAX_PROMPT_SECONDS = 30.0  # the tokenizer's window; CosyVoice refuses longer prompts too (§3.2)
+MIN_PROMPT_SECONDS = 1.0  # < 25 prompt codes; the look-ahead needs >= 3 (docs/TOKEN2WAV.md §2.1)
+MAX_PROMPT_SECONDS = 30.0  # the tokenizer's window, as in CosyVoice (docs/TOKEN2WAV.md §2.1)
 MIN_SAMPLE_RATE = 8000  # below telephone band there is no speech left to condition on
 MAX_CHANNELS = 8  # a 2-D array whose small side is at most this is read as (samples, channels)
 # RMS below this (-60 dBFS) is treated as silence: no voice to clone, and CAM++ would embed noise.
@@ -143,7 +143,7 @@ def _validated(samples: np.ndarray, rate: int, name: str) -> PromptAudio:
 
 
 def check_usable(audio: PromptAudio) -> None:
-    """Reject prompts that cannot condition a voice (TOKEN2WAV.md §3.2).
+    """Reject prompts that cannot condition a voice (docs/TOKEN2WAV.md §2.1).
 
     Raises:
         VoiceError: shorter than `MIN_PROMPT_SECONDS`, longer than `MAX_PROMPT_SECONDS`, or silent

@@ -3,7 +3,7 @@
 `realtime bench token2wav --baseline reference` times this decoder next to ours, in the same process and on
 the same weights, so that the speed-up is a ratio measured on one machine in one run (the machine's absolute
 speed drifts too much to compare against figures measured elsewhere). It follows the reference algorithm of
-TOKEN2WAV.md §6 in the way that decides its cost:
+docs/TOKEN2WAV.md §4 in the way that decides its cost:
 
 * every response primes the voice again (`setup_cache` over the prompt) instead of cloning a primed state;
 * each DiT block concatenates the new keys in front of its cached keys, the new values in front of its cached

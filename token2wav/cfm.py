@@ -1,6 +1,6 @@
-"""CFM sampler (`CausalConditionalCFM`): cosine-schedule Euler ODE with classifier-free guidance (§4.4).
+"""CFM sampler (`CausalConditionalCFM`): cosine-schedule Euler ODE with classifier-free guidance (docs/TOKEN2WAV.md §3.3).
 
-Quirks kept for parity (shared/reference/README.md §11.3): the time grid is `1 - cos(linspace(0, 1, S+1) *
+Quirks kept for parity (docs/TOKEN2WAV.md §3.3): the time grid is `1 - cos(linspace(0, 1, S+1) *
 pi/2)` in the model dtype; after each step `t += dt` and the next `dt = t_span[k+1] - t` is taken from the
 accumulated t. Every step evaluates the estimator on a batch of 2 (conditional, unconditional with mu, spk
 and cond zero) and mixes `v = (1 + r) v_cond - r v_uncond`.

@@ -2,7 +2,7 @@
 
 `flow.yaml` (the released file) is HyperPyYAML with four `!new:` class tags. It is read with a `SafeLoader`
 subclass that knows exactly those four tags and turns each into an inert frozen dataclass; no module named
-by a tag is ever imported and any other tag is refused by SafeLoader itself (TOKEN2WAV.md §2.2). Unknown or
+by a tag is ever imported and any other tag is refused by SafeLoader itself (docs/TOKEN2WAV.md §1.2). Unknown or
 missing keys and wrong scalar types raise `ConfigError` naming the file, the YAML path and the key.
 
 The tiny oracle's `config.yaml` is plain YAML with the same values (plus an explicit `activation_type` and a
@@ -118,7 +118,7 @@ class FlowConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Fixed inference settings of the CFM sampler (not in flow.yaml; TOKEN2WAV.md §4.4)."""
+    """Fixed inference settings of the CFM sampler (not in flow.yaml; docs/TOKEN2WAV.md §3.3)."""
 
     n_timesteps: int = 10
     temperature: float = 1.0

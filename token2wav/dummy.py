@@ -1,6 +1,6 @@
 """`make_dummy_model_dir`: a complete token2wav model directory with seeded random weights.
 
-The directory has the released layout (TOKEN2WAV.md §2.1): `flow.yaml` in the real HyperPyYAML tagged form,
+The directory has the released layout (docs/TOKEN2WAV.md §1.1): `flow.yaml` in the real HyperPyYAML tagged form,
 `flow.pt` (module key names), `hift.pt` (released naming: `generator.` prefix, `weight_g`/`weight_v`),
 `campplus.onnx` and `speech_tokenizer_v2_25hz.onnx` (see `token2wav.dummy_onnx`). It lets the loader be
 tested end to end without the real 1.2 GB of weights.
@@ -8,7 +8,7 @@ tested end to end without the real 1.2 GB of weights.
 Key names and shapes come from `flow_param_shapes` / `hift_param_shapes`, functions of the sizes only; tests
 check them against the recorded full-size key lists and the tiny oracle checkpoints, order included.
 
-Every parameter is drawn as the reference oracle drew its weights (reference README §3.3): matrices and
+Every parameter is drawn as the reference oracle drew its weights (docs/TOKEN2WAV.md §7.1): matrices and
 convolutions N(0, 1/fan_in), LayerNorm gains 1 + N(0, 0.1²), biases N(0, 0.05²), `pos_bias_u/v`
 N(0, 0.2²), the token embedding N(0, 1); for HiFT the weight-norm gain is ‖v‖·U(0.8, 1.2), Snake α is
 U(0.5, 1.5), `conv_post`'s gain is scaled by 0.15 and its 9 log-magnitude biases lowered by 1.5, and the f0

@@ -3,7 +3,7 @@
 `flow_param_shapes(sizes)` and `hift_param_shapes(sizes)` list every tensor of `flow.pt` / `hift.pt` in the
 order the released files store them; tests compare them with the recorded full-size lists
 (tests/data/*_state_dict_shapes.json) and the tiny oracle checkpoints. `flow_yaml_text(sizes)` writes the
-HyperPyYAML file with its four constructor tags, like the released `flow.yaml` (TOKEN2WAV.md §2.2).
+HyperPyYAML file with its four constructor tags, like the released `flow.yaml` (docs/TOKEN2WAV.md §1.2).
 """
 
 from __future__ import annotations

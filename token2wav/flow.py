@@ -1,4 +1,4 @@
-"""The flow model `CausalMaskedDiffWithXvec`: tokens -> mel, offline and chunked (TOKEN2WAV.md §4, §6).
+"""The flow model `CausalMaskedDiffWithXvec`: tokens -> mel, offline and chunked (docs/TOKEN2WAV.md §3.2, §4).
 
 State-dict keys equal the released `flow.pt` (`input_embedding`, `spk_embed_affine_layer`, `encoder.*`,
 `encoder_proj`, `decoder.estimator.*`); `load_flow_state_dict` loads with `strict=True`.
@@ -67,6 +67,14 @@ class FlowStreamState:
     def noise_offset(self) -> int:
         """Noise frame index of the next chunk (= DiT cache length, as in the reference)."""
         return self.dit.length
+
+    def nbytes(self) -> int:
+        """Approximate bytes this stream holds (the DiT caches dominate; the encoder caches grow with length)."""
+        encoder = self.encoder
+        tensors = [encoder.lookahead, encoder.upsample]
+        for kv in [*encoder.layers, *encoder.up_layers]:
+            tensors.extend((kv.k, kv.v))
+        return self.dit.nbytes() + sum(t.numel() * t.element_size() for t in tensors)
 
 
 class CausalMaskedDiffWithXvec(nn.Module):

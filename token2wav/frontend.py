@@ -1,4 +1,4 @@
-"""Voice-prompt frontend: prompt wav -> prompt tokens, speaker embedding and prompt mel (TOKEN2WAV.md §3).
+"""Voice-prompt frontend: prompt wav -> prompt tokens, speaker embedding and prompt mel (docs/TOKEN2WAV.md §2).
 
 `PromptFrontend.from_dir(model_dir)` loads the two front models of a token2wav directory:
 
@@ -131,7 +131,7 @@ _MEL_WINDOW = torch.hann_window(MEL_N_FFT)
 
 
 def prompt_mel_spectrogram(wave_24k: torch.Tensor) -> torch.Tensor:
-    """Matcha/HiFi-GAN log-mel of a 24 kHz mono wave (§3.4 step 2).
+    """Matcha/HiFi-GAN log-mel of a 24 kHz mono wave (docs/TOKEN2WAV.md §2.2).
 
     Args:
         wave_24k: float32 `[frames]` at 24 kHz.
@@ -157,7 +157,7 @@ def prompt_mel_spectrogram(wave_24k: torch.Tensor) -> torch.Tensor:
 
 
 def align_prompt_mel(mel: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """Force `[T, 80]` to exactly `TOKEN_MEL_RATIO * num_tokens` frames (§3.4 step 3, §11.3).
+    """Force `[T, 80]` to exactly `TOKEN_MEL_RATIO * num_tokens` frames (docs/TOKEN2WAV.md §2.3).
 
     Longer: truncate the end. Shorter: repeat the last frame.
     """
@@ -169,7 +169,7 @@ def align_prompt_mel(mel: torch.Tensor, num_tokens: int) -> torch.Tensor:
 
 
 def speaker_fbank(wave_16k: torch.Tensor) -> torch.Tensor:
-    """Kaldi fbank with cepstral mean normalisation, the CAM++ input (§3.3). `[frames]` -> `[T, 80]`."""
+    """Kaldi fbank with cepstral mean normalisation, the CAM++ input (docs/TOKEN2WAV.md §2.2). `[frames]` -> `[T, 80]`."""
     feats = kaldi.fbank(
         wave_16k[None, :],
         num_mel_bins=SPEAKER_FBANK_BINS,

@@ -1,6 +1,6 @@
 """HiFT vocoder (NSF + iSTFTNet): mel [B, 80, T] at 50 Hz -> waveform [B, 480 T] at 24 kHz.
 
-Architecture and hyper-parameters: TOKEN2WAV.md §5; checkpoint layout: §2.4 and reference README §2.2.
+Architecture: docs/TOKEN2WAV.md §3.4; checkpoint layout and its two weight-norm namings: §1.3.
 Parameter names and shapes equal the released `hift.pt` after weight norm is folded into plain `.weight`
 tensors (`load_hift_state_dict` does the folding), so inference pays no parametrization overhead.
 
@@ -214,7 +214,7 @@ class HiFTGenerator(nn.Module):
         Args:
             mel: [B, 80, T] log-mel at 50 Hz.
             cache_source: [B, 1, S] excitation that replaces the first S samples of the new one (streaming
-                continuity, TOKEN2WAV.md §5.2 step 4); None or S = 0 for none. S <= 480 T.
+                continuity, docs/TOKEN2WAV.md §5.1 step 2); None or S = 0 for none. S <= 480 T.
             generator: random source for the NSF phases/noise (ignored when deterministic_source).
                 The mel is cast to the module's dtype; keep HiFT in float32 (its sine phase is accumulated
                 in the working dtype, and torch.stft has no bf16 kernel), whatever the flow's dtype.

@@ -1,6 +1,6 @@
 """Neural-source-filter excitation for the HiFT vocoder: f0 predictor and harmonic sine source.
 
-The source is the "type 2" NSF of CosyVoice2 (TOKEN2WAV.md §5.2 step 3, reference README §6): the phase is
+The source is the "type 2" NSF of CosyVoice2 (docs/TOKEN2WAV.md §3.4, §7.3): the phase is
 accumulated at frame rate and linearly interpolated to the sample rate, which keeps it cheap (no per-sample
 cumulative sum) and smooth. Parity with the oracle depends on the exact float32 operation order, so
 `harmonic_phase` spells it out step by step; do not "simplify" it algebraically.

@@ -1,4 +1,4 @@
-"""Per-stream streaming state and the chunk schedule (TOKEN2WAV.md §6.1, §6.7, §6.9).
+"""Per-stream streaming state and the chunk schedule (docs/TOKEN2WAV.md §4.1, §4.3, §5.3).
 
 A `Token2WavStream` owns everything that changes while one response is decoded: pending codes, the flow
 caches (a deep copy of the voice's primed caches), the vocoder caches, the call counter and the hop

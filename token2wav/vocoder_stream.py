@@ -1,6 +1,6 @@
 """Streaming stage of the vocoder: per-stream caches, Hamming cross-fade and withheld tail.
 
-Implements TOKEN2WAV.md §6.5 / reference README §11.9 exactly. HiFT is not causal, so each call re-renders
+Implements docs/TOKEN2WAV.md §5.1-§5.2 exactly. HiFT is not causal, so each call re-renders
 the last `MEL_CACHE_FRAMES` mel frames of the previous call with left context, overrides the start of the
 new excitation with the previous call's excitation for those frames, and cross-fades the re-rendered audio
 with the previous rendering. The previous rendering of those frames is withheld from the previous call's
@@ -124,7 +124,7 @@ def vocode_chunk(
 def pcm_float_to_int16(pcm: np.ndarray) -> np.ndarray:
     """Float PCM -> little-endian int16 the reference way: truncate(clip(x, -1, 1) * 32767) in float32.
 
-    Truncation toward zero, not rounding (reference README §11.10).
+    Truncation toward zero, not rounding (docs/TOKEN2WAV.md §5.4).
     """
     scaled = np.clip(np.asarray(pcm, dtype=np.float32), -1.0, 1.0) * _INT16_SCALE
     return scaled.astype("<i2")

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from realtime.audio import PCM_RATE
+from realtime.errors import ResponseFailure
 from streaming_parser import VocabLayout
 
 
@@ -24,19 +26,12 @@ class FinishReason(enum.Enum):
     ABORT = "abort"  # aborted by us (cancel) or by the server
 
 
-class BackendError(Exception):
+class BackendError(ResponseFailure):
     """A recoverable failure of one generation: the response fails, the session lives on.
 
-    Attributes:
-        code: short machine-readable reason (e.g. ``connection_refused``, ``http_503``, ``timeout``,
-            ``stream_cut``, ``server_error``, ``audio_dropped``).
-        message: human-readable explanation that is safe to show to a client.
+    ``code`` is a short machine-readable reason (e.g. ``connection_refused``, ``http_503``, ``timeout``,
+    ``stream_cut``, ``server_error``, ``audio_dropped``); ``message`` is safe to show to a client.
     """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ class PromptTurn:
     role: Literal["system", "user", "assistant", "tool"]
     text: str | None = None
     audio_pcm16: bytes | None = None
-    audio_sample_rate: int = 24_000
+    audio_sample_rate: int = PCM_RATE
     output_ids: tuple[int, ...] | None = None
     spoken: bool = False
     name: str | None = None

@@ -133,7 +133,7 @@ def create_backend(config: ServerConfig) -> LLMBackend:
             seed=config.synthetic_seed,
         )
     options = config.backend_options
-    from realtime.backends.sglang_stream import ServerSampling
+    from realtime.backends.sglang.stream import ServerSampling
 
     sampling = ServerSampling(
         top_p=_float_option(options, "top_p"), repetition_penalty=_float_option(options, "repetition_penalty")
@@ -141,7 +141,7 @@ def create_backend(config: ServerConfig) -> LLMBackend:
     check_audio = not options.get("no_audio_check")
     model_dir = _model_dir(config)
     if config.backend == "sglang":
-        from realtime.backends.sglang_http import SGLangHTTPBackend, SGLangHTTPConfig
+        from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
 
         timeout = _float_option(options, "sglang_timeout") or DEFAULT_SGLANG_TIMEOUT_S
         return SGLangHTTPBackend(
@@ -162,7 +162,7 @@ def create_backend(config: ServerConfig) -> LLMBackend:
         raise BackendError(
             "bad_option", "--backend sglang-engine needs --model-path (the Step-Audio-2 model)"
         )
-    from realtime.backends.sglang_engine import SGLangEngineBackend, SGLangEngineConfig
+    from realtime.backends.sglang.engine import SGLangEngineBackend, SGLangEngineConfig
 
     return SGLangEngineBackend(
         SGLangEngineConfig(

@@ -5,7 +5,7 @@ without a GPU or model weights: the embedded ``make serve`` default. Its text co
 vocabulary, so transcripts read as words; its audio codes are pseudo-random, deterministic per seed and
 prompt. Nothing about it imitates what a real model would say.
 
-Stream shape (SGLANG.md §11.2), for a spoken reply (the prompt ended with ``<tts_start>``):
+Stream shape (docs/SGLANG.md §2.2), for a spoken reply (the prompt ended with ``<tts_start>``):
 ``[text, a, a, a, a] * k`` where the text slot carries ``<tts_pad>`` once the words run out and the audio
 slots carry ``<audio_6561>`` once the codes run out, then ``<tts_end>`` and ``<|EOT|>``. A text-only reply is
 the word ids followed by ``<|EOT|>``.

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 
-from realtime.bench import add_benchmark_parsers, run_benchmark
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the arguments and run one benchmark; returns its exit code."""
-    parser = argparse.ArgumentParser(prog="python -m realtime.bench", description="streamvoice benchmarks")
-    add_benchmark_parsers(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_benchmark(args)
-    except KeyboardInterrupt:
-        return 130
-
+from realtime.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", *sys.argv[1:]]))

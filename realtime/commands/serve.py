@@ -344,10 +344,9 @@ async def serve(config: ServerConfig) -> int:
     """Run the server for ``config`` until cancelled or interrupted; returns the process exit code."""
     import uvicorn
 
-    from realtime.app import WS_MAX_FRAME_BYTES, create_app
-    from realtime.backends.base import BackendError
-    from realtime.pipeline import SpeechError
-    from realtime.runtime import DEMO_NOTICE, Runtime
+    from realtime.errors import ResponseFailure
+    from realtime.http.app import WS_MAX_FRAME_BYTES, create_app
+    from realtime.speech.runtime import DEMO_NOTICE, Runtime
 
     _AnnouncingServer = _announcing_server_class()
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
@@ -360,7 +359,7 @@ async def serve(config: ServerConfig) -> int:
     host, port = sock.getsockname()[:2]
     try:
         runtime = await Runtime.create(config)
-    except (BackendError, SpeechError) as exc:
+    except ResponseFailure as exc:
         log.error("start-up failed (%s): %s", exc.code, exc.message)
         sock.close()
         return 1

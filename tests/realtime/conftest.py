@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from realtime.app import create_app
 from realtime.backends.base import GenerationInput
 from realtime.config import ServerConfig
-from realtime.voices import default_voice_path
-from tests.realtime.server_harness import (
+from realtime.http.app import create_app
+from realtime.speech.voices import default_voice_path
+from tests.support.server_harness import (
     ServerHandle,
     configured_app,
     failing_app,
@@ -19,7 +19,7 @@ from tests.realtime.server_harness import (
     scripted_text_app,
     start_server,
 )
-from tests.realtime.wire_check import RawClient
+from tests.support.wire_check import RawClient
 
 # Fast enough to keep the suite short, slow enough that a reply streams over many chunks.
 FAST_TOKENS_PER_SECOND = 2000.0

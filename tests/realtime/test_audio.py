@@ -100,9 +100,9 @@ def test_downsampling_attenuates_content_above_the_new_nyquist() -> None:
 
 def test_encode_output_formats() -> None:
     pcm = audio.float_to_pcm16(_tone(300.0, 24_000, 0.1))  # 2400 samples
-    assert audio.encode_output(pcm, "pcm16", 24_000) == pcm
-    ulaw = audio.encode_output(pcm, "g711_ulaw", 24_000)
-    alaw = audio.encode_output(pcm, "g711_alaw", 24_000)
+    assert audio.encode_output(pcm, audio.AudioFormat.PCM16, 24_000) == pcm
+    ulaw = audio.encode_output(pcm, audio.AudioFormat.G711_ULAW, 24_000)
+    alaw = audio.encode_output(pcm, audio.AudioFormat.G711_ALAW, 24_000)
     assert len(ulaw) == len(alaw) == 800  # 100 ms at 8 kHz, one byte per sample
     assert audio.duration_seconds(pcm, 24_000) == pytest.approx(0.1)
 
@@ -123,12 +123,12 @@ def test_stream_resampler_equals_whole_signal_resampling(src: int, dst: int, see
         resampler.process(signal)
 
 
-@pytest.mark.parametrize("fmt", ["pcm16", "g711_ulaw", "g711_alaw"])
+@pytest.mark.parametrize("fmt", list(audio.AudioFormat))
 def test_output_encoder_across_chunks_equals_one_clip(fmt: audio.AudioFormat) -> None:
     pcm = audio.float_to_pcm16(_tone(300.0, 24_000, 0.3))
     chunks = [pcm[:1920], pcm[1920:7680], pcm[7680:]]  # boundaries at 40 ms and 160 ms
     encoder = audio.OutputEncoder(fmt, 24_000)
     streamed = b"".join(encoder.encode(c) for c in chunks) + encoder.flush()
     assert streamed == audio.encode_output(pcm, fmt, 24_000)
-    assert len(streamed) == (len(pcm) if fmt == "pcm16" else len(pcm) // 6)
-    assert encoder.sample_rate == (24_000 if fmt == "pcm16" else 8_000)
+    assert len(streamed) == (len(pcm) if fmt is audio.AudioFormat.PCM16 else len(pcm) // 6)
+    assert encoder.sample_rate == (24_000 if fmt is audio.AudioFormat.PCM16 else 8_000)

@@ -16,8 +16,8 @@ from tests.realtime.conftest import (
     FAILURE_MESSAGE,
     SECOND_VOICE,
 )
-from tests.realtime.server_harness import ServerHandle
-from tests.realtime.wire_check import RawClient, validate_frame
+from tests.support.server_harness import ServerHandle
+from tests.support.wire_check import RawClient, validate_frame
 
 PCM_100MS = b"\x00\x00" * 2400
 USER_TEXT = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from openai import AsyncOpenAI
 
-from tests.realtime.server_harness import ServerHandle
-from tests.realtime.wire_check import validate_frame
+from tests.support.server_harness import ServerHandle
+from tests.support.wire_check import validate_frame
 
 MODEL = "step-audio-2-mini"
 PCM_RATE = 24_000

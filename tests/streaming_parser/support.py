@@ -61,7 +61,7 @@ def random_chunks(ids: Sequence[int], rng: random.Random, max_size: int = 12) ->
 def reference_parse(
     ids: Sequence[int], *, starts_in_speech: bool, layout: VocabLayout = LAYOUT
 ) -> tuple[list[Event], Counter[str]]:
-    """A deliberately naive, one-id-at-a-time reading of the SGLANG.md §11.2 state table (plus flush)."""
+    """A deliberately naive, one-id-at-a-time reading of the docs/SGLANG.md §2.3 state table (plus flush)."""
     events: list[Event] = [SegmentStart()] if starts_in_speech else []
     anomalies: Counter[str] = Counter()
     state = "in_tts" if starts_in_speech else "outside"

@@ -14,7 +14,7 @@ from token2wav.model import Token2Wav, Voice
 
 REFERENCE_TINY = Path(__file__).resolve().parents[1] / "data" / "reference_tiny"
 
-# Reference README §10: flow tensors atol 1e-4; end-to-end PCM atol ~3e-3 and int16 within ~100 LSB.
+# docs/TOKEN2WAV.md §7.2: flow tensors atol 1e-4; end-to-end PCM atol ~3e-3 and int16 within ~100 LSB.
 FLOW_ATOL = 1e-4
 PCM_ATOL = 3e-3
 INT16_LSB_TOL = 100

@@ -24,7 +24,7 @@ from token2wav.hift import (
 )
 from token2wav.nsf import harmonic_phase
 
-# Acceptance of reference README §10 for HiFT fed the oracle's mel with the reference phase arithmetic
+# Acceptance of docs/TOKEN2WAV.md §7.2 for HiFT fed the oracle's mel with the reference phase arithmetic
 # (we are in fact bit-identical on the same CPU build; the tolerance allows other BLAS/thread counts).
 WAV_ATOL = 1e-5
 F0_ATOL = 1e-4  # Hz, on values of ~150

@@ -18,10 +18,10 @@ from token2wav.vocoder_stream import (
     vocode_chunk,
 )
 
-PCM_ATOL = 1e-5  # reference README §10: HiFT in isolation, float32 phase in reference order
+PCM_ATOL = 1e-5  # docs/TOKEN2WAV.md §7.2: HiFT in isolation, float32 phase in reference order
 INT16_LSB = 1
 N_CHUNKS = 4
-EXPECTED_EMITTED = (20160, 24000, 24000, 15360)  # reference README §8.1
+EXPECTED_EMITTED = (20160, 24000, 24000, 15360)  # docs/TOKEN2WAV.md §7.1
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_sample_accounting(hift: HiFTGenerator, stream: dict[str, np.ndarray]) -
     "frames", [(20, 50, 50, 6), (50, 6), (16, 50, 24), (8, 8, 8)], ids=["first10", "two", "odd", "minimal"]
 )
 def test_sample_accounting_other_schedules(hift: HiFTGenerator, frames: tuple[int, ...]) -> None:
-    """TOKEN2WAV.md §6.7: first emits 480 F - 3840, middle 480 F, last 480 (8 + F); total = 480 * frames."""
+    """docs/TOKEN2WAV.md §5.3: first emits 480 F - 3840, middle 480 F, last 480 (8 + F); total = 480 * frames."""
     torch.manual_seed(0)
     mels = [torch.randn(1, 80, f) for f in frames]
     out = _run(hift, mels)
@@ -156,7 +156,7 @@ def test_crossfade_is_hamming_in_float64() -> None:
     np.testing.assert_array_equal(out[0, :n].numpy(), expected)
     assert torch.equal(out[:, n:], new[:, n:])
     assert torch.equal(new, torch.full((1, 2 * n), 0.5))  # input untouched
-    gain = w[:n] + w[n:]  # TOKEN2WAV.md §11.6: the halves do not sum to one
+    gain = w[:n] + w[n:]  # docs/TOKEN2WAV.md §5.2: the halves do not sum to one
     assert 1.0798 < gain.min() <= gain.max() <= 1.0801
 
 

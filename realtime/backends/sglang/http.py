@@ -1,0 +1,294 @@
+"""LLM backend over a running SGLang server's native ``/generate`` stream (docs/SGLANG.md §6.2-§6.4).
+
+One `httpx.AsyncClient` (one connection pool) serves every session. Each generation is one streamed
+``POST /generate`` carrying our own ``rid``, the prompt as ``input_ids`` and user speech as ``audio_data``.
+Cancelling (closing the iterator, or task cancellation) sends ``POST /abort_request {"rid"}`` at once and
+closes the stream: SGLang's own abort-on-disconnect only fires two seconds later.
+
+Failures of one generation are `BackendError`s with a stable ``code`` (``connection_refused``, ``timeout``,
+``http_<status>``, ``stream_cut``, ``server_error``, ``protocol_error``, ``audio_dropped``,
+``aborted_by_server``); the response fails, the session and the backend stay usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from realtime.backends.base import BackendError, FinishReason, GenerationInput, TokenChunk
+from realtime.backends.sglang.stream import (
+    SSE_DONE,
+    ChunkDecoder,
+    ServerSampling,
+    StreamMode,
+    error_message,
+    parse_chunk_json,
+    sampling_payload,
+    sse_payload,
+)
+from realtime.backends.sglang.vocab import ModelVocab, ModelVocabBackend, load_model_vocab, model_matches
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+# Longest silence between two chunks: covers prefill of a long prompt on a busy server.
+DEFAULT_READ_TIMEOUT_S = 60.0
+ABORT_TIMEOUT_S = 2.0
+KEEPALIVE_CONNECTIONS = 32  # idle connections kept for reuse; in-flight streams are not capped
+MODEL_INFO_PATHS = ("/model_info", "/get_model_info")  # 0.5.23 name first, the deprecated alias second
+HTTP_ERROR_FIRST = 400
+HTTP_NOT_FOUND = 404
+ERROR_BODY_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class SGLangHTTPConfig:
+    """Where SGLang runs and how we talk to it.
+
+    Attributes:
+        url: base URL of the SGLang server, e.g. ``http://127.0.0.1:30000``.
+        model_dir: local model folder with ``tokenizer.json`` (prompt ids, transcript detokenisation, vocab
+            layout). ``None``: use the server's ``tokenizer_path`` when it is a local folder.
+        expected_model: model path or name the server must report; ``None`` skips the check.
+        api_key: bearer token for ``--api-key`` servers.
+        admin_api_key: bearer token for ``/abort_request`` on ``--admin-api-key`` servers (falls back to
+            ``api_key``).
+        connect_timeout_s: TCP connect limit.
+        read_timeout_s: longest wait for the next chunk.
+        check_audio: compare the reported prompt length with the expected audio expansion.
+        sampling: server-wide sampling overrides.
+    """
+
+    url: str
+    model_dir: Path | None = None
+    expected_model: str | None = None
+    api_key: str | None = None
+    admin_api_key: str | None = None
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    check_audio: bool = True
+    sampling: ServerSampling = field(default_factory=ServerSampling)
+
+
+class SGLangHTTPBackend(ModelVocabBackend):
+    """`realtime.backends.base.LLMBackend` over SGLang's HTTP API. Use from one event loop.
+
+    Args:
+        config: server address and options.
+        vocab: tokenizer and layout to use instead of loading ``config.model_dir`` (tests).
+        transport: httpx transport override (tests).
+    """
+
+    def __init__(
+        self,
+        config: SGLangHTTPConfig,
+        *,
+        vocab: ModelVocab | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._config = config
+        if vocab is not None:
+            self._use_vocab(vocab)
+        timeout = httpx.Timeout(
+            connect=config.connect_timeout_s,
+            read=config.read_timeout_s,
+            write=config.read_timeout_s,
+            pool=config.connect_timeout_s,
+        )
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=config.url.rstrip("/"),
+            timeout=timeout,
+            headers=headers,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=KEEPALIVE_CONNECTIONS),
+            transport=transport,
+        )
+        self._active: set[str] = set()
+        self._aborted: set[str] = set()
+        self._abort_tasks: set[asyncio.Task[None]] = set()
+        self.model_info: dict[str, Any] = {}
+        self.last_stream_mode = StreamMode.UNKNOWN
+
+    @property
+    def name(self) -> str:
+        return "sglang"
+
+    async def start(self) -> None:
+        """Check SGLang is reachable and serves a generation model (the expected one, if configured).
+
+        Raises:
+            BackendError: unreachable, HTTP error, wrong model, or no tokenizer to build prompts with.
+        """
+        info = await self._fetch_model_info()
+        self.model_info = info
+        if info.get("is_generation") is False:
+            raise BackendError(
+                "wrong_model", f"SGLang at {self._config.url} serves an embedding model, not an LLM"
+            )
+        expected = self._config.expected_model
+        if expected and not model_matches(info, expected):
+            served = info.get("served_model_name") or info.get("model_path")
+            raise BackendError(
+                "wrong_model", f"SGLang at {self._config.url} serves {served!r}, expected {expected!r}"
+            )
+        # Informational only: SGLang 0.5.23 derives this flag from config attribute names (``audio_config``),
+        # so an externally registered model may serve audio while reporting False. The reported prompt length
+        # of each audio request is the real check (`ChunkDecoder`).
+        audio_flag = info.get("has_audio_understanding")
+        if self._vocab is None:
+            self._use_vocab(await asyncio.to_thread(load_model_vocab, self._config.model_dir, info))
+        log.info(
+            "SGLang at %s serves %s (architectures %s, has_audio_understanding %s)",
+            self._config.url,
+            info.get("model_path"),
+            info.get("architectures"),
+            audio_flag,
+        )
+
+    async def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
+        """Stream new ids of one reply. See the module docstring for errors and cancellation."""
+        prompt = await self._build(request)
+        rid = request.rid
+        body: dict[str, Any] = {
+            "rid": rid,
+            "input_ids": list(prompt.input_ids),
+            "stream": True,
+            "sampling_params": sampling_payload(request.sampling, self.vocab.eot, self._config.sampling),
+        }
+        if prompt.audio:
+            body["audio_data"] = prompt.audio_data()
+        decoder = ChunkDecoder(prompt, check_audio=self._config.check_audio)
+        self._active.add(rid)
+        finished = False
+        try:
+            async with self._client.stream("POST", "/generate", json=body) as response:
+                try:
+                    if response.status_code >= HTTP_ERROR_FIRST:
+                        await response.aread()
+                        raise _http_error(response)
+                    done = False
+                    async for line in response.aiter_lines():
+                        payload = sse_payload(line)
+                        if payload is None or done:
+                            continue  # after [DONE]: read to the end so the connection is reused
+                        if payload == SSE_DONE:
+                            done = True
+                            continue
+                        chunk = decoder.decode(parse_chunk_json(payload))
+                        self.last_stream_mode = decoder.mode
+                        finished = chunk.finish_reason is not None
+                        if chunk.finish_reason is FinishReason.ABORT and rid not in self._aborted:
+                            raise BackendError("aborted_by_server", _abort_message(decoder.finish_detail))
+                        yield chunk
+                finally:
+                    # Cancelled or failed mid-way: stop the GPU before the socket closes. A request refused
+                    # with an HTTP error never started, so there is nothing to abort.
+                    if not finished and response.status_code < HTTP_ERROR_FIRST:
+                        self._abort_in_background(rid)
+            if not finished:
+                raise BackendError(
+                    "stream_cut", f"SGLang ended the stream after {decoder.seen} ids without a finish reason"
+                )
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self._config.url, decoder.seen) from exc
+        finally:
+            self._active.discard(rid)
+            self._aborted.discard(rid)
+
+    async def abort(self, rid: str) -> None:
+        """``POST /abort_request {"rid"}``; idempotent, never raises (failures are logged)."""
+        if rid in self._active:
+            self._aborted.add(rid)
+        headers = {}
+        key = self._config.admin_api_key or self._config.api_key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        try:
+            response = await self._client.post(
+                "/abort_request", json={"rid": rid}, headers=headers, timeout=ABORT_TIMEOUT_S
+            )
+            if response.status_code >= HTTP_ERROR_FIRST:
+                log.warning(
+                    "SGLang refused to abort %s: HTTP %d %s", rid, response.status_code, response.text[:200]
+                )
+        except httpx.HTTPError as exc:
+            log.warning("could not abort SGLang request %s: %s", rid, exc)
+
+    async def aclose(self) -> None:
+        """Wait for pending aborts, then close the connection pool."""
+        if self._abort_tasks:
+            await asyncio.gather(*self._abort_tasks, return_exceptions=True)
+        await self._client.aclose()
+
+    def _abort_in_background(self, rid: str) -> None:
+        self._aborted.add(rid)
+        task = asyncio.get_running_loop().create_task(self.abort(rid), name=f"sglang-abort-{rid}")
+        self._abort_tasks.add(task)
+        task.add_done_callback(self._abort_tasks.discard)
+
+    async def _fetch_model_info(self) -> dict[str, Any]:
+        for path in MODEL_INFO_PATHS:
+            try:
+                response = await self._client.get(path)
+            except httpx.HTTPError as exc:
+                error = _transport_error(exc, self._config.url, 0)
+                hint = (
+                    f"{error.message}. Start SGLang first (python -m sglang.launch_server --model-path ...) "
+                    "or fix --sglang-url"
+                )
+                raise BackendError(error.code, hint) from exc
+            if response.status_code == HTTP_NOT_FOUND:
+                continue
+            if response.status_code >= HTTP_ERROR_FIRST:
+                raise _http_error(response)
+            try:
+                info = response.json()
+            except ValueError as exc:
+                raise BackendError("protocol_error", f"{path} did not return JSON") from exc
+            if not isinstance(info, dict):
+                raise BackendError("protocol_error", f"{path} did not return a JSON object")
+            return info
+        raise BackendError(
+            "wrong_server",
+            f"{self._config.url} answers but has neither {' nor '.join(MODEL_INFO_PATHS)}: is it an SGLang server?",
+        )
+
+
+def _http_error(response: httpx.Response) -> BackendError:
+    detail = response.text[:ERROR_BODY_LIMIT]
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if "error" in body:
+            detail = error_message(body["error"])
+        elif "message" in body:
+            detail = str(body["message"])
+    return BackendError(
+        f"http_{response.status_code}", f"SGLang returned HTTP {response.status_code}: {detail}"
+    )
+
+
+def _transport_error(exc: httpx.HTTPError, url: str, ids_seen: int) -> BackendError:
+    if isinstance(exc, httpx.ConnectError):
+        return BackendError("connection_refused", f"cannot connect to SGLang at {url}: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        kind = type(exc).__name__
+        return BackendError("timeout", f"SGLang at {url} timed out ({kind}) after {ids_seen} ids")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return BackendError("stream_cut", f"the connection to SGLang broke after {ids_seen} ids: {exc}")
+    return BackendError("http_error", f"HTTP error talking to SGLang at {url}: {exc}")
+
+
+def _abort_message(detail: Any) -> str:
+    message = detail.get("message") if hasattr(detail, "get") else None
+    status = detail.get("status_code") if hasattr(detail, "get") else None
+    suffix = f" (status {status})" if status else ""
+    return f"SGLang aborted the request: {message or 'no reason given'}{suffix}"

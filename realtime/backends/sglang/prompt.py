@@ -1,0 +1,247 @@
+"""Conversation -> Step-Audio-2 prompt ids plus the user audio SGLang needs (docs/SGLANG.md §3, §4).
+
+The Step "BOT/EOT" dialect, one turn each::
+
+    <|BOT|>system\\n{instructions}<|EOT|>
+    <|BOT|>tool_json_schemas\\n{tools as JSON}<|EOT|>                         when the session has tools
+    <|BOT|>human\\n{text}<audio_start><audio_patch><audio_end>...<|EOT|>      one placeholder per 25 s block
+    <|BOT|>assistant\\n<tts_start>{raw output ids of the earlier spoken answer}<|EOT|>
+    <|BOT|>input\\n{tool output}<|EOT|>
+    <|BOT|>assistant\\n<tts_start>                                           prefill, spoken reply
+    <|BOT|>assistant\\n                                                      prefill, text-only reply
+
+The tools turn arrives as a ``system`` `PromptTurn` named `TOOL_SCHEMAS_ROLE` (the first turn, see
+realtime/session/tool_calls.py); a tool result is a ``tool`` turn, written as StepFun's ``input`` turn.
+
+Each audio placeholder is a single ``<audio_patch>``: the model's multimodal processor inside SGLang expands
+it to `audio_patch_count` patches for the matching ``audio_data`` entry (sent in the same order), so SGLang
+reports ``prompt_tokens == Prompt.expected_prompt_tokens``. The SGLang backends compare the two to detect
+audio that SGLang dropped silently.
+
+Text between special tokens is encoded as one string (as a whole-prompt tokenisation would split it), and
+special ids are inserted by id, never parsed out of text.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import wave
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from realtime.backends.base import GenerationInput, PromptTurn, TextCodec
+from realtime.session.tool_calls import TOOL_SCHEMAS_ROLE
+from streaming_parser import VocabLayout
+
+# Audio front end of Step-Audio-2 (docs/SGLANG.md §4.1): 16 kHz mono in blocks of at most 25 s; Whisper log-mel
+# with hop 160 after appending 479 zero samples and dropping the last STFT frame.
+MODEL_SAMPLE_RATE = 16_000
+AUDIO_BLOCK_SECONDS = 25
+AUDIO_BLOCK_SAMPLES = MODEL_SAMPLE_RATE * AUDIO_BLOCK_SECONDS
+MEL_HOP_SAMPLES = 160
+MEL_PAD_SAMPLES = 479
+# Encoder: conv stride 2 then average pool 2 (100 Hz -> 25 Hz); adapter: conv kernel 3, stride 2, pad 1.
+ENCODER_DOWNSAMPLE = 2
+ENCODER_POOL = 2
+ADAPTER_KERNEL = 3
+ADAPTER_STRIDE = 2
+ADAPTER_PADDING = 1
+
+PCM16_BYTES = 2
+WAV_MIME = "audio/wav"
+
+# OpenAI role -> Step-Audio-2 role name (docs/SGLANG.md §3.1; tool results use StepFun's ``input`` turn).
+ROLE_NAMES: dict[str, str] = {"system": "system", "user": "human", "assistant": "assistant", "tool": "input"}
+ASSISTANT_ROLE = "assistant"
+
+
+def mel_frames(num_samples: int) -> int:
+    """Log-mel frames T of a 16 kHz clip of ``num_samples`` samples (479-sample pad, last frame dropped)."""
+    return (num_samples + MEL_PAD_SAMPLES) // MEL_HOP_SAMPLES
+
+
+def audio_patch_count(num_samples: int) -> int:
+    """Number of ``<audio_patch>`` positions SGLang expands one placeholder to, for one <= 25 s clip.
+
+    ``enc = (T + 1) // 2 // 2`` (25 Hz encoder frames), then the adapter conv gives
+    ``(enc + 2 * 1 - 3) // 2 + 1`` (12.5 Hz): 313 for a full 25 s block.
+    """
+    if num_samples <= 0:
+        raise ValueError("an audio block needs at least one sample")
+    encoder_frames = (mel_frames(num_samples) + 1) // ENCODER_DOWNSAMPLE // ENCODER_POOL
+    return (encoder_frames + 2 * ADAPTER_PADDING - ADAPTER_KERNEL) // ADAPTER_STRIDE + 1
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    """One <= 25 s piece of user speech, sent as one ``audio_data`` entry.
+
+    Attributes:
+        wav: a complete 16 kHz mono PCM16 WAV file.
+        num_samples: samples in the clip (what SGLang's processor sees after decoding the WAV).
+    """
+
+    wav: bytes
+    num_samples: int
+
+    @property
+    def patch_count(self) -> int:
+        """Placeholder expansion of this block inside SGLang."""
+        return audio_patch_count(self.num_samples)
+
+    def data_uri(self) -> str:
+        """``data:audio/wav;base64,...`` as SGLang's ``load_audio`` accepts it."""
+        return f"data:{WAV_MIME};base64,{base64.b64encode(self.wav).decode('ascii')}"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A built prompt.
+
+    Attributes:
+        input_ids: the prompt ids with one ``<audio_patch>`` per audio block.
+        audio: the audio blocks, in placeholder order.
+        starts_in_speech: True when the prompt ends with ``<tts_start>`` (the parser starts inside speech).
+    """
+
+    input_ids: tuple[int, ...]
+    audio: tuple[AudioBlock, ...] = ()
+    starts_in_speech: bool = True
+
+    @property
+    def expected_prompt_tokens(self) -> int:
+        """The prompt length SGLang should report once every placeholder is expanded."""
+        return len(self.input_ids) + sum(block.patch_count - 1 for block in self.audio)
+
+    def audio_data(self) -> list[str]:
+        """The ``audio_data`` field of a ``/generate`` request (empty when there is no audio)."""
+        return [block.data_uri() for block in self.audio]
+
+
+def pcm16_to_model_rate(pcm16: bytes, sample_rate: int) -> np.ndarray:
+    """Little-endian PCM16 mono at ``sample_rate`` -> int16 samples at 16 kHz (torchaudio's sinc resampler).
+
+    Returns:
+        int16 array, shape [samples].
+    """
+    if len(pcm16) % PCM16_BYTES:
+        raise ValueError("PCM16 audio must have an even number of bytes")
+    samples = np.frombuffer(pcm16, dtype="<i2")
+    if sample_rate == MODEL_SAMPLE_RATE or samples.size == 0:
+        return samples.astype(np.int16)
+    import torch  # heavy import kept off the module import path
+    import torchaudio.functional as taf
+
+    wave_in = torch.from_numpy(samples.astype(np.float32) / 32768.0)  # [samples] in [-1, 1)
+    wave_out = taf.resample(wave_in, orig_freq=sample_rate, new_freq=MODEL_SAMPLE_RATE)
+    clipped = torch.clamp(wave_out * 32768.0, -32768.0, 32767.0).round()
+    return np.asarray(clipped.to(torch.int16).numpy())
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> bytes:
+    """int16 mono samples -> a PCM16 WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(PCM16_BYTES)
+        writer.setframerate(sample_rate)
+        writer.writeframes(samples.astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def audio_blocks(pcm16: bytes, sample_rate: int) -> tuple[AudioBlock, ...]:
+    """Split user speech into <= 25 s 16 kHz WAV blocks (the reference splits the same way)."""
+    samples = pcm16_to_model_rate(pcm16, sample_rate)
+    return tuple(
+        AudioBlock(wav=wav_bytes(block), num_samples=int(block.size))
+        for block in (
+            samples[start : start + AUDIO_BLOCK_SAMPLES]
+            for start in range(0, samples.size, AUDIO_BLOCK_SAMPLES)
+        )
+    )
+
+
+class PromptBuilder:
+    """Builds `Prompt`s for one model. Pure; safe to call from any thread (the backends use a worker thread,
+    since resampling and WAV encoding of long user audio should not run on the event loop)."""
+
+    def __init__(self, layout: VocabLayout, codec: TextCodec) -> None:
+        self._layout = layout
+        self._codec = codec
+
+    def build(self, request: GenerationInput) -> Prompt:
+        """The prompt for ``request``: instructions as the system turn, the history, then the prefill."""
+        pieces = _Pieces(self._codec)
+        audio: list[AudioBlock] = []
+        if request.instructions:
+            self._open(pieces, "system")
+            pieces.text(request.instructions)
+            pieces.special(self._layout.eot)
+        for turn in request.turns:
+            audio.extend(self._turn(pieces, turn))
+        self._open(pieces, ASSISTANT_ROLE)
+        if request.speak:
+            pieces.special(self._layout.tts_start)
+        return Prompt(input_ids=pieces.ids(), audio=tuple(audio), starts_in_speech=request.speak)
+
+    def _open(self, pieces: _Pieces, role: str) -> None:
+        pieces.special(self._layout.bot)
+        pieces.text(f"{role}\n")
+
+    def _turn(self, pieces: _Pieces, turn: PromptTurn) -> list[AudioBlock]:
+        tools = turn.role == "system" and turn.name == TOOL_SCHEMAS_ROLE
+        self._open(pieces, TOOL_SCHEMAS_ROLE if tools else ROLE_NAMES[turn.role])
+        blocks: list[AudioBlock] = []
+        if turn.role == ASSISTANT_ROLE and turn.output_ids is not None:
+            # Re-insert the answer exactly as generated: <tts_start> was the prefill, not an output id.
+            if turn.spoken:
+                pieces.special(self._layout.tts_start)
+            pieces.raw(_without_trailing(turn.output_ids, self._layout.eot))
+        else:
+            if turn.text:
+                pieces.text(turn.text)
+            if turn.audio_pcm16 and turn.role != ASSISTANT_ROLE:
+                blocks = list(audio_blocks(turn.audio_pcm16, turn.audio_sample_rate))
+                for _ in blocks:
+                    pieces.special(self._layout.audio_start)
+                    pieces.special(self._layout.audio_patch)
+                    pieces.special(self._layout.audio_end)
+        pieces.special(self._layout.eot)
+        return blocks
+
+
+def _without_trailing(ids: Sequence[int], token_id: int) -> Sequence[int]:
+    """Drop one trailing stop id: SGLang returns the matched ``<|EOT|>`` inside ``output_ids``."""
+    return ids[:-1] if ids and ids[-1] == token_id else ids
+
+
+class _Pieces:
+    """Accumulates prompt ids; adjacent text is encoded together so tokenisation matches the whole string."""
+
+    def __init__(self, codec: TextCodec) -> None:
+        self._codec = codec
+        self._ids: list[int] = []
+        self._pending_text: list[str] = []
+
+    def text(self, text: str) -> None:
+        self._pending_text.append(text)
+
+    def special(self, token_id: int) -> None:
+        self._flush()
+        self._ids.append(token_id)
+
+    def raw(self, ids: Sequence[int]) -> None:
+        self._flush()
+        self._ids.extend(ids)
+
+    def ids(self) -> tuple[int, ...]:
+        self._flush()
+        return tuple(self._ids)
+
+    def _flush(self) -> None:
+        if self._pending_text:
+            self._ids.extend(self._codec.encode("".join(self._pending_text)))
+            self._pending_text.clear()

@@ -1,0 +1,180 @@
+"""Conversation items <-> what the model sees: client items to `Item`s, items to prompt turns, truncation.
+
+Pure functions over realtime/session/conversation.py records; no I/O.
+"""
+
+from __future__ import annotations
+
+import binascii
+from base64 import b64decode
+from collections.abc import Iterable
+
+from realtime.audio import PCM_RATE, AudioFormat, wire_to_pcm16
+from realtime.backends.base import PromptTurn, TextCodec
+from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation
+from realtime.session.tool_calls import call_text
+from realtime.wire.client_events import ConversationItemModel
+from realtime.wire.records import ContentPart, Item, new_id
+from streaming_parser import AudioTokenParser, TextTokens, VocabLayout
+
+MS_PER_AUDIO_CODE = 40  # Step-Audio-2 audio codes run at 25 Hz
+MS_PER_SECOND = 1000
+
+
+def item_from_client(model: ConversationItemModel, input_format: AudioFormat) -> Item:
+    """Turn a validated client item into our record (client ids kept, missing ids generated).
+
+    Raises:
+        ProtocolViolation: content we cannot use (images, audio that is not valid base64, empty parts).
+    """
+    item_id = model.id or new_id("item")
+    if model.type == "function_call":
+        return Item(
+            id=item_id,
+            kind="function_call",
+            call_id=model.call_id or new_id("call"),
+            name=model.name,
+            arguments=model.arguments,
+        )
+    if model.type == "function_call_output":
+        return Item(id=item_id, kind="function_call_output", call_id=model.call_id, output=model.output)
+    parts: list[ContentPart] = []
+    for index, content in enumerate(model.content):
+        param = f"item.content[{index}]"
+        kind = getattr(content, "type", None)
+        if kind == "input_text" or (kind is None and model.role == "system"):
+            parts.append(
+                ContentPart("input_text", text=_required(getattr(content, "text", None), f"{param}.text"))
+            )
+        elif kind == "output_text":
+            parts.append(
+                ContentPart("output_text", text=_required(getattr(content, "text", None), f"{param}.text"))
+            )
+        elif kind == "output_audio":
+            transcript = getattr(content, "transcript", None)
+            parts.append(ContentPart("output_audio", transcript=_required(transcript, f"{param}.transcript")))
+        elif kind == "input_audio":
+            parts.append(
+                _input_audio(
+                    getattr(content, "audio", None), getattr(content, "transcript", None), input_format, param
+                )
+            )
+        else:
+            raise ProtocolViolation(
+                CODE_INVALID_VALUE,
+                f"Invalid value: '{kind}'. This content type is not supported.",
+                f"{param}.type",
+            )
+    spoken = model.role == "assistant" and any(p.kind == "output_audio" for p in parts)
+    return Item(id=item_id, kind="message", role=model.role, content=parts, spoken=spoken)
+
+
+def user_audio_item(wire: bytes, fmt: AudioFormat) -> Item:
+    """The user item a commit creates from buffered wire audio."""
+    part = ContentPart(
+        "input_audio", audio=wire, pcm16=wire_to_pcm16(wire, fmt, "audio"), pcm_rate=fmt.sample_rate
+    )
+    return Item(id=new_id("item"), kind="message", role="user", content=[part])
+
+
+def _input_audio(audio: str | None, transcript: str | None, fmt: AudioFormat, param: str) -> ContentPart:
+    if audio is None:
+        return ContentPart("input_audio", transcript=_required(transcript, f"{param}.audio"))
+    try:
+        wire = b64decode(audio, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, "Invalid value: audio is not valid base64.", f"{param}.audio"
+        ) from None
+    pcm = wire_to_pcm16(wire, fmt, f"{param}.audio")
+    return ContentPart("input_audio", transcript=transcript, audio=wire, pcm16=pcm, pcm_rate=fmt.sample_rate)
+
+
+def _required(value: str | None, param: str) -> str:
+    if value is None:
+        raise ProtocolViolation(CODE_MISSING_PARAMETER, f"Missing required parameter: '{param}'.", param)
+    return value
+
+
+def prompt_turns(items: Iterable[Item]) -> list[PromptTurn]:
+    """The conversation as the backend's prompt turns, oldest first.
+
+    A function call the model wrote is already inside its reply's raw ``output_ids``; other calls (made by
+    the client, or whose reply is gone) become an assistant turn in the model's ``<tool_call>`` format.
+    Function outputs become ``tool`` turns.
+    """
+    items = list(items)
+    names = {item.call_id: item.name for item in items if item.kind == "function_call"}
+    written = {call for item in items for call in item.calls_in_output_ids}
+    turns: list[PromptTurn] = []
+    for item in items:
+        if item.kind == "function_call":
+            if item.id not in written:  # a client-made call, or its reply was deleted or cut before it
+                text = call_text(item.name or "", item.arguments or "")
+                turns.append(PromptTurn(role="assistant", text=text))
+        elif item.kind == "function_call_output":
+            turns.append(PromptTurn(role="tool", text=item.output, name=names.get(item.call_id)))
+        elif item.role is not None:
+            text = "".join(p.text or p.transcript or "" for p in item.content)
+            audio = b"".join(p.pcm16 for p in item.content if p.pcm16)
+            rate = next((p.pcm_rate for p in item.content if p.pcm16), PCM_RATE)
+            turns.append(
+                PromptTurn(
+                    role=item.role,
+                    text=text or None,
+                    audio_pcm16=audio or None,
+                    audio_sample_rate=rate,
+                    output_ids=item.output_ids,
+                    spoken=item.spoken,
+                )
+            )
+    return turns
+
+
+def sent_audio_ms(item: Item) -> int:
+    """Milliseconds of assistant audio sent for ``item`` (rounded up, so a client's own count never exceeds it)."""
+    return -(-item.audio_samples * MS_PER_SECOND // PCM_RATE)
+
+
+def truncate_item(
+    item: Item, audio_end_ms: int, fmt: AudioFormat, vocab: VocabLayout, codec: TextCodec
+) -> None:
+    """Cut an assistant audio item at ``audio_end_ms``: its audio, its transcript and its stored output ids.
+
+    With the raw output ids known, the heard transcript is the spoken text emitted before the first unheard
+    audio code (codes are 40 ms each, docs/PROTOCOL.md §6.3); otherwise the transcript is cut in
+    proportion to the audio heard.
+    """
+    part = item.content[0]
+    total_ms = sent_audio_ms(item)
+    if item.output_ids is not None:
+        kept = _ids_heard(item.output_ids, audio_end_ms // MS_PER_AUDIO_CODE, vocab)
+        if len(kept) < len(item.output_ids):
+            item.calls_in_output_ids = ()  # calls come after the speech: cut off with it
+        item.output_ids = kept
+        part.transcript = _spoken_text(kept, vocab, codec)
+    elif part.transcript and total_ms > 0:
+        part.transcript = part.transcript[: len(part.transcript) * audio_end_ms // total_ms]
+    if part.audio is not None:
+        keep = audio_end_ms * fmt.sample_rate // MS_PER_SECOND * fmt.bytes_per_sample
+        part.audio = part.audio[:keep]
+    item.audio_samples = min(item.audio_samples, audio_end_ms * PCM_RATE // MS_PER_SECOND)
+
+
+def _ids_heard(ids: tuple[int, ...], heard_codes: int, vocab: VocabLayout) -> tuple[int, ...]:
+    codes = 0
+    for index, token in enumerate(ids):
+        if vocab.audio_code(token) is not None:
+            if codes == heard_codes:
+                return ids[:index]
+            codes += 1
+    return ids
+
+
+def _spoken_text(ids: tuple[int, ...], vocab: VocabLayout, codec: TextCodec) -> str:
+    parser = AudioTokenParser(vocab, starts_in_speech=True)
+    spoken: list[int] = []
+    for event in [*parser.feed(ids), *parser.flush()]:
+        if isinstance(event, TextTokens) and event.spoken:
+            spoken.extend(event.ids)
+    return codec.decode(spoken)

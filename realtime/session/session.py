@@ -1,0 +1,328 @@
+"""One Realtime session: its state (settings, conversation, input audio, responses) and the dispatch of
+client events onto it.
+
+The connection (realtime/session/connection.py) feeds `Session.handle` one decoded client event at a time; a
+cancel is processed synchronously (its ``response.done`` is queued before the next client event is read,
+docs/PROTOCOL.md §6.1). Each response runs as a task of the connection's task group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from realtime.errors import (
+    CODE_ACTIVE_RESPONSE,
+    CODE_CANCEL_NOT_ACTIVE,
+    CODE_COMMIT_EMPTY,
+    CODE_INVALID_FOR_TRANSPORT,
+    CODE_INVALID_VALUE,
+    ErrorReport,
+    ProtocolViolation,
+    RealtimeError,
+)
+from realtime.session.conversation import Conversation
+from realtime.session.input_audio import InputAudioBuffer
+from realtime.session.items import (
+    item_from_client,
+    sent_audio_ms,
+    truncate_item,
+    user_audio_item,
+)
+from realtime.session.outbox import Outbox
+from realtime.session.response import CancelReason, ResponseContext, ResponseRun
+from realtime.session.response_plan import plan_response
+from realtime.session.vad import VadEvent
+from realtime.speech.runtime import Runtime
+from realtime.wire.client_events import (
+    AudioAppend,
+    ClientEvent,
+    ItemCreate,
+    ResponseCreate,
+    SessionUpdate,
+)
+from realtime.wire.handshake import Dialect
+from realtime.wire.records import Item, new_id
+from realtime.wire.server_events import EventBuilder
+from realtime.wire.session_config import (
+    SessionConfig,
+    apply_session_update,
+    resolve_voice,
+)
+
+log = logging.getLogger(__name__)
+
+OUTBOX_FRAMES = 256  # frames queued for the socket before producers wait
+MIN_COMMIT_MS = 100  # OpenAI: a commit needs at least 100 ms of audio
+
+
+class Session:
+    """State of one connection: config, conversation, input audio buffer, VAD and active responses.
+
+    Only the connection's own tasks touch it (single event loop, no locks).
+    """
+
+    def __init__(self, runtime: Runtime, dialect: Dialect, model: str) -> None:
+        self.runtime = runtime
+        self.id = new_id("sess")
+        self.events = EventBuilder(dialect)
+        self.config = SessionConfig(model=model, voice=runtime.voices.default)
+        self.conversation = Conversation()
+        self.outbox = Outbox(OUTBOX_FRAMES)
+        self.voice_locked = False
+        self.input_audio = InputAudioBuffer(self.config.input_format)
+        self._default: ResponseRun | None = None
+        self._runs: dict[str, tuple[ResponseRun, asyncio.Task[None]]] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+
+    async def open(self, tasks: asyncio.TaskGroup) -> None:
+        """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends."""
+        self._tasks = tasks
+        for event in self.events.session_created(self.config, self.id):
+            await self.outbox.put(event)
+        for event in self.events.conversation_created(self.conversation.id):
+            await self.outbox.put(event)
+        self._configure_vad()
+
+    def abort_runs(self) -> None:
+        """Stop every response without closing events; the sender drops their queued audio."""
+        for run, task in list(self._runs.values()):
+            run.cancelled = True
+            task.cancel()
+
+    async def report(self, report: ErrorReport) -> None:
+        """Count and queue an ``error`` event."""
+        self.runtime.metrics.error(report.code)
+        await self.outbox.put(self.events.error(report))
+
+    # dispatch --------------------------------------------------------------------------------------------
+    async def handle(self, event: ClientEvent) -> None:
+        """Apply one client event. Raises `RealtimeError` subclasses for the client to see."""
+        try:
+            await self._dispatch(event)
+        except RealtimeError as exc:
+            if exc.event_id is None:
+                exc.event_id = getattr(event, "event_id", None)
+            raise
+
+    async def _dispatch(self, event: ClientEvent) -> None:
+        if isinstance(event, AudioAppend):
+            await self._append(event.audio)
+        elif isinstance(event, SessionUpdate):
+            self._session_update(event)
+            await self.outbox.put(self.events.session_updated(self.config, self.id))
+        elif isinstance(event, ItemCreate):
+            await self._item_create(event)
+        elif isinstance(event, ResponseCreate):
+            await self._response_create(event)
+        elif event.type == "input_audio_buffer.commit":
+            await self._commit()
+        elif event.type == "input_audio_buffer.clear":
+            self.input_audio.clear()
+            await self.outbox.put(self.events.cleared())
+        elif event.type == "conversation.item.retrieve":
+            await self.outbox.put(self.events.item_retrieved(self.conversation.get(event.item_id)))
+        elif event.type == "conversation.item.truncate":
+            await self._truncate(event.item_id, event.content_index, event.audio_end_ms)
+        elif event.type == "conversation.item.delete":
+            await self._delete(event.item_id)
+        elif event.type == "response.cancel":
+            await self._cancel(event.response_id)
+        elif event.type == "output_audio_buffer.clear":
+            raise ProtocolViolation(
+                CODE_INVALID_FOR_TRANSPORT,
+                "output_audio_buffer.clear is only supported for WebRTC and SIP connections.",
+            )
+
+    # session ---------------------------------------------------------------------------------------------
+    def _session_update(self, event: SessionUpdate) -> None:
+        old = self.config
+        self.config = apply_session_update(
+            old,
+            event.session,
+            voice_locked=self.voice_locked,
+            resolve=self._resolve_voice("session.audio.output.voice"),
+            beta=self.events.beta,
+        )
+        if (old.turn_detection, old.input_format) != (self.config.turn_detection, self.config.input_format):
+            self._configure_vad()
+
+    def _resolve_voice(self, param: str) -> Callable[[str], str]:
+        voices = self.runtime.voices
+
+        def resolve(name: str) -> str:
+            return resolve_voice(name, set(voices.names()), voices.default, param)
+
+        return resolve
+
+    def _configure_vad(self) -> None:
+        self.input_audio.configure(self.config.turn_detection, self.config.input_format)
+
+    # input audio -----------------------------------------------------------------------------------------
+    async def _append(self, wire: bytes) -> None:
+        for vad_event in await self.input_audio.append(wire):
+            await self._on_vad(vad_event)
+
+    async def _commit(self) -> None:
+        buffered = self.input_audio.buffered_ms
+        if buffered < MIN_COMMIT_MS:
+            raise ProtocolViolation(
+                CODE_COMMIT_EMPTY,
+                "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+                f"but buffer only has {buffered:.2f}ms of audio.",
+            )
+        audio = self.input_audio
+        item_id, audio.speech_item_id = audio.speech_item_id or new_id("item"), None
+        await self._commit_item(item_id)
+
+    async def _commit_item(self, item_id: str) -> Item:
+        item = user_audio_item(self.input_audio.take(), self.config.input_format)
+        item.id = item_id
+        previous = self.conversation.insert(item)
+        await self.outbox.put(self.events.committed(item.id, previous))
+        await self.outbox.put(self.events.item_added(item, previous))
+        for event in self.events.item_done(item):
+            await self.outbox.put(event)
+        return item
+
+    async def _on_vad(self, event: VadEvent) -> None:
+        settings = self.config.turn_detection
+        if settings is None:
+            return
+        if event.kind == "start":
+            self.input_audio.speech_item_id = new_id("item")
+            if settings.interrupt_response and self._default is not None:
+                await self._cancel_run(self._default, "turn_detected")
+            # keep prefix padding before the detected start, drop older audio
+            start_ms = max(event.ms - settings.prefix_padding_ms, 0)
+            await self.outbox.put(self.events.speech_started(self.input_audio.speech_item_id, start_ms))
+            return
+        item_id = self.input_audio.speech_item_id or new_id("item")
+        self.input_audio.speech_item_id = None
+        await self.outbox.put(self.events.speech_stopped(item_id, event.ms))
+        if self.input_audio.buffered_ms < MIN_COMMIT_MS:
+            return
+        await self._commit_item(item_id)
+        if settings.create_response:
+            if self._default is not None:
+                raise ProtocolViolation(
+                    CODE_ACTIVE_RESPONSE,
+                    "Conversation already has an active response in progress: "
+                    f"{self._default.record.id}. Wait until the response is finished before creating a new one.",
+                )
+            await self._response_create(ResponseCreate(None, None, None, None))
+
+    # items -----------------------------------------------------------------------------------------------
+    async def _item_create(self, event: ItemCreate) -> None:
+        item = item_from_client(event.item, self.config.input_format)
+        previous = self.conversation.insert(item, event.previous_item_id)
+        await self.outbox.put(self.events.item_added(item, previous))
+        for done in self.events.item_done(item):
+            await self.outbox.put(done)
+
+    def _run_of(self, item_id: str) -> ResponseRun | None:
+        for run, _ in self._runs.values():
+            if any(item.id == item_id for item in run.record.output):
+                return run
+        return None
+
+    async def _truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> None:
+        item = self.conversation.get(item_id)
+        if item.role != "assistant" or not item.content or item.content[0].kind != "output_audio":
+            raise ProtocolViolation(
+                CODE_INVALID_VALUE, "Only assistant messages with audio can be truncated.", "item_id"
+            )
+        if content_index != 0:
+            raise ProtocolViolation(
+                CODE_INVALID_VALUE, "Invalid value: content_index must be 0.", "content_index"
+            )
+        run = self._run_of(item_id)
+        if run is not None:  # the client stopped listening: stop generating first
+            await self._cancel_run(run, "client_cancelled")
+            await self.outbox.queue.join()  # audio accounting is settled once queued frames are sent
+        sent = sent_audio_ms(item)
+        if audio_end_ms < 0 or audio_end_ms > sent:
+            raise ProtocolViolation(
+                CODE_INVALID_VALUE,
+                f"Audio content of {sent}ms is shorter than {audio_end_ms}ms.",
+                "audio_end_ms",
+            )
+        backend = self.runtime.backend
+        truncate_item(item, audio_end_ms, self.config.output_format, backend.vocab, backend.text_codec)
+        await self.outbox.put(self.events.item_truncated(item_id, content_index, audio_end_ms))
+
+    async def _delete(self, item_id: str) -> None:
+        if self._run_of(item_id) is not None:
+            raise ProtocolViolation(
+                CODE_INVALID_VALUE, "This item belongs to a response in progress; cancel it first.", "item_id"
+            )
+        self.conversation.delete(item_id)
+        await self.outbox.put(self.events.item_deleted(item_id))
+
+    # responses -------------------------------------------------------------------------------------------
+    async def _response_create(self, event: ResponseCreate) -> None:
+        plan = plan_response(
+            event,
+            self.config,
+            self.conversation,
+            resolve_voice=self._resolve_voice("response.audio.output.voice"),
+            beta=self.events.beta,
+        )
+        if plan.in_band and self._default is not None:
+            raise ProtocolViolation(
+                CODE_ACTIVE_RESPONSE,
+                "Conversation already has an active response in progress: "
+                f"{self._default.record.id}. Wait until the response is finished before creating a new one.",
+            )
+        conversation = self.conversation if plan.in_band else None
+        self._start(ResponseRun(self._response_context(), plan.record, plan.request, conversation))
+
+    def _response_context(self) -> ResponseContext:
+        return ResponseContext(
+            reply=self.runtime.reply,
+            events=self.events,
+            outbox=self.outbox,
+            vocab=self.runtime.backend.vocab,
+            max_delta_ms=self.runtime.config.max_audio_delta_ms,
+            on_audio=self._lock_voice,
+            metrics=self.runtime.metrics,
+        )
+
+    def _lock_voice(self) -> None:
+        self.voice_locked = True
+
+    def _start(self, run: ResponseRun) -> None:
+        assert self._tasks is not None
+        task = self._tasks.create_task(run.run(), name=f"response {run.record.id}")
+        self._runs[run.record.id] = (run, task)
+        if run.in_default_conversation:
+            self._default = run
+        task.add_done_callback(lambda _: self._forget(run))
+
+    def _forget(self, run: ResponseRun) -> None:
+        self._runs.pop(run.record.id, None)
+        if self._default is run:
+            self._default = None
+
+    async def _cancel(self, response_id: str | None) -> None:
+        if response_id is not None:
+            entry = self._runs.get(response_id)
+            run = entry[0] if entry is not None else None
+        else:
+            run = self._default or next((r for r, _ in reversed(self._runs.values())), None)
+        if run is None:
+            raise ProtocolViolation(CODE_CANCEL_NOT_ACTIVE, "Cancellation failed: no active response found")
+        await self._cancel_run(run, "client_cancelled")
+
+    async def _cancel_run(self, run: ResponseRun, reason: CancelReason) -> None:
+        """Cancel and wait until the response's closing events are queued."""
+        entry = self._runs.get(run.record.id)
+        run.cancel(reason)
+        if entry is not None:
+            await asyncio.wait({entry[1]})
+
+    @property
+    def active_response_ids(self) -> list[str]:
+        """Ids of responses in progress."""
+        return list(self._runs)

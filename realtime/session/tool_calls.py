@@ -1,0 +1,212 @@
+"""Function calls in the model's text: incremental scanning, and the prompt forms of tools and calls.
+
+Step-Audio-2 writes a tool call as plain text after ``<tts_end>`` (or anywhere in a text-only reply)
+(docs/SGLANG.md §3.4)::
+
+    <tool_call>function
+    {name}
+    {json arguments}</tool_call>
+
+`ToolCallScanner` splits a stream of text deltas into plain text and function calls as the text arrives:
+tags may be split across deltas at any position, and text outside the tags stays text. Any chunking of the
+same text gives the same events (merged), which the tests check by splitting at every position.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+OPEN_TAG = "<tool_call>"
+CLOSE_TAG = "</tool_call>"
+CALL_KIND = "function"  # the first header line; the only kind the Realtime API has
+TOOL_SCHEMAS_ROLE = "tool_json_schemas"  # StepFun's prompt turn holding the tool definitions
+
+
+@dataclass(frozen=True)
+class PlainText:
+    """Text outside any tool call."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    """A call's header is complete: its function name is known, its arguments follow."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class CallArguments:
+    """A piece of the current call's JSON arguments (leading/trailing whitespace of the whole is dropped)."""
+
+    delta: str
+
+
+@dataclass(frozen=True)
+class CallFinished:
+    """The current call ended.
+
+    Attributes:
+        name: function name.
+        arguments: the whole argument text (the concatenation of its `CallArguments`).
+        complete: False when the text stopped before ``</tool_call>`` (length limit).
+    """
+
+    name: str
+    arguments: str
+    complete: bool = True
+
+
+ScanEvent = PlainText | CallStarted | CallArguments | CallFinished
+
+
+class _State(enum.Enum):
+    TEXT = "text"
+    HEADER = "header"  # after <tool_call>, before "function\n{name}\n" is complete
+    ARGUMENTS = "arguments"
+
+
+def _partial_tag_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag`` (it may become the tag)."""
+    for size in range(min(len(text), len(tag) - 1), 0, -1):
+        if tag.startswith(text[-size:]):
+            return size
+    return 0
+
+
+class ToolCallScanner:
+    """Incremental splitter of model text into `PlainText` and function-call events. One per response."""
+
+    def __init__(self) -> None:
+        self._state = _State.TEXT
+        self._pending = ""  # text not yet classified
+        self._name = ""
+        self._arguments: list[str] = []
+
+    @property
+    def in_call(self) -> bool:
+        """True between ``<tool_call>`` and ``</tool_call>``."""
+        return self._state is not _State.TEXT
+
+    def feed(self, text: str) -> list[ScanEvent]:
+        """Scan the next piece of text; return the events it completes."""
+        self._pending += text
+        events: list[ScanEvent] = []
+        while True:
+            before = (self._state, len(self._pending))
+            if self._state is _State.TEXT:
+                self._scan_text(events)
+            elif self._state is _State.HEADER:
+                self._scan_header(events)
+            else:
+                self._scan_arguments(events)
+            if (self._state, len(self._pending)) == before:
+                return events
+
+    def flush(self) -> list[ScanEvent]:
+        """The text ended: return what is still held (an unfinished call ends with ``complete=False``)."""
+        events: list[ScanEvent] = []
+        if self._state is _State.TEXT:
+            if self._pending:
+                events.append(PlainText(self._pending))
+        elif self._state is _State.HEADER:
+            events.append(PlainText(OPEN_TAG + self._pending))  # never became a call: keep it as text
+        else:
+            tail = self._pending.rstrip()
+            if tail:
+                events.append(self._argument(tail))
+            events.append(CallFinished(self._name, "".join(self._arguments), complete=False))
+        self._pending = ""
+        self._state = _State.TEXT
+        return events
+
+    def _scan_text(self, events: list[ScanEvent]) -> None:
+        start = self._pending.find(OPEN_TAG)
+        if start >= 0:
+            if start:
+                events.append(PlainText(self._pending[:start]))
+            self._pending = self._pending[start + len(OPEN_TAG) :]
+            self._state = _State.HEADER
+            return
+        keep = _partial_tag_suffix(self._pending, OPEN_TAG)
+        ready = self._pending[: len(self._pending) - keep]
+        if ready:
+            events.append(PlainText(ready))
+            self._pending = self._pending[len(ready) :]
+
+    def _scan_header(self, events: list[ScanEvent]) -> None:
+        close = self._pending.find(CLOSE_TAG)
+        header = self._pending.lstrip() if close < 0 else self._pending[:close].lstrip()
+        lines = header.split("\n", 2)
+        if close < 0 and len(lines) < 3:
+            return  # wait for "function\n{name}\n"
+        kind = lines[0].strip()
+        name = lines[1].strip() if len(lines) > 1 else ""
+        if not name:  # "<tool_call>name\n{args}" without the kind line: the first line is the name
+            kind, name = CALL_KIND, kind
+        if not name:
+            # nothing that names a function: it was text after all
+            events.append(PlainText(OPEN_TAG + self._pending[: close + len(CLOSE_TAG)]))
+            self._pending = self._pending[close + len(CLOSE_TAG) :]
+            self._state = _State.TEXT
+            return
+        self._name, self._arguments = name, []
+        events.append(CallStarted(name))
+        rest = lines[2] if len(lines) > 2 else ""
+        self._pending = rest.lstrip() + (self._pending[close:] if close >= 0 else "")
+        self._state = _State.ARGUMENTS
+
+    def _scan_arguments(self, events: list[ScanEvent]) -> None:
+        if not self._arguments:
+            self._pending = self._pending.lstrip()
+        close = self._pending.find(CLOSE_TAG)
+        if close >= 0:
+            last = self._pending[:close].rstrip()
+            if last:
+                events.append(self._argument(last))
+            events.append(CallFinished(self._name, "".join(self._arguments)))
+            self._pending = self._pending[close + len(CLOSE_TAG) :]
+            self._state = _State.TEXT
+            return
+        keep = _partial_tag_suffix(self._pending, CLOSE_TAG)
+        ready = self._pending[: len(self._pending) - keep]
+        ready = ready.rstrip()  # trailing whitespace may turn out to precede the closing tag
+        if ready:
+            events.append(self._argument(ready))
+            self._pending = self._pending[len(ready) :]
+
+    def _argument(self, delta: str) -> CallArguments:
+        self._arguments.append(delta)
+        return CallArguments(delta)
+
+
+def scan_all(text: str) -> list[ScanEvent]:
+    """Scan a whole text at once."""
+    scanner = ToolCallScanner()
+    return [*scanner.feed(text), *scanner.flush()]
+
+
+def call_text(name: str, arguments: str) -> str:
+    """A function call in the model's own format, for re-inserting a call into the prompt."""
+    return f"{OPEN_TAG}{CALL_KIND}\n{name}\n{arguments}{CLOSE_TAG}"
+
+
+def tool_schemas_json(tools: Iterable[Mapping[str, Any]]) -> str | None:
+    """Realtime function tools as the JSON of a ``tool_json_schemas`` turn (chat-completions style), or None.
+
+    The Realtime API's flat ``{type, name, description, parameters}`` becomes
+    ``{"type": "function", "function": {name, description, parameters}}``, the form StepFun's examples put in
+    that turn. Tools of other types (e.g. MCP) are not callable by this model and are left out.
+    """
+    schemas = []
+    for tool in tools:
+        if tool.get("type", CALL_KIND) != CALL_KIND or not tool.get("name"):
+            continue
+        function = {key: tool[key] for key in ("name", "description", "parameters") if key in tool}
+        schemas.append({"type": CALL_KIND, "function": function})
+    return json.dumps(schemas, ensure_ascii=False) if schemas else None

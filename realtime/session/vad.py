@@ -1,0 +1,167 @@
+"""Server VAD: silero-vad speech probabilities turned into speech start/stop events, off the event loop.
+
+One ONNX session (silero-vad's packaged ``silero_vad.onnx``) is shared by every connection: onnxruntime's
+``run`` is thread-safe and the model is stateless apart from the recurrent state and 64-sample context that we
+pass in and out, which each `TurnDetector` owns. All inference runs on one dedicated thread (`VadEngine`);
+sessions await it. ``semantic_vad`` uses the same detector with the longer silence window of its eagerness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from realtime.audio import AudioFormat, pcm16_to_float, resample, wire_to_pcm16
+from realtime.wire.session_config import TurnDetection
+
+VAD_RATE = 16_000
+WINDOW = 512  # samples per silero-vad step at 16 kHz (32 ms)
+CONTEXT = 64  # samples of the previous window silero-vad expects in front of each step
+STATE_SHAPE = (2, 1, 128)
+HYSTERESIS = 0.15  # speech ends when the probability drops below threshold - 0.15 (silero's VADIterator)
+MS_PER_SECOND = 1000
+_MODEL_PACKAGE = "silero_vad"
+_MODEL_FILE = ("data", "silero_vad.onnx")
+
+
+@dataclass(frozen=True)
+class VadEvent:
+    """Speech started or stopped at ``ms`` since the session's first appended audio."""
+
+    kind: Literal["start", "stop"]
+    ms: int
+
+
+class VadEngine:
+    """The shared silero-vad model and the single thread it runs on."""
+
+    def __init__(self) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = 1
+        self._session: Any = onnxruntime.InferenceSession(
+            str(model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+
+    def probability(
+        self, window: npt.NDArray[np.float32], state: npt.NDArray[np.float32]
+    ) -> tuple[float, npt.NDArray[np.float32]]:
+        """Speech probability of one [CONTEXT + WINDOW] float window and the next recurrent state."""
+        inputs = {"input": window[None, :], "state": state, "sr": np.array(VAD_RATE, dtype=np.int64)}
+        out, next_state = self._session.run(None, inputs)
+        return float(out.reshape(-1)[0]), next_state
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the VAD thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        """Stop the VAD thread."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def model_path() -> Path:
+    """silero-vad's packaged ONNX model, found without importing the package (which imports torch)."""
+    spec = find_spec(_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the silero-vad package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*_MODEL_FILE)
+
+
+_engine: VadEngine | None = None
+_engine_lock = threading.Lock()
+
+
+def shared_engine() -> VadEngine:
+    """The process-wide engine, loaded on first use (blocking: call it off the event loop)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = VadEngine()
+        return _engine
+
+
+async def load_shared_engine() -> VadEngine:
+    """`shared_engine` without blocking the event loop (model loading runs in a thread)."""
+    return _engine if _engine is not None else await asyncio.to_thread(shared_engine)
+
+
+class TurnDetector:
+    """Per-session VAD state machine over appended wire audio.
+
+    Args:
+        settings: the session's turn detection settings.
+        fmt: the session's input audio format.
+        engine: the model to use (defaults to the process-wide one, loaded off the loop on first `feed`).
+        start_ms: session audio time at which this detector starts (event times count from the session's
+            first appended audio, also when turn detection is reconfigured mid-session).
+    """
+
+    def __init__(
+        self, settings: TurnDetection, fmt: AudioFormat, engine: VadEngine | None = None, *, start_ms: int = 0
+    ) -> None:
+        self.settings = settings
+        self.fmt = fmt
+        self._engine = engine
+        self._start_ms = start_ms
+        self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._samples = 0  # 16 kHz samples consumed since the session's first audio
+        self._speaking = False
+        self._silence_start: int | None = None
+
+    async def feed(self, wire: bytes) -> list[VadEvent]:
+        """Process appended audio on the VAD thread; return the start/stop events it produced."""
+        if self._engine is None:
+            self._engine = await load_shared_engine()
+        events: list[VadEvent] = await self._engine.run(self._process, self._engine, wire)
+        return events
+
+    def _process(self, engine: VadEngine, wire: bytes) -> list[VadEvent]:
+        pcm = wire_to_pcm16(wire, self.fmt, "audio")
+        audio = resample(pcm16_to_float(pcm), self.fmt.sample_rate, VAD_RATE)
+        self._pending = np.concatenate([self._pending, audio])
+        threshold = self.settings.threshold
+        silence_needed = self.settings.effective_silence_ms * VAD_RATE // MS_PER_SECOND
+        events: list[VadEvent] = []
+        while self._pending.size >= WINDOW:
+            chunk, self._pending = self._pending[:WINDOW], self._pending[WINDOW:]
+            window = np.concatenate([self._context, chunk]).astype(np.float32)
+            self._context = chunk[-CONTEXT:]
+            prob, self._state = engine.probability(window, self._state)
+            start = self._samples
+            self._samples += WINDOW
+            if not self._speaking and prob >= threshold:
+                self._speaking, self._silence_start = True, None
+                events.append(VadEvent("start", self._ms(start)))
+            elif self._speaking:
+                if prob >= threshold - HYSTERESIS:
+                    self._silence_start = None
+                    continue
+                if self._silence_start is None:
+                    self._silence_start = start
+                if self._samples - self._silence_start >= silence_needed:
+                    self._speaking = False
+                    events.append(VadEvent("stop", self._ms(self._silence_start)))
+                    self._silence_start = None
+        return events
+
+    @property
+    def speaking(self) -> bool:
+        """True between a start and its stop."""
+        return self._speaking
+
+    def _ms(self, samples: int) -> int:
+        return self._start_ms + samples * MS_PER_SECOND // VAD_RATE

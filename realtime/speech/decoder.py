@@ -1,0 +1,97 @@
+"""One reply's speech stream: driven from the event loop, executed on the inference worker.
+
+`ReplyDecoder` turns batches of audio codes into `AudioChunk`s by submitting `SpeechEngine` calls to the
+worker under the reply's `JobGroup` (so a cancel drops its queued steps). A speech segment that ends
+(``<tts_end>``) is finished; a later segment opens a new engine stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from realtime.audio import PCM_RATE, int16_to_pcm16
+from realtime.errors import ResponseFailure, SpeechError
+from realtime.metrics import Metrics
+from realtime.speech.engine import EngineStream, EngineVoice, PcmChunks, SpeechEngine
+from realtime.speech.reply import AudioChunk
+from realtime.speech.worker import InferenceWorker, JobGroup, WorkerClosed
+
+logger = logging.getLogger(__name__)
+
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class SpeechSetup:
+    """The speech side of one reply.
+
+    Attributes:
+        worker: the inference worker that owns the engine.
+        voice: the primed voice (`SpeechEngine.load_voice` result).
+        sample_rate: PCM rate of the engine's output.
+    """
+
+    worker: InferenceWorker[SpeechEngine]
+    voice: EngineVoice
+    sample_rate: int = PCM_RATE
+
+
+class ReplyDecoder:
+    """One reply's engine stream. Event loop only; every engine call runs on the worker."""
+
+    def __init__(self, speech: SpeechSetup, group: JobGroup | None, metrics: Metrics) -> None:
+        self._speech = speech
+        self._group = group
+        self._metrics = metrics
+        self._stream: EngineStream | None = None
+
+    async def open(self) -> None:
+        """Start the engine stream (the voice state is cloned while the LLM is still prefilling)."""
+        if self._stream is None:
+            voice = self._speech.voice
+            self._stream = await self._run(lambda engine: engine.start(voice))
+
+    async def push(self, codes: list[int]) -> list[AudioChunk]:
+        """Decode ``codes``; return the chunks that became ready."""
+        await self.open()
+        stream = self._stream
+        assert stream is not None
+        return await self._step(lambda engine: engine.push(stream, codes))
+
+    async def finish(self) -> list[AudioChunk]:
+        """Flush the stream (end of the speech segment); a later segment opens a new stream."""
+        if self._stream is None:
+            return []
+        stream, self._stream = self._stream, None
+        return await self._step(lambda engine: engine.finish(stream))
+
+    async def _step(self, call: Callable[[SpeechEngine], PcmChunks]) -> list[AudioChunk]:
+        def job(engine: SpeechEngine) -> tuple[list[bytes], float]:
+            t0 = time.perf_counter()
+            pcm = [int16_to_pcm16(chunk) for chunk in call(engine) if len(chunk)]
+            return pcm, time.perf_counter() - t0
+
+        (pcm, seconds), ready_at = await self._run_timed(job)
+        samples = sum(len(p) for p in pcm) // 2
+        self._metrics.observe_decode(seconds, samples / self._speech.sample_rate)
+        return [AudioChunk(p, decoded_at=ready_at) for p in pcm]
+
+    async def _run(self, fn: Callable[[SpeechEngine], ResultT]) -> ResultT:
+        result, _ = await self._run_timed(fn)
+        return result
+
+    async def _run_timed(self, fn: Callable[[SpeechEngine], ResultT]) -> tuple[ResultT, float]:
+        try:
+            return await self._speech.worker.run_timed(fn, group=self._group)
+        except WorkerClosed as exc:
+            raise SpeechError("worker_closed", "The speech decoder is not running.") from exc
+        except (asyncio.CancelledError, ResponseFailure):
+            raise
+        except Exception as exc:
+            logger.exception("speech engine step failed")
+            raise SpeechError("speech_failed", f"Speech decoding failed: {type(exc).__name__}.") from exc

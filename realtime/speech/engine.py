@@ -1,0 +1,176 @@
+"""The speech engine seam: what the reply pipeline needs from a codes -> PCM model, and its one implementation.
+
+The pipeline never touches torch or Token2Wav directly. It talks to a `SpeechEngine` through the inference
+worker (realtime/speech/worker.py), on the worker thread only: load once, prime voices, start a stream per
+response, push codes, finish or cancel it, and unload to free the memory. Another engine of the same family
+(audio codes in, 24 kHz PCM out) is added by implementing this protocol; the pipeline does not change.
+
+Voices and streams are opaque handles to the pipeline (`EngineVoice`, `EngineStream`): each engine checks that
+it was given its own kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+PcmChunks = list[npt.NDArray[np.int16]]
+
+
+class EngineVoice(Protocol):
+    """A primed voice: whatever the engine precomputes from a prompt wav (read-only once made)."""
+
+
+class EngineStream(Protocol):
+    """One response's decoding state: owned by one response, used on the worker thread only."""
+
+
+@dataclass(frozen=True)
+class StreamTiming:
+    """How the engine's chunk schedule starts: the pipeline sizes its warm-up and first steps from it.
+
+    Attributes:
+        first_hop_codes: codes the first chunk consumes.
+        lookahead_codes: codes a chunk needs beyond its hop before it can run.
+        steady_hop_codes: codes a steady chunk consumes (bounds one decode step).
+    """
+
+    first_hop_codes: int
+    lookahead_codes: int
+    steady_hop_codes: int
+
+
+class SpeechEngine(Protocol):
+    """A codes -> PCM model shared by every session. Every method runs on the inference worker thread."""
+
+    @property
+    def sample_rate(self) -> int:
+        """Rate of the PCM the engine produces (24 kHz for Token2Wav)."""
+        ...
+
+    @property
+    def timing(self) -> StreamTiming:
+        """The chunk schedule's shape."""
+        ...
+
+    def load_voice(self, wav: Path) -> EngineVoice:
+        """Prime a voice from a prompt wav (speaker embedding, prompt tokens, caches)."""
+        ...
+
+    def start(self, voice: EngineVoice) -> EngineStream:
+        """A fresh stream for one response in ``voice``."""
+        ...
+
+    def push(self, stream: EngineStream, codes: Sequence[int]) -> PcmChunks:
+        """Add audio codes; return the int16 PCM chunks that became ready (possibly none)."""
+        ...
+
+    def finish(self, stream: EngineStream) -> PcmChunks:
+        """End of the speech segment: decode what is pending and return the rest of the PCM."""
+        ...
+
+    def cancel(self, stream: EngineStream) -> None:
+        """Drop the stream's state now (barge-in or cancel); nothing more is emitted."""
+        ...
+
+    def state_bytes(self, stream: EngineStream) -> int:
+        """Memory the stream holds (caches), for admission control and figures."""
+        ...
+
+    def unload(self) -> None:
+        """Free the model's memory; no method may be called afterwards."""
+        ...
+
+
+class Token2WavEngine:
+    """`SpeechEngine` over Step-Audio-2's Token2Wav (flow matching + HiFT), with one chunk schedule.
+
+    torch and token2wav are imported lazily in `load`, so importing this module stays cheap.
+    """
+
+    def __init__(self, model: object, schedule: object) -> None:
+        from token2wav.model import Token2Wav
+        from token2wav.stream import ChunkSchedule
+
+        assert isinstance(model, Token2Wav) and isinstance(schedule, ChunkSchedule)
+        self._model: Token2Wav | None = model
+        self._schedule = schedule
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path,
+        *,
+        device: str,
+        dtype: str,
+        threads: int,
+        first_hop_tokens: int,
+        hop_tokens: int,
+        hop_growth: float,
+    ) -> Token2WavEngine:
+        """Load Token2Wav from ``model_dir`` (call on the worker thread: it sets torch's thread pool)."""
+        import torch
+
+        from token2wav.model import Token2Wav
+        from token2wav.stream import ChunkSchedule
+
+        torch.set_num_threads(threads)  # process-wide intra-op pool; see ServerConfig.torch_threads
+        model = Token2Wav.from_dir(model_dir, device=device, dtype=getattr(torch, dtype))
+        schedule = ChunkSchedule(
+            first_hop_tokens=first_hop_tokens, hop_tokens=hop_tokens, hop_growth=hop_growth
+        )
+        return cls(model, schedule)
+
+    @property
+    def model(self):  # type: ignore[no-untyped-def]  # torch model: typed in token2wav
+        """The loaded Token2Wav (raises once unloaded)."""
+        if self._model is None:
+            raise RuntimeError("the speech engine was unloaded")
+        return self._model
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.sample_rate)
+
+    @property
+    def timing(self) -> StreamTiming:
+        schedule = self._schedule
+        return StreamTiming(schedule.first_hop_tokens, schedule.lookahead_tokens, schedule.hop_tokens)
+
+    def load_voice(self, wav: Path) -> EngineVoice:
+        voice: EngineVoice = self.model.load_voice(wav)
+        return voice
+
+    def start(self, voice: EngineVoice) -> EngineStream:
+        from token2wav.model import Voice
+
+        assert isinstance(voice, Voice), "a voice primed by another engine"
+        stream: EngineStream = self.model.start(voice, self._schedule)
+        return stream
+
+    def push(self, stream: EngineStream, codes: Sequence[int]) -> PcmChunks:
+        return list(self.model.push(_own(stream), codes))
+
+    def finish(self, stream: EngineStream) -> PcmChunks:
+        return list(self.model.finish(_own(stream)))
+
+    def cancel(self, stream: EngineStream) -> None:
+        _own(stream).close()
+
+    def state_bytes(self, stream: EngineStream) -> int:
+        return int(_own(stream).flow.nbytes())
+
+    def unload(self) -> None:
+        self._model = None
+
+
+def _own(stream: EngineStream):  # type: ignore[no-untyped-def]  # returns token2wav's stream type
+    from token2wav.stream import Token2WavStream
+
+    assert isinstance(stream, Token2WavStream), "a stream started by another engine"
+    return stream

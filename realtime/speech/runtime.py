@@ -1,0 +1,262 @@
+"""The server's shared runtime: LLM backend, Token2Wav on its inference worker, voices and metrics.
+
+One `Runtime` serves every session of a process. Build it with ``await Runtime.create(config)`` and close it
+with ``await runtime.aclose()``. A response calls `Runtime.reply` once (a `realtime.speech.reply.ReplyProducer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from realtime.audio import PCM_RATE
+from realtime.backends.base import GenerationInput, LLMBackend
+from realtime.config import ServerConfig
+from realtime.errors import SpeechError
+from realtime.metrics import Metrics
+from realtime.speech.decoder import SpeechSetup
+from realtime.speech.engine import EngineVoice, SpeechEngine, Token2WavEngine
+from realtime.speech.pipeline import stream_reply
+from realtime.speech.reply import PipelineEvent, UsageMeter
+from realtime.speech.voices import VoiceRegistry
+from realtime.speech.worker import InferenceWorker
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_SIZE: Literal["tiny"] = "tiny"
+EMBEDDED_MODEL_SEED = 0
+_COMPLETE_MARKER = ".streamvoice-complete"  # written last: a half-made cache folder is rebuilt
+
+DEMO_NOTICE = (
+    "EMBEDDED DEMO: the synthetic token source plus a Token2Wav decoder with RANDOM WEIGHTS. What you hear "
+    "is the streaming pipeline working (tokens -> codes -> PCM chunks as soon as they are decoded), not a "
+    "voice model: the audio is noise-like and the transcript is canned words. For real speech, serve "
+    "Step-Audio-2-mini with SGLang and point this server at it and at the real Token2Wav weights: "
+    "`realtime serve --backend sglang --sglang-url http://127.0.0.1:30000 --model-path <Step-Audio-2-mini dir> "
+    "--token2wav-dir <Step-Audio-2-mini dir>/token2wav` (or --backend sglang-engine to run SGLang in-process)."
+)
+
+
+class Runtime:
+    """Backend + speech engine + voices + metrics shared by all sessions.
+
+    Build with `create`; the constructor takes ready parts (tests inject a backend and a worker).
+
+    Attributes:
+        config: the configuration it was built from.
+        backend: the LLM token source.
+        voices: voice registry (names -> prompt wavs, each primed on the worker).
+        metrics: Prometheus metrics on a private registry.
+        is_embedded_demo: True when the backend is synthetic or the decoder has random weights: the output
+            is the pipeline working, not a voice model speaking.
+        sample_rate: output PCM rate (24 kHz).
+        decoder: short description of the Token2Wav weights (for /health and logs).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        backend: LLMBackend,
+        worker: InferenceWorker[SpeechEngine],
+        voices: VoiceRegistry[EngineVoice],
+        metrics: Metrics,
+        *,
+        decoder: str = "",
+        random_weights: bool = False,
+        sample_rate: int = PCM_RATE,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.voices = voices
+        self.metrics = metrics
+        self.sample_rate = sample_rate
+        self.decoder = decoder
+        self.is_embedded_demo = backend.name == "synthetic" or random_weights
+        self._worker = worker
+        self._closed = False
+
+    @classmethod
+    async def create(cls, config: ServerConfig) -> Runtime:
+        """Build the backend, load Token2Wav on its worker, prime every voice, warm up.
+
+        Raises:
+            BackendError: the backend could not start.
+            SpeechError: a voice file is missing or could not be loaded.
+            Exception: Token2Wav failed to load.
+        """
+        from realtime.backends.factory import create_backend
+
+        voices: VoiceRegistry[EngineVoice] = VoiceRegistry.from_specs(
+            config.voices, default=config.default_voice
+        )
+        random_weights = config.token2wav_dir is None
+        model_dir = await ensure_embedded_token2wav(config) if random_weights else config.token2wav_dir
+        assert model_dir is not None
+        backend = create_backend(config)
+        await backend.start()
+        threads = config.effective_torch_threads
+
+        def load() -> SpeechEngine:
+            return Token2WavEngine.load(
+                model_dir,
+                device=config.device,
+                dtype=config.dtype,
+                threads=threads,
+                first_hop_tokens=config.first_hop_tokens,
+                hop_tokens=config.hop_tokens,
+                hop_growth=config.hop_growth,
+            )
+
+        worker: InferenceWorker[SpeechEngine] = InferenceWorker(load, max_pending=config.worker_queue)
+        try:
+            await worker.start()
+            runtime = cls(
+                config,
+                backend,
+                worker,
+                voices,
+                Metrics(),
+                decoder=f"{'random-weight tiny ' if random_weights else ''}Token2Wav from {model_dir}",
+                random_weights=random_weights,
+                sample_rate=await worker.run(lambda engine: engine.sample_rate),
+            )
+            await runtime.load_voices()
+            await runtime.warm_up()
+        except BaseException:
+            await worker.aclose()
+            await backend.aclose()
+            raise
+        return runtime
+
+    async def load_voices(self) -> None:
+        """Prime every registered voice on the worker (prompt tokens, speaker embedding, caches).
+
+        Raises:
+            SpeechError: a voice could not be loaded (code ``voice_load_failed``).
+        """
+        for name in self.voices.names():
+            path = self.voices.path(name)
+            try:
+                state = await self._worker.run(_voice_loader(path))
+            except Exception as exc:
+                raise SpeechError("voice_load_failed", f"Voice {name!r} ({path}): {exc}") from exc
+            self.voices.set_loaded(name, state)
+            logger.info("voice %r loaded from %s", name, path)
+
+    async def warm_up(self) -> None:
+        """Decode one short throw-away stream so lazy initialisation happens before the first client."""
+        voice = self.voices.loaded(self.voices.default)
+
+        def job(engine: SpeechEngine) -> None:
+            timing = engine.timing
+            stream = engine.start(voice)
+            engine.push(stream, list(range(timing.first_hop_codes + timing.lookahead_codes)))
+            engine.finish(stream)
+
+        await self._worker.run(job)
+
+    def reply(
+        self, request: GenerationInput, *, voice: str, meter: UsageMeter | None = None
+    ) -> AsyncIterator[PipelineEvent]:
+        """Stream one reply (see `realtime.speech.pipeline.stream_reply`); a `ReplyProducer`.
+
+        Every failure surfaces while iterating (never from this call): an unknown voice raises
+        `SpeechError` (code ``unknown_voice``) on the first ``__anext__``. Closing the iterator or cancelling
+        the task that iterates it aborts the LLM request and drops pending decode steps.
+
+        Args:
+            request: the generation input (``request.rid`` is the abort handle).
+            voice: a registered voice name.
+            meter: filled with token counts as they arrive (usage of a response that gets cancelled).
+        """
+        if voice not in self.voices:
+            return _raise(self.voices.check, voice)
+        if self._closed:
+            return _raise(_closed_error)
+        state = self.voices.loaded(voice)
+        speech = SpeechSetup(self._worker, state, self.sample_rate)
+        return stream_reply(self.backend, speech, request, self.metrics, meter)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary for ``/health``: backend, decoder, voices, and the embedded-demo notice."""
+        info: dict[str, Any] = {
+            "status": "ok" if not self._closed and self._worker.running else "stopping",
+            "backend": self.backend.name,
+            "decoder": self.decoder,
+            "device": self.config.device,
+            "dtype": self.config.dtype,
+            "torch_threads": self.config.effective_torch_threads,
+            "sample_rate": self.sample_rate,
+            "first_hop_tokens": self.config.first_hop_tokens,
+            "hop_tokens": self.config.hop_tokens,
+            "voices": self.voices.names(),
+            "default_voice": self.voices.default,
+            "active_sessions": self.metrics.active_sessions,
+            "embedded_demo": self.is_embedded_demo,
+        }
+        if self.is_embedded_demo:
+            info["notice"] = DEMO_NOTICE
+        return info
+
+    async def aclose(self) -> None:
+        """Stop the worker and close the backend. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.backend.aclose()
+        finally:
+            await self._worker.aclose()
+
+
+async def _raise(check: Any, *args: Any) -> AsyncIterator[PipelineEvent]:
+    check(*args)
+    raise AssertionError("unreachable: the check raises")  # pragma: no cover
+    yield  # makes this an async generator
+
+
+def _voice_loader(path: Path) -> Callable[[SpeechEngine], EngineVoice]:
+    def load(engine: SpeechEngine) -> EngineVoice:
+        return engine.load_voice(path)
+
+    return load
+
+
+def _closed_error() -> None:
+    raise SpeechError("worker_closed", "The server is shutting down.")
+
+
+async def ensure_embedded_token2wav(config: ServerConfig) -> Path:
+    """The tiny random-weight Token2Wav for the embedded demo, generated into the cache on first start."""
+    target = config.embedded_token2wav_dir
+    if (target / _COMPLETE_MARKER).is_file():
+        return target
+    logger.info("first start: writing a tiny random-weight Token2Wav to %s", target)
+    await asyncio.to_thread(_make_embedded, target)
+    return target
+
+
+def _make_embedded(target: Path) -> None:
+    from token2wav.dummy import make_dummy_model_dir
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # build next to the target and rename, so a crash or a second process never sees a half-written model
+    scratch = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        make_dummy_model_dir(scratch, EMBEDDED_MODEL_SIZE, seed=EMBEDDED_MODEL_SEED)
+        (scratch / _COMPLETE_MARKER).write_text("complete\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(scratch, target)
+    except OSError:
+        if not (target / _COMPLETE_MARKER).is_file():  # unless another process won the race and finished
+            raise
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,116 @@
+"""Voice registry: voice name -> prompt wav, and the loaded Token2Wav voice state for each.
+
+Voices are prompt recordings; Token2Wav turns each into prompt tokens, speaker embedding, prompt mel and
+primed caches (`Token2Wav.load_voice`). The registry only stores names, paths and the loaded handles; loading
+runs on the inference worker (`realtime.speech.runtime.Runtime.create` primes every voice at start-up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from realtime.errors import SpeechError
+
+DEFAULT_VOICE_NAME = "default"
+_ASSET_PACKAGE = "realtime"
+_DEFAULT_VOICE_ASSET = ("assets", "voices", "default.wav")
+
+VoiceT = TypeVar("VoiceT")
+
+
+def default_voice_path() -> Path:
+    """Path of the voice shipped with the package (synthesised by us with espeak-ng)."""
+    ref = resources.files(_ASSET_PACKAGE).joinpath(*_DEFAULT_VOICE_ASSET)
+    return Path(str(ref))
+
+
+class UnknownVoice(SpeechError):
+    """A session asked for a voice the server does not have."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(
+            "unknown_voice", f"Unknown voice {name!r}; available voices: {', '.join(sorted(known))}."
+        )
+        self.name = name
+
+
+class VoiceRegistry(Generic[VoiceT]):
+    """Names to prompt wavs, plus each voice's loaded Token2Wav state once primed.
+
+    Not thread-safe for writes: `add` and `set_loaded` are called during start-up only; lookups may happen
+    from any task afterwards.
+
+    Attributes:
+        default: name of the voice used when a session does not pick one.
+    """
+
+    def __init__(self, default: str = DEFAULT_VOICE_NAME) -> None:
+        self.default = default
+        self._paths: dict[str, Path] = {}
+        self._loaded: dict[str, VoiceT] = {}
+
+    @classmethod
+    def from_specs(
+        cls, specs: Iterable[tuple[str, Path]], *, default: str = DEFAULT_VOICE_NAME
+    ) -> VoiceRegistry[VoiceT]:
+        """The shipped ``default`` voice plus ``specs`` (later names override earlier ones).
+
+        Raises:
+            SpeechError: a wav file does not exist (code ``voice_not_found``) or ``default`` is unknown.
+        """
+        registry: VoiceRegistry[VoiceT] = cls(default=default)
+        registry.add(DEFAULT_VOICE_NAME, default_voice_path())
+        for name, path in specs:
+            registry.add(name, path)
+        if default not in registry:
+            raise UnknownVoice(default, registry.names())
+        return registry
+
+    def add(self, name: str, path: Path) -> None:
+        """Register (or replace) a voice by its prompt wav.
+
+        Raises:
+            SpeechError: the file does not exist (code ``voice_not_found``).
+        """
+        if not path.is_file():
+            raise SpeechError("voice_not_found", f"Voice {name!r}: no such file {str(path)!r}.")
+        self._paths[name] = path
+        self._loaded.pop(name, None)
+
+    def names(self) -> list[str]:
+        """Registered voice names, sorted, the default first."""
+        rest = sorted(n for n in self._paths if n != self.default)
+        return [self.default, *rest] if self.default in self._paths else rest
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def path(self, name: str) -> Path:
+        """Prompt wav of ``name``.
+
+        Raises:
+            UnknownVoice: ``name`` is not registered (code ``unknown_voice``).
+        """
+        self.check(name)
+        return self._paths[name]
+
+    def check(self, name: str) -> None:
+        """Raise `UnknownVoice` (a `SpeechError` with code ``unknown_voice``) if ``name`` is not registered."""
+        if name not in self._paths:
+            raise UnknownVoice(name, self._paths)
+
+    def set_loaded(self, name: str, voice: VoiceT) -> None:
+        """Store the primed Token2Wav voice state of ``name``."""
+        self.check(name)
+        self._loaded[name] = voice
+
+    def loaded(self, name: str) -> VoiceT | None:
+        """The primed voice state of ``name``, or None if not loaded yet."""
+        self.check(name)
+        return self._loaded.get(name)

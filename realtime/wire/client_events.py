@@ -1,0 +1,324 @@
+"""Client-frame parsing onto the `openai.types.realtime` models (the handshake is realtime/wire/handshake.py).
+
+All JSON parsing of client frames happens here (server events are built in realtime/wire/server_events.py). Past this
+module, code handles typed events only: GA models from ``openai.types.realtime`` for every client event, with
+beta-shaped payloads (flat sessions, ``modalities``, ``voice``, ``pcm16`` ...) normalised into the GA shape
+first, so the session layer is dialect-free (docs/PROTOCOL.md §2.1, §2.3). Mistakes raise
+`ProtocolViolation` with the exact OpenAI code, the offending ``param`` and the client's ``event_id``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from base64 import b64decode
+from dataclasses import dataclass
+from typing import Any, TypeAlias, cast
+
+from openai.types.realtime import (
+    ConversationItemDeleteEvent,
+    ConversationItemRetrieveEvent,
+    ConversationItemTruncateEvent,
+    InputAudioBufferClearEvent,
+    InputAudioBufferCommitEvent,
+    OutputAudioBufferClearEvent,
+    RealtimeConversationItemAssistantMessage,
+    RealtimeConversationItemFunctionCall,
+    RealtimeConversationItemFunctionCallOutput,
+    RealtimeConversationItemSystemMessage,
+    RealtimeConversationItemUserMessage,
+    RealtimeResponseCreateParams,
+    RealtimeSessionCreateRequest,
+    ResponseCancelEvent,
+)
+from pydantic import BaseModel
+
+from realtime.errors import (
+    CODE_INVALID_SESSION_TYPE,
+    CODE_INVALID_TYPE,
+    CODE_INVALID_VALUE,
+    CODE_MISSING_PARAMETER,
+    CODE_STRING_TOO_LONG,
+    CODE_UNKNOWN_EVENT,
+    ProtocolViolation,
+)
+from realtime.wire.beta import beta_assistant_content_to_ga, beta_response_to_ga, beta_session_to_ga
+from realtime.wire.handshake import Dialect
+from realtime.wire.validation import check_keys, missing_or_invalid, reject_extras, validate_model
+
+# input_audio_buffer.append carries at most 15 MiB of base64 audio (OpenAI docs, docs/PROTOCOL.md §1.6).
+MAX_APPEND_AUDIO_CHARS = 15 * 1024 * 1024
+# Room for the JSON envelope around the largest legal append.
+MAX_CLIENT_FRAME_CHARS = MAX_APPEND_AUDIO_CHARS + 64 * 1024
+
+ConversationItemModel: TypeAlias = (
+    RealtimeConversationItemSystemMessage
+    | RealtimeConversationItemUserMessage
+    | RealtimeConversationItemAssistantMessage
+    | RealtimeConversationItemFunctionCall
+    | RealtimeConversationItemFunctionCallOutput
+)
+
+
+@dataclass(frozen=True)
+class AudioAppend:
+    """``input_audio_buffer.append`` with its payload already base64-decoded (wire format bytes)."""
+
+    event_id: str | None
+    audio: bytes
+
+
+@dataclass(frozen=True)
+class ItemReference:
+    """A ``{"type": "item_reference", "id": ...}`` entry of ``response.create`` input."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class ResponseCreate:
+    """``response.create`` with its overrides parsed.
+
+    Attributes:
+        event_id: the client's event id.
+        params: GA overrides (``input`` removed; see ``input``), or None when none were given.
+        input: the response's own input (items or references) replacing the conversation, or None.
+        temperature: sampling temperature (beta field; a GA extension), or None.
+    """
+
+    event_id: str | None
+    params: RealtimeResponseCreateParams | None
+    input: tuple[ConversationItemModel | ItemReference, ...] | None
+    temperature: float | None
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """``session.update`` with the session normalised to the GA `RealtimeSessionCreateRequest`."""
+
+    event_id: str | None
+    session: RealtimeSessionCreateRequest
+
+
+@dataclass(frozen=True)
+class ItemCreate:
+    """``conversation.item.create`` with the item validated as its specific GA item model."""
+
+    event_id: str | None
+    item: ConversationItemModel
+    previous_item_id: str | None
+
+
+ClientEvent: TypeAlias = (
+    SessionUpdate
+    | AudioAppend
+    | InputAudioBufferCommitEvent
+    | InputAudioBufferClearEvent
+    | ItemCreate
+    | ConversationItemRetrieveEvent
+    | ConversationItemTruncateEvent
+    | ConversationItemDeleteEvent
+    | ResponseCreate
+    | ResponseCancelEvent
+    | OutputAudioBufferClearEvent
+)
+
+_SIMPLE_EVENTS: dict[str, type[BaseModel]] = {
+    "input_audio_buffer.commit": InputAudioBufferCommitEvent,
+    "input_audio_buffer.clear": InputAudioBufferClearEvent,
+    "conversation.item.retrieve": ConversationItemRetrieveEvent,
+    "conversation.item.truncate": ConversationItemTruncateEvent,
+    "conversation.item.delete": ConversationItemDeleteEvent,
+    "response.cancel": ResponseCancelEvent,
+    "output_audio_buffer.clear": OutputAudioBufferClearEvent,
+}
+_MESSAGE_MODELS: dict[str, type[BaseModel]] = {
+    "system": RealtimeConversationItemSystemMessage,
+    "user": RealtimeConversationItemUserMessage,
+    "assistant": RealtimeConversationItemAssistantMessage,
+}
+# Fields clients echo back from session.created that are read-only: accepted and ignored.
+_SESSION_READ_ONLY = frozenset({"id", "object", "expires_at", "client_secret", "temperature"})
+
+
+def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
+    """Parse one client text frame into a typed event.
+
+    Raises:
+        ProtocolViolation: malformed JSON, unknown type, missing/invalid/unknown fields, bad base64, or an
+            oversized frame. ``event_id`` of the client event is attached when it could be read.
+    """
+    if len(text) > MAX_CLIENT_FRAME_CHARS:
+        raise ProtocolViolation(
+            CODE_STRING_TOO_LONG,
+            f"Message too large: {len(text)} characters; the maximum is {MAX_CLIENT_FRAME_CHARS}.",
+        )
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProtocolViolation(
+            CODE_UNKNOWN_EVENT, "Invalid JSON: the message could not be parsed."
+        ) from None
+    if not isinstance(raw, dict):
+        raise ProtocolViolation(CODE_UNKNOWN_EVENT, "Invalid event: expected a JSON object.")
+    event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+    try:
+        return _decode(raw, dialect)
+    except ProtocolViolation as exc:
+        exc.event_id = event_id
+        raise
+
+
+def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolViolation(CODE_MISSING_PARAMETER, "Missing required parameter: 'type'.", "type")
+    event_id = raw.get("event_id")
+    if kind == "input_audio_buffer.append":
+        return _decode_append(raw)
+    if kind == "session.update":
+        return SessionUpdate(event_id, _decode_session(raw, dialect))
+    if kind == "conversation.item.create":
+        check_keys(raw, {"type", "event_id", "item", "previous_item_id"}, "")
+        if not isinstance(raw.get("item"), dict):
+            raise missing_or_invalid(raw, "item")
+        previous = raw.get("previous_item_id")
+        return ItemCreate(event_id, decode_item(raw["item"], "item"), previous)
+    if kind == "response.create":
+        return _decode_response_create(raw)
+    model = _SIMPLE_EVENTS.get(kind)
+    if model is None:
+        raise ProtocolViolation(
+            CODE_UNKNOWN_EVENT, f"Invalid value: '{kind}'. Unknown or unsupported event type.", "type"
+        )
+    event = validate_model(model, raw, "")
+    reject_extras(event, "", frozenset())
+    return cast(ClientEvent, event)
+
+
+def _decode_append(raw: dict[str, Any]) -> AudioAppend:
+    check_keys(raw, {"type", "event_id", "audio"}, "")
+    audio = raw.get("audio")
+    if not isinstance(audio, str):
+        raise missing_or_invalid(raw, "audio")
+    if len(audio) > MAX_APPEND_AUDIO_CHARS:
+        raise ProtocolViolation(
+            CODE_STRING_TOO_LONG,
+            f"Invalid 'audio': string too long. Expected a string with maximum length {MAX_APPEND_AUDIO_CHARS}, "
+            f"but got a string with length {len(audio)} instead.",
+            "audio",
+        )
+    try:
+        data = b64decode(audio, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, "Invalid value: 'audio' is not valid base64.", "audio"
+        ) from None
+    return AudioAppend(raw.get("event_id"), data)
+
+
+def _decode_session(raw: dict[str, Any], dialect: Dialect) -> RealtimeSessionCreateRequest:
+    check_keys(raw, {"type", "event_id", "session"}, "")
+    session = raw.get("session")
+    if not isinstance(session, dict):
+        raise missing_or_invalid(raw, "session")
+    session = beta_session_to_ga(session)
+    kind = session.get("type")
+    if kind is None:
+        if dialect is Dialect.GA:
+            raise ProtocolViolation(
+                CODE_MISSING_PARAMETER, "Missing required parameter: 'session.type'.", "session.type"
+            )
+        session["type"] = "realtime"
+    elif kind != "realtime":
+        raise ProtocolViolation(
+            CODE_INVALID_SESSION_TYPE,
+            f"Invalid value: '{kind}'. Only 'realtime' sessions are supported.",
+            "session.type",
+        )
+    model = validate_model(RealtimeSessionCreateRequest, session, "session")
+    reject_extras(model, "session", _SESSION_READ_ONLY)
+    return model
+
+
+def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:
+    """Validate one conversation item (GA or beta shape) as its specific GA item model.
+
+    Raises:
+        ProtocolViolation: unsupported item type or invalid fields.
+    """
+    item = dict(raw)
+    kind = item.get("type") or ("message" if "role" in item else None)
+    model: type[BaseModel]
+    if kind == "message":
+        role = item.get("role")
+        if role not in _MESSAGE_MODELS:
+            raise missing_or_invalid(item, "role", param)
+        model = _MESSAGE_MODELS[role]
+        if role == "assistant":
+            item = beta_assistant_content_to_ga(item)
+    elif kind == "function_call":
+        model = RealtimeConversationItemFunctionCall
+    elif kind == "function_call_output":
+        model = RealtimeConversationItemFunctionCallOutput
+    elif kind is None:
+        raise ProtocolViolation(
+            CODE_MISSING_PARAMETER, f"Missing required parameter: '{param}.type'.", f"{param}.type"
+        )
+    else:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE,
+            f"Invalid value: '{kind}'. Supported item types are 'message', 'function_call' and "
+            "'function_call_output'.",
+            f"{param}.type",
+        )
+    item["type"] = kind
+    validated = validate_model(model, item, param)
+    reject_extras(validated, param, frozenset({"id"}))
+    return cast(ConversationItemModel, validated)
+
+
+def _decode_response_create(raw: dict[str, Any]) -> ResponseCreate:
+    check_keys(raw, {"type", "event_id", "response"}, "")
+    response = raw.get("response")
+    event_id = raw.get("event_id")
+    if response is None:
+        return ResponseCreate(event_id, None, None, None)
+    if not isinstance(response, dict):
+        raise missing_or_invalid(raw, "response")
+    params = dict(response)
+    temperature = params.pop("temperature", None)
+    items: tuple[ConversationItemModel | ItemReference, ...] | None = None
+    if "input" in params:
+        items = _decode_input(params.pop("input"))
+    params = beta_response_to_ga(params)
+    model = validate_model(RealtimeResponseCreateParams, params, "response")
+    reject_extras(model, "response", frozenset())
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, int | float)
+    ):
+        raise ProtocolViolation(
+            CODE_INVALID_TYPE, "Invalid type for 'response.temperature'.", "response.temperature"
+        )
+    return ResponseCreate(event_id, model, items, None if temperature is None else float(temperature))
+
+
+def _decode_input(value: Any) -> tuple[ConversationItemModel | ItemReference, ...]:
+    if not isinstance(value, list):
+        raise ProtocolViolation(
+            CODE_INVALID_TYPE, "Invalid type for 'response.input': expected an array.", "response.input"
+        )
+    out: list[ConversationItemModel | ItemReference] = []
+    for index, entry in enumerate(value):
+        param = f"response.input[{index}]"
+        if not isinstance(entry, dict):
+            raise ProtocolViolation(
+                CODE_INVALID_TYPE, f"Invalid type for '{param}': expected an object.", param
+            )
+        if entry.get("type") == "item_reference":
+            if not isinstance(entry.get("id"), str):
+                raise missing_or_invalid(entry, "id", param)
+            out.append(ItemReference(entry["id"]))
+        else:
+            out.append(decode_item(entry, param))
+    return tuple(out)

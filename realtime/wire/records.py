@@ -1,0 +1,127 @@
+"""Our records of the Realtime API's objects: items, their content parts, responses and usage.
+
+They are mutable, loop-owned dataclasses, not wire models: `realtime.wire.server_events` renders them in the
+connection's dialect, and the session layer (`realtime.session`) creates and edits them. Audio is kept twice
+where needed: ``audio`` holds the wire bytes (session format) for ``conversation.item.retrieved``; ``pcm16`` holds
+user speech as PCM16 (at the wire rate) for the prompt.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from realtime.audio import PCM_RATE, AudioFormat
+
+ItemKind = Literal["message", "function_call", "function_call_output"]
+Role = Literal["system", "user", "assistant"]
+ItemStatus = Literal["completed", "incomplete", "in_progress"]
+ContentKind = Literal["input_text", "input_audio", "output_text", "output_audio"]
+ROOT = "root"  # previous_item_id that inserts at the start of the conversation
+
+
+def new_id(prefix: str) -> str:
+    """A fresh object id such as ``item_3f9c...`` (prefixes: event, item, resp, sess, conv, call)."""
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+@dataclass
+class ContentPart:
+    """One content part of a message item.
+
+    Attributes:
+        kind: GA content type; beta names are derived when rendering.
+        text: text of ``input_text`` / ``output_text``.
+        transcript: transcript of ``input_audio`` / ``output_audio`` (None when unknown).
+        audio: wire bytes of the audio in ``audio_format`` (None when not kept).
+        pcm16: user speech as PCM16 LE at ``pcm_rate`` for the prompt (input audio only).
+        pcm_rate: sample rate of ``pcm16``.
+    """
+
+    kind: ContentKind
+    text: str | None = None
+    transcript: str | None = None
+    audio: bytes | None = None
+    pcm16: bytes | None = None
+    pcm_rate: int = PCM_RATE
+
+
+@dataclass
+class Item:
+    """One conversation item (message, function call, or function call output).
+
+    Attributes:
+        id: item id (client-supplied ids are kept).
+        kind: ``message``, ``function_call`` or ``function_call_output``.
+        role: role of a message item.
+        status: ``completed``, ``incomplete`` or ``in_progress``.
+        content: content parts of a message.
+        call_id, name, arguments, output: function call fields.
+        output_ids: raw LLM output ids of an assistant reply (cut at the truncation point).
+        spoken: the assistant reply was spoken.
+        audio_samples: samples of assistant audio actually sent to the client, at 24 kHz.
+        audio_dropped: stored audio exceeded the retrieve limit and was dropped (transcript kept).
+        calls_in_output_ids: ids of the function-call items whose text is inside ``output_ids`` (the model
+            wrote them in this reply), so the prompt does not repeat them.
+    """
+
+    id: str
+    kind: ItemKind
+    role: Role | None = None
+    status: ItemStatus = "completed"
+    content: list[ContentPart] = field(default_factory=list)
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | None = None
+    output_ids: tuple[int, ...] | None = None
+    spoken: bool = False
+    audio_samples: int = 0
+    audio_dropped: bool = False
+    calls_in_output_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Token accounting of one response (``response.done.response.usage``)."""
+
+    input_tokens: int
+    output_tokens: int
+    output_text_tokens: int
+    output_audio_tokens: int
+
+
+@dataclass
+class ResponseRecord:
+    """What ``response.created`` / ``response.done`` describe about one response.
+
+    Attributes:
+        id: ``resp_...``.
+        conversation_id: the default conversation's id, or None for an out-of-band response.
+        modalities: ``("audio",)`` or ``("text",)``.
+        voice: voice name of a spoken response.
+        output_format: wire format of its audio.
+        max_output_tokens: token cap or ``"inf"``.
+        temperature: sampling temperature, if one was set.
+        metadata: client metadata (at most 16 string pairs), or None.
+        status: ``in_progress``, ``completed``, ``cancelled``, ``incomplete`` or ``failed``.
+        reason: ``status_details.reason`` (``turn_detected``, ``client_cancelled``, ``max_output_tokens``).
+        error: ``status_details.error`` as (type, code, message) for failed responses.
+        output: the items the response produced.
+        usage: token usage, once known.
+    """
+
+    id: str
+    conversation_id: str | None
+    modalities: tuple[Literal["text", "audio"], ...]
+    voice: str
+    output_format: AudioFormat
+    max_output_tokens: int | Literal["inf"]
+    temperature: float | None = None
+    metadata: dict[str, str] | None = None
+    status: Literal["in_progress", "completed", "cancelled", "incomplete", "failed"] = "in_progress"
+    reason: Literal["turn_detected", "client_cancelled", "max_output_tokens"] | None = None
+    error: tuple[str, str, str] | None = None
+    output: list[Item] = field(default_factory=list)
+    usage: TokenUsage | None = None

@@ -1,0 +1,305 @@
+"""The effective configuration of one session, and how a ``session.update`` changes it.
+
+`SessionConfig` is immutable; `apply_session_update` returns a new one or raises `ProtocolViolation` and
+leaves the old one in force (updates are all-or-nothing, docs/PROTOCOL.md §4.2). The update arrives as a
+GA `RealtimeSessionCreateRequest` (realtime/wire/client_events.py normalises beta's flat shape into it), so presence of a
+field is `model_fields_set` and ``null`` means "clear".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from openai.types.realtime import RealtimeSessionCreateRequest
+from openai.types.realtime.realtime_audio_formats import AudioPCM, AudioPCMA, AudioPCMU
+
+from realtime.audio import AudioFormat
+from realtime.errors import (
+    CODE_CANNOT_UPDATE_VOICE,
+    CODE_INVALID_VALUE,
+    CODE_STRING_TOO_LONG,
+    ProtocolViolation,
+)
+
+MAX_TOOL_DESCRIPTION = 1024  # OpenAI's limit (livekit/agents#1183)
+MAX_OUTPUT_TOKENS_LIMIT = 4096
+SPEED_RANGE = (0.25, 1.5)
+BETA_TEMPERATURE_RANGE = (0.6, 1.2)
+GA_TEMPERATURE_RANGE = (0.0, 2.0)
+# OpenAI's voice names are accepted as aliases of our default voice (the Agents SDK sends "ash").
+OPENAI_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
+)
+# semantic_vad has no semantic model here: it maps to server VAD with a longer silence window per eagerness.
+SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 500}
+DEFAULT_INSTRUCTIONS = "You are a helpful voice assistant. Answer briefly."
+
+
+@dataclass(frozen=True)
+class TurnDetection:
+    """Server-side turn detection settings (``server_vad``, or ``semantic_vad`` mapped onto it)."""
+
+    kind: Literal["server_vad", "semantic_vad"] = "server_vad"
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 500
+    create_response: bool = True
+    interrupt_response: bool = True
+    idle_timeout_ms: int | None = None
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+
+    @property
+    def effective_silence_ms(self) -> int:
+        """Silence that ends a turn: the configured one, or the eagerness window for semantic VAD."""
+        if self.kind == "semantic_vad":
+            return SEMANTIC_SILENCE_MS[self.eagerness or "auto"]
+        return self.silence_duration_ms
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Everything a client can configure on a session (GA names; the beta view is derived in protocol.py).
+
+    Attributes documented in docs/PROTOCOL.md §4.1. Stored-only fields (``transcription``,
+    ``noise_reduction``, ``tracing``, ``truncation``, ``include``, ``prompt``, ``speed``, ``tools``) are kept as
+    plain JSON values and echoed back.
+    """
+
+    model: str
+    voice: str
+    instructions: str = DEFAULT_INSTRUCTIONS
+    output_modalities: tuple[Literal["text", "audio"], ...] = ("audio",)
+    input_format: AudioFormat = AudioFormat.PCM16
+    output_format: AudioFormat = AudioFormat.PCM16
+    speed: float = 1.0
+    turn_detection: TurnDetection | None = TurnDetection()
+    transcription: dict[str, Any] | None = None
+    noise_reduction: str | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: Any = "auto"
+    max_output_tokens: int | Literal["inf"] = "inf"
+    temperature: float | None = None
+    tracing: Any = None
+    truncation: Any = "auto"
+    include: tuple[str, ...] | None = None
+    prompt: dict[str, Any] | None = None
+
+    @property
+    def speaks(self) -> bool:
+        """True when responses are spoken (audio + transcript), False for text only."""
+        return "audio" in self.output_modalities
+
+
+VoiceResolver = Callable[[str], str]
+
+
+def resolve_voice(name: str, known: set[str] | frozenset[str], default: str, param: str) -> str:
+    """Map a requested voice to a registered one: our names as is, OpenAI names to the default voice.
+
+    Raises:
+        ProtocolViolation: ``invalid_value`` for any other name.
+    """
+    if name in known:
+        return name
+    if name in OPENAI_VOICES:
+        return default
+    available = ", ".join(sorted(known))
+    raise ProtocolViolation(
+        CODE_INVALID_VALUE, f"Invalid value: '{name}'. Unknown voice; available voices: {available}.", param
+    )
+
+
+def parse_modalities(values: Sequence[str] | None, param: str) -> tuple[Literal["text", "audio"], ...]:
+    """``["audio"]`` (also beta ``["text", "audio"]``) -> spoken; ``["text"]`` -> text only."""
+    if not values:
+        raise ProtocolViolation(CODE_INVALID_VALUE, "Invalid value: modalities must not be empty.", param)
+    return ("audio",) if "audio" in values else ("text",)
+
+
+def check_max_output_tokens(value: int | str | None, param: str) -> int | Literal["inf"]:
+    """Validate ``max_output_tokens``: 1..4096 or ``"inf"`` (None also means inf)."""
+    if value is None or value == "inf":
+        return "inf"
+    if isinstance(value, int) and 1 <= value <= MAX_OUTPUT_TOKENS_LIMIT:
+        return value
+    raise ProtocolViolation(
+        CODE_INVALID_VALUE,
+        f"Invalid value: {value!r}. Expected an integer between 1 and {MAX_OUTPUT_TOKENS_LIMIT}, or 'inf'.",
+        param,
+    )
+
+
+def check_temperature(value: Any, *, beta: bool, param: str) -> float:
+    """Validate the sampling temperature (a GA extension; clamped to beta's range on beta connections)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolViolation(CODE_INVALID_VALUE, "Invalid value: temperature must be a number.", param)
+    low, high = BETA_TEMPERATURE_RANGE if beta else GA_TEMPERATURE_RANGE
+    if beta:
+        return min(max(float(value), low), high)
+    if not low <= value <= high:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, f"Invalid value: temperature must be in [{low}, {high}].", param
+        )
+    return float(value)
+
+
+def check_tools(tools: list[Any], param: str) -> tuple[dict[str, Any], ...]:
+    """Validate tool descriptions (<= 1024 characters) and return them as JSON dicts."""
+    out: list[dict[str, Any]] = []
+    for index, tool in enumerate(tools):
+        data: dict[str, Any] = (
+            tool.model_dump(exclude_unset=True) if hasattr(tool, "model_dump") else dict(tool)
+        )
+        description = data.get("description")
+        if isinstance(description, str) and len(description) > MAX_TOOL_DESCRIPTION:
+            raise ProtocolViolation(
+                CODE_STRING_TOO_LONG,
+                f"Invalid '{param}[{index}].description': string too long. Expected a string with maximum "
+                f"length {MAX_TOOL_DESCRIPTION}, but got a string with length {len(description)} instead.",
+                f"{param}[{index}].description",
+            )
+        out.append(data)
+    return tuple(out)
+
+
+def _dump(value: Any) -> Any:
+    return value.model_dump(exclude_unset=True) if hasattr(value, "model_dump") else value
+
+
+def apply_session_update(
+    config: SessionConfig,
+    update: RealtimeSessionCreateRequest,
+    *,
+    voice_locked: bool,
+    resolve: VoiceResolver,
+    beta: bool,
+) -> SessionConfig:
+    """Return ``config`` with the fields present in ``update`` applied (``null`` clears).
+
+    Args:
+        config: the session's current configuration.
+        update: the validated, GA-shaped ``session`` of a ``session.update``.
+        voice_locked: True once the session has produced audio: the voice can no longer change.
+        resolve: maps a requested voice name to a registered one or raises `ProtocolViolation`.
+        beta: the connection speaks beta (temperature is clamped instead of rejected).
+
+    Raises:
+        ProtocolViolation: any invalid field; the caller keeps ``config`` unchanged.
+    """
+    fields = update.model_fields_set
+    changes: dict[str, Any] = {}
+    if "instructions" in fields:
+        changes["instructions"] = update.instructions or ""
+    if "output_modalities" in fields:
+        changes["output_modalities"] = parse_modalities(update.output_modalities, "session.output_modalities")
+    if "max_output_tokens" in fields:
+        changes["max_output_tokens"] = check_max_output_tokens(
+            update.max_output_tokens, "session.max_output_tokens"
+        )
+    if "tools" in fields:
+        changes["tools"] = check_tools(list(update.tools or []), "session.tools")
+    if "tool_choice" in fields:
+        changes["tool_choice"] = _dump(update.tool_choice) if update.tool_choice is not None else "auto"
+    for name in ("tracing", "truncation", "prompt"):
+        if name in fields:
+            changes[name] = _dump(getattr(update, name))
+    if "include" in fields:
+        changes["include"] = tuple(update.include) if update.include is not None else None
+    extra = update.model_extra or {}
+    if "temperature" in extra:
+        value = extra["temperature"]
+        changes["temperature"] = (
+            None if value is None else check_temperature(value, beta=beta, param="session.temperature")
+        )
+    if "audio" in fields and update.audio is not None:
+        changes.update(_audio_changes(config, update, voice_locked=voice_locked, resolve=resolve))
+    return replace(config, **changes)
+
+
+def _audio_changes(
+    config: SessionConfig, update: RealtimeSessionCreateRequest, *, voice_locked: bool, resolve: VoiceResolver
+) -> dict[str, Any]:
+    assert update.audio is not None
+    changes: dict[str, Any] = {}
+    audio_in, audio_out = update.audio.input, update.audio.output
+    if audio_in is not None:
+        present = audio_in.model_fields_set
+        if "format" in present:
+            changes["input_format"] = _format(audio_in.format)
+        if "turn_detection" in present:
+            changes["turn_detection"] = _turn_detection(audio_in.turn_detection)
+        if "transcription" in present:
+            changes["transcription"] = _dump(audio_in.transcription)
+        if "noise_reduction" in present:
+            nr = audio_in.noise_reduction
+            changes["noise_reduction"] = nr.type if nr is not None else None
+    if audio_out is not None:
+        present = audio_out.model_fields_set
+        if "format" in present:
+            changes["output_format"] = _format(audio_out.format)
+        if "speed" in present:
+            speed = 1.0 if audio_out.speed is None else audio_out.speed
+            if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
+                raise ProtocolViolation(
+                    CODE_INVALID_VALUE,
+                    f"Invalid value: {speed}. speed must be between {SPEED_RANGE[0]} and {SPEED_RANGE[1]}.",
+                    "session.audio.output.speed",
+                )
+            changes["speed"] = speed
+        if "voice" in present and audio_out.voice is not None:
+            voice = resolve(str(audio_out.voice))
+            if voice != config.voice and voice_locked:
+                raise ProtocolViolation(
+                    CODE_CANNOT_UPDATE_VOICE,
+                    "Cannot update a conversation's voice if assistant audio is present.",
+                    "session.audio.output.voice",
+                )
+            changes["voice"] = voice
+    return changes
+
+
+def _format(value: AudioPCM | AudioPCMU | AudioPCMA | None) -> AudioFormat:
+    return AudioFormat.PCM16 if value is None else AudioFormat.from_ga_type(value.type)
+
+
+def _turn_detection(value: Any) -> TurnDetection | None:
+    if value is None:
+        return None
+    base = TurnDetection()
+    if value.type == "semantic_vad":
+        return TurnDetection(
+            kind="semantic_vad",
+            create_response=_or(value.create_response, base.create_response),
+            interrupt_response=_or(value.interrupt_response, base.interrupt_response),
+            eagerness=value.eagerness or "auto",
+        )
+    threshold = _or(value.threshold, base.threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE,
+            f"Invalid value: {threshold}. threshold must be between 0.0 and 1.0.",
+            "session.audio.input.turn_detection.threshold",
+        )
+    for name in ("prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms"):
+        number = getattr(value, name)
+        if number is not None and number < 0:
+            raise ProtocolViolation(
+                CODE_INVALID_VALUE,
+                f"Invalid value: {number}. {name} must not be negative.",
+                f"session.audio.input.turn_detection.{name}",
+            )
+    return TurnDetection(
+        kind="server_vad",
+        threshold=threshold,
+        prefix_padding_ms=_or(value.prefix_padding_ms, base.prefix_padding_ms),
+        silence_duration_ms=_or(value.silence_duration_ms, base.silence_duration_ms),
+        create_response=_or(value.create_response, base.create_response),
+        interrupt_response=_or(value.interrupt_response, base.interrupt_response),
+        idle_timeout_ms=value.idle_timeout_ms,
+    )
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value

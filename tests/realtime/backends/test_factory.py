@@ -1,0 +1,76 @@
+"""`realtime serve` backend flags -> ServerConfig -> the configured backend (not started)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from realtime.backends.base import BackendError
+from realtime.backends.factory import create_backend, parse_engine_args
+from realtime.backends.sglang.engine import SGLangEngineBackend
+from realtime.backends.sglang.http import SGLangHTTPBackend
+from realtime.backends.sglang.stream import ServerSampling
+from realtime.commands.serve import add_arguments, config_from_args
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_sglang_http_backend_from_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMVOICE_SGLANG_API_KEY", "secret")
+    args = parse(
+        [
+            "--backend", "sglang", "--sglang-url", "http://127.0.0.1:31000", "--model-path", "stepfun/Step-Audio-2-mini",
+            "--model-dir", str(tmp_path), "--sglang-timeout", "12", "--top-p", "0.8", "--no-audio-check",
+        ]
+    )  # fmt: skip
+    backend = create_backend(config_from_args(args))
+    assert isinstance(backend, SGLangHTTPBackend)
+    config = backend._config
+    assert config.url == "http://127.0.0.1:31000"
+    assert config.model_dir == tmp_path
+    assert config.expected_model == "stepfun/Step-Audio-2-mini"
+    assert config.api_key == "secret" and config.admin_api_key is None
+    assert config.read_timeout_s == 12.0
+    assert config.sampling == ServerSampling(top_p=0.8)
+    assert config.check_audio is False
+
+
+def test_model_path_folder_doubles_as_tokenizer_folder(tmp_path: Path) -> None:
+    backend = create_backend(config_from_args(parse(["--backend", "sglang", "--model-path", str(tmp_path)])))
+    assert isinstance(backend, SGLangHTTPBackend)
+    assert backend._config.model_dir == tmp_path
+    assert backend._config.check_audio is True
+
+
+def test_engine_backend_from_flags(tmp_path: Path) -> None:
+    args = parse(
+        ["--backend", "sglang-engine", "--model-path", str(tmp_path), "--engine-arg", "mem_fraction_static=0.6",
+         "--engine-arg", "load-format=dummy", "--repetition-penalty", "1.1"]
+    )  # fmt: skip
+    backend = create_backend(config_from_args(args))
+    assert isinstance(backend, SGLangEngineBackend)
+    assert backend._config.engine_args == {"mem_fraction_static": 0.6, "load_format": "dummy"}
+    assert backend._config.sampling == ServerSampling(repetition_penalty=1.1)
+
+
+def test_engine_backend_needs_a_model_path() -> None:
+    with pytest.raises(BackendError) as caught:
+        create_backend(config_from_args(parse(["--backend", "sglang-engine"])))
+    assert caught.value.code == "bad_option"
+
+
+def test_parse_engine_args() -> None:
+    assert parse_engine_args(["a=1", "b=true", "c=text", "d=[1, 2]"]) == {
+        "a": 1,
+        "b": True,
+        "c": "text",
+        "d": [1, 2],
+    }
+    with pytest.raises(BackendError):
+        parse_engine_args(["novalue"])

@@ -1,0 +1,134 @@
+"""The response driver on its own: a failing token stream ends in response.done ``failed`` with its code."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from realtime.audio import AudioFormat
+from realtime.backends.base import BackendError, GenerationInput
+from realtime.metrics import Metrics
+from realtime.session.conversation import Conversation
+from realtime.session.outbox import Outbox
+from realtime.session.response import ResponseContext, ResponseRun
+from realtime.speech.reply import PipelineEvent, TranscriptDelta
+from realtime.wire.handshake import Dialect
+from realtime.wire.records import ResponseRecord
+from realtime.wire.server_events import EventBuilder
+from streaming_parser import VocabLayout
+from tests.support.wire_check import validate_frame
+
+
+async def _failing_stream(
+    request: GenerationInput, *, voice: str, meter: object = None
+) -> AsyncIterator[PipelineEvent]:
+    yield TranscriptDelta("partial ")
+    raise BackendError("stream_cut", "The LLM stream ended early.")
+
+
+def _context(respond: Any, outbox: Outbox, metrics: Metrics) -> ResponseContext:
+    """A GA response context on the default vocabulary with 100 ms deltas."""
+    return ResponseContext(
+        reply=respond,
+        events=EventBuilder(Dialect.GA),
+        outbox=outbox,
+        vocab=VocabLayout.default(),
+        max_delta_ms=100,
+        on_audio=lambda: None,
+        metrics=metrics,
+    )
+
+
+async def _drain(outbox: Outbox, dialect: str) -> list[dict[str, Any]]:
+    events = []
+    while not outbox.queue.empty():
+        frame = outbox.queue.get_nowait()
+        events.append(validate_frame(frame.text, dialect))
+        if frame.on_sent is not None:
+            frame.on_sent()
+    return events
+
+
+async def test_backend_failure_fails_the_response_and_keeps_the_transcript() -> None:
+    outbox = Outbox(256)
+    metrics = Metrics()
+    ctx = _context(_failing_stream, outbox, metrics)
+    record = ResponseRecord(
+        id="resp_1",
+        conversation_id="conv_1",
+        modalities=("audio",),
+        voice="default",
+        output_format=AudioFormat.PCM16,
+        max_output_tokens="inf",
+    )
+    conversation = Conversation()
+    run = ResponseRun(ctx, record, GenerationInput(rid="resp_1", turns=[]), conversation)
+    await asyncio.wait_for(run.run(), timeout=30)
+    events = await _drain(outbox, "ga")
+    done = events[-1]["response"]
+    assert done["status"] == "failed"
+    assert done["status_details"] == {
+        "type": "failed",
+        "error": {"type": "server_error", "code": "stream_cut", "message": "The LLM stream ended early."},
+    }
+    transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")
+    assert transcript["transcript"] == "partial "
+    assert len(conversation) == 1 and next(iter(conversation)).status == "incomplete"
+    assert 'streamvoice_errors_total{code="stream_cut"} 1.0' in metrics.render()[0].decode()
+    assert json.dumps(done)  # plain JSON all the way down
+
+
+def _tone(seconds: float) -> bytes:
+    import numpy as np
+
+    t = np.arange(int(24_000 * seconds)) / 24_000
+    wave = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 1300 * t)
+    return (wave * 32767).astype("<i2").tobytes()
+
+
+async def _spoken_audio(fmt: AudioFormat, chunks: list[bytes]) -> bytes:
+    """Run one response whose pipeline yields ``chunks``; return the concatenated audio deltas (wire bytes)."""
+    from realtime.backends.base import FinishReason
+    from realtime.speech.reply import AudioChunk, GenerationDone, Usage
+
+    async def stream(
+        request: GenerationInput, *, voice: str, meter: object = None
+    ) -> AsyncIterator[PipelineEvent]:
+        for chunk in chunks:
+            yield AudioChunk(chunk)
+        yield GenerationDone(FinishReason.STOP, (), Usage(1, 1, 0.0))
+
+    outbox = Outbox(4096)
+    ctx = _context(stream, outbox, Metrics())
+    record = ResponseRecord(
+        id="resp_2",
+        conversation_id=None,
+        modalities=("audio",),
+        voice="default",
+        output_format=fmt,
+        max_output_tokens="inf",
+    )
+    await asyncio.wait_for(ResponseRun(ctx, record, GenerationInput(rid="resp_2", turns=[]), None).run(), 30)
+    events = await _drain(outbox, "ga")
+    assert events[-1]["response"]["status"] == "completed"
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_audio.delta"]
+    return b"".join(base64.b64decode(d) for d in deltas)
+
+
+async def test_g711_output_is_seamless_across_decoder_chunks() -> None:
+    from realtime.audio import encode_output
+
+    pcm = _tone(0.5)
+    # decoder chunks of uneven lengths (odd sample counts too), as Token2Wav's hops would give
+    cuts = [0, 2 * 997, 2 * 5003, 2 * 5004, 2 * 9000, len(pcm)]
+    chunks = [pcm[a:b] for a, b in itertools.pairwise(cuts)]
+    for fmt in (AudioFormat.G711_ULAW, AudioFormat.G711_ALAW):
+        whole = encode_output(pcm, fmt, 24_000)
+        assert len(whole) == len(pcm) // 2 // 3  # 24 kHz -> 8 kHz, one byte per sample
+        assert await _spoken_audio(fmt, chunks) == whole
+        assert await _spoken_audio(fmt, [pcm]) == whole
+    assert await _spoken_audio(AudioFormat.PCM16, chunks) == pcm

@@ -1,0 +1,77 @@
+"""The pipeline on the real (tiny, random-weight) Token2Wav: streamed PCM equals a direct decode."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from realtime.backends.base import GenerationInput, PromptTurn
+from realtime.backends.synthetic import SyntheticBackend
+from realtime.metrics import Metrics
+from realtime.speech.decoder import SpeechSetup
+from realtime.speech.engine import Token2WavEngine
+from realtime.speech.pipeline import stream_reply
+from realtime.speech.reply import AudioChunk, GenerationDone
+from realtime.speech.voices import default_voice_path
+from realtime.speech.worker import InferenceWorker
+from streaming_parser import AudioCodes, AudioTokenParser
+from token2wav.dummy import make_dummy_model_dir
+from token2wav.model import Token2Wav
+from token2wav.stream import ChunkSchedule
+
+FAST = 50_000.0
+SCHEDULE = ChunkSchedule(first_hop_tokens=10, hop_tokens=25)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dummy_model_dir(tmp_path_factory.mktemp("t2w") / "tiny", "tiny", seed=0)
+
+
+@pytest.fixture
+async def worker(tiny_dir: Path) -> AsyncIterator[InferenceWorker[Any]]:
+    w: InferenceWorker[Any] = InferenceWorker(lambda: Token2WavEngine(Token2Wav.from_dir(tiny_dir), SCHEDULE))
+    await w.start()
+    yield w
+    await w.aclose()
+
+
+def _codes(backend: SyntheticBackend, request: GenerationInput) -> list[int]:
+    parser = AudioTokenParser(backend.vocab, starts_in_speech=True)
+    events = parser.feed(backend.reply_ids(request)) + parser.flush()
+    return [c for e in events if isinstance(e, AudioCodes) for c in e.codes]
+
+
+def _direct(engine: Token2WavEngine, voice: Any, schedule: ChunkSchedule, codes: list[int]) -> bytes:
+    model = engine.model
+    stream = model.start(voice, schedule)
+    chunks = model.push(stream, codes) + model.finish(stream)
+    return b"".join(np.asarray(c, dtype="<i2").tobytes() for c in chunks)
+
+
+async def test_streamed_pcm_equals_a_direct_decode(worker: InferenceWorker[Any]) -> None:
+    voice = await worker.run(lambda m: m.load_voice(default_voice_path()))
+    schedule = SCHEDULE
+    backend = SyntheticBackend(tokens_per_second=FAST, prefill_seconds=0)
+    requests = [GenerationInput(rid=f"r{i}", turns=[PromptTurn("user", "hi " * (i + 1))]) for i in range(2)]
+    setup = SpeechSetup(worker, voice)
+    # two responses at once interleave their steps on the one worker thread
+    results = await asyncio.gather(*(_collect(stream_reply(backend, setup, r, Metrics())) for r in requests))
+    for request, events in zip(requests, results, strict=True):
+        assert isinstance(events[-1], GenerationDone)
+        chunks = [e.pcm16 for e in events if isinstance(e, AudioChunk)]
+        codes = _codes(backend, request)
+        expected = await worker.run(lambda m, c=codes: _direct(m, voice, schedule, c))
+        assert b"".join(chunks) == expected
+        assert len(chunks[0]) // 2 == 960 * 10 - 3840  # the short first hop: 240 ms
+        assert np.frombuffer(b"".join(chunks), "<i2").std() > 0
+
+
+async def _collect(stream: AsyncIterator[Any]) -> list[Any]:
+    return [event async for event in stream]

@@ -1,0 +1,120 @@
+"""The whole chain on real SGLang: OpenAI SDK -> our Realtime server -> SGLang (our plugin, CPU, dummy weights)
+-> streaming parser -> tiny Token2Wav -> audio deltas; and a cancel that SGLang counts as an aborted request.
+
+The session SGLang server adds a logit bias on the ``<audio_N>`` ids (``--preferred-sampling-params``), so the
+random-weight model emits mostly speech codes and Token2Wav has something to say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai import AsyncOpenAI
+
+from realtime.config import ServerConfig
+from tests.step_audio2_sglang.conftest import SGLangServer
+from tests.support.server_harness import ServerHandle, start_server
+
+# Generous per-test limit: the first test of a session also pays for the SGLang start-up (minutes on a busy CI box).
+pytestmark = [pytest.mark.sglang, pytest.mark.slow, pytest.mark.timeout(900)]
+
+MODEL = "step-audio-2-mini"
+SHORT_REPLY_TOKENS = 48
+LONG_REPLY_TOKENS = 3000
+EVENT_TIMEOUT_S = 120.0
+ABORT_POLL_S = 0.2
+ABORT_WAIT_S = 10.0
+ABORTED_METRIC = re.compile(r"^sglang:num_aborted_requests_total(?:\{[^}]*\})?\s+([0-9.e+]+)$", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def chain_server(
+    sglang_server: SGLangServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
+    """Our Realtime server on the ``sglang`` (HTTP) backend pointing at the session's SGLang server."""
+    config = ServerConfig(
+        backend="sglang",
+        sglang_url=sglang_server.url,
+        model_path=str(sglang_server.checkpoint.path),
+        cache_dir=Path(tmp_path_factory.mktemp("chain-t2w-cache")),
+        max_audio_delta_ms=100,
+    )
+    handle = start_server(config)
+    yield handle
+    handle.stop()
+
+
+def _client(server: ServerHandle) -> AsyncOpenAI:
+    return AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
+
+
+async def _next_event(conn: Any) -> Any:
+    return await asyncio.wait_for(conn.recv(), EVENT_TIMEOUT_S)
+
+
+async def _open_session(conn: Any, max_output_tokens: int) -> None:
+    assert (await _next_event(conn)).type == "session.created"
+    await conn.session.update(
+        session={"type": "realtime", "instructions": "Be brief.", "max_output_tokens": max_output_tokens}
+    )
+    assert (await _next_event(conn)).type == "session.updated"
+    await conn.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello there"}]}
+    )
+
+
+def _aborted_total(sglang_url: str) -> float:
+    text = httpx.get(f"{sglang_url}/metrics", timeout=10.0).text
+    return sum(float(value) for value in ABORTED_METRIC.findall(text))
+
+
+async def test_sdk_spoken_reply_streams_audio_from_real_sglang(chain_server: ServerHandle) -> None:
+    async with _client(chain_server).realtime.connect(model=MODEL) as conn:
+        await _open_session(conn, SHORT_REPLY_TOKENS)
+        await conn.response.create()
+        events = []
+        while True:
+            event = await _next_event(conn)
+            assert event.type != "error", event
+            events.append(event)
+            if event.type == "response.done":
+                break
+    kinds = [e.type for e in events]
+    deltas = [e for e in events if e.type == "response.output_audio.delta"]
+    assert deltas, kinds
+    audio = b"".join(base64.b64decode(e.delta) for e in deltas)
+    assert len(audio) > 0 and len(audio) % 2 == 0
+    assert kinds.index("response.output_audio.done") > kinds.index("response.output_audio.delta")
+    done = events[-1].response
+    # The bias makes the model speak until the token limit: an incomplete (max_output_tokens) reply.
+    assert done.status in ("incomplete", "completed"), done
+    assert done.usage is not None and 0 < done.usage.output_tokens <= SHORT_REPLY_TOKENS
+
+
+async def test_sdk_cancel_mid_reply_is_aborted_in_sglang(
+    chain_server: ServerHandle, sglang_server: SGLangServer
+) -> None:
+    before = _aborted_total(sglang_server.url)
+    async with _client(chain_server).realtime.connect(model=MODEL) as conn:
+        await _open_session(conn, LONG_REPLY_TOKENS)
+        await conn.response.create()
+        while (event := await _next_event(conn)).type != "response.output_audio.delta":
+            assert event.type not in ("error", "response.done"), event
+        await conn.response.cancel()
+        while (event := await _next_event(conn)).type != "response.done":
+            assert event.type != "error", event
+    assert event.response.status == "cancelled", event.response
+    assert event.response.usage is None or event.response.usage.output_tokens < LONG_REPLY_TOKENS
+    deadline = asyncio.get_running_loop().time() + ABORT_WAIT_S
+    while _aborted_total(sglang_server.url) <= before:
+        assert asyncio.get_running_loop().time() < deadline, (
+            "SGLang never counted the cancelled request as aborted"
+        )
+        await asyncio.sleep(ABORT_POLL_S)
