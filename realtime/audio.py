@@ -89,7 +89,7 @@ def pcm16_to_float(pcm: bytes) -> Float32Array:
 
 
 def float_to_int16(samples: npt.NDArray[np.floating]) -> Int16Array:
-    """Float samples -> int16: clip to [-1, 1], scale by 32767, round toward zero (docs/TOKEN2WAV.md §5.4)."""
+    """Float -> int16: clip to [-1, 1], scale by 32767, round toward zero (docs/TOKEN2WAV.md §5.4)."""
     clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
     return (clipped * np.float32(INT16_SCALE)).astype(np.int16)
 
@@ -385,8 +385,3 @@ def slice_pcm(
     pieces = -(-n // max_samples)  # ceil
     bounds = [(i * n // pieces) * sample_width for i in range(pieces + 1)]
     return [pcm[bounds[i] : bounds[i + 1]] for i in range(pieces)]
-
-
-def duration_seconds(pcm: bytes, sample_rate: int, sample_width: int = PCM16_WIDTH) -> float:
-    """Seconds of audio in ``pcm``."""
-    return len(pcm) / (sample_width * sample_rate)

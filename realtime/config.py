@@ -24,7 +24,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/streamvoice")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-# Token2Wav hop schedule (docs/TOKEN2WAV.md §4.1): a short first hop for latency, then the reference hop of 25.
+# Token2Wav hops (docs/TOKEN2WAV.md §4.1): a short first hop for latency, then the reference hop of 25.
 DEFAULT_FIRST_HOP_TOKENS = 10
 DEFAULT_HOP_TOKENS = 25
 DEFAULT_HOP_GROWTH = 1.5  # hops ramp 10 -> 15 -> 23 -> 25 so no chunk starves the player (token2wav.stream)
@@ -141,11 +141,6 @@ class ServerConfig:
             raise ValueError("max_audio_delta_ms must be within 20..100")
         if not 0 < self.port < 65536 and self.port != 0:
             raise ValueError(f"port out of range: {self.port}")
-
-    @property
-    def is_embedded_token2wav(self) -> bool:
-        """True when no Token2Wav weights were given and the random-weight tiny model is used."""
-        return self.token2wav_dir is None
 
     @property
     def effective_torch_threads(self) -> int:

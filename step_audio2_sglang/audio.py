@@ -19,21 +19,41 @@ from functools import lru_cache
 import torch
 import torchaudio
 
-SAMPLE_RATE = 16_000  # Hz, what the encoder was trained on
+from step_audio2_sglang.placeholders import (
+    BLOCK_SAMPLES,
+    HOP_LENGTH,
+    PAD_SAMPLES,
+    SAMPLE_RATE,
+    block_patch_counts,
+    clip_prompt_tokens,
+    expected_prompt_tokens,
+    num_encoder_frames,
+    num_mel_frames,
+    num_patches,
+)
+
+__all__ = [
+    "BLOCK_SAMPLES",
+    "N_MELS",
+    "SAMPLE_RATE",
+    "PlaceholderIds",
+    "block_patch_counts",
+    "clip_prompt_tokens",
+    "expand_placeholders",
+    "expected_prompt_tokens",
+    "log_mel",
+    "num_encoder_frames",
+    "num_mel_frames",
+    "num_patches",
+    "split_blocks",
+]
+
 N_FFT = 400  # 25 ms window
-HOP_LENGTH = 160  # 10 ms hop: 100 mel frames per second
 N_MELS = 128
-PAD_SAMPLES = 479  # zero samples appended before the STFT (reference `padding_mels`)
-BLOCK_SECONDS = 25  # longest audio block per <audio_start>..<audio_end> span
-BLOCK_SAMPLES = BLOCK_SECONDS * SAMPLE_RATE
 LOG_FLOOR = 1e-10  # clamp before log10
 DYNAMIC_RANGE = 8.0  # log10 units kept below the maximum (80 dB)
 LOG_OFFSET = 4.0  # (x + 4) / 4 normalisation
 LOG_SCALE = 4.0
-# The adapter's Conv1d: kernel 3, stride 2, padding 1 (config `kernel_size`, `adapter_stride`).
-ADAPTER_KERNEL = 3
-ADAPTER_STRIDE = 2
-ADAPTER_PADDING = 1
 
 
 @dataclass(frozen=True)
@@ -60,50 +80,6 @@ def split_blocks(samples: torch.Tensor, block_samples: int = BLOCK_SAMPLES) -> l
     if samples.numel() == 0:
         raise ValueError("empty audio clip: nothing to encode")
     return list(torch.split(samples, block_samples))
-
-
-def num_mel_frames(n_samples: int) -> int:
-    """Mel frames of a block of ``n_samples`` samples (centred STFT of the padded block, last frame dropped)."""
-    return (n_samples + PAD_SAMPLES) // HOP_LENGTH
-
-
-def num_encoder_frames(mel_frames: int) -> int:
-    """Encoder output frames (25 Hz) for ``mel_frames`` mel frames: conv stride 2, then average pool 2."""
-    return (mel_frames + 1) // 2 // 2
-
-
-def num_patches(mel_frames: int) -> int:
-    """Placeholder (``<audio_patch>``) count of one block with ``mel_frames`` mel frames (12.5 Hz)."""
-    enc = num_encoder_frames(mel_frames)
-    return (enc + 2 * ADAPTER_PADDING - ADAPTER_KERNEL) // ADAPTER_STRIDE + 1
-
-
-def block_patch_counts(n_samples: int, block_samples: int = BLOCK_SAMPLES) -> list[int]:
-    """Placeholder counts of every block of a clip of ``n_samples`` samples, without computing features."""
-    if n_samples <= 0:
-        raise ValueError("empty audio clip: nothing to encode")
-    full, rest = divmod(n_samples, block_samples)
-    sizes = [block_samples] * full + ([rest] if rest else [])
-    return [num_patches(num_mel_frames(size)) for size in sizes]
-
-
-def clip_prompt_tokens(n_samples: int, block_samples: int = BLOCK_SAMPLES) -> int:
-    """Prompt tokens one clip occupies after expansion: per block ``<audio_start>`` + N patches + ``<audio_end>``."""
-    return sum(count + 2 for count in block_patch_counts(n_samples, block_samples))
-
-
-def expected_prompt_tokens(
-    n_prompt_ids: int, clip_samples: Sequence[int], block_samples: int = BLOCK_SAMPLES
-) -> int:
-    """Prompt length SGLang should report for a prompt holding one 3-token placeholder per clip.
-
-    Args:
-        n_prompt_ids: length of the prompt as sent (each clip as ``<audio_start><audio_patch><audio_end>``).
-        clip_samples: sample count of every clip at 16 kHz, in prompt order.
-        block_samples: block length in samples.
-    """
-    placeholder_len = 3
-    return n_prompt_ids + sum(clip_prompt_tokens(n, block_samples) - placeholder_len for n in clip_samples)
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,8 @@
 """Build TA4-interleaved id streams (1 text id : 4 audio ids), as Step-Audio-2 emits a spoken reply.
 
 The inverse of what `AudioTokenParser` does inside a segment: used by the synthetic backend, the parser
-benchmark and the tests. Layout of a group (docs/SGLANG.md §2.2): one text slot, then four audio slots; once the
-text has run out the text slot carries ``<tts_pad>``, once the codes have run out the audio slots carry
+benchmark and the tests. Layout of a group (docs/SGLANG.md §2.2): one text slot, then four audio slots; once
+the text has run out the text slot carries ``<tts_pad>``, once the codes have run out the audio slots carry
 ``<audio_6561>``. Groups continue until both are exhausted.
 """
 

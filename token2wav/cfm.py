@@ -1,4 +1,4 @@
-"""CFM sampler (`CausalConditionalCFM`): cosine-schedule Euler ODE with classifier-free guidance (docs/TOKEN2WAV.md §3.3).
+"""CFM sampler (`CausalConditionalCFM`): Euler ODE on a cosine grid with CFG (docs/TOKEN2WAV.md §3.3).
 
 Quirks kept for parity (docs/TOKEN2WAV.md §3.3): the time grid is `1 - cos(linspace(0, 1, S+1) *
 pi/2)` in the model dtype; after each step `t += dt` and the next `dt = t_span[k+1] - t` is taken from the

@@ -2,8 +2,8 @@
 
 `flow.yaml` (the released file) is HyperPyYAML with four `!new:` class tags. It is read with a `SafeLoader`
 subclass that knows exactly those four tags and turns each into an inert frozen dataclass; no module named
-by a tag is ever imported and any other tag is refused by SafeLoader itself (docs/TOKEN2WAV.md §1.2). Unknown or
-missing keys and wrong scalar types raise `ConfigError` naming the file, the YAML path and the key.
+by a tag is ever imported and any other tag is refused by SafeLoader itself (docs/TOKEN2WAV.md §1.2). Unknown
+or missing keys and wrong scalar types raise `ConfigError` naming the file, the YAML path and the key.
 
 The tiny oracle's `config.yaml` is plain YAML with the same values (plus an explicit `activation_type` and a
 `hift` section); `read_reference_config` reads it with the same strict field checks.

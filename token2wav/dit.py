@@ -1,4 +1,4 @@
-"""DiT estimator of the CFM decoder, with per-ODE-step key/value and conv caches (docs/TOKEN2WAV.md §3.2, §4.2).
+"""DiT estimator of the CFM decoder, with per-ODE-step KV and conv caches (docs/TOKEN2WAV.md §3.2, §4.2).
 
 Parameter names reproduce the released `flow.pt` keys under `decoder.estimator.` exactly.
 

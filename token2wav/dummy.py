@@ -1,9 +1,9 @@
 """`make_dummy_model_dir`: a complete token2wav model directory with seeded random weights.
 
-The directory has the released layout (docs/TOKEN2WAV.md §1.1): `flow.yaml` in the real HyperPyYAML tagged form,
-`flow.pt` (module key names), `hift.pt` (released naming: `generator.` prefix, `weight_g`/`weight_v`),
-`campplus.onnx` and `speech_tokenizer_v2_25hz.onnx` (see `token2wav.dummy_onnx`). It lets the loader be
-tested end to end without the real 1.2 GB of weights.
+The directory has the released layout (docs/TOKEN2WAV.md §1.1): `flow.yaml` in the real HyperPyYAML tagged
+form, `flow.pt` (module key names), `hift.pt` (released naming: `generator.` prefix, `weight_g`/`weight_v`),
+`campplus.onnx` and `speech_tokenizer_v2_25hz.onnx` (see `token2wav.dummy_onnx`). It lets the loader be tested
+end to end without the real 1.2 GB of weights.
 
 Key names and shapes come from `flow_param_shapes` / `hift_param_shapes`, functions of the sizes only; tests
 check them against the recorded full-size key lists and the tiny oracle checkpoints, order included.

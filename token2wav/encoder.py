@@ -1,4 +1,4 @@
-"""`UpsampleConformerEncoderV2`: 25 Hz token embeddings -> 50 Hz hidden states (docs/TOKEN2WAV.md §3.2, §4.2).
+"""`UpsampleConformerEncoderV2`: 25 Hz embeddings -> 50 Hz hidden states (docs/TOKEN2WAV.md §3.2, §4.2).
 
 Module and parameter names reproduce the released `flow.pt` keys under `encoder.` exactly. Two modes:
 

@@ -1,4 +1,4 @@
-"""The flow model `CausalMaskedDiffWithXvec`: tokens -> mel, offline and chunked (docs/TOKEN2WAV.md §3.2, §4).
+"""Flow model `CausalMaskedDiffWithXvec`: tokens -> mel, offline and chunked (docs/TOKEN2WAV.md §3.2, §4).
 
 State-dict keys equal the released `flow.pt` (`input_embedding`, `spk_embed_affine_layer`, `encoder.*`,
 `encoder_proj`, `decoder.estimator.*`); `load_flow_state_dict` loads with `strict=True`.

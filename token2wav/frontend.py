@@ -1,4 +1,4 @@
-"""Voice-prompt frontend: prompt wav -> prompt tokens, speaker embedding and prompt mel (docs/TOKEN2WAV.md §2).
+"""Voice-prompt frontend: wav -> prompt tokens, speaker embedding and prompt mel (docs/TOKEN2WAV.md §2).
 
 `PromptFrontend.from_dir(model_dir)` loads the two front models of a token2wav directory:
 
@@ -169,7 +169,10 @@ def align_prompt_mel(mel: torch.Tensor, num_tokens: int) -> torch.Tensor:
 
 
 def speaker_fbank(wave_16k: torch.Tensor) -> torch.Tensor:
-    """Kaldi fbank with cepstral mean normalisation, the CAM++ input (docs/TOKEN2WAV.md §2.2). `[frames]` -> `[T, 80]`."""
+    """Kaldi fbank with cepstral mean normalisation, the CAM++ input. `[frames]` -> `[T, 80]`.
+
+    See docs/TOKEN2WAV.md §2.2.
+    """
     feats = kaldi.fbank(
         wave_16k[None, :],
         num_mel_bins=SPEAKER_FBANK_BINS,

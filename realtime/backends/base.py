@@ -44,6 +44,9 @@ class SamplingParams:
     repetition_penalty: float = 1.05
 
 
+TOOL_SCHEMAS_ROLE = "tool_json_schemas"  # StepFun's prompt turn holding the tool definitions (a system turn)
+
+
 @dataclass(frozen=True)
 class PromptTurn:
     """One turn of the conversation, in order, as the prompt builder needs it.

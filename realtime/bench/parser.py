@@ -9,8 +9,8 @@ Reported: the median and best of ``--rounds`` timed rounds (after a warm-up roun
 CPU-second of this process (``--clock cpu``, so other load on a shared machine does not count against the
 parser; ``--clock wall`` for wall-clock time), for the main chunk size and a few others, next to a same-run
 baseline (a bare Python loop that only compares each id with the audio range: the floor any pure-Python
-classifier pays) and next to the LLM's decode rate (about 32 ids per second of speech, docs/SGLANG.md §2.2), to
-show how many real-time streams one core could parse.
+classifier pays) and next to the LLM's decode rate (about 32 ids per second of speech, docs/SGLANG.md §2.2),
+to show how many real-time streams one core could parse.
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
         log.info("session requested model=%s dialect=%s", requested, handshake.dialect.value)
         await ws.accept(subprotocol=handshake.subprotocol)
         if not key_accepted(handshake.api_key, server_key):
-            # accept first, then refuse: a browser cannot read the status of a refused upgrade (docs/PROTOCOL.md §1.2)
+            # accept first, then refuse: a browser cannot read the status of a refused upgrade
+            # (docs/PROTOCOL.md §1.2)
             presented = "A wrong" if handshake.api_key else "No"
             report = ErrorReport(
                 INVALID_REQUEST,

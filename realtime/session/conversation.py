@@ -46,10 +46,6 @@ class Conversation:
                 return item
         raise item_not_found(item_id)
 
-    def last_id(self) -> str | None:
-        """Id of the last item, or None when empty."""
-        return self._items[-1].id if self._items else None
-
     def insert(self, item: Item, previous_item_id: str | None = None) -> str | None:
         """Insert after ``previous_item_id`` (``"root"`` = at the start; None = at the end).
 

@@ -14,11 +14,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from realtime.audio import AudioFormat
-from realtime.backends.base import GenerationInput, PromptTurn, SamplingParams
+from realtime.backends.base import TOOL_SCHEMAS_ROLE, GenerationInput, PromptTurn, SamplingParams
 from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation
 from realtime.session.conversation import Conversation
 from realtime.session.items import item_from_client, prompt_turns
-from realtime.session.tool_calls import TOOL_SCHEMAS_ROLE, tool_schemas_json
+from realtime.session.tool_calls import tool_schemas_json
 from realtime.wire.client_events import ConversationItemModel, ItemReference, ResponseCreate
 from realtime.wire.records import Item, ResponseRecord, new_id
 from realtime.wire.session_config import (

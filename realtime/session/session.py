@@ -321,8 +321,3 @@ class Session:
         run.cancel(reason)
         if entry is not None:
             await asyncio.wait({entry[1]})
-
-    @property
-    def active_response_ids(self) -> list[str]:
-        """Ids of responses in progress."""
-        return list(self._runs)

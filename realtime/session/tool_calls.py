@@ -23,7 +23,6 @@ from typing import Any
 OPEN_TAG = "<tool_call>"
 CLOSE_TAG = "</tool_call>"
 CALL_KIND = "function"  # the first header line; the only kind the Realtime API has
-TOOL_SCHEMAS_ROLE = "tool_json_schemas"  # StepFun's prompt turn holding the tool definitions
 
 
 @dataclass(frozen=True)
@@ -183,12 +182,6 @@ class ToolCallScanner:
     def _argument(self, delta: str) -> CallArguments:
         self._arguments.append(delta)
         return CallArguments(delta)
-
-
-def scan_all(text: str) -> list[ScanEvent]:
-    """Scan a whole text at once."""
-    scanner = ToolCallScanner()
-    return [*scanner.feed(text), *scanner.flush()]
 
 
 def call_text(name: str, arguments: str) -> str:

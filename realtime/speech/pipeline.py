@@ -33,9 +33,9 @@ from streaming_parser import AudioCodes, AudioTokenParser, ParserError, SegmentE
 
 logger = logging.getLogger(__name__)
 
-# Bounded hand-offs between the token reader, the decoder and the consumer (docs/ARCHITECTURE.md §4.2: every queue is
-# bounded). A slow consumer fills `out`, which stalls decoding, which stalls the token reader and so the LLM
-# stream: memory stays bounded.
+# Bounded hand-offs between the token reader, the decoder and the consumer (docs/ARCHITECTURE.md §4.2: every
+# queue is bounded). A slow consumer fills `out`, which stalls decoding, which stalls the token reader and so
+# the LLM stream: memory stays bounded.
 OUT_QUEUE_SIZE = 64
 CODES_QUEUE_SIZE = 256
 MAX_CODES_PER_STEP = 25  # one steady Token2Wav hop: bounds how long one reply holds the worker

@@ -44,7 +44,7 @@ class AudioChunk:
 class UsageMeter:
     """Running token counts of one response, filled while it streams: a cancelled response (which never
     reaches `GenerationDone`) still reports what it consumed and produced. Owned by the caller of
-    `run_response`; written only from the event loop.
+    `stream_reply`; written only from the event loop.
 
     Attributes:
         input_tokens: prompt tokens, once the backend has reported them.

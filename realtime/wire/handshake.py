@@ -48,7 +48,7 @@ def negotiate(
     forced: Dialect | None = None,
     query: Mapping[str, str] | None = None,
 ) -> Handshake:
-    """Pick the dialect and the subprotocol to echo, and find the client's key (docs/PROTOCOL.md §1.2, §1.3, §2.1).
+    """Pick the dialect, the subprotocol to echo and the client's key (docs/PROTOCOL.md §1.2, §1.3, §2.1).
 
     The key is taken from the first of: ``Authorization: Bearer``, the ``api-key`` header, an
     ``openai-insecure-api-key.<key>`` subprotocol (never echoed), the ``api_key`` query parameter.

@@ -21,7 +21,8 @@ from realtime.wire.handshake import Dialect
 from realtime.wire.records import ContentPart, Item, ResponseRecord, TokenUsage, new_id
 from realtime.wire.session_config import SessionConfig, TurnDetection
 
-# Server frames must stay well under the 1 MiB default max_size of the Python websockets client (docs/PROTOCOL.md §1.6).
+# Server frames must stay well under the 1 MiB default max_size of the Python websockets client
+# (docs/PROTOCOL.md §1.6).
 MAX_SERVER_FRAME_CHARS = 1024 * 1024
 FRAME_ENVELOPE_RESERVE = 16 * 1024
 BETA_DEFAULT_TEMPERATURE = 0.8
@@ -139,7 +140,10 @@ class EventBuilder:
         return [] if self.beta else [self.event("conversation.item.done", item=self.item(item))]
 
     def item_retrieved(self, item: Item) -> BaseModel:
-        """``conversation.item.retrieved``: audio included only while the frame stays under 1 MiB (docs/PROTOCOL.md §1.6)."""
+        """``conversation.item.retrieved``: audio only while the frame stays under 1 MiB.
+
+        See docs/PROTOCOL.md §1.6.
+        """
         audio_chars = sum(4 * ((len(p.audio) + 2) // 3) for p in item.content if p.audio is not None)
         fits = audio_chars + FRAME_ENVELOPE_RESERVE < MAX_SERVER_FRAME_CHARS
         return self.event("conversation.item.retrieved", item=self.item(item, with_audio=fits))

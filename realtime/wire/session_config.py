@@ -60,7 +60,7 @@ class TurnDetection:
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """Everything a client can configure on a session (GA names; the beta view is derived in protocol.py).
+    """Everything a client can configure on a session (GA names; the beta view is built in server_events.py).
 
     Attributes documented in docs/PROTOCOL.md §4.1. Stored-only fields (``transcription``,
     ``noise_reduction``, ``tracing``, ``truncation``, ``include``, ``prompt``, ``speed``, ``tools``) are kept as

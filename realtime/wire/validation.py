@@ -21,9 +21,6 @@ from realtime.errors import (
 )
 
 _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_VALUE_ERRORS = frozenset(
-    {"literal_error", "enum", "union_tag_invalid", "less_than_equal", "greater_than_equal"}
-)
 
 _M = TypeVar("_M", bound=BaseModel)
 

@@ -104,7 +104,7 @@ def test_encode_output_formats() -> None:
     ulaw = audio.encode_output(pcm, audio.AudioFormat.G711_ULAW, 24_000)
     alaw = audio.encode_output(pcm, audio.AudioFormat.G711_ALAW, 24_000)
     assert len(ulaw) == len(alaw) == 800  # 100 ms at 8 kHz, one byte per sample
-    assert audio.duration_seconds(pcm, 24_000) == pytest.approx(0.1)
+    assert len(pcm) / (audio.PCM16_WIDTH * 24_000) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ def test_sample_accounting(hift: HiFTGenerator, stream: dict[str, np.ndarray]) -
     "frames", [(20, 50, 50, 6), (50, 6), (16, 50, 24), (8, 8, 8)], ids=["first10", "two", "odd", "minimal"]
 )
 def test_sample_accounting_other_schedules(hift: HiFTGenerator, frames: tuple[int, ...]) -> None:
-    """docs/TOKEN2WAV.md §5.3: first emits 480 F - 3840, middle 480 F, last 480 (8 + F); total = 480 * frames."""
+    """docs/TOKEN2WAV.md §5.3: first 480 F - 3840, middle 480 F, last 480 (8 + F); total 480 * frames."""
     torch.manual_seed(0)
     mels = [torch.randn(1, 80, f) for f in frames]
     out = _run(hift, mels)

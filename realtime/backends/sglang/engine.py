@@ -1,4 +1,4 @@
-"""LLM backend on an in-process ``sglang.Engine`` (docs/SGLANG.md §6.5): no HTTP hop, same chunks as ``/generate``.
+"""In-process ``sglang.Engine`` backend (docs/SGLANG.md §6.5): no HTTP hop, same chunks as ``/generate``.
 
 ``sglang`` is imported only by `SGLangEngineBackend.start`, never at module import: importing SGLang's engine
 module switches the process's asyncio event-loop policy to uvloop, and the package is an optional extra.
@@ -36,7 +36,7 @@ from realtime.backends.sglang.vocab import ModelVocab, ModelVocabBackend
 
 log = logging.getLogger(__name__)
 
-# Engine settings we rely on: prompts are ids, and deltas keep per-chunk JSON small (docs/SGLANG.md §6.5, §7).
+# Engine settings we rely on: prompts are ids, deltas keep per-chunk JSON small (docs/SGLANG.md §6.5, §7).
 DEFAULT_ENGINE_ARGS: Mapping[str, object] = {
     "skip_tokenizer_init": True,
     "incremental_streaming_output": True,

@@ -32,23 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.backends.base import GenerationInput, PromptTurn, TextCodec
-from realtime.session.tool_calls import TOOL_SCHEMAS_ROLE
+from realtime.audio import resample_pcm16
+from realtime.backends.base import TOOL_SCHEMAS_ROLE, GenerationInput, PromptTurn, TextCodec
+from step_audio2_sglang import placeholders
 from streaming_parser import VocabLayout
 
-# Audio front end of Step-Audio-2 (docs/SGLANG.md §4.1): 16 kHz mono in blocks of at most 25 s; Whisper log-mel
-# with hop 160 after appending 479 zero samples and dropping the last STFT frame.
-MODEL_SAMPLE_RATE = 16_000
-AUDIO_BLOCK_SECONDS = 25
-AUDIO_BLOCK_SAMPLES = MODEL_SAMPLE_RATE * AUDIO_BLOCK_SECONDS
-MEL_HOP_SAMPLES = 160
-MEL_PAD_SAMPLES = 479
-# Encoder: conv stride 2 then average pool 2 (100 Hz -> 25 Hz); adapter: conv kernel 3, stride 2, pad 1.
-ENCODER_DOWNSAMPLE = 2
-ENCODER_POOL = 2
-ADAPTER_KERNEL = 3
-ADAPTER_STRIDE = 2
-ADAPTER_PADDING = 1
+# Audio front end of Step-Audio-2 (docs/SGLANG.md §4.1): 16 kHz mono in blocks of at most 25 s. The
+# placeholder arithmetic is the plugin's own torch-free module: one formula for SGLang and for us.
+MODEL_SAMPLE_RATE = placeholders.SAMPLE_RATE
+AUDIO_BLOCK_SAMPLES = placeholders.BLOCK_SAMPLES
 
 PCM16_BYTES = 2
 WAV_MIME = "audio/wav"
@@ -58,21 +50,11 @@ ROLE_NAMES: dict[str, str] = {"system": "system", "user": "human", "assistant": 
 ASSISTANT_ROLE = "assistant"
 
 
-def mel_frames(num_samples: int) -> int:
-    """Log-mel frames T of a 16 kHz clip of ``num_samples`` samples (479-sample pad, last frame dropped)."""
-    return (num_samples + MEL_PAD_SAMPLES) // MEL_HOP_SAMPLES
-
-
 def audio_patch_count(num_samples: int) -> int:
-    """Number of ``<audio_patch>`` positions SGLang expands one placeholder to, for one <= 25 s clip.
-
-    ``enc = (T + 1) // 2 // 2`` (25 Hz encoder frames), then the adapter conv gives
-    ``(enc + 2 * 1 - 3) // 2 + 1`` (12.5 Hz): 313 for a full 25 s block.
-    """
+    """Number of ``<audio_patch>`` positions SGLang expands one placeholder to, for one <= 25 s clip."""
     if num_samples <= 0:
         raise ValueError("an audio block needs at least one sample")
-    encoder_frames = (mel_frames(num_samples) + 1) // ENCODER_DOWNSAMPLE // ENCODER_POOL
-    return (encoder_frames + 2 * ADAPTER_PADDING - ADAPTER_KERNEL) // ADAPTER_STRIDE + 1
+    return placeholders.num_patches(placeholders.num_mel_frames(num_samples))
 
 
 @dataclass(frozen=True)
@@ -122,23 +104,15 @@ class Prompt:
 
 
 def pcm16_to_model_rate(pcm16: bytes, sample_rate: int) -> np.ndarray:
-    """Little-endian PCM16 mono at ``sample_rate`` -> int16 samples at 16 kHz (torchaudio's sinc resampler).
+    """Little-endian PCM16 mono at ``sample_rate`` -> int16 samples at 16 kHz (the project's one resampler,
+    `realtime.audio.resample_pcm16`).
 
     Returns:
         int16 array, shape [samples].
     """
     if len(pcm16) % PCM16_BYTES:
         raise ValueError("PCM16 audio must have an even number of bytes")
-    samples = np.frombuffer(pcm16, dtype="<i2")
-    if sample_rate == MODEL_SAMPLE_RATE or samples.size == 0:
-        return samples.astype(np.int16)
-    import torch  # heavy import kept off the module import path
-    import torchaudio.functional as taf
-
-    wave_in = torch.from_numpy(samples.astype(np.float32) / 32768.0)  # [samples] in [-1, 1)
-    wave_out = taf.resample(wave_in, orig_freq=sample_rate, new_freq=MODEL_SAMPLE_RATE)
-    clipped = torch.clamp(wave_out * 32768.0, -32768.0, 32767.0).round()
-    return np.asarray(clipped.to(torch.int16).numpy())
+    return np.frombuffer(resample_pcm16(pcm16, sample_rate, MODEL_SAMPLE_RATE), dtype="<i2").astype(np.int16)
 
 
 def wav_bytes(samples: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> bytes:

@@ -1,4 +1,4 @@
-"""What both SGLang backends share: the request body, SSE lines, and chunk -> `TokenChunk` (docs/SGLANG.md §6.2-§6.3).
+"""What both SGLang backends share: request body, SSE lines, chunk -> `TokenChunk` (docs/SGLANG.md §6.2-§6.3).
 
 SGLang's ``/generate`` stream (and ``Engine.async_generate(stream=True)``) yields dicts
 ``{"output_ids": [...], "meta_info": {"completion_tokens": N, "prompt_tokens": P, "finish_reason": ...}}``

@@ -1,8 +1,9 @@
 """Text <-> ids with the model's own tokenizer, so prompts can be sent as ``input_ids``.
 
-The SGLang backends build the whole Step-Audio-2 prompt as ids (docs/SGLANG.md §3.1, ``--skip-tokenizer-init``) and
-detokenise transcript ids on our side. Both need the exact tokenizer of the served model: `TokenizerCodec`
-loads ``tokenizer.json`` from a model directory with the ``tokenizers`` package (no ``transformers``).
+The SGLang backends build the whole Step-Audio-2 prompt as ids (docs/SGLANG.md §3.1,
+``--skip-tokenizer-init``) and detokenise transcript ids on our side. Both need the exact tokenizer of the
+served model: `TokenizerCodec` loads ``tokenizer.json`` from a model directory with the ``tokenizers`` package
+(no ``transformers``).
 
 User text is encoded literally: a user typing ``<|EOT|>`` gets the ids of those characters, never the special
 id, so conversation text cannot forge turn boundaries. Special ids are inserted by the prompt builder only.

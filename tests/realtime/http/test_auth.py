@@ -79,7 +79,8 @@ async def test_a_missing_key_gets_an_error_then_close_1008(server: ServerHandle)
 
 
 async def test_the_bearer_header_wins_over_later_sources(server: ServerHandle) -> None:
-    # order of docs/PROTOCOL.md §1.2: Authorization, api-key, subprotocol, query; a wrong bearer is not rescued by the query
+    # order of docs/PROTOCOL.md §1.2: Authorization, api-key, subprotocol, query; a wrong bearer is not
+    # rescued by the query
     ws = await _connect(server, f"&api_key={SERVER_KEY}", headers={"Authorization": "Bearer sk-wrong"})
     await _refused(ws)
 

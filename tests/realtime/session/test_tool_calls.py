@@ -1,5 +1,6 @@
-"""Function calls: the incremental ``<tool_call>`` scanner, the prompt forms, and the docs/PROTOCOL.md §5.4 event sequence over
-a real server (app `APP_TOOL_CALL` appends a tool call, split across text deltas, to every real reply)."""
+"""Function calls: the incremental ``<tool_call>`` scanner, the prompt forms, and the docs/PROTOCOL.md §5.4
+event sequence over a real server (app `APP_TOOL_CALL` appends a tool call, split across text deltas, to every
+real reply)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from realtime.backends.base import GenerationInput, PromptTurn
+from realtime.backends.base import TOOL_SCHEMAS_ROLE, GenerationInput, PromptTurn
 from realtime.backends.sglang.prompt import PromptBuilder
 from realtime.session.tool_calls import (
-    TOOL_SCHEMAS_ROLE,
     CallArguments,
     CallFinished,
     CallStarted,
@@ -20,7 +20,6 @@ from realtime.session.tool_calls import (
     ScanEvent,
     ToolCallScanner,
     call_text,
-    scan_all,
     tool_schemas_json,
 )
 from streaming_parser import VocabLayout
@@ -43,6 +42,12 @@ USER_TEXT = {
     "role": "user",
     "content": [{"type": "input_text", "text": "weather in paris"}],
 }
+
+
+def scan_all(text: str) -> list[ScanEvent]:
+    """Scan a whole text at once."""
+    scanner = ToolCallScanner()
+    return [*scanner.feed(text), *scanner.flush()]
 
 
 def _merged(events: Sequence[ScanEvent]) -> list[ScanEvent]:

@@ -108,7 +108,7 @@ def test_config_precedence_and_validation(tmp_path: Path) -> None:
     config = ServerConfig.from_env(env, port=9002, host=None)
     assert config.port == 9002 and config.host == "127.0.0.1" and config.backend == "sglang"
     assert [name for name, _ in config.voices] == ["a", "b"]
-    assert config.token2wav_dir == tmp_path and not config.is_embedded_token2wav
+    assert config.token2wav_dir == tmp_path
     assert config.synthetic_tokens_per_second == 100.0
     for bad in (
         {"STREAMVOICE_PORT": "x"},

@@ -18,13 +18,11 @@ import torch
 from realtime.backends.base import GenerationInput, PromptTurn
 from realtime.backends.sglang.prompt import (
     AUDIO_BLOCK_SAMPLES,
-    MEL_HOP_SAMPLES,
-    MEL_PAD_SAMPLES,
     PromptBuilder,
     audio_patch_count,
-    mel_frames,
 )
 from realtime.backends.sglang.vocab import ModelVocab
+from step_audio2_sglang import placeholders
 from tests.support.sglang_fixtures import tiny_model_dir, tiny_vocab
 
 __all__ = ["tiny_model_dir", "tiny_vocab"]
@@ -167,11 +165,15 @@ def test_audio_patch_count_rejects_empty_block() -> None:
 @pytest.mark.parametrize("samples", [1, 159, 160, 161, 3_000, 16_000, AUDIO_BLOCK_SAMPLES])
 def test_mel_frames_match_a_centered_stft_with_last_frame_dropped(samples: int) -> None:
     # The reference front end: append 479 zeros, STFT n_fft 400 hop 160 centered, drop the last frame.
-    padded = torch.zeros(samples + MEL_PAD_SAMPLES)
+    padded = torch.zeros(samples + placeholders.PAD_SAMPLES)
     spec = torch.stft(
-        padded, n_fft=400, hop_length=MEL_HOP_SAMPLES, window=torch.hann_window(400), return_complex=True
+        padded,
+        n_fft=400,
+        hop_length=placeholders.HOP_LENGTH,
+        window=torch.hann_window(400),
+        return_complex=True,
     )
-    assert mel_frames(samples) == spec.shape[-1] - 1
+    assert placeholders.num_mel_frames(samples) == spec.shape[-1] - 1
 
 
 @pytest.mark.parametrize("seconds", [0.01, 1.0, 24.99, 25.0, 25.01, 61.3])
