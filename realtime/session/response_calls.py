@@ -15,7 +15,10 @@ the argument deltas are the pieces the scanner produced while the text streamed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from pydantic import BaseModel
 
 from realtime.session.conversation import Conversation
 from realtime.session.tool_calls import (
@@ -56,7 +59,7 @@ class ResponseCalls:
 
     async def emit(
         self,
-        put: Any,
+        put: Callable[[BaseModel], Awaitable[None]],
         events: EventBuilder,
         record: ResponseRecord,
         conversation: Conversation | None,

@@ -215,7 +215,7 @@ class Runtime:
             await self._worker.aclose()
 
 
-async def _raise(check: Any, *args: Any) -> AsyncIterator[PipelineEvent]:
+async def _raise(check: Callable[..., None], *args: str) -> AsyncIterator[PipelineEvent]:
     check(*args)
     raise AssertionError("unreachable: the check raises")  # pragma: no cover
     yield  # makes this an async generator
