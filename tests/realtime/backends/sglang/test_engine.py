@@ -13,7 +13,7 @@ from realtime.backends.base import BackendError, FinishReason, GenerationInput, 
 from realtime.backends.sglang.engine import SGLangEngineBackend, SGLangEngineConfig
 from realtime.backends.sglang.stream import StreamMode
 from realtime.backends.sglang.vocab import ModelVocab
-from tests.support.fake_sglang import FakeSGLangState, _Generation
+from tests.support.fake_sglang import SCHEDULER_INPUT_MARGIN, FakeSGLangState, _Generation
 from tests.support.sglang_fixtures import tiny_model_dir, tiny_vocab
 
 __all__ = ["tiny_model_dir", "tiny_vocab"]
@@ -24,11 +24,18 @@ LONG_REPLY = [AUDIO_0 + i for i in range(2000)]
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 
+class StandInModelConfig:
+    def __init__(self, context_len: int) -> None:
+        self.context_len = context_len
+
+
 class StandInTokenizerManager:
     def __init__(self, state: FakeSGLangState) -> None:
         self.state = state
         self.aborted: list[str] = []
         self._subprocess_watchdog = None
+        self.model_config = StandInModelConfig(state.context_length)
+        self.max_req_input_len = state.context_length - SCHEDULER_INPUT_MARGIN
 
     def abort_request(self, rid: str = "", abort_all: bool = False) -> None:
         self.aborted.append(rid)
@@ -151,7 +158,7 @@ async def test_engine_value_error_is_a_backend_error(
         async for _ in backend.generate(request("resp_dup")):
             pass
     await first.aclose()
-    assert caught.value.code == "server_error"
+    assert caught.value.code == "duplicate_request_id"
     assert "Duplicate request ID" in caught.value.message
 
 
