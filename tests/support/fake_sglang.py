@@ -213,9 +213,7 @@ def _contract_error(body: dict[str, Any]) -> str | None:
 def _context_error(body: dict[str, Any], prompt_tokens: int, context: int) -> str | None:
     """SGLang 0.5.23's tokenizer-manager checks (``_validate_one_request``), with its exact messages."""
     if prompt_tokens >= context:
-        return (
-            f"The input ({prompt_tokens} tokens) is longer than the model's context length ({context} tokens)."
-        )
+        return f"The input ({prompt_tokens} tokens) is longer than the model's context length ({context} tokens)."
     max_new = (body.get("sampling_params") or {}).get("max_new_tokens")
     if max_new is not None and max_new + prompt_tokens > context:
         return (
