@@ -63,8 +63,9 @@ class SessionConfig:
     """Everything a client can configure on a session (GA names; the beta view is derived in protocol.py).
 
     Attributes documented in docs/PROTOCOL.md §4.1. Stored-only fields (``transcription``,
-    ``noise_reduction``, ``tracing``, ``truncation``, ``include``, ``prompt``, ``speed``, ``tools``) are kept as
-    plain JSON values and echoed back.
+    ``noise_reduction``, ``tracing``, ``include``, ``prompt``, ``speed``, ``tools``) are kept as plain JSON
+    values and echoed back. ``truncation`` is validated JSON too (`check_truncation`), echoed back, and read by
+    the session as the context truncation policy (realtime/session/context_fit.py); beta has no such field.
     """
 
     model: str
