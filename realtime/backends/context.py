@@ -174,7 +174,7 @@ def fit(
         policy: how to shorten a prompt that does not fit.
         min_answer_tokens: the smallest answer budget worth generating (the client's cap when smaller).
         drop_at_least: droppable turns to leave out even if the prompt would fit (an earlier cut of the same
-            conversation); clamped to the droppable turns there are.
+            conversation); clamped to the droppable turns there are; ignored when truncation is disabled.
 
     Returns:
         The fitted request, its prompt length and the number of dropped turns.
@@ -187,7 +187,8 @@ def fit(
     need = max(1, min_answer_tokens if cap is None else min(cap, min_answer_tokens))
     room = context - need  # most prompt tokens that still leave the answer its budget
     droppable = droppable_turns(request.turns)
-    dropped = min(max(drop_at_least, 0), len(droppable))
+    # "disabled" sends the whole conversation, even after an earlier cut made under another setting
+    dropped = 0 if policy.mode == "disabled" else min(max(drop_at_least, 0), len(droppable))
     dropped = _without_orphans(request.turns, droppable, dropped)
     prompt = counter.count_prompt_tokens(_keep(request, droppable, dropped))
     if policy.mode != "disabled" and dropped < len(droppable):

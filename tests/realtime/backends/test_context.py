@@ -235,3 +235,9 @@ def test_policy_rejects_bad_values() -> None:
         TruncationPolicy("retention_ratio", 1.5)
     with pytest.raises(ValueError):
         TruncationPolicy.from_wire("sometimes")
+
+
+def test_disabled_ignores_an_earlier_cut() -> None:
+    req = request(turn("user", 4), turn("assistant", 4), turn("user", 4))
+    result = fit(req, WordCounter(1000), DISABLED, drop_at_least=2)
+    assert (result.dropped_turns, result.request.turns) == (0, req.turns)
