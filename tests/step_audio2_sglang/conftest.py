@@ -3,7 +3,7 @@
 The server is upstream SGLang 0.5.23 running our plugin on the CPU with random (``--load-format dummy``) weights:
 ``SGLANG_USE_CPU_ENGINE=1 python -m sglang.launch_server --device cpu --model-path DIR --load-format dummy
 --max-total-tokens 8192``, on a free 127.0.0.1 port, with the test-only ``sgl_kernel`` stand-in
-(``standin/sitecustomize.py``) switched on for its processes. Without ``--max-total-tokens`` SGLang would size
+(``tests/support/sglang/standin/sitecustomize.py``) switched on for its processes. Without ``--max-total-tokens`` SGLang would size
 its KV cache from free memory (15 GB on these machines).
 
 Every test here is marked ``sglang`` and ``slow``; they are skipped (with the reason) only when ``sglang`` is not
@@ -30,7 +30,7 @@ import pytest
 
 from tests.support.sglang.tiny_checkpoint import TinyCheckpoint, write_tiny_checkpoint, write_tiny_weights
 
-STANDIN_DIR = Path(__file__).parent / "standin"
+STANDIN_DIR = Path(__file__).parents[1] / "support" / "sglang" / "standin"  # after the tests/ regroup
 STANDIN_SWITCH = "STREAMVOICE_SGL_KERNEL_STANDIN"
 MAX_TOTAL_TOKENS = 8192
 STARTUP_TIMEOUT_S = float(os.environ.get("STREAMVOICE_SGLANG_STARTUP_TIMEOUT", "420"))

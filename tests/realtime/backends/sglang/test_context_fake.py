@@ -18,6 +18,7 @@ from openai import AsyncOpenAI
 from realtime.backends.base import GenerationInput, PromptTurn, SamplingParams
 from realtime.backends.context import CODE_CONTEXT_LENGTH_EXCEEDED, ContextLengthExceeded
 from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
+from realtime.backends.sglang.stream import server_abort_error, sglang_error
 from realtime.config import ServerConfig
 from realtime.errors import INVALID_REQUEST
 from tests.realtime.backends.sglang.test_e2e_fake_sglang import REPLY
@@ -96,6 +97,39 @@ async def test_sglang_refusing_the_prompt_is_context_length_exceeded(
         [chunk async for chunk in http_backend.generate(req)]
     assert caught.value.prompt_tokens == prompt
     assert caught.value.code == CODE_CONTEXT_LENGTH_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "code", "prompt"),
+    [
+        ("The input (5000 tokens) is longer than the model's context length (4096 tokens).", 400,
+         CODE_CONTEXT_LENGTH_EXCEEDED, 5000),
+        ("Requested token count exceeds the model's maximum context length of 4096 tokens. You requested a "
+         "total of 4186 tokens: 90 tokens from the input messages and 4096 tokens for the completion.", None,
+         CODE_CONTEXT_LENGTH_EXCEEDED, 90),
+        ("Duplicate request ID detected: resp_1", 400, "duplicate_request_id", None),
+        ("unknown field `foo`", 400, "http_400", None),
+        ("something broke", None, "server_error", None),
+    ],
+)  # fmt: skip
+def test_sglang_errors_get_precise_codes(
+    message: str, status: int | None, code: str, prompt: int | None
+) -> None:
+    error = sglang_error(message, status)
+    assert error.code == code and message in error.message
+    if isinstance(error, ContextLengthExceeded):
+        assert (error.prompt_tokens, error.error_type) == (prompt, INVALID_REQUEST)
+    else:
+        assert error.error_type == "server_error"  # our own request was wrong: not the client's mistake
+
+
+def test_scheduler_aborts_for_length_are_context_errors_others_stay_aborts() -> None:
+    too_long = {
+        "message": "Multimodal prompt is too long after expanding multimodal tokens. ...",
+        "status_code": 400,
+    }
+    assert server_abort_error(too_long).code == CODE_CONTEXT_LENGTH_EXCEEDED
+    assert server_abort_error({"message": "out of memory", "status_code": 500}).code == "aborted_by_server"
 
 
 # ------------------------------------------------------------------------------------------- end to end
