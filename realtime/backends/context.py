@@ -221,12 +221,15 @@ def _cut(
     starts and ends with a special id), then the result is counted whole and cut further if that disagrees.
     """
     target = min(policy.target(room - fixed), room - fixed)
-    empty = counter.count_prompt_tokens(dataclasses.replace(request, turns=[]))
+    bare = dataclasses.replace(request, instructions="", turns=[])  # so long instructions are counted once
+    empty = counter.count_prompt_tokens(bare)
     history = prompt - fixed
     while dropped < len(droppable) and history > target:
-        turn = request.turns[droppable[dropped]]
-        history -= counter.count_prompt_tokens(dataclasses.replace(request, turns=[turn])) - empty
-        dropped = _without_orphans(request.turns, droppable, dropped + 1)
+        after = _without_orphans(request.turns, droppable, dropped + 1)
+        for index in droppable[dropped:after]:
+            turn = request.turns[index]
+            history -= counter.count_prompt_tokens(dataclasses.replace(bare, turns=[turn])) - empty
+        dropped = after
     prompt = counter.count_prompt_tokens(_keep(request, droppable, dropped))
     while dropped < len(droppable) and prompt - fixed > target:  # the per-turn estimate was short
         dropped = _without_orphans(request.turns, droppable, dropped + 1)

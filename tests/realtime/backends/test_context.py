@@ -241,3 +241,16 @@ def test_disabled_ignores_an_earlier_cut() -> None:
     req = request(turn("user", 4), turn("assistant", 4), turn("user", 4))
     result = fit(req, WordCounter(1000), DISABLED, drop_at_least=2)
     assert (result.dropped_turns, result.request.turns) == (0, req.turns)
+
+
+def test_a_result_dropped_with_its_call_counts_towards_the_cut() -> None:
+    call, output, reply, newest = (
+        turn("assistant", 4),
+        turn("tool", 30),
+        turn("assistant", 10),
+        turn("user", 8),
+    )
+    # 20 tokens too many: the call (6) and its result (32) free enough; the reply must stay
+    counter = WordCounter(BASE + 6 + 32 + 12 + 10 + 64 - 20)
+    result = fit(request(call, output, reply, newest), counter, AUTO, min_answer_tokens=64)
+    assert result.request.turns == [reply, newest]
