@@ -197,3 +197,16 @@ async def test_generate_before_start_is_a_backend_error(tiny_vocab: ModelVocab) 
         async for _ in backend.generate(request()):
             pass
     assert caught.value.code == "not_started"
+
+
+async def test_context_length_comes_from_the_engine(
+    backend: SGLangEngineBackend, state: FakeSGLangState
+) -> None:
+    # model_config.context_len 4096, lowered to what the scheduler admits (max_req_input_len + 1)
+    assert backend.context_length == state.context_length - SCHEDULER_INPUT_MARGIN + 1
+    req = request("resp_ctx-0")
+    chunks = [chunk async for chunk in backend.generate(req)]
+    assert chunks[-1].finish_reason is not None
+    (body,) = state.requests
+    prompt = backend.count_prompt_tokens(req)
+    assert body["sampling_params"]["max_new_tokens"] == backend.context_length - prompt
