@@ -7,7 +7,9 @@ closes the stream: SGLang's own abort-on-disconnect only fires two seconds later
 
 Failures of one generation are `BackendError`s with a stable ``code`` (``connection_refused``, ``timeout``,
 ``http_<status>``, ``stream_cut``, ``server_error``, ``protocol_error``, ``audio_dropped``,
-``aborted_by_server``); the response fails, the session and the backend stay usable.
+``aborted_by_server``, ``duplicate_request_id``, and ``context_length_exceeded`` when SGLang refuses the length
+of a request: `realtime.backends.sglang.stream.sglang_error`); the response fails, the session and the backend
+stay usable. `start` learns the context length (``/v1/models``, ``/server_info``).
 """
 
 from __future__ import annotations
