@@ -36,6 +36,7 @@ DEFAULT_WORKER_QUEUE = 64  # pending Token2Wav steps across all streams before s
 DEFAULT_MAX_AUDIO_DELTA_MS = 100  # docs/PROTOCOL.md §7.2: 20-100 ms per output_audio.delta
 DEFAULT_SGLANG_URL = "http://127.0.0.1:30000"
 DEFAULT_MAX_SESSION_SECONDS = 60 * 60.0  # OpenAI GA: sessions end after 60 minutes (docs/PROTOCOL.md §1.4)
+DEFAULT_MIN_ANSWER_TOKENS = 64  # smallest answer budget before older turns are dropped (~1.5 s of speech)
 MAX_AUTO_TORCH_THREADS = 4  # small per-chunk kernels stop scaling beyond a few threads
 
 
@@ -86,6 +87,11 @@ class ServerConfig:
         api_key: when set, every WebSocket session must present this key (``Authorization: Bearer``, an
             ``api-key`` header, the ``openai-insecure-api-key.<key>`` subprotocol or ``?api_key=``); None
             (the default) accepts every client. HTTP routes (``/health``, ``/metrics``, the demo) stay open.
+        context_length: the LLM's context length in tokens; 0 (the default) uses what the backend reports
+            (SGLang) or declares (synthetic: 4096). A smaller value caps every request below the model's limit.
+        min_answer_tokens: the smallest answer budget a response may start with; when less of the context is
+            left, the session's ``truncation`` setting drops the oldest turns or the response fails with
+            ``context_length_exceeded``.
         backend_options: extra options of the SGLang backends (flags added by
             `realtime.backends.factory.add_backend_arguments` that are not fields here), by argparse dest.
     """
@@ -115,6 +121,8 @@ class ServerConfig:
     api_key: str | None = None
     max_session_seconds: float = DEFAULT_MAX_SESSION_SECONDS
     dialect: DialectName = "auto"
+    context_length: int = 0
+    min_answer_tokens: int = DEFAULT_MIN_ANSWER_TOKENS
 
     def __post_init__(self) -> None:
         if self.backend not in get_args(BackendKind):
@@ -135,6 +143,10 @@ class ServerConfig:
             raise ValueError(f"dialect must be one of {get_args(DialectName)}, got {self.dialect!r}")
         if self.max_session_seconds <= 0:
             raise ValueError("max_session_seconds must be > 0")
+        if self.context_length < 0:
+            raise ValueError("context_length must be >= 0 (0 = what the backend reports)")
+        if self.min_answer_tokens < 1:
+            raise ValueError("min_answer_tokens must be >= 1")
         if self.torch_threads < 0:
             raise ValueError("torch_threads must be >= 0 (0 = automatic)")
         if not 20 <= self.max_audio_delta_ms <= 100:  # docs/PROTOCOL.md §7.2
@@ -189,7 +201,7 @@ def parse_voice_spec(spec: str) -> tuple[str, Path]:
 
 
 _INT_FIELDS = {"port", "first_hop_tokens", "hop_tokens", "synthetic_seed", "max_sessions", "worker_queue"}
-_INT_FIELDS |= {"max_audio_delta_ms", "torch_threads"}
+_INT_FIELDS |= {"max_audio_delta_ms", "torch_threads", "context_length", "min_answer_tokens"}
 _PATH_FIELDS = {"token2wav_dir", "cache_dir"}
 
 

@@ -12,14 +12,19 @@ from realtime.backends.base import (
     TextCodec,
     TokenChunk,
 )
+from realtime.backends.context import ContextLengthExceeded, FitResult, TruncationPolicy, fit
 
 __all__ = [
     "BackendError",
+    "ContextLengthExceeded",
     "FinishReason",
+    "FitResult",
     "GenerationInput",
     "LLMBackend",
     "PromptTurn",
     "SamplingParams",
     "TextCodec",
     "TokenChunk",
+    "TruncationPolicy",
+    "fit",
 ]

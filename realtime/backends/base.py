@@ -36,15 +36,26 @@ class BackendError(ResponseFailure):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings of one response (Step-Audio-2 defaults)."""
+    """Sampling settings of one response (Step-Audio-2 defaults).
+
+    ``max_new_tokens`` is the client's cap on the answer; None means "whatever the context leaves". Front doors
+    pass requests through `realtime.backends.context.fit`, which always sets it to an int that fits; a backend
+    given None uses its context length minus the prompt.
+    """
 
     temperature: float = 0.7
     top_p: float = 0.9
-    max_new_tokens: int = 4096
+    max_new_tokens: int | None = None
     repetition_penalty: float = 1.05
 
 
 TOOL_SCHEMAS_ROLE = "tool_json_schemas"  # StepFun's prompt turn holding the tool definitions (a system turn)
+
+
+def answer_budget(sampling: SamplingParams, prompt_tokens: int, context_length: int) -> int:
+    """``max_new_tokens`` to send: the client's cap, or what the context leaves when there is none."""
+    left = max(context_length - prompt_tokens, 0)
+    return left if sampling.max_new_tokens is None else sampling.max_new_tokens
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,16 @@ class LLMBackend(Protocol):
     @property
     def text_codec(self) -> TextCodec:
         """Detokenizer for transcript text."""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt + completion) one request may use; known once `start` has returned."""
+        ...
+
+    def count_prompt_tokens(self, request: GenerationInput) -> int:
+        """Prompt tokens of ``request`` as the LLM will count them (audio placeholders expanded), without
+        sending anything. Pure and thread-safe; cost is one tokenisation of the prompt text."""
         ...
 
     async def start(self) -> None:

@@ -126,11 +126,12 @@ def create_backend(config: ServerConfig) -> LLMBackend:
             or ``bad_option``).
     """
     if config.backend == "synthetic":
-        from realtime.backends.synthetic import SyntheticBackend
+        from realtime.backends.synthetic import DEFAULT_CONTEXT_LENGTH, SyntheticBackend
 
         return SyntheticBackend(
             tokens_per_second=config.synthetic_tokens_per_second,
             seed=config.synthetic_seed,
+            context_length=config.context_length or DEFAULT_CONTEXT_LENGTH,
         )
     options = config.backend_options
     from realtime.backends.sglang.stream import ServerSampling
@@ -156,6 +157,7 @@ def create_backend(config: ServerConfig) -> LLMBackend:
                 read_timeout_s=timeout,
                 check_audio=check_audio,
                 sampling=sampling,
+                context_length=config.context_length or None,
             )
         )
     if not config.model_path:
@@ -171,6 +173,7 @@ def create_backend(config: ServerConfig) -> LLMBackend:
             engine_args=parse_engine_args(_list_option(options, "engine_arg")),
             check_audio=check_audio,
             sampling=sampling,
+            context_length=config.context_length or None,
         )
     )
 

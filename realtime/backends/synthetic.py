@@ -26,7 +26,9 @@ from realtime.backends.base import (
     PromptTurn,
     TextCodec,
     TokenChunk,
+    answer_budget,
 )
+from realtime.backends.context import ContextLengthExceeded
 from streaming_parser import VocabLayout
 
 DEFAULT_TOKENS_PER_SECOND = 80.0  # like a 7B model served by SGLang on one GPU (60-100 tokens/s)
@@ -39,6 +41,8 @@ WORDS_PER_PROMPT_WORD = 2  # a longer question gets a longer answer
 WORDS_PER_AUDIO_SECOND = 2.5  # spoken input: estimate its word count from its duration
 AUDIO_PROMPT_TOKENS_PER_SECOND = 12.5  # Step-Audio-2 audio encoder rate, for the reported prompt length
 PCM16_BYTES = 2
+DEFAULT_CONTEXT_LENGTH = 4096  # declared, like the tiny SGLang test rig; a real model's is far larger
+TURN_OVERHEAD_TOKENS = 3  # <|BOT|>, the role name and <|EOT|>, as in a Step-Audio-2 prompt
 
 # The built-in reply text. Each sentence is a sequence of vocabulary entries; the vocabulary is every word
 # and punctuation mark that occurs here, so the codec can decode any id it emits.
@@ -110,6 +114,7 @@ class SyntheticBackend:
         seed: base seed; a reply's codes depend only on it and the prompt.
         prefill_seconds: delay before the first token (a GPU prefill).
         layout: the vocabulary layout (Step-Audio-2 defaults).
+        context_length: the declared context length; requests that exceed it are refused like SGLang does.
     """
 
     def __init__(
@@ -119,7 +124,10 @@ class SyntheticBackend:
         seed: int = 0,
         prefill_seconds: float = DEFAULT_PREFILL_SECONDS,
         layout: VocabLayout | None = None,
+        context_length: int = DEFAULT_CONTEXT_LENGTH,
     ) -> None:
+        if context_length <= 0:
+            raise ValueError("context_length must be > 0")
         if tokens_per_second <= 0:
             raise ValueError("tokens_per_second must be > 0")
         if prefill_seconds < 0:
@@ -127,6 +135,7 @@ class SyntheticBackend:
         self.tokens_per_second = tokens_per_second
         self.seed = seed
         self.prefill_seconds = prefill_seconds
+        self._context_length = context_length
         self._layout = layout or VocabLayout.default()
         self._codec = WordCodec(self._layout)
         self._aborted: set[str] = set()
@@ -146,6 +155,23 @@ class SyntheticBackend:
     def text_codec(self) -> WordCodec:
         """The built-in word codec."""
         return self._codec
+
+    @property
+    def context_length(self) -> int:
+        """The declared context length."""
+        return self._context_length
+
+    def count_prompt_tokens(self, request: GenerationInput) -> int:
+        """Prompt length as this backend reports it: word ids, re-inserted output ids, 12.5 tokens per second
+        of user audio, and a fixed overhead per turn."""
+        count = TURN_OVERHEAD_TOKENS * (len(request.turns) + 1 + bool(request.instructions))
+        count += len(self._codec.encode(request.instructions))
+        for turn in request.turns:
+            count += len(self._codec.encode(turn.text or "")) + len(turn.output_ids or ())
+            if turn.audio_pcm16:
+                seconds = len(turn.audio_pcm16) / (PCM16_BYTES * turn.audio_sample_rate)
+                count += math.ceil(seconds * AUDIO_PROMPT_TOKENS_PER_SECOND)
+        return count
 
     async def start(self) -> None:
         """Nothing to connect to."""
@@ -180,13 +206,24 @@ class SyntheticBackend:
         return ids
 
     async def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
-        """Stream the reply at ``tokens_per_second``; stops early on abort or ``max_new_tokens``."""
+        """Stream the reply at ``tokens_per_second``; stops early on abort or ``max_new_tokens``.
+
+        Raises:
+            ContextLengthExceeded: prompt plus ``max_new_tokens`` exceed the context (SGLang's check).
+        """
+        prompt_tokens = self.count_prompt_tokens(request)
+        limit = answer_budget(request.sampling, prompt_tokens, self._context_length)
+        if prompt_tokens >= self._context_length or prompt_tokens + limit > self._context_length:
+            raise ContextLengthExceeded(
+                f"Requested token count exceeds the model's maximum context length of {self._context_length} "
+                f"tokens. You requested a total of {prompt_tokens + limit} tokens: {prompt_tokens} tokens from "
+                f"the input messages and {limit} tokens for the completion.",
+                prompt_tokens,
+            )
         ids = self.reply_ids(request)
-        limit = request.sampling.max_new_tokens
         finish = FinishReason.STOP
         if len(ids) > limit:
             ids, finish = ids[:limit], FinishReason.LENGTH
-        prompt_tokens = self._prompt_tokens(request)
         rid = request.rid
         self._active.add(rid)
         try:
@@ -221,15 +258,6 @@ class SyntheticBackend:
         while len(words) < target:
             words.extend(rng.choice(_SENTENCES).split())
         return words
-
-    def _prompt_tokens(self, request: GenerationInput) -> int:
-        count = len(self._codec.encode(request.instructions))
-        for turn in request.turns:
-            count += len(self._codec.encode(turn.text or "")) + len(turn.output_ids or ())
-            if turn.audio_pcm16:
-                seconds = len(turn.audio_pcm16) / (PCM16_BYTES * turn.audio_sample_rate)
-                count += math.ceil(seconds * AUDIO_PROMPT_TOKENS_PER_SECOND)
-        return count
 
 
 def _reply_length(turns: Sequence[PromptTurn]) -> int:

@@ -23,6 +23,7 @@ from realtime.config import (
     DEFAULT_MAX_AUDIO_DELTA_MS,
     DEFAULT_MAX_SESSION_SECONDS,
     DEFAULT_MAX_SESSIONS,
+    DEFAULT_MIN_ANSWER_TOKENS,
     DEFAULT_PORT,
     DEFAULT_SYNTHETIC_TOKENS_PER_SECOND,
     DEFAULT_WORKER_QUEUE,
@@ -74,6 +75,8 @@ _OWN_DESTS = {
     "max_delta_ms",
     "log_level",
     "torch_threads",
+    "context_length",
+    "min_answer_tokens",
 }
 
 
@@ -153,6 +156,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="0",
         type=int,
         help="seed of the synthetic backend's deterministic replies",
+    )
+    _flag(
+        llm,
+        "--context-length",
+        env="CONTEXT_LENGTH",
+        default="0 = what the backend reports (synthetic: 4096)",
+        type=int,
+        help="LLM context length in tokens (prompt + answer); a value below the model's caps every request",
+    )
+    _flag(
+        llm,
+        "--min-answer-tokens",
+        env="MIN_ANSWER_TOKENS",
+        default=str(DEFAULT_MIN_ANSWER_TOKENS),
+        type=int,
+        help="smallest answer budget a response starts with: with less context left, the session's "
+        "truncation setting drops the oldest turns, or the response fails with context_length_exceeded",
     )
     from realtime.backends.factory import add_backend_arguments
 

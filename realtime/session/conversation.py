@@ -20,10 +20,13 @@ class Conversation:
 
     Attributes:
         id: conversation id (``conv_...``).
+        prompt_start: id of the first item still in the model's prompt after a context cut
+            (realtime/session/context_fit.py); None when nothing was cut. Earlier items stay here for the client.
     """
 
     def __init__(self) -> None:
         self.id = new_id("conv")
+        self.prompt_start: str | None = None
         self._items: list[Item] = []
 
     def __iter__(self) -> Iterator[Item]:

@@ -97,37 +97,41 @@ def _required(value: str | None, param: str) -> str:
 
 
 def prompt_turns(items: Iterable[Item]) -> list[PromptTurn]:
-    """The conversation as the backend's prompt turns, oldest first.
+    """The conversation as the backend's prompt turns, oldest first (see `prompt_turns_with_ids`)."""
+    return [turn for turn, _ in prompt_turns_with_ids(items)]
+
+
+def prompt_turns_with_ids(items: Iterable[Item]) -> list[tuple[PromptTurn, str]]:
+    """The conversation as the backend's prompt turns, oldest first, each with the id of its item.
 
     A function call the model wrote is already inside its reply's raw ``output_ids``; other calls (made by
     the client, or whose reply is gone) become an assistant turn in the model's ``<tool_call>`` format.
-    Function outputs become ``tool`` turns.
+    Function outputs become ``tool`` turns. Every item gives at most one turn.
     """
     items = list(items)
     names = {item.call_id: item.name for item in items if item.kind == "function_call"}
     written = {call for item in items for call in item.calls_in_output_ids}
-    turns: list[PromptTurn] = []
+    turns: list[tuple[PromptTurn, str]] = []
     for item in items:
         if item.kind == "function_call":
             if item.id not in written:  # a client-made call, or its reply was deleted or cut before it
                 text = call_text(item.name or "", item.arguments or "")
-                turns.append(PromptTurn(role="assistant", text=text))
+                turns.append((PromptTurn(role="assistant", text=text), item.id))
         elif item.kind == "function_call_output":
-            turns.append(PromptTurn(role="tool", text=item.output, name=names.get(item.call_id)))
+            turns.append((PromptTurn(role="tool", text=item.output, name=names.get(item.call_id)), item.id))
         elif item.role is not None:
             text = "".join(p.text or p.transcript or "" for p in item.content)
             audio = b"".join(p.pcm16 for p in item.content if p.pcm16)
             rate = next((p.pcm_rate for p in item.content if p.pcm16), PCM_RATE)
-            turns.append(
-                PromptTurn(
-                    role=item.role,
-                    text=text or None,
-                    audio_pcm16=audio or None,
-                    audio_sample_rate=rate,
-                    output_ids=item.output_ids,
-                    spoken=item.spoken,
-                )
+            turn = PromptTurn(
+                role=item.role,
+                text=text or None,
+                audio_pcm16=audio or None,
+                audio_sample_rate=rate,
+                output_ids=item.output_ids,
+                spoken=item.spoken,
             )
+            turns.append((turn, item.id))
     return turns
 
 

@@ -21,8 +21,10 @@ from typing import Literal
 
 from realtime.audio import PCM_RATE, AudioFormat, OutputEncoder, slice_pcm
 from realtime.backends.base import FinishReason, GenerationInput
+from realtime.backends.context import ContextLengthExceeded
 from realtime.errors import CODE_INTERNAL, INTERNAL_MESSAGE, SERVER_ERROR, ResponseFailure
 from realtime.metrics import Metrics
+from realtime.session.context_fit import ConversationFit
 from realtime.session.conversation import Conversation
 from realtime.session.outbox import Outbox, OutFrame
 from realtime.session.response_calls import ResponseCalls
@@ -87,9 +89,12 @@ class ResponseContext:
 class ResponseRun:
     """One response from ``response.created`` to ``response.done``; owned by the session task group.
 
+    Args:
+        fitter: fits the request into the model's context before it is sent (None: sent as is).
+
     Attributes:
         record: what the wire events describe (status, output, usage).
-        request: the generation request sent to the backend.
+        request: the generation request sent to the backend (fitted once generation starts).
         cancelled: set by `cancel`; the sender drops this response's queued audio deltas from then on.
         phase: lifecycle phase.
     """
@@ -100,6 +105,7 @@ class ResponseRun:
         record: ResponseRecord,
         request: GenerationInput,
         conversation: Conversation | None,
+        fitter: ConversationFit | None = None,
     ) -> None:
         self.ctx = ctx
         self.record = record
@@ -107,6 +113,7 @@ class ResponseRun:
         self.cancelled = False
         self.phase = ResponsePhase.CREATED
         self._conversation = conversation
+        self._fitter = fitter
         self._cancel_reason: CancelReason = "client_cancelled"
         self._meter = UsageMeter()  # token counts so far: usage of a response that ends cancelled
         self._child: asyncio.Task[GenerationDone | None] | None = None
@@ -196,8 +203,25 @@ class ResponseRun:
             return None, error
         return child.result(), None
 
+    async def _fit(self) -> None:
+        """Fit the request into the context (counting tokenises the prompt: off the loop); the prompt length
+        is known from here on, so even a failed response reports its input tokens."""
+        fitter = self._fitter
+        if fitter is None:
+            return
+        floor = fitter.floor(self.request)
+        try:
+            result = await asyncio.to_thread(fitter.fit, self.request, floor)
+        except ContextLengthExceeded as exc:
+            self._meter.input_tokens = exc.prompt_tokens or 0
+            raise
+        fitter.remember(self.request, result)
+        self.request = result.request
+        self._meter.input_tokens = result.prompt_tokens
+
     async def _generate(self, ids: PartIds) -> GenerationDone | None:
         ctx = self.ctx
+        await self._fit()
         events = ctx.reply(self.request, voice=self.record.voice, meter=self._meter)
         done: GenerationDone | None = None
         try:
@@ -326,11 +350,11 @@ class ResponseRun:
         record = self.record
         if error is not None:
             if isinstance(error, ResponseFailure):
-                code, message = error.code, error.message
+                kind, code, message = error.error_type, error.code, error.message
             else:  # a bug: details go to the log, never to the client
                 log.error("response %s failed", record.id, exc_info=error)
-                code, message = CODE_INTERNAL, INTERNAL_MESSAGE
-            record.status, record.error = "failed", (SERVER_ERROR, code, message)
+                kind, code, message = SERVER_ERROR, CODE_INTERNAL, INTERNAL_MESSAGE
+            record.status, record.error = "failed", (kind, code, message)
             self.ctx.metrics.error(code)
         elif done is None:
             record.status, record.reason = "cancelled", self._cancel_reason
@@ -347,8 +371,8 @@ class ResponseRun:
                 done.usage.output_tokens,
                 done.output_ids,
             )
-        elif error is None and (self._meter.input_tokens or self._meter.output_ids):
-            # cancelled: report what the LLM consumed and produced up to the cancel, as OpenAI does
+        elif self._meter.input_tokens or self._meter.output_ids:
+            # cancelled or failed: report what the LLM consumed and produced up to the end, as OpenAI does
             output_ids = tuple(self._meter.output_ids)
             input_tokens, output_tokens = self._meter.input_tokens, len(output_ids)
         else:

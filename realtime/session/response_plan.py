@@ -17,7 +17,7 @@ from realtime.audio import AudioFormat
 from realtime.backends.base import TOOL_SCHEMAS_ROLE, GenerationInput, PromptTurn, SamplingParams
 from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation
 from realtime.session.conversation import Conversation
-from realtime.session.items import item_from_client, prompt_turns
+from realtime.session.items import item_from_client, prompt_turns_with_ids
 from realtime.session.tool_calls import tool_schemas_json
 from realtime.wire.client_events import ConversationItemModel, ItemReference, ResponseCreate
 from realtime.wire.records import Item, ResponseRecord, new_id
@@ -30,7 +30,6 @@ from realtime.wire.session_config import (
 )
 
 MAX_METADATA_PAIRS = 16  # OpenAI: metadata holds at most 16 key-value pairs
-DEFAULT_MAX_NEW_TOKENS = SamplingParams().max_new_tokens  # what "inf" means for the backend
 
 
 @dataclass(frozen=True)
@@ -39,13 +38,19 @@ class ResponsePlan:
 
     Attributes:
         record: what ``response.created`` / ``response.done`` will describe.
-        request: the backend generation request (``rid`` = response id).
+        request: the backend generation request (``rid`` = response id); ``max_new_tokens`` is the client's
+            cap (None for ``"inf"``) until `realtime.backends.context.fit` sets the budget.
         in_band: True when the response writes to the default conversation (``conversation: "auto"``).
+        turn_items: the conversation item id of each of ``request.turns`` (None for the tools turn).
+        from_conversation: True when the turns are the default conversation (no ``input`` override), so a
+            context cut can be remembered there for the next response.
     """
 
     record: ResponseRecord
     request: GenerationInput
     in_band: bool
+    turn_items: tuple[str | None, ...] = ()
+    from_conversation: bool = False
 
 
 def plan_response(
@@ -118,17 +123,21 @@ def plan_response(
         metadata=metadata,
     )
     sampling = SamplingParams(
-        max_new_tokens=DEFAULT_MAX_NEW_TOKENS if max_tokens == "inf" else max_tokens,
+        max_new_tokens=None if max_tokens == "inf" else max_tokens,  # "inf": what the context leaves
         **({"temperature": temperature} if temperature is not None else {}),
     )
+    tools_turn = _tools_turn(tools, tool_choice)
+    history = prompt_turns_with_ids(items)
     request = GenerationInput(
         rid=record.id,
-        turns=[*_tools_turn(tools, tool_choice), *prompt_turns(items)],
+        turns=[*tools_turn, *(turn for turn, _ in history)],
         instructions=instructions,
         speak="audio" in modalities,
         sampling=sampling,
     )
-    return ResponsePlan(record, request, in_band)
+    turn_items = (*(None for _ in tools_turn), *(item_id for _, item_id in history))
+    from_conversation = in_band and event.input is None
+    return ResponsePlan(record, request, in_band, turn_items, from_conversation)
 
 
 def _tools_turn(tools: tuple[dict[str, Any], ...], tool_choice: Any) -> list[PromptTurn]:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from realtime.backends.context import TruncationPolicy
 from realtime.errors import (
     CODE_ACTIVE_RESPONSE,
     CODE_CANCEL_NOT_ACTIVE,
@@ -22,6 +23,7 @@ from realtime.errors import (
     ProtocolViolation,
     RealtimeError,
 )
+from realtime.session.context_fit import ConversationFit
 from realtime.session.conversation import Conversation
 from realtime.session.input_audio import InputAudioBuffer
 from realtime.session.items import (
@@ -276,7 +278,14 @@ class Session:
                 f"{self._default.record.id}. Wait until the response is finished before creating a new one.",
             )
         conversation = self.conversation if plan.in_band else None
-        self._start(ResponseRun(self._response_context(), plan.record, plan.request, conversation))
+        fitter = ConversationFit(
+            counter=self.runtime.backend,
+            policy=TruncationPolicy.from_wire(self.config.truncation),
+            min_answer_tokens=self.runtime.config.min_answer_tokens,
+            turn_items=plan.turn_items,
+            conversation=self.conversation if plan.from_conversation else None,
+        )
+        self._start(ResponseRun(self._response_context(), plan.record, plan.request, conversation, fitter))
 
     def _response_context(self) -> ResponseContext:
         return ResponseContext(

@@ -187,7 +187,8 @@ async def _read_tokens(
         async for chunk in stream:
             finish, prompt_tokens, completion_tokens = _account(chunk, prompt_tokens, completion_tokens)
             output_ids.extend(chunk.ids)
-            meter.input_tokens = prompt_tokens
+            if prompt_tokens:  # keep the front door's own count until the LLM reports one
+                meter.input_tokens = prompt_tokens
             meter.output_ids.extend(chunk.ids)
             metrics.observe_output_tokens(len(chunk.ids))
             try:

@@ -63,8 +63,9 @@ class SessionConfig:
     """Everything a client can configure on a session (GA names; the beta view is built in server_events.py).
 
     Attributes documented in docs/PROTOCOL.md §4.1. Stored-only fields (``transcription``,
-    ``noise_reduction``, ``tracing``, ``truncation``, ``include``, ``prompt``, ``speed``, ``tools``) are kept as
-    plain JSON values and echoed back.
+    ``noise_reduction``, ``tracing``, ``include``, ``prompt``, ``speed``, ``tools``) are kept as plain JSON
+    values and echoed back. ``truncation`` is validated JSON too (`check_truncation`), echoed back, and read by
+    the session as the context truncation policy (realtime/session/context_fit.py); beta has no such field.
     """
 
     model: str
@@ -82,7 +83,7 @@ class SessionConfig:
     max_output_tokens: int | Literal["inf"] = "inf"
     temperature: float | None = None
     tracing: Any = None
-    truncation: Any = "auto"
+    truncation: str | dict[str, Any] = "auto"
     include: tuple[str, ...] | None = None
     prompt: dict[str, Any] | None = None
 
@@ -164,6 +165,38 @@ def check_tools(tools: list[Any], param: str) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+def check_truncation(value: Any, param: str) -> str | dict[str, Any]:
+    """Validate a GA ``truncation`` the schema already shaped: ``"auto"`` (also for null), ``"disabled"``, or
+    ``{"type": "retention_ratio", "retention_ratio": 0..1, "token_limits": {"post_instructions": >= 0}}``.
+
+    Returns:
+        The value to store and echo (JSON).
+
+    Raises:
+        ProtocolViolation: ``invalid_value`` for a ratio outside 0..1 or a negative token limit.
+    """
+    if value is None:
+        return "auto"
+    if isinstance(value, str):
+        return value
+    ratio = value.get("retention_ratio")
+    if not isinstance(ratio, int | float) or not 0.0 <= ratio <= 1.0:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE,
+            f"Invalid 'retention_ratio': {ratio}. Expected a value between 0 and 1.",
+            f"{param}.retention_ratio",
+        )
+    limits = value.get("token_limits") or {}
+    post = limits.get("post_instructions")
+    if post is not None and post < 0:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE,
+            f"Invalid 'post_instructions': {post}. Expected a value >= 0.",
+            f"{param}.token_limits.post_instructions",
+        )
+    return dict(value)
+
+
 def _dump(value: Any) -> Any:
     return value.model_dump(exclude_unset=True) if hasattr(value, "model_dump") else value
 
@@ -202,9 +235,11 @@ def apply_session_update(
         changes["tools"] = check_tools(list(update.tools or []), "session.tools")
     if "tool_choice" in fields:
         changes["tool_choice"] = _dump(update.tool_choice) if update.tool_choice is not None else "auto"
-    for name in ("tracing", "truncation", "prompt"):
+    for name in ("tracing", "prompt"):
         if name in fields:
             changes[name] = _dump(getattr(update, name))
+    if "truncation" in fields:
+        changes["truncation"] = check_truncation(_dump(update.truncation), "session.truncation")
     if "include" in fields:
         changes["include"] = tuple(update.include) if update.include is not None else None
     extra = update.model_extra or {}

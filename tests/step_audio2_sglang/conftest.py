@@ -3,7 +3,7 @@
 The server is upstream SGLang 0.5.23 running our plugin on the CPU with random (``--load-format dummy``) weights:
 ``SGLANG_USE_CPU_ENGINE=1 python -m sglang.launch_server --device cpu --model-path DIR --load-format dummy
 --max-total-tokens 8192``, on a free 127.0.0.1 port, with the test-only ``sgl_kernel`` stand-in
-(``standin/sitecustomize.py``) switched on for its processes. Without ``--max-total-tokens`` SGLang would size
+(``tests/support/sglang/standin/sitecustomize.py``) switched on for its processes. Without ``--max-total-tokens`` SGLang would size
 its KV cache from free memory (15 GB on these machines).
 
 Every test here is marked ``sglang`` and ``slow``; they are skipped (with the reason) only when ``sglang`` is not

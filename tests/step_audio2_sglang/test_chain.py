@@ -118,3 +118,53 @@ async def test_sdk_cancel_mid_reply_is_aborted_in_sglang(
             "SGLang never counted the cancelled request as aborted"
         )
         await asyncio.sleep(ABORT_POLL_S)
+
+
+# The tiny checkpoint's tokenizer is byte-level without merges: one prompt token per byte of text.
+CONTEXT_LENGTH = 4096
+NEAR_FULL_INSTRUCTIONS = "x" * 3900  # leaves ~160 tokens of the context for the answer
+
+
+async def _respond(conn: Any) -> Any:
+    await conn.response.create()
+    while (event := await _next_event(conn)).type != "response.done":
+        assert event.type != "error", event
+    return event.response
+
+
+async def _say(conn: Any, text: str) -> None:
+    await conn.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    )
+    while (await _next_event(conn)).type != "conversation.item.done":
+        pass
+
+
+async def test_sdk_default_inf_response_fits_the_real_context(chain_server: ServerHandle) -> None:
+    """``max_output_tokens`` left at ``"inf"`` with a prompt near the 4096-token context: SGLang refused
+    these with HTTP 400 before the answer budget was fitted (issue 19)."""
+    async with _client(chain_server).realtime.connect(model=MODEL) as conn:
+        assert (await _next_event(conn)).type == "session.created"
+        await conn.session.update(session={"type": "realtime", "instructions": NEAR_FULL_INSTRUCTIONS})
+        assert (await _next_event(conn)).type == "session.updated"
+        await _say(conn, "hello there")
+        done = await _respond(conn)
+    assert done.status in ("completed", "incomplete"), done
+    assert done.max_output_tokens == "inf"
+    assert done.usage.input_tokens > len(NEAR_FULL_INSTRUCTIONS)  # SGLang's own count of our prompt
+    assert (
+        0 < done.usage.output_tokens and done.usage.input_tokens + done.usage.output_tokens <= CONTEXT_LENGTH
+    )
+
+
+async def test_sdk_conversation_past_the_real_context_drops_old_turns(chain_server: ServerHandle) -> None:
+    """Two 2500-byte user turns do not fit together: ``truncation: auto`` drops the first and answers."""
+    async with _client(chain_server).realtime.connect(model=MODEL) as conn:
+        await _open_session(conn, SHORT_REPLY_TOKENS)
+        answers = []
+        for _ in range(2):
+            await _say(conn, "y" * 2500)
+            answers.append(await _respond(conn))
+    assert all(a.status in ("completed", "incomplete") for a in answers), answers
+    first, second = (a.usage.input_tokens for a in answers)
+    assert second < first + 2500  # the first 2500-byte turn left the prompt

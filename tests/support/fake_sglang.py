@@ -3,7 +3,11 @@
 Written from the spec, not from our client, so it can be diffed against the real server (issue 9 runs the
 same client tests against SGLang on CPU). What it reproduces:
 
-- ``GET /model_info`` and the deprecated ``GET /get_model_info``.
+- ``GET /model_info`` and the deprecated ``GET /get_model_info``; the context length in ``GET /v1/models``
+  (``max_model_len``) and ``GET /server_info`` (``context_length``, ``max_req_input_len`` = context - 6).
+- The context-length checks, with SGLang's texts: a prompt (audio patches expanded) of at least the context
+  length, or prompt + ``max_new_tokens`` above it, is refused with HTTP 400 before anything is generated; a
+  prompt of at least ``max_req_input_len`` is accepted and then aborted by the "scheduler".
 - ``POST /generate`` with ``input_ids`` (the ``--skip-tokenizer-init`` shape: chunks carry no ``text``),
   ``stream`` true or false, the sampling-params contract (unknown keys -> HTTP 400 ``{"error": ...}``), the
   ``max_new_tokens`` default of 128, ``stop_token_ids`` (the matched id stays in ``output_ids``), and
@@ -45,6 +49,8 @@ from starlette.routing import Route
 from streaming_parser import VocabLayout
 
 DEFAULT_MAX_NEW_TOKENS = 128  # SGLang's default when a request leaves it out (docs/SGLANG.md §6.2)
+DEFAULT_CONTEXT_LENGTH = 4096  # the tiny test checkpoint's max_position_embeddings
+SCHEDULER_INPUT_MARGIN = 6  # max_req_input_len = min(context_len - 1, kv_capacity - 1) - 5
 SAMPLING_KEYS = frozenset(
     {
         "max_new_tokens", "stop", "stop_token_ids", "stop_regex", "temperature", "top_p", "top_k", "min_p",
@@ -88,6 +94,7 @@ class FakeSGLangState:
         audio_mode: whether audio placeholders are expanded (model plugin present) or dropped.
         model_info: the ``/model_info`` body.
         legacy_model_info_only: answer 404 on ``/model_info`` so clients must fall back to the old path.
+        context_length: the model's context length (reported and enforced).
         requests: every ``/generate`` body received.
         aborts: (rid, monotonic arrival time) of every ``/abort_request``.
         disconnects: (rid, monotonic time) when a client dropped a stream before it ended.
@@ -102,6 +109,7 @@ class FakeSGLangState:
     fault_after: int = 1
     audio_mode: AudioMode = "expand"
     legacy_model_info_only: bool = False  # only /get_model_info, as SGLang before /model_info existed
+    context_length: int = DEFAULT_CONTEXT_LENGTH
     layout: VocabLayout = field(default_factory=VocabLayout.default)
     model_info: dict[str, Any] = field(
         default_factory=lambda: {
@@ -132,6 +140,21 @@ def create_fake_sglang_app(state: FakeSGLangState) -> Starlette:
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         return JSONResponse(state.model_info)
 
+    async def models(request: Request) -> Response:
+        name = state.model_info["served_model_name"]
+        card = {"id": name, "object": "model", "owned_by": "sglang", "root": name}
+        return JSONResponse({"object": "list", "data": [{**card, "max_model_len": state.context_length}]})
+
+    async def server_info(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "context_length": None,  # a resolved server arg: None unless --context-length was given
+                "max_total_num_tokens": 8192,
+                "max_req_input_len": state.context_length - SCHEDULER_INPUT_MARGIN,
+                "version": "0.5.23",
+            }
+        )
+
     async def abort_request(request: Request) -> Response:
         body = await request.json()
         rid = str(body.get("rid", ""))
@@ -155,6 +178,10 @@ def create_fake_sglang_app(state: FakeSGLangState) -> Starlette:
             prompt_tokens = _prompt_tokens(body, state)
         except ValueError as exc:
             return JSONResponse({"error": {"message": str(exc)}}, status_code=400)
+        refusal = _context_error(body, prompt_tokens, state.context_length)
+        if refusal is not None:
+            error = {"message": refusal, "type": "BadRequestError", "param": None, "code": 400}
+            return JSONResponse({"error": error}, status_code=400)
         run = _Generation(state, body, prompt_tokens)
         if not body.get("stream", False):
             chunks = [chunk async for chunk in run.chunks()]
@@ -164,6 +191,9 @@ def create_fake_sglang_app(state: FakeSGLangState) -> Starlette:
     routes = [
         Route("/model_info", model_info, methods=["GET"]),
         Route("/get_model_info", model_info, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/server_info", server_info, methods=["GET"]),
+        Route("/get_server_info", server_info, methods=["GET"]),
         Route("/abort_request", abort_request, methods=["POST"]),
         Route("/generate", generate, methods=["POST", "PUT"]),
     ]
@@ -177,6 +207,22 @@ def _contract_error(body: dict[str, Any]) -> str | None:
     unknown = sorted(set(sampling) - SAMPLING_KEYS)
     if unknown:
         return f"unknown field `{unknown[0]}`"
+    return None
+
+
+def _context_error(body: dict[str, Any], prompt_tokens: int, context: int) -> str | None:
+    """SGLang 0.5.23's tokenizer-manager checks (``_validate_one_request``), with its exact messages."""
+    if prompt_tokens >= context:
+        return f"The input ({prompt_tokens} tokens) is longer than the model's context length ({context} tokens)."
+    max_new = (body.get("sampling_params") or {}).get("max_new_tokens")
+    if max_new is not None and max_new + prompt_tokens > context:
+        return (
+            "Requested token count exceeds the model's maximum context length "
+            f"of {context} tokens. You requested a total of {max_new + prompt_tokens} "
+            f"tokens: {prompt_tokens} tokens from the input messages and "
+            f"{max_new} tokens for the completion. Please reduce the number "
+            "of tokens in the input messages or the completion to fit within the limit."
+        )
     return None
 
 
@@ -233,6 +279,16 @@ class _Generation:
         aborted = asyncio.Event()
         state.in_flight[self.rid] = aborted
         try:
+            admitted = state.context_length - SCHEDULER_INPUT_MARGIN
+            if self.prompt_tokens >= admitted:  # the scheduler's validate_input_length
+                message = (
+                    f"Input length ({self.prompt_tokens} tokens) exceeds the maximum allowed length "
+                    f"({admitted} tokens). Use a shorter input or enable --allow-auto-truncate."
+                )
+                finish = {"type": "abort", "message": message, "status_code": 400, "err_type": None}
+                self.finished = True
+                yield self._chunk([], 0, finish)
+                return
             output: list[int] = []
             sent = 0
             chunks_sent = 0

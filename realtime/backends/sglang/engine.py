@@ -30,8 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from realtime.backends.base import BackendError, FinishReason, GenerationInput, TokenChunk
-from realtime.backends.sglang.stream import ChunkDecoder, ServerSampling, StreamMode, sampling_payload
+from realtime.backends.base import BackendError, FinishReason, GenerationInput, TokenChunk, answer_budget
+from realtime.backends.sglang.stream import (
+    ChunkDecoder,
+    ServerSampling,
+    StreamMode,
+    sampling_payload,
+    server_abort_error,
+    sglang_error,
+)
 from realtime.backends.sglang.vocab import ModelVocab, ModelVocabBackend
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,7 @@ class SGLangEngineConfig:
             they override `DEFAULT_ENGINE_ARGS`.
         check_audio: compare the reported prompt length with the expected audio expansion.
         sampling: server-wide sampling overrides.
+        context_length: use this context length instead of the engine's (it may only be smaller).
     """
 
     model_path: str
@@ -77,6 +85,7 @@ class SGLangEngineConfig:
     engine_args: Mapping[str, object] = field(default_factory=dict)
     check_audio: bool = True
     sampling: ServerSampling = field(default_factory=ServerSampling)
+    context_length: int | None = None
 
 
 def _import_engine() -> EngineFactory:
@@ -143,6 +152,7 @@ class SGLangEngineBackend(ModelVocabBackend):
             atexit.unregister(shutdown)  # caveat 1: its kill_process_tree would take our other children too
         self._engine_pids = sorted(_child_pids() - before)
         self._engine = engine
+        self._use_context_length(_engine_context_length(engine, self._config.context_length), "sglang.Engine")
         log.info(
             "sglang.Engine started for %s (child processes %s)", self._config.model_path, self._engine_pids
         )
@@ -154,7 +164,14 @@ class SGLangEngineBackend(ModelVocabBackend):
         rid = request.rid
         kwargs: dict[str, Any] = {
             "input_ids": list(prompt.input_ids),
-            "sampling_params": sampling_payload(request.sampling, self.vocab.eot, self._config.sampling),
+            "sampling_params": sampling_payload(
+                request.sampling,
+                self.vocab.eot,
+                self._config.sampling,
+                max_new_tokens=answer_budget(
+                    request.sampling, prompt.expected_prompt_tokens, self.context_length
+                ),
+            ),
             "rid": rid,
             "stream": True,
         }
@@ -173,13 +190,12 @@ class SGLangEngineBackend(ModelVocabBackend):
                     self.last_stream_mode = decoder.mode
                     finished = chunk.finish_reason is not None
                     if chunk.finish_reason is FinishReason.ABORT and rid not in self._aborted:
-                        message = decoder.finish_detail.get("message") or "no reason given"
-                        raise BackendError("aborted_by_server", f"SGLang aborted the request: {message}")
+                        raise server_abort_error(decoder.finish_detail)
                     yield chunk
                     if finished:
                         break
             except ValueError as exc:  # SGLang reports bad requests (duplicate rid, too long) this way
-                raise BackendError("server_error", f"SGLang error: {exc}") from exc
+                raise sglang_error(str(exc)) from exc
             if not finished:
                 raise BackendError(
                     "stream_cut", f"sglang.Engine ended after {decoder.seen} ids without a finish"
@@ -225,6 +241,26 @@ class SGLangEngineBackend(ModelVocabBackend):
                 "not_started", "the sglang-engine backend was used before start() or after aclose()"
             )
         return self._engine
+
+
+def _engine_context_length(engine: EngineLike, override: int | None) -> int:
+    """The model config's ``context_len``, lowered to what the scheduler admits (``max_req_input_len`` + 1)
+    and to ``override``.
+
+    Raises:
+        BackendError: ``wrong_server`` when the engine reports neither and no override is configured.
+    """
+    manager = engine.tokenizer_manager
+    limits = [override] if override is not None else []
+    context = getattr(getattr(manager, "model_config", None), "context_len", None)
+    if isinstance(context, int) and context > 0:
+        limits.append(context)
+    admitted = getattr(manager, "max_req_input_len", None)
+    if isinstance(admitted, int) and admitted > 0:
+        limits.append(admitted + 1)
+    if not limits:
+        raise BackendError("wrong_server", "sglang.Engine reports no context length: pass --context-length")
+    return min(limits)
 
 
 def _child_pids() -> set[int]:

@@ -7,7 +7,9 @@ closes the stream: SGLang's own abort-on-disconnect only fires two seconds later
 
 Failures of one generation are `BackendError`s with a stable ``code`` (``connection_refused``, ``timeout``,
 ``http_<status>``, ``stream_cut``, ``server_error``, ``protocol_error``, ``audio_dropped``,
-``aborted_by_server``); the response fails, the session and the backend stay usable.
+``aborted_by_server``, ``duplicate_request_id``, and ``context_length_exceeded`` when SGLang refuses the length
+of a request: `realtime.backends.sglang.stream.sglang_error`); the response fails, the session and the backend
+stay usable. `start` learns the context length (``/v1/models``, ``/server_info``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from realtime.backends.base import BackendError, FinishReason, GenerationInput, TokenChunk
+from realtime.backends.base import BackendError, FinishReason, GenerationInput, TokenChunk, answer_budget
 from realtime.backends.sglang.stream import (
     SSE_DONE,
     ChunkDecoder,
@@ -30,6 +32,8 @@ from realtime.backends.sglang.stream import (
     error_message,
     parse_chunk_json,
     sampling_payload,
+    server_abort_error,
+    sglang_error,
     sse_payload,
 )
 from realtime.backends.sglang.vocab import ModelVocab, ModelVocabBackend, load_model_vocab, model_matches
@@ -42,6 +46,8 @@ DEFAULT_READ_TIMEOUT_S = 60.0
 ABORT_TIMEOUT_S = 2.0
 KEEPALIVE_CONNECTIONS = 32  # idle connections kept for reuse; in-flight streams are not capped
 MODEL_INFO_PATHS = ("/model_info", "/get_model_info")  # 0.5.23 name first, the deprecated alias second
+SERVER_INFO_PATHS = ("/server_info", "/get_server_info")
+MODELS_PATH = "/v1/models"  # OpenAI-compatible; ``max_model_len`` is the model config's context length
 HTTP_ERROR_FIRST = 400
 HTTP_NOT_FOUND = 404
 ERROR_BODY_LIMIT = 300
@@ -63,6 +69,8 @@ class SGLangHTTPConfig:
         read_timeout_s: longest wait for the next chunk.
         check_audio: compare the reported prompt length with the expected audio expansion.
         sampling: server-wide sampling overrides.
+        context_length: use this context length instead of the one the server reports (it may only be
+            smaller: SGLang refuses longer requests).
     """
 
     url: str
@@ -74,6 +82,7 @@ class SGLangHTTPConfig:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     check_audio: bool = True
     sampling: ServerSampling = field(default_factory=ServerSampling)
+    context_length: int | None = None
 
 
 class SGLangHTTPBackend(ModelVocabBackend):
@@ -143,12 +152,14 @@ class SGLangHTTPBackend(ModelVocabBackend):
         audio_flag = info.get("has_audio_understanding")
         if self._vocab is None:
             self._use_vocab(await asyncio.to_thread(load_model_vocab, self._config.model_dir, info))
+        await self._learn_context_length()
         log.info(
-            "SGLang at %s serves %s (architectures %s, has_audio_understanding %s)",
+            "SGLang at %s serves %s (architectures %s, has_audio_understanding %s, context %d tokens)",
             self._config.url,
             info.get("model_path"),
             info.get("architectures"),
             audio_flag,
+            self.context_length,
         )
 
     async def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
@@ -159,7 +170,14 @@ class SGLangHTTPBackend(ModelVocabBackend):
             "rid": rid,
             "input_ids": list(prompt.input_ids),
             "stream": True,
-            "sampling_params": sampling_payload(request.sampling, self.vocab.eot, self._config.sampling),
+            "sampling_params": sampling_payload(
+                request.sampling,
+                self.vocab.eot,
+                self._config.sampling,
+                max_new_tokens=answer_budget(
+                    request.sampling, prompt.expected_prompt_tokens, self.context_length
+                ),
+            ),
         }
         if prompt.audio:
             body["audio_data"] = prompt.audio_data()
@@ -184,7 +202,7 @@ class SGLangHTTPBackend(ModelVocabBackend):
                         self.last_stream_mode = decoder.mode
                         finished = chunk.finish_reason is not None
                         if chunk.finish_reason is FinishReason.ABORT and rid not in self._aborted:
-                            raise BackendError("aborted_by_server", _abort_message(decoder.finish_detail))
+                            raise server_abort_error(decoder.finish_detail)
                         yield chunk
                 finally:
                     # Cancelled or failed mid-way: stop the GPU before the socket closes. A request refused
@@ -232,6 +250,46 @@ class SGLangHTTPBackend(ModelVocabBackend):
         self._abort_tasks.add(task)
         task.add_done_callback(self._abort_tasks.discard)
 
+    async def _learn_context_length(self) -> None:
+        """The most tokens one request may use: the model's context length (``/v1/models``
+        ``max_model_len``), lowered to what the scheduler admits (``/server_info`` ``max_req_input_len`` + 1:
+        its KV pool may hold fewer tokens), lowered to the configured override."""
+        limits: list[int] = []
+        models = await self._get_json((MODELS_PATH,))
+        cards = models.get("data") if models else None
+        if isinstance(cards, list) and cards and isinstance(cards[0], dict):
+            limits.extend(_positive_int(cards[0].get("max_model_len")))
+        server = await self._get_json(SERVER_INFO_PATHS)
+        if server:
+            limits.extend(_positive_int(server.get("context_length")))
+            limits.extend(n + 1 for n in _positive_int(server.get("max_req_input_len")))
+        if self._config.context_length is not None:
+            limits.append(self._config.context_length)
+        if not limits:
+            raise BackendError(
+                "wrong_server",
+                f"SGLang at {self._config.url} reports no context length ({MODELS_PATH}, "
+                f"{SERVER_INFO_PATHS[0]}): pass --context-length",
+            )
+        self._use_context_length(min(limits), f"SGLang at {self._config.url}")
+
+    async def _get_json(self, paths: tuple[str, ...]) -> dict[str, Any] | None:
+        """The first of ``paths`` that answers a JSON object; None when none does (404 or not an object)."""
+        for path in paths:
+            try:
+                response = await self._client.get(path)
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, self._config.url, 0) from exc
+            if response.status_code >= HTTP_ERROR_FIRST:
+                continue
+            try:
+                body = response.json()
+            except ValueError:
+                continue
+            if isinstance(body, dict):
+                return body
+        return None
+
     async def _fetch_model_info(self) -> dict[str, Any]:
         for path in MODEL_INFO_PATHS:
             try:
@@ -271,9 +329,7 @@ def _http_error(response: httpx.Response) -> BackendError:
             detail = error_message(body["error"])
         elif "message" in body:
             detail = str(body["message"])
-    return BackendError(
-        f"http_{response.status_code}", f"SGLang returned HTTP {response.status_code}: {detail}"
-    )
+    return sglang_error(detail, response.status_code)
 
 
 def _transport_error(exc: httpx.HTTPError, url: str, ids_seen: int) -> BackendError:
@@ -287,8 +343,6 @@ def _transport_error(exc: httpx.HTTPError, url: str, ids_seen: int) -> BackendEr
     return BackendError("http_error", f"HTTP error talking to SGLang at {url}: {exc}")
 
 
-def _abort_message(detail: Any) -> str:
-    message = detail.get("message") if hasattr(detail, "get") else None
-    status = detail.get("status_code") if hasattr(detail, "get") else None
-    suffix = f" (status {status})" if status else ""
-    return f"SGLang aborted the request: {message or 'no reason given'}{suffix}"
+def _positive_int(value: Any) -> list[int]:
+    """``[value]`` for a positive int (not a bool), else ``[]``."""
+    return [value] if isinstance(value, int) and not isinstance(value, bool) and value > 0 else []

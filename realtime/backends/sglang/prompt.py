@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import io
 import wave
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,6 +126,21 @@ def wav_bytes(samples: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> byte
     return buffer.getvalue()
 
 
+def model_rate_samples(num_bytes: int, sample_rate: int) -> int:
+    """Samples at 16 kHz that `pcm16_to_model_rate` makes of ``num_bytes`` of PCM16 at ``sample_rate``
+    (torchaudio's resampler returns ``ceil(n * 16000 / rate)`` samples)."""
+    samples = num_bytes // PCM16_BYTES
+    if sample_rate == MODEL_SAMPLE_RATE or samples == 0:
+        return samples
+    return -(-samples * MODEL_SAMPLE_RATE // sample_rate)
+
+
+def block_sizes(num_samples: int) -> list[int]:
+    """Sample counts of the <= 25 s blocks `audio_blocks` cuts ``num_samples`` 16 kHz samples into."""
+    full, rest = divmod(num_samples, AUDIO_BLOCK_SAMPLES)
+    return [AUDIO_BLOCK_SAMPLES] * full + ([rest] if rest else [])
+
+
 def audio_blocks(pcm16: bytes, sample_rate: int) -> tuple[AudioBlock, ...]:
     """Split user speech into <= 25 s 16 kHz WAV blocks (the reference splits the same way)."""
     samples = pcm16_to_model_rate(pcm16, sample_rate)
@@ -148,27 +163,52 @@ class PromptBuilder:
 
     def build(self, request: GenerationInput) -> Prompt:
         """The prompt for ``request``: instructions as the system turn, the history, then the prefill."""
-        pieces = _Pieces(self._codec)
         audio: list[AudioBlock] = []
+
+        def blocks(turn: PromptTurn) -> int:
+            assert turn.audio_pcm16 is not None
+            new = audio_blocks(turn.audio_pcm16, turn.audio_sample_rate)
+            audio.extend(new)
+            return len(new)
+
+        ids = self._assemble(request, blocks)
+        return Prompt(input_ids=ids, audio=tuple(audio), starts_in_speech=request.speak)
+
+    def count(self, request: GenerationInput) -> int:
+        """``build(request).expected_prompt_tokens`` without resampling or encoding audio: cheap enough to
+        call several times per response (`realtime.backends.context.fit`)."""
+        patches = 0
+
+        def blocks(turn: PromptTurn) -> int:
+            nonlocal patches
+            assert turn.audio_pcm16 is not None
+            sizes = block_sizes(model_rate_samples(len(turn.audio_pcm16), turn.audio_sample_rate))
+            patches += sum(audio_patch_count(size) - 1 for size in sizes)
+            return len(sizes)
+
+        return len(self._assemble(request, blocks)) + patches
+
+    def _assemble(self, request: GenerationInput, blocks: Callable[[PromptTurn], int]) -> tuple[int, ...]:
+        pieces = _Pieces(self._codec)
         if request.instructions:
             self._open(pieces, "system")
             pieces.text(request.instructions)
             pieces.special(self._layout.eot)
         for turn in request.turns:
-            audio.extend(self._turn(pieces, turn))
+            self._turn(pieces, turn, blocks)
         self._open(pieces, ASSISTANT_ROLE)
         if request.speak:
             pieces.special(self._layout.tts_start)
-        return Prompt(input_ids=pieces.ids(), audio=tuple(audio), starts_in_speech=request.speak)
+        return pieces.ids()
 
     def _open(self, pieces: _Pieces, role: str) -> None:
         pieces.special(self._layout.bot)
         pieces.text(f"{role}\n")
 
-    def _turn(self, pieces: _Pieces, turn: PromptTurn) -> list[AudioBlock]:
+    def _turn(self, pieces: _Pieces, turn: PromptTurn, blocks: Callable[[PromptTurn], int]) -> None:
+        """Append one turn; ``blocks`` handles its audio and returns the number of 25 s blocks."""
         tools = turn.role == "system" and turn.name == TOOL_SCHEMAS_ROLE
         self._open(pieces, TOOL_SCHEMAS_ROLE if tools else ROLE_NAMES[turn.role])
-        blocks: list[AudioBlock] = []
         if turn.role == ASSISTANT_ROLE and turn.output_ids is not None:
             # Re-insert the answer exactly as generated: <tts_start> was the prefill, not an output id.
             if turn.spoken:
@@ -178,13 +218,11 @@ class PromptBuilder:
             if turn.text:
                 pieces.text(turn.text)
             if turn.audio_pcm16 and turn.role != ASSISTANT_ROLE:
-                blocks = list(audio_blocks(turn.audio_pcm16, turn.audio_sample_rate))
-                for _ in blocks:
+                for _ in range(blocks(turn)):
                     pieces.special(self._layout.audio_start)
                     pieces.special(self._layout.audio_patch)
                     pieces.special(self._layout.audio_end)
         pieces.special(self._layout.eot)
-        return blocks
 
 
 def _without_trailing(ids: Sequence[int], token_id: int) -> Sequence[int]:

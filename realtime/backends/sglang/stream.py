@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from realtime.backends.base import BackendError, FinishReason, SamplingParams, TokenChunk
+from realtime.backends.context import ContextLengthExceeded
 from realtime.backends.sglang.prompt import Prompt
 
 SSE_DATA_PREFIX = "data:"
@@ -48,16 +50,17 @@ class ServerSampling:
 
 
 def sampling_payload(
-    sampling: SamplingParams, stop_token_id: int, server: ServerSampling | None = None
+    sampling: SamplingParams, stop_token_id: int, server: ServerSampling | None = None, *, max_new_tokens: int
 ) -> dict[str, Any]:
     """``sampling_params`` for one request: every value we rely on is explicit (docs/SGLANG.md §6.2).
 
     SGLang's own defaults (128 new tokens, skip_special_tokens true) would cut speech after ~4 s and hide the
     special ids the parser needs, so nothing is left to the server or the model's generation_config.
+    ``max_new_tokens`` is the answer budget (`realtime.backends.base.answer_budget`).
     """
     server = server or ServerSampling()
     return {
-        "max_new_tokens": sampling.max_new_tokens,
+        "max_new_tokens": max_new_tokens,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p if server.top_p is None else server.top_p,
         "repetition_penalty": (
@@ -92,8 +95,51 @@ def parse_chunk_json(payload: str) -> dict[str, Any]:
     if not isinstance(chunk, dict):
         raise BackendError("protocol_error", f"SGLang sent a chunk that is not an object: {payload[:200]!r}")
     if "error" in chunk:
-        raise BackendError("server_error", f"SGLang error: {error_message(chunk['error'])}")
+        raise sglang_error(error_message(chunk["error"]))
     return chunk
+
+
+def sglang_error(message: str, status: int | None = None) -> BackendError:
+    """The precise failure for an error SGLang reported about a request we built.
+
+    SGLang 0.5.23 refuses a prompt that leaves no room (``Requested token count exceeds the model's maximum
+    context length of N tokens. You requested a total of M tokens: P tokens from the input messages and C
+    tokens for the completion...``, or ``The input (P tokens) is longer than the model's context length``)
+    and a reused ``rid``; those get their own codes. Anything else is ``http_<status>`` (HTTP refusal) or
+    ``server_error`` (an error reported inside the stream or by the engine).
+    """
+    lowered = message.lower()
+    if any(marker in lowered for marker in _CONTEXT_MARKERS):
+        found = _PROMPT_TOKENS.search(message)
+        prompt = int(next(g for g in found.groups() if g)) if found else None
+        return ContextLengthExceeded(f"SGLang refused the request: {message}", prompt)
+    if "duplicate request id" in lowered:
+        return BackendError("duplicate_request_id", f"SGLang refused the request: {message}")
+    if status is not None:
+        return BackendError(f"http_{status}", f"SGLang returned HTTP {status}: {message}")
+    return BackendError("server_error", f"SGLang error: {message}")
+
+
+def server_abort_error(detail: Mapping[str, Any]) -> BackendError:
+    """The failure for a stream SGLang ended with ``finish_reason {"type": "abort"}`` that we did not ask for
+    (its scheduler refuses over-long prompts this way, after the tokenizer manager accepted them)."""
+    message = str(detail.get("message") or "no reason given")
+    if any(marker in message.lower() for marker in _CONTEXT_MARKERS):
+        return sglang_error(message)
+    status = detail.get("status_code")
+    suffix = f" (status {status})" if status else ""
+    return BackendError("aborted_by_server", f"SGLang aborted the request: {message}{suffix}")
+
+
+_CONTEXT_MARKERS = (
+    "maximum context length",  # tokenizer manager: prompt + max_new_tokens > context length
+    "longer than the model's context length",  # tokenizer manager: prompt alone
+    "exceeds the maximum allowed length",  # scheduler: prompt >= max_req_input_len
+    "prompt is too long after expanding",  # scheduler: prompt with audio patches expanded
+)
+_PROMPT_TOKENS = re.compile(
+    r"(\d+) tokens from the input messages|The input \((\d+) tokens\)|Input length \((\d+) tokens\)"
+)
 
 
 def error_message(error: object) -> str:

@@ -75,10 +75,31 @@ def model_matches(model_info: Mapping[str, Any], expected: str) -> bool:
 
 class ModelVocabBackend:
     """What both SGLang backends share once `start()` has loaded the served model's `ModelVocab`:
-    the `vocab` / `text_codec` properties of the `LLMBackend` protocol and prompt building."""
+    the `vocab` / `text_codec` / `context_length` properties of the `LLMBackend` protocol, prompt building
+    and prompt counting."""
 
     _vocab: ModelVocab | None = None
     _prompt_builder: PromptBuilder | None = None
+    _context_length: int | None = None
+
+    @property
+    def context_length(self) -> int:
+        """The served model's context length (learnt by `start()`, or the configured override)."""
+        if self._context_length is None:
+            raise RuntimeError(f"{type(self).__name__}: the context length is known only after start()")
+        return self._context_length
+
+    def count_prompt_tokens(self, request: GenerationInput) -> int:
+        """The prompt length SGLang will report for ``request`` (audio patches expanded); no audio is decoded."""
+        builder = self._prompt_builder
+        if builder is None:
+            raise BackendError("not_started", "the SGLang backend was used before start()")
+        return builder.count(request)
+
+    def _use_context_length(self, tokens: int, source: str) -> None:
+        if tokens <= 0:
+            raise BackendError("wrong_server", f"{source} reports a context length of {tokens} tokens")
+        self._context_length = tokens
 
     @property
     def vocab(self) -> VocabLayout:

@@ -74,3 +74,21 @@ def test_parse_engine_args() -> None:
     }
     with pytest.raises(BackendError):
         parse_engine_args(["novalue"])
+
+
+def test_context_flags_reach_every_backend(tmp_path: Path) -> None:
+    from realtime.backends.synthetic import DEFAULT_CONTEXT_LENGTH, SyntheticBackend
+
+    synthetic = create_backend(config_from_args(parse([])))
+    assert isinstance(synthetic, SyntheticBackend) and synthetic.context_length == DEFAULT_CONTEXT_LENGTH
+    config = config_from_args(parse(["--context-length", "2048", "--min-answer-tokens", "32"]))
+    assert (config.context_length, config.min_answer_tokens) == (2048, 32)
+    assert create_backend(config).context_length == 2048
+    http = create_backend(config_from_args(parse(["--backend", "sglang", "--context-length", "1024"])))
+    assert isinstance(http, SGLangHTTPBackend) and http._config.context_length == 1024
+    engine = create_backend(
+        config_from_args(parse(["--backend", "sglang-engine", "--model-path", str(tmp_path)]))
+    )
+    assert (
+        isinstance(engine, SGLangEngineBackend) and engine._config.context_length is None
+    )  # the engine's own

@@ -262,3 +262,52 @@ def test_truncate_keeps_the_transcript_heard_before_the_first_unheard_code() -> 
     assert item.content[0].transcript == codec.decode(spoken)
     assert item.content[0].audio is not None and len(item.content[0].audio) == heard_ms * 24 * 2
     assert item.audio_samples == heard_ms * 24
+
+
+def _truncation_update(truncation: Any) -> Any:
+    return _decode(
+        {"type": "session.update", "session": {"type": "realtime", "truncation": truncation}}
+    ).session
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("disabled", "disabled"),
+        (None, "auto"),
+        (
+            {"type": "retention_ratio", "retention_ratio": 0.8},
+            {"type": "retention_ratio", "retention_ratio": 0.8},
+        ),
+    ],
+)
+def test_truncation_is_validated_stored_and_echoed_in_ga_only(sent: Any, stored: Any) -> None:
+    config = SessionConfig(model="m", voice="default")
+    updated = apply_session_update(
+        config, _truncation_update(sent), voice_locked=False, resolve=lambda n: n, beta=False
+    )
+    assert updated.truncation == stored
+    ga = json.loads(encode(EventBuilder(Dialect.GA).session_updated(updated, "sess_1")))
+    assert ga["session"]["truncation"] == stored
+    beta = json.loads(encode(EventBuilder(Dialect.BETA).session_updated(updated, "sess_1")))
+    assert "truncation" not in beta["session"]
+
+
+@pytest.mark.parametrize(
+    ("truncation", "param"),
+    [
+        ({"type": "retention_ratio", "retention_ratio": 1.5}, "session.truncation.retention_ratio"),
+        ({"type": "retention_ratio", "retention_ratio": -0.1}, "session.truncation.retention_ratio"),
+        (
+            {"type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": -1}},
+            "session.truncation.token_limits.post_instructions",
+        ),
+    ],
+)
+def test_truncation_out_of_range_is_invalid_value(truncation: Any, param: str) -> None:
+    config = SessionConfig(model="m", voice="default")
+    with pytest.raises(ProtocolViolation) as caught:
+        apply_session_update(
+            config, _truncation_update(truncation), voice_locked=False, resolve=lambda n: n, beta=False
+        )
+    assert (caught.value.code, caught.value.param) == ("invalid_value", param)

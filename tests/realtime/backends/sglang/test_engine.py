@@ -13,7 +13,7 @@ from realtime.backends.base import BackendError, FinishReason, GenerationInput, 
 from realtime.backends.sglang.engine import SGLangEngineBackend, SGLangEngineConfig
 from realtime.backends.sglang.stream import StreamMode
 from realtime.backends.sglang.vocab import ModelVocab
-from tests.support.fake_sglang import FakeSGLangState, _Generation
+from tests.support.fake_sglang import SCHEDULER_INPUT_MARGIN, FakeSGLangState, _Generation
 from tests.support.sglang_fixtures import tiny_model_dir, tiny_vocab
 
 __all__ = ["tiny_model_dir", "tiny_vocab"]
@@ -24,11 +24,18 @@ LONG_REPLY = [AUDIO_0 + i for i in range(2000)]
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 
+class StandInModelConfig:
+    def __init__(self, context_len: int) -> None:
+        self.context_len = context_len
+
+
 class StandInTokenizerManager:
     def __init__(self, state: FakeSGLangState) -> None:
         self.state = state
         self.aborted: list[str] = []
         self._subprocess_watchdog = None
+        self.model_config = StandInModelConfig(state.context_length)
+        self.max_req_input_len = state.context_length - SCHEDULER_INPUT_MARGIN
 
     def abort_request(self, rid: str = "", abort_all: bool = False) -> None:
         self.aborted.append(rid)
@@ -151,7 +158,7 @@ async def test_engine_value_error_is_a_backend_error(
         async for _ in backend.generate(request("resp_dup")):
             pass
     await first.aclose()
-    assert caught.value.code == "server_error"
+    assert caught.value.code == "duplicate_request_id"
     assert "Duplicate request ID" in caught.value.message
 
 
@@ -190,3 +197,16 @@ async def test_generate_before_start_is_a_backend_error(tiny_vocab: ModelVocab) 
         async for _ in backend.generate(request()):
             pass
     assert caught.value.code == "not_started"
+
+
+async def test_context_length_comes_from_the_engine(
+    backend: SGLangEngineBackend, state: FakeSGLangState
+) -> None:
+    # model_config.context_len 4096, lowered to what the scheduler admits (max_req_input_len + 1)
+    assert backend.context_length == state.context_length - SCHEDULER_INPUT_MARGIN + 1
+    req = request("resp_ctx-0")
+    chunks = [chunk async for chunk in backend.generate(req)]
+    assert chunks[-1].finish_reason is not None
+    (body,) = state.requests
+    prompt = backend.count_prompt_tokens(req)
+    assert body["sampling_params"]["max_new_tokens"] == backend.context_length - prompt

@@ -270,7 +270,7 @@ async def test_read_timeout(fake_sglang: FakeSGLangServer, tiny_vocab: ModelVoca
     assert [rid for rid, _ in fake_sglang.state.aborts] == ["resp_slow-0"]
 
 
-async def test_duplicate_rid_in_flight_is_a_server_error(
+async def test_duplicate_rid_in_flight_has_its_own_code(
     fake_sglang: FakeSGLangServer, http_backend: SGLangHTTPBackend
 ) -> None:
     fake_sglang.state.script = lambda body: LONG_REPLY
@@ -280,7 +280,7 @@ async def test_duplicate_rid_in_flight_is_a_server_error(
     with pytest.raises(BackendError) as caught:
         await collect(http_backend, request("resp_dup-0"))
     await first.aclose()
-    assert caught.value.code == "server_error"
+    assert caught.value.code == "duplicate_request_id"
     assert "Duplicate request ID" in caught.value.message
 
 

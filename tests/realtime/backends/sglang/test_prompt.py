@@ -189,3 +189,20 @@ def test_expected_prompt_tokens_agree_with_the_sglang_plugin_processor(
     clips = [block.num_samples for block in prompt.audio]
     assert sum(clips) == samples
     assert prompt.expected_prompt_tokens == plugin_audio.expected_prompt_tokens(len(prompt.input_ids), clips)
+
+
+@pytest.mark.parametrize(
+    ("samples", "rate"),
+    [(1, 24_000), (2_401, 24_000), (24_000 * 26 + 7, 24_000), (16_000 * 50, 16_000), (8_001, 8_000)],
+)
+def test_count_equals_the_built_prompt_without_decoding_audio(
+    builder: PromptBuilder, samples: int, rate: int
+) -> None:
+    turns = [
+        PromptTurn(role="user", text="hi there", audio_pcm16=pcm16(samples, rate), audio_sample_rate=rate),
+        PromptTurn(role="assistant", output_ids=(6, AUDIO_0, EOT), spoken=True),
+        PromptTurn(role="tool", text="sunny", name="weather"),
+        PromptTurn(role="user", audio_pcm16=pcm16(samples, rate), audio_sample_rate=rate),
+    ]
+    request = GenerationInput(rid="r", turns=turns, instructions="Be brief.")
+    assert builder.count(request) == builder.build(request).expected_prompt_tokens
