@@ -27,6 +27,7 @@ from realtime.wire.session_config import (
     check_temperature,
     check_tools,
     parse_modalities,
+    render_instructions,
 )
 
 MAX_METADATA_PAIRS = 16  # OpenAI: metadata holds at most 16 key-value pairs
@@ -41,11 +42,13 @@ class ResponsePlan:
         record: what ``response.created`` / ``response.done`` will describe.
         request: the backend generation request (``rid`` = response id).
         in_band: True when the response writes to the default conversation (``conversation: "auto"``).
+        max_calls: most function calls the response may emit (1 with ``parallel_tool_calls: false``).
     """
 
     record: ResponseRecord
     request: GenerationInput
     in_band: bool
+    max_calls: int | None = None
 
 
 def plan_response(
@@ -77,12 +80,15 @@ def plan_response(
         )
     modalities, voice, fmt = config.output_modalities, config.voice, config.output_format
     instructions, max_tokens = config.instructions, config.max_output_tokens
+    prompt = config.prompt
     metadata: dict[str, str] | None = None
     if params is not None:
         if "output_modalities" in fields:
             modalities = parse_modalities(params.output_modalities, "response.output_modalities")
         if "instructions" in fields:
             instructions = params.instructions or ""
+        if "prompt" in fields:
+            prompt = params.prompt.model_dump(exclude_unset=True) if params.prompt is not None else None
         if "max_output_tokens" in fields:
             max_tokens = check_max_output_tokens(params.max_output_tokens, "response.max_output_tokens")
         if params.metadata is not None:
@@ -121,14 +127,33 @@ def plan_response(
         max_new_tokens=DEFAULT_MAX_NEW_TOKENS if max_tokens == "inf" else max_tokens,
         **({"temperature": temperature} if temperature is not None else {}),
     )
+    tools_turn = _tools_turn(tools, tool_choice)
+    directives = [_TOOL_DIRECTIVES[key] for key in _directive_keys(tool_choice, config) if tools_turn]
     request = GenerationInput(
         rid=record.id,
-        turns=[*_tools_turn(tools, tool_choice), *prompt_turns(items)],
-        instructions=instructions,
+        turns=[*tools_turn, *prompt_turns(items)],
+        instructions="\n".join([render_instructions(instructions, prompt), *directives]).strip(),
         speak="audio" in modalities,
         sampling=sampling,
     )
-    return ResponsePlan(record, request, in_band)
+    max_calls = 1 if config.parallel_tool_calls is False else None
+    return ResponsePlan(record, request, in_band, max_calls)
+
+
+# tool_choice "required" and parallel_tool_calls=false have no sampling switch here: the model is told
+_TOOL_DIRECTIVES = {
+    "required": "Answer by calling one of the tools.",
+    "single": "Call at most one tool in a reply.",
+}
+
+
+def _directive_keys(tool_choice: Any, config: SessionConfig) -> list[str]:
+    keys = []
+    if tool_choice == "required" or isinstance(tool_choice, dict):
+        keys.append("required")
+    if config.parallel_tool_calls is False:
+        keys.append("single")
+    return keys
 
 
 def _tools_turn(tools: tuple[dict[str, Any], ...], tool_choice: Any) -> list[PromptTurn]:

@@ -9,9 +9,11 @@ send can miss a required field; `encode` serialises exactly the fields we set (e
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Annotated, Any, get_args, get_origin
 
 from openai.types.beta.realtime.realtime_server_event import RealtimeServerEvent as BetaServerEvent
+from openai.types.realtime.audio_transcription import AudioTranscription
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent as GaServerEvent
 from pydantic import BaseModel
 
@@ -48,13 +50,28 @@ def server_event_classes(union: Any) -> dict[str, type[BaseModel]]:
     return classes
 
 
+def _literals(annotation: Any) -> frozenset[str]:
+    args = get_args(annotation)
+    if not args:
+        return frozenset({annotation}) if isinstance(annotation, str) else frozenset()
+    return frozenset().union(*(_literals(arg) for arg in args))
+
+
+GA_TRANSCRIPTION_MODELS = _literals(AudioTranscription.model_fields["model"].annotation)
+_SESSION_EVENTS = frozenset({"session.created", "session.updated"})
+_KNOWN = "whisper-1"  # stands for "no model given" in the membership test
 GA_EVENT_CLASSES = server_event_classes(GaServerEvent)
 BETA_EVENT_CLASSES = server_event_classes(BetaServerEvent)
 
 
 def encode(event: BaseModel) -> str:
-    """One JSON text frame: the fields that were set, explicit nulls included."""
-    return event.model_dump_json(exclude_unset=True)
+    """One JSON text frame: the fields that were set, explicit nulls included.
+
+    Session events may carry a transcription model name outside the pinned models' literal list (see
+    `EventBuilder._session_event`): pydantic's serializer warnings are silenced for them only.
+    """
+    quiet = getattr(event, "type", None) in _SESSION_EVENTS
+    return event.model_dump_json(exclude_unset=True, warnings=not quiet)
 
 
 class EventBuilder:
@@ -77,7 +94,21 @@ class EventBuilder:
 
     def session_created(self, config: SessionConfig, session_id: str) -> list[BaseModel]:
         """``session.created`` (beta: followed by ``conversation.created``)."""
-        return [self.event("session.created", session=self.session(config, session_id))]
+        return [self._session_event("session.created", config, session_id)]
+
+    def _session_event(self, name: str, config: SessionConfig, session_id: str) -> BaseModel:
+        data = self.session(config, session_id)
+        custom: str | None = None
+        transcription = None if self.beta else data["audio"]["input"]["transcription"]
+        if transcription is not None and transcription.get("model", _KNOWN) not in GA_TRANSCRIPTION_MODELS:
+            custom = transcription.pop("model")
+        event = self.event(name, session=data)
+        if custom is not None:
+            # the pinned openai 2.8 lists OpenAI's transcription models only (3.x takes any string): the
+            # session is validated without the name, which is then echoed as the client sent it
+            target: Any = event
+            target.session.audio.input.transcription.model = custom
+        return event
 
     def conversation_created(self, conversation_id: str) -> list[BaseModel]:
         """Beta's ``conversation.created`` right after ``session.created``; nothing on GA."""
@@ -88,7 +119,7 @@ class EventBuilder:
 
     def session_updated(self, config: SessionConfig, session_id: str) -> BaseModel:
         """``session.updated`` with the full effective session."""
-        return self.event("session.updated", session=self.session(config, session_id))
+        return self._session_event("session.updated", config, session_id)
 
     def error(self, report: ErrorReport) -> BaseModel:
         """An ``error`` event."""
@@ -173,6 +204,52 @@ class EventBuilder:
     def speech_stopped(self, item_id: str, audio_end_ms: int) -> BaseModel:
         """``input_audio_buffer.speech_stopped``."""
         return self.event("input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=audio_end_ms)
+
+    def timeout_triggered(self, item_id: str, audio_start_ms: int, audio_end_ms: int) -> BaseModel:
+        """GA ``input_audio_buffer.timeout_triggered`` (the server VAD's idle timeout fired)."""
+        return self.event(
+            "input_audio_buffer.timeout_triggered",
+            item_id=item_id,
+            audio_start_ms=audio_start_ms,
+            audio_end_ms=audio_end_ms,
+        )
+
+    # input audio transcription ---------------------------------------------------------------------------
+    def transcription_delta(self, item_id: str, content_index: int, delta: str) -> BaseModel:
+        """``conversation.item.input_audio_transcription.delta``."""
+        return self.event(
+            "conversation.item.input_audio_transcription.delta",
+            item_id=item_id,
+            content_index=content_index,
+            delta=delta,
+        )
+
+    def transcription_completed(
+        self, item_id: str, content_index: int, transcript: str, usage: TranscriptionUsage
+    ) -> BaseModel:
+        """``conversation.item.input_audio_transcription.completed`` with token usage."""
+        return self.event(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item_id,
+            content_index=content_index,
+            transcript=transcript,
+            usage={
+                "type": "tokens",
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
+        )
+
+    def transcription_failed(self, item_id: str, content_index: int, code: str, message: str) -> BaseModel:
+        """``conversation.item.input_audio_transcription.failed`` (the response, if any, is unaffected)."""
+        error = {"type": "transcription_error", "code": code, "message": message, "param": None}
+        return self.event(
+            "conversation.item.input_audio_transcription.failed",
+            item_id=item_id,
+            content_index=content_index,
+            error=error,
+        )
 
     # responses -------------------------------------------------------------------------------------------
     def response(self, record: ResponseRecord) -> dict[str, Any]:
@@ -271,6 +348,14 @@ class EventBuilder:
         return self.event("response.output_text.done", text=text, **ids.fields())
 
 
+@dataclass(frozen=True)
+class TranscriptionUsage:
+    """Token usage of one input transcription."""
+
+    input_tokens: int
+    output_tokens: int
+
+
 class PartIds:
     """The four ids/indices every content event of one part carries."""
 
@@ -335,8 +420,26 @@ def _ga_turn_detection(td: TurnDetection | None) -> dict[str, Any] | None:
     return data
 
 
+def _noise(config: SessionConfig) -> dict[str, Any] | None:
+    if not config.noise_reduction:
+        return None
+    noise: dict[str, Any] = {"type": config.noise_reduction}
+    if config.noise_reduction_strength is not None:
+        noise["strength"] = config.noise_reduction_strength  # openai 3.x field, an extra for 2.8
+    return noise
+
+
+def _extensions(config: SessionConfig, data: dict[str, Any]) -> dict[str, Any]:
+    # openai 3.x session fields, kept as extras by the 2.8 models
+    if config.parallel_tool_calls is not None:
+        data["parallel_tool_calls"] = config.parallel_tool_calls
+    if config.reasoning is not None:
+        data["reasoning"] = config.reasoning
+    return data
+
+
 def _ga_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
-    noise = {"type": config.noise_reduction} if config.noise_reduction else None
+    noise = _noise(config)
     data: dict[str, Any] = {
         "type": "realtime",
         "object": "realtime.session",
@@ -348,7 +451,7 @@ def _ga_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
             "input": {
                 "format": _ga_format(config.input_format),
                 "noise_reduction": noise,
-                "transcription": config.transcription,
+                "transcription": config.transcription.to_json() if config.transcription else None,
                 "turn_detection": _ga_turn_detection(config.turn_detection),
             },
             "output": {
@@ -369,7 +472,7 @@ def _ga_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
         data["prompt"] = config.prompt
     if config.temperature is not None:
         data["temperature"] = config.temperature  # extension, kept as an extra field
-    return data
+    return _extensions(config, data)
 
 
 def _beta_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
@@ -378,7 +481,7 @@ def _beta_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
     if td is not None:
         td.pop("idle_timeout_ms", None)
     tool_choice = config.tool_choice if isinstance(config.tool_choice, str) else "required"
-    return {
+    data: dict[str, Any] = {
         "id": session_id,
         "object": "realtime.session",
         "modalities": ["text", "audio"] if config.speaks else ["text"],
@@ -387,8 +490,8 @@ def _beta_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
         "speed": config.speed,
         "input_audio_format": config.input_format.value,
         "output_audio_format": config.output_format.value,
-        "input_audio_transcription": config.transcription,
-        "input_audio_noise_reduction": {"type": config.noise_reduction} if config.noise_reduction else None,
+        "input_audio_transcription": config.transcription.to_json() if config.transcription else None,
+        "input_audio_noise_reduction": _noise(config),
         "turn_detection": td,
         "tools": list(config.tools),
         "tool_choice": tool_choice,
@@ -396,3 +499,4 @@ def _beta_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
         "max_response_output_tokens": config.max_output_tokens,
         "tracing": config.tracing,
     }
+    return _extensions(config, data)
