@@ -153,7 +153,9 @@ def truncate_item(
             item.calls_in_output_ids = ()  # calls come after the speech: cut off with it
         item.output_ids = kept
         part.transcript = _spoken_text(kept, vocab, codec)
-    elif part.transcript and total_ms > 0:
+    elif part.transcript and audio_end_ms <= 0:
+        part.transcript = ""
+    elif part.transcript and total_ms > audio_end_ms:
         part.transcript = part.transcript[: len(part.transcript) * audio_end_ms // total_ms]
     if part.audio is not None:
         keep = audio_end_ms * fmt.sample_rate // MS_PER_SECOND * fmt.bytes_per_sample

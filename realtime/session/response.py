@@ -328,6 +328,8 @@ class ResponseRun:
         if done is not None:
             item.output_ids = done.output_ids
         if self.truncated_ms is not None:  # the client truncated while it ran: keep what it heard
+            if item.output_ids is None:  # cancelled: cut the ids generated so far, exactly
+                item.output_ids = tuple(self._meter.output_ids)
             ctx.truncate(item, self.truncated_ms)
         await ctx.outbox.put(ctx.events.output_item_done(record.id, 0, item))
         if self._conversation is not None:

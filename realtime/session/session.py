@@ -273,7 +273,7 @@ class Session:
             or settings.idle_timeout_ms is None
             or self.events.beta  # beta has no timeout_triggered event
             or self._tasks is None
-            or self._default is not None
+            or self._default not in (None, run)  # (its task may not have finished when its done is out)
         ):
             return
         now = time.perf_counter()
