@@ -207,4 +207,4 @@ async def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
     record = ResponseRecord("resp_1", None, ("text",), "v", AudioFormat.PCM16, "inf")
     items = await calls.emit(put, EventBuilder(Dialect.GA), record, None)
     assert [item.name for item in items] == ["a"] and text.strip() == "ok"
-    assert [getattr(e, "type") for e in sent].count("response.function_call_arguments.done") == 1
+    assert [e.model_dump()["type"] for e in sent].count("response.function_call_arguments.done") == 1
