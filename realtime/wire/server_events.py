@@ -17,16 +17,15 @@ from openai.types.realtime.audio_transcription import AudioTranscription
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent as GaServerEvent
 from pydantic import BaseModel
 
-from realtime.audio import PCM_RATE, AudioFormat
 from realtime.errors import ErrorReport
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import ContentPart, Item, ResponseRecord, TokenUsage, new_id
-from realtime.wire.session_config import SessionConfig, TurnDetection
+from realtime.wire.session_config import SessionConfig
+from realtime.wire.session_echo import BETA_DEFAULT_TEMPERATURE, beta_session, ga_format, ga_session
 
 # Server frames must stay well under the 1 MiB default max_size of the Python websockets client (docs/PROTOCOL.md §1.6).
 MAX_SERVER_FRAME_CHARS = 1024 * 1024
 FRAME_ENVELOPE_RESERVE = 16 * 1024
-BETA_DEFAULT_TEMPERATURE = 0.8
 
 _BETA_NAMES = {
     "response.output_audio.delta": "response.audio.delta",
@@ -90,7 +89,7 @@ class EventBuilder:
     # session ---------------------------------------------------------------------------------------------
     def session(self, config: SessionConfig, session_id: str) -> dict[str, Any]:
         """The full effective session in this dialect's shape."""
-        return _beta_session(config, session_id) if self.beta else _ga_session(config, session_id)
+        return beta_session(config, session_id) if self.beta else ga_session(config, session_id)
 
     def session_created(self, config: SessionConfig, session_id: str) -> list[BaseModel]:
         """``session.created`` (beta: followed by ``conversation.created``)."""
@@ -284,7 +283,7 @@ class EventBuilder:
             )
         else:
             data["output_modalities"] = list(record.modalities)
-            output = {"format": _ga_format(record.output_format), "voice": record.voice}
+            output = {"format": ga_format(record.output_format), "voice": record.voice}
             data["audio"] = {"output": output}
         return data
 
@@ -389,114 +388,3 @@ def _usage(usage: TokenUsage | None) -> dict[str, Any] | None:
             "audio_tokens": usage.output_audio_tokens,
         },
     }
-
-
-def _ga_format(fmt: AudioFormat) -> dict[str, Any]:
-    if fmt is AudioFormat.PCM16:
-        return {"type": fmt.ga_type, "rate": PCM_RATE}
-    return {"type": fmt.ga_type}
-
-
-def _ga_turn_detection(td: TurnDetection | None) -> dict[str, Any] | None:
-    if td is None:
-        return None
-    if td.kind == "semantic_vad":
-        return {
-            "type": "semantic_vad",
-            "eagerness": td.eagerness or "auto",
-            "create_response": td.create_response,
-            "interrupt_response": td.interrupt_response,
-        }
-    data: dict[str, Any] = {
-        "type": "server_vad",
-        "threshold": td.threshold,
-        "prefix_padding_ms": td.prefix_padding_ms,
-        "silence_duration_ms": td.silence_duration_ms,
-        "create_response": td.create_response,
-        "interrupt_response": td.interrupt_response,
-    }
-    if td.idle_timeout_ms is not None:
-        data["idle_timeout_ms"] = td.idle_timeout_ms
-    return data
-
-
-def _noise(config: SessionConfig) -> dict[str, Any] | None:
-    if not config.noise_reduction:
-        return None
-    noise: dict[str, Any] = {"type": config.noise_reduction}
-    if config.noise_reduction_strength is not None:
-        noise["strength"] = config.noise_reduction_strength  # openai 3.x field, an extra for 2.8
-    return noise
-
-
-def _extensions(config: SessionConfig, data: dict[str, Any]) -> dict[str, Any]:
-    # openai 3.x session fields, kept as extras by the 2.8 models
-    if config.parallel_tool_calls is not None:
-        data["parallel_tool_calls"] = config.parallel_tool_calls
-    if config.reasoning is not None:
-        data["reasoning"] = config.reasoning
-    return data
-
-
-def _ga_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
-    noise = _noise(config)
-    data: dict[str, Any] = {
-        "type": "realtime",
-        "object": "realtime.session",
-        "id": session_id,
-        "model": config.model,
-        "output_modalities": list(config.output_modalities),
-        "instructions": config.instructions,
-        "audio": {
-            "input": {
-                "format": _ga_format(config.input_format),
-                "noise_reduction": noise,
-                "transcription": config.transcription.to_json() if config.transcription else None,
-                "turn_detection": _ga_turn_detection(config.turn_detection),
-            },
-            "output": {
-                "format": _ga_format(config.output_format),
-                "voice": config.voice,
-                "speed": config.speed,
-            },
-        },
-        "tools": list(config.tools),
-        "tool_choice": config.tool_choice,
-        "max_output_tokens": config.max_output_tokens,
-        "tracing": config.tracing,
-        "truncation": config.truncation,
-    }
-    if config.include is not None:
-        data["include"] = list(config.include)
-    if config.prompt is not None:
-        data["prompt"] = config.prompt
-    if config.temperature is not None:
-        data["temperature"] = config.temperature  # extension, kept as an extra field
-    return _extensions(config, data)
-
-
-def _beta_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
-    # beta's `model` is a closed list of OpenAI model names: our served model id cannot go there.
-    td = _ga_turn_detection(config.turn_detection)
-    if td is not None:
-        td.pop("idle_timeout_ms", None)
-    tool_choice = config.tool_choice if isinstance(config.tool_choice, str) else "required"
-    data: dict[str, Any] = {
-        "id": session_id,
-        "object": "realtime.session",
-        "modalities": ["text", "audio"] if config.speaks else ["text"],
-        "instructions": config.instructions,
-        "voice": config.voice,
-        "speed": config.speed,
-        "input_audio_format": config.input_format.value,
-        "output_audio_format": config.output_format.value,
-        "input_audio_transcription": config.transcription.to_json() if config.transcription else None,
-        "input_audio_noise_reduction": _noise(config),
-        "turn_detection": td,
-        "tools": list(config.tools),
-        "tool_choice": tool_choice,
-        "temperature": BETA_DEFAULT_TEMPERATURE if config.temperature is None else config.temperature,
-        "max_response_output_tokens": config.max_output_tokens,
-        "tracing": config.tracing,
-    }
-    return _extensions(config, data)
