@@ -94,7 +94,9 @@ def _bearer(request: Request) -> str | None:
 
 async def _read_form(request: Request) -> dict[str, Any]:
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MAX_FIELD_BYTES:
+    if length is None or not length.isdigit():  # the body is bounded by its declared length (h11 enforces it)
+        raise RequestRefused("A Content-Length header is required for uploads.", None, "length_required", 411)
+    if int(length) > MAX_UPLOAD_BYTES + MAX_FIELD_BYTES:
         raise RequestRefused(
             f"Maximum content size limit ({MAX_UPLOAD_BYTES} bytes) exceeded.", "file", "file_too_large", 413
         )
@@ -170,15 +172,7 @@ async def _decode(upload: UploadFile) -> tuple[bytes, int]:
         )
     if not data:
         raise RequestRefused("The audio file is empty.", "file", "invalid_value")
-    pcm, rate = await asyncio.to_thread(decode_audio, data)
-    seconds = len(pcm) / 2 / rate
-    if seconds > MAX_AUDIO_SECONDS:
-        raise RequestRefused(
-            f"Audio of {seconds:.0f} s is longer than this server's limit of {MAX_AUDIO_SECONDS} s.",
-            "file",
-            "audio_too_long",
-        )
-    return pcm, rate
+    return await asyncio.to_thread(decode_audio, data)
 
 
 def decode_audio(data: bytes) -> tuple[bytes, int]:
@@ -187,11 +181,14 @@ def decode_audio(data: bytes) -> tuple[bytes, int]:
     soundfile reads WAV, FLAC, OGG and MP3; PyAV, when installed, reads the rest (M4A, WEBM...).
 
     Raises:
-        RequestRefused: nothing could decode it.
+        RequestRefused: nothing could decode it, or it is longer than `MAX_AUDIO_SECONDS` (checked before the
+            samples are decoded: a small compressed file may hold hours of audio).
     """
     import soundfile as sf
 
     try:
+        with sf.SoundFile(io.BytesIO(data)) as probe:
+            _check_length(probe.frames, probe.samplerate)
         samples, rate = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)  # [frames, channels]
         mono = samples[:, 0] if samples.shape[1] == 1 else np.round(samples.mean(axis=1)).astype(np.int16)
         return bytes(mono.astype("<i2").tobytes()), int(rate)
@@ -206,6 +203,15 @@ def decode_audio(data: bytes) -> tuple[bytes, int]:
     )
 
 
+def _check_length(frames: int, rate: int) -> None:
+    if rate > 0 and frames / rate > MAX_AUDIO_SECONDS:
+        raise RequestRefused(
+            f"Audio of {frames / rate:.0f} s is longer than this server's limit of {MAX_AUDIO_SECONDS} s.",
+            "file",
+            "audio_too_long",
+        )
+
+
 def _decode_with_av(data: bytes) -> tuple[bytes, int] | None:
     import av
 
@@ -216,8 +222,11 @@ def _decode_with_av(data: bytes) -> tuple[bytes, int] | None:
                 return None
             stream = container.streams.audio[0]
             rate = int(stream.rate or 0)
+            decoded = 0
             for frame in container.decode(stream):
                 pieces.append(_mono(frame.to_ndarray(), len(frame.layout.channels), frame.format.is_planar))
+                decoded += pieces[-1].size
+                _check_length(decoded, rate)
     except (av.FFmpegError, ValueError):
         return None
     if not pieces or rate <= 0:

@@ -89,6 +89,7 @@ def plan_response(
             instructions = params.instructions or ""
         if "prompt" in fields:
             prompt = params.prompt.model_dump(exclude_unset=True) if params.prompt is not None else None
+            render_instructions("", prompt, "response.prompt")  # names the response's field in errors
         if "max_output_tokens" in fields:
             max_tokens = check_max_output_tokens(params.max_output_tokens, "response.max_output_tokens")
         if params.metadata is not None:

@@ -184,7 +184,9 @@ def check_include(values: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(values)
 
 
-def render_instructions(instructions: str, prompt: dict[str, Any] | None) -> str:
+def render_instructions(
+    instructions: str, prompt: dict[str, Any] | None, param: str = "session.prompt"
+) -> str:
     """``instructions`` with each ``{{name}}`` replaced by the text of ``prompt.variables[name]``.
 
     A prompt's ``id`` / ``version`` refer to OpenAI's stored prompts, which this server does not have: they
@@ -200,7 +202,7 @@ def render_instructions(instructions: str, prompt: dict[str, Any] | None) -> str
             raise ProtocolViolation(
                 CODE_INVALID_VALUE,
                 f"Invalid value for prompt variable '{name}': only text variables are supported.",
-                f"session.prompt.variables.{name}",
+                f"{param}.variables.{name}",
             )
         instructions = instructions.replace("{{" + name + "}}", text)
     return instructions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
@@ -122,3 +123,26 @@ async def test_api_key_is_required_when_configured(server: ServerHandle) -> None
         )
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     assert accepted.status_code == 200
+
+
+async def test_too_long_audio_is_refused_before_decoding(server: ServerHandle) -> None:
+    rate = 8000
+    silence = b"\x00\x00" * (rate * 301)  # one second over the limit
+    async with httpx.AsyncClient(timeout=60) as http:
+        reply = await http.post(
+            server.http_url(PATH), data={"model": "m"}, files={"file": ("long.wav", wav(silence, rate))}
+        )
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "audio_too_long"
+
+
+async def test_upload_without_content_length_is_refused(server: ServerHandle) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b'--x\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n--x--\r\n'
+
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(
+            server.http_url(PATH),
+            content=body(),
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
+    assert reply.status_code == 411 and reply.json()["error"]["code"] == "length_required"
