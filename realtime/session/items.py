@@ -101,7 +101,8 @@ def prompt_turns(items: Iterable[Item]) -> list[PromptTurn]:
 
     A function call the model wrote is already inside its reply's raw ``output_ids``; other calls (made by
     the client, or whose reply is gone) become an assistant turn in the model's ``<tool_call>`` format.
-    Function outputs become ``tool`` turns.
+    Function outputs become ``tool`` turns. User audio is carried as audio; a transcript is the text form of an
+    audio part only when its samples are gone (`_text_form`).
     """
     items = list(items)
     names = {item.call_id: item.name for item in items if item.kind == "function_call"}
@@ -115,7 +116,7 @@ def prompt_turns(items: Iterable[Item]) -> list[PromptTurn]:
         elif item.kind == "function_call_output":
             turns.append(PromptTurn(role="tool", text=item.output, name=names.get(item.call_id)))
         elif item.role is not None:
-            text = "".join(p.text or p.transcript or "" for p in item.content)
+            text = "".join(_text_form(p) for p in item.content)
             audio = b"".join(p.pcm16 for p in item.content if p.pcm16)
             rate = next((p.pcm_rate for p in item.content if p.pcm16), PCM_RATE)
             turns.append(
@@ -129,6 +130,19 @@ def prompt_turns(items: Iterable[Item]) -> list[PromptTurn]:
                 )
             )
     return turns
+
+
+def _text_form(part: ContentPart) -> str:
+    """What a part contributes as text: its text, or the transcript of audio the prompt does not carry.
+
+    User audio whose samples are kept is heard by the model itself: its transcript (from the client or the
+    input transcription) would only repeat it, and would change the prompt once a transcription lands.
+    """
+    if part.text is not None:
+        return part.text
+    if part.kind == "input_audio" and part.pcm16:
+        return ""
+    return part.transcript or ""
 
 
 def sent_audio_ms(item: Item) -> int:
