@@ -32,6 +32,7 @@ from realtime.http.realtime_ws import key_accepted
 from realtime.speech.runtime import Runtime
 from realtime.speech.transcribe import TranscriptionDelta, TranscriptionDone, TranscriptionRequest, transcribe
 from realtime.wire.records import new_id
+from realtime.wire.session_extensions import MAX_LANGUAGE_CHARS, MAX_TRANSCRIPTION_PROMPT
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # OpenAI's file limit
 MAX_AUDIO_SECONDS = 300  # the transcript token budget covers about this much speech
@@ -146,9 +147,22 @@ async def _read_form(request: Request) -> dict[str, Any]:
             raise RequestRefused(
                 "Invalid type for 'temperature': expected a number.", "temperature", "invalid_type"
             ) from None
+    language, prompt = _text(form, "language") or None, _text(form, "prompt") or None
+    if language is not None and len(language) > MAX_LANGUAGE_CHARS:
+        raise RequestRefused(
+            f"Invalid 'language': at most {MAX_LANGUAGE_CHARS} characters.",
+            "language",
+            "string_above_max_length",
+        )
+    if prompt is not None and len(prompt) > MAX_TRANSCRIPTION_PROMPT:
+        raise RequestRefused(
+            f"Invalid 'prompt': at most {MAX_TRANSCRIPTION_PROMPT} characters.",
+            "prompt",
+            "string_above_max_length",
+        )
     settings = {
-        "language": _text(form, "language") or None,
-        "prompt": _text(form, "prompt") or None,
+        "language": language,
+        "prompt": prompt,
         "response_format": fmt,
         "stream": stream == "true",
     }

@@ -15,14 +15,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from realtime.errors import CODE_INVALID_TYPE, CODE_INVALID_VALUE, CODE_UNKNOWN_PARAMETER, ProtocolViolation
+from realtime.errors import (
+    CODE_INVALID_TYPE,
+    CODE_INVALID_VALUE,
+    CODE_STRING_TOO_LONG,
+    CODE_UNKNOWN_PARAMETER,
+    ProtocolViolation,
+)
 
 TRANSCRIPTION_DELAYS = ("minimal", "low", "medium", "high", "xhigh")
 REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
 # Tool fields of the newest schema that concern OpenAI's hosted tool runtime: accepted, not echoed.
 TOOL_EXTENSIONS = ("allowed_callers", "defer_loading", "tunnel_id")
 _TRANSCRIPTION_KEYS = frozenset({"model", "language", "prompt", "languages", "keywords", "delay"})
-MAX_TRANSCRIPTION_PROMPT = 4096  # characters of transcription prompt passed on to the model
+MAX_TRANSCRIPTION_PROMPT = 4096  # characters of prompt (with keywords) passed on to the model
+MAX_LANGUAGE_CHARS = 32  # language hints are codes such as "en" or "zh-Hans"
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class TranscriptionSettings:
         parts = [self.prompt] if self.prompt else []
         if self.keywords:
             parts.append(", ".join(self.keywords))
-        return "\n".join(parts)[:MAX_TRANSCRIPTION_PROMPT] or None
+        return "\n".join(parts) or None
 
     def to_json(self) -> dict[str, Any]:
         """The fields that are set, as the session echo shows them."""
@@ -156,7 +163,7 @@ def parse_transcription(value: Any, param: str) -> TranscriptionSettings | None:
             f"Invalid value: '{delay}'. Supported values are: {', '.join(TRANSCRIPTION_DELAYS)}.",
             f"{param}.delay",
         )
-    return TranscriptionSettings(
+    settings = TranscriptionSettings(
         model=_optional(value.get("model"), str, f"{param}.model"),
         language=_optional(value.get("language"), str, f"{param}.language"),
         prompt=_optional(value.get("prompt"), str, f"{param}.prompt"),
@@ -164,6 +171,21 @@ def parse_transcription(value: Any, param: str) -> TranscriptionSettings | None:
         keywords=_strings(value.get("keywords"), f"{param}.keywords"),
         delay=delay,
     )
+    for language in (settings.language, *(settings.languages or ())):
+        if language is not None and len(language) > MAX_LANGUAGE_CHARS:
+            raise ProtocolViolation(
+                CODE_STRING_TOO_LONG,
+                f"Invalid '{param}.language': a language code has at most {MAX_LANGUAGE_CHARS} characters.",
+                f"{param}.language",
+            )
+    hint = settings.prompt_hint or ""
+    if len(hint) > MAX_TRANSCRIPTION_PROMPT:
+        raise ProtocolViolation(
+            CODE_STRING_TOO_LONG,
+            f"Invalid '{param}.prompt': prompt and keywords together exceed {MAX_TRANSCRIPTION_PROMPT} characters.",
+            f"{param}.prompt",
+        )
+    return settings
 
 
 def _optional(value: Any, kind: type, param: str) -> Any:

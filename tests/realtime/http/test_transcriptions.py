@@ -81,6 +81,7 @@ async def test_stereo_flac_is_mixed_down(server: ServerHandle) -> None:
         ({"model": "m", "include[]": "logprobs"}, "speech", "include", "unsupported_value"),
         ({"model": "m", "stream": "maybe"}, "speech", "stream", "invalid_value"),
         ({"model": "m", "temperature": "hot"}, "speech", "temperature", "invalid_type"),
+        ({"model": "m", "language": "x" * 40}, "speech", "language", "string_above_max_length"),
     ],
 )
 async def test_client_mistakes_get_openai_errors(

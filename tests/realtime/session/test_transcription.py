@@ -189,6 +189,12 @@ async def test_bad_transcription_settings_are_refused(ga: RawClient) -> None:
     assert (await ga.error("invalid_type"))["param"] == "session.audio.input.transcription.model"
     await ga.send({"type": "session.update", "session": ga_session(transcription={"dialect": "x"})})
     assert (await ga.error("unknown_parameter"))["param"] == "session.audio.input.transcription.dialect"
+    await ga.send({"type": "session.update", "session": ga_session(transcription={"language": "x" * 33})})
+    assert (await ga.error("string_above_max_length"))[
+        "param"
+    ] == "session.audio.input.transcription.language"
+    await ga.send({"type": "session.update", "session": ga_session(transcription={"prompt": "p" * 5000})})
+    assert (await ga.error("string_above_max_length"))["param"] == "session.audio.input.transcription.prompt"
     await ga.alive()
 
 
