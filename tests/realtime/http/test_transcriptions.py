@@ -54,7 +54,7 @@ async def test_sdk_stream(server: ServerHandle) -> None:
             deltas.append(event.delta)
         else:
             done = event
-    assert kinds[-1] == "transcript.text.done" and len(deltas) >= 2 and done is not None
+    assert kinds[-1] == "transcript.text.done" and len(deltas) >= 1 and done is not None
     assert done.text == "".join(deltas).strip() == expected_transcript(pcm)
     assert done.usage is not None and done.usage.type == "tokens"
 
