@@ -91,6 +91,7 @@ class InputTranscriptions:
             return
         if item.id in self._jobs:
             self._jobs.pop(item.id).cancel()
+        busy = len(self._jobs) >= MAX_RUNNING  # decided now: the tasks only run after every start()
         request = TranscriptionRequest(
             rid=new_id("asr"),
             pcm16=part.pcm16,
@@ -98,7 +99,7 @@ class InputTranscriptions:
             language=settings.language_hint,
             prompt=settings.prompt_hint,
         )
-        job = tasks.create_task(self._run(item.id, part, request), name=f"transcribe {item.id}")
+        job = tasks.create_task(self._run(item.id, part, request, busy), name=f"transcribe {item.id}")
         self._jobs[item.id] = job
         job.add_done_callback(lambda done: self._forget(item.id, done))
 
@@ -118,9 +119,9 @@ class InputTranscriptions:
             job.cancel()
         self._jobs.clear()
 
-    async def _run(self, item_id: str, part: ContentPart, request: TranscriptionRequest) -> None:
+    async def _run(self, item_id: str, part: ContentPart, request: TranscriptionRequest, busy: bool) -> None:
         events, outbox = self._events, self._outbox
-        if len(self._jobs) > MAX_RUNNING:
+        if busy:
             message = (
                 f"More than {MAX_RUNNING} transcriptions are running in this session; this one was skipped."
             )
