@@ -3,7 +3,8 @@
 `create_app(runtime)` wires a ready `Runtime` (built by the caller, e.g. ``realtime serve``) into routes:
 
 - ``GET /v1/realtime?model=...`` and ``/realtime``: the OpenAI Realtime WebSocket (docs/PROTOCOL.md §1).
-- With ``config.api_key`` set, a WebSocket client must present that key (docs/PROTOCOL.md §1.2); HTTP routes stay open.
+- With ``config.api_key`` set, a WebSocket client must present that key (docs/PROTOCOL.md §1.2); so must
+  ``POST /v1/audio/transcriptions``; the other HTTP routes stay open.
 - ``GET /health``: JSON status and what the server runs (backend, decoder, voices, embedded-demo notice).
 - ``GET /metrics``: Prometheus text from the runtime's registry.
 - ``GET /v1/voices``: voice names, the default, and whether this is the embedded demo.
