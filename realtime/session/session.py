@@ -236,14 +236,7 @@ class Session:
         """A server-VAD turn end: commit, start the response, then the transcription (so it goes second)."""
         item = await self._commit_item(item_id)
         try:
-            if respond:
-                if self._default is not None:
-                    raise ProtocolViolation(
-                        CODE_ACTIVE_RESPONSE,
-                        "Conversation already has an active response in progress: "
-                        f"{self._default.record.id}. Wait until the response is finished before creating a "
-                        "new one.",
-                    )
+            if respond:  # refused with conversation_already_has_active_response while one runs
                 await self._response_create(ResponseCreate(None, None, None, None))
         finally:
             self._transcribe(item)
