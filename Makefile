@@ -1,16 +1,22 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   - make .venv, install the server, start it with the browser demo (embedded default)
-#   make test    - make .venv, install the dev and sglang extras and chromium, run lint, types and tests
+#   make test    - make .venv, install the dev and sglang extras and chromium, make .venv-clients (the newest
+#                  openai and openai-agents, for the client tests), run lint, types and tests
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 BASE_STAMP := $(VENV)/.streamvoice-base
 DEV_STAMP := $(VENV)/.streamvoice-dev
+# Client venv: the newest openai (3.x) and openai-agents. The server's venv keeps the openai that SGLang pins,
+# so real clients at their newest versions run from here (tests/realtime/test_clients.py).
+CLIENTS_VENV := .venv-clients
+CLIENTS_STAMP := $(CLIENTS_VENV)/.streamvoice-clients
+CLIENT_PACKAGES ?= 'openai[realtime]' openai-agents
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SERVE_ARGS ?=
 
-.PHONY: serve test lint typecheck pytest chromium clean help
+.PHONY: serve test lint typecheck pytest chromium clients clients-upgrade clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,6 +38,19 @@ chromium:  ## install Debian's chromium for the browser tests when it is missing
 		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
 		else echo "chromium missing and not root: the browser tests will be skipped" >&2; fi; }
 
+$(CLIENTS_STAMP):
+	@{ $(PYTHON) -m venv $(CLIENTS_VENV) \
+		&& $(CLIENTS_VENV)/bin/python -m pip install -q --upgrade pip \
+		&& $(CLIENTS_VENV)/bin/python -m pip install -q --upgrade $(CLIENT_PACKAGES) \
+		&& touch $@; } \
+		|| echo "could not make $(CLIENTS_VENV) (no package index?): the client SDK tests will be skipped" >&2
+
+clients: $(CLIENTS_STAMP)  ## make .venv-clients with the newest openai and openai-agents (client tests, newest SDK)
+
+clients-upgrade:  ## upgrade .venv-clients to the newest openai and openai-agents
+	rm -f $(CLIENTS_STAMP)
+	$(MAKE) clients
+
 serve: $(BASE_STAMP)  ## start the server with the browser demo on the embedded default
 	$(BIN)/realtime serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
@@ -42,10 +61,10 @@ lint: $(DEV_STAMP)  ## ruff lint and format check
 typecheck: $(DEV_STAMP)  ## mypy: strict on streaming_parser and realtime, relaxed on token2wav
 	$(BIN)/mypy streaming_parser realtime token2wav step_audio2_sglang
 
-pytest: $(DEV_STAMP) chromium  ## run every test
+pytest: $(DEV_STAMP) chromium clients  ## run every test
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
 
 test: lint typecheck pytest  ## lint, types and every test
 
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CLIENTS_VENV) .pytest_cache .mypy_cache .ruff_cache

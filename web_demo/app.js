@@ -21,6 +21,8 @@ const demo = {
   lastResponseCreateAt: 0,
   stats: { played: 0, buffered: 0, underruns: 0, ttfaMs: null, receivedSamples: 0 },
   sessionCreated: false, events: [], embeddedDemo: null,
+  pendingVoice: [], // user bubbles of sent voice messages, waiting for their committed item id
+  voiceBubbles: new Map(), // item id -> user bubble that its transcription fills in
 };
 window.demo = demo;
 
@@ -175,7 +177,9 @@ function stopTalking() {
     return;
   }
   send({ type: "input_audio_buffer.commit" });
-  addBubble("user", `[voice message, ${(ms / 1000).toFixed(1)} s]`);
+  // the user's words arrive as conversation.item.input_audio_transcription.* events for the committed item
+  const bubble = addBubble("user", `[voice message, ${(ms / 1000).toFixed(1)} s: transcribing…]`, "pending");
+  demo.pendingVoice.push(bubble);
   requestResponse();
 }
 
@@ -245,9 +249,37 @@ function onServerEvent(event) {
       r.bubble.textContent += event.delta;
       break;
     }
-    case "conversation.item.input_audio_transcription.completed":
-      if (event.transcript) addBubble("user", `[heard] ${event.transcript}`);
+    case "input_audio_buffer.committed": {
+      const bubble = demo.pendingVoice.shift();
+      if (bubble) demo.voiceBubbles.set(event.item_id, bubble);
       break;
+    }
+    case "conversation.item.input_audio_transcription.delta": {
+      const bubble = demo.voiceBubbles.get(event.item_id);
+      if (!bubble || !event.delta) break;
+      if (bubble.classList.contains("pending")) {
+        bubble.classList.remove("pending");
+        bubble.textContent = "";
+      }
+      bubble.textContent += event.delta;
+      break;
+    }
+    case "conversation.item.input_audio_transcription.completed": {
+      const bubble = demo.voiceBubbles.get(event.item_id) || addBubble("user", "");
+      bubble.classList.remove("pending");
+      bubble.textContent = event.transcript || "[no speech heard]";
+      demo.voiceBubbles.delete(event.item_id);
+      break;
+    }
+    case "conversation.item.input_audio_transcription.failed": {
+      const bubble = demo.voiceBubbles.get(event.item_id);
+      if (bubble) {
+        bubble.classList.remove("pending");
+        bubble.textContent = `[voice message: not transcribed (${event.error.message || event.error.code})]`;
+      }
+      demo.voiceBubbles.delete(event.item_id);
+      break;
+    }
     case "input_audio_buffer.speech_started":
       demo.playback && demo.playback.port.postMessage({ type: "flush" });
       break;
@@ -280,7 +312,11 @@ function configureSession() {
     type: "realtime",
     output_modalities: ["audio"],
     audio: {
-      input: { format: { type: "audio/pcm", rate: SAMPLE_RATE }, turn_detection: null },
+      input: {
+        format: { type: "audio/pcm", rate: SAMPLE_RATE },
+        turn_detection: null,
+        transcription: { model: "step-audio-2-mini" }, // the server's own model transcribes
+      },
       output: { format: { type: "audio/pcm", rate: SAMPLE_RATE } },
     },
   };

@@ -92,6 +92,10 @@ class GenerationInput:
         instructions: the session instructions (the system turn); empty for none.
         speak: True for a spoken reply (prompt ends with ``<tts_start>``), False for text only.
         sampling: sampling parameters.
+        purpose: ``reply`` (an assistant answer) or ``transcription`` (Step-Audio-2 as ASR: the instructions
+            are its ASR prompt, the one user turn is the audio, the reply is the transcript as text). Model
+            backends build the prompt the same way for both; the synthetic backend answers a transcription
+            request with its deterministic stand-in transcript (realtime/backends/synthetic.py).
     """
 
     rid: str
@@ -99,6 +103,7 @@ class GenerationInput:
     instructions: str = ""
     speak: bool = True
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    purpose: Literal["reply", "transcription"] = "reply"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ Stream shape (docs/SGLANG.md §2.2), for a spoken reply (the prompt ended with `
 ``[text, a, a, a, a] * k`` where the text slot carries ``<tts_pad>`` once the words run out and the audio
 slots carry ``<audio_6561>`` once the codes run out, then ``<tts_end>`` and ``<|EOT|>``. A text-only reply is
 the word ids followed by ``<|EOT|>``.
+
+A transcription request (``GenerationInput.purpose == "transcription"``) gets a deterministic stand-in
+transcript instead (`SyntheticBackend.transcript_words`): one vocabulary word per 0.4 s of the user audio
+(at least one), picked by a generator seeded with the crc32 of the PCM bytes, ended by ``.``; audio whose RMS
+is below `SILENCE_RMS` (digital silence, near silence) gives an empty transcript.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
+
+import numpy as np
 
 from realtime.backends.base import (
     FinishReason,
@@ -43,6 +50,8 @@ AUDIO_PROMPT_TOKENS_PER_SECOND = 12.5  # Step-Audio-2 audio encoder rate, for th
 PCM16_BYTES = 2
 DEFAULT_CONTEXT_LENGTH = 4096  # declared, like the tiny SGLang test rig; a real model's is far larger
 TURN_OVERHEAD_TOKENS = 3  # <|BOT|>, the role name and <|EOT|>, as in a Step-Audio-2 prompt
+SILENCE_RMS = 100.0  # int16 units (-50 dBFS): quieter audio transcribes to nothing
+SECONDS_PER_TRANSCRIPT_WORD = 0.4
 
 # The built-in reply text. Each sentence is a sequence of vocabulary entries; the vocabulary is every word
 # and punctuation mark that occurs here, so the codec can decode any id it emits.
@@ -187,10 +196,14 @@ class SyntheticBackend:
 
     def reply_ids(self, request: GenerationInput) -> list[int]:
         """The full id sequence this backend streams for ``request`` (deterministic)."""
+        lay = self._layout
+        if request.purpose == "transcription":
+            audio = b"".join(t.audio_pcm16 or b"" for t in request.turns)
+            rate = next((t.audio_sample_rate for t in request.turns if t.audio_pcm16), 16_000)
+            return [*self._codec.encode(" ".join(self.transcript_words(audio, rate))), lay.eot]
         rng = random.Random(self._seed_for(request))
         words = self._reply_words(request, rng)
         text_ids = self._codec.encode(" ".join(words))
-        lay = self._layout
         if not request.speak:
             return [*text_ids, lay.eot]
         n_codes = AUDIO_CODES_PER_WORD * sum(1 for w in words if w not in _PUNCTUATION)
@@ -204,6 +217,16 @@ class SyntheticBackend:
                 ids.append(lay.audio_token_id(code) if code is not None else lay.audio_pad)
         ids.extend((lay.tts_end, lay.eot))
         return ids
+
+    def transcript_words(self, pcm16: bytes, sample_rate: int) -> list[str]:
+        """The stand-in transcript of little-endian PCM16 mono audio, as words (see the module docstring)."""
+        samples = np.frombuffer(pcm16[: len(pcm16) - len(pcm16) % PCM16_BYTES], dtype="<i2")
+        if samples.size == 0 or float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) < SILENCE_RMS:
+            return []
+        count = max(1, round(samples.size / sample_rate / SECONDS_PER_TRANSCRIPT_WORD))
+        rng = random.Random(zlib.crc32(pcm16, self.seed & 0xFFFFFFFF))
+        words = [w for w in self._codec.words if w not in _PUNCTUATION]
+        return [*(rng.choice(words) for _ in range(count)), "."]
 
     async def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
         """Stream the reply at ``tokens_per_second``; stops early on abort or ``max_new_tokens``.

@@ -134,6 +134,12 @@ class _Client:
             }
         if self.args.instructions:
             session["instructions"] = self.args.instructions
+        if self.args.transcribe:
+            transcription = {"model": self.args.transcribe}
+            if self.beta:
+                session["input_audio_transcription"] = transcription
+            else:
+                session["audio"]["input"]["transcription"] = transcription
         return {"type": "session.update", "session": session}
 
     async def run(self) -> list[ResponseSample]:
@@ -369,6 +375,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text", default=DEFAULT_PROMPT, help="the user turn, as text")
     parser.add_argument("--wav", type=Path, default=None, help="send this wav as input audio instead of text")
     parser.add_argument("--instructions", default="", help="session instructions")
+    parser.add_argument(
+        "--transcribe",
+        default=None,
+        metavar="MODEL",
+        help="turn input audio transcription on with this model name (with --wav: compare TTFA with and without)",
+    )
     parser.add_argument("--modalities", choices=["audio", "text"], default="audio", help="output modality")
     parser.add_argument("--dialect", choices=["ga", "beta"], default="ga", help="protocol dialect")
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "sk-local"), help="bearer key")

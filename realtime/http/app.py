@@ -3,11 +3,12 @@
 `create_app(runtime)` wires a ready `Runtime` (built by the caller, e.g. ``realtime serve``) into routes:
 
 - ``GET /v1/realtime?model=...`` and ``/realtime``: the OpenAI Realtime WebSocket (docs/PROTOCOL.md §1).
-- With ``config.api_key`` set, a WebSocket client must present that key (docs/PROTOCOL.md §1.2); HTTP routes
-  stay open.
+- With ``config.api_key`` set, a WebSocket client must present that key (docs/PROTOCOL.md §1.2); so must
+  ``POST /v1/audio/transcriptions``; the other HTTP routes stay open.
 - ``GET /health``: JSON status and what the server runs (backend, decoder, voices, embedded-demo notice).
 - ``GET /metrics``: Prometheus text from the runtime's registry.
 - ``GET /v1/voices``: voice names, the default, and whether this is the embedded demo.
+- ``POST /v1/audio/transcriptions``: OpenAI's transcription endpoint on the model's ASR (transcriptions.py).
 - ``/``: the static ``web_demo/`` page, when the folder exists (source checkouts and editable installs).
 
 Serve it with uvicorn and ``ws_max_size=WS_MAX_FRAME_BYTES`` so oversized client frames reach the protocol
@@ -28,6 +29,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from realtime.http.realtime_ws import SessionCount, realtime_endpoint, served_model_name
+from realtime.http.transcriptions import transcriptions_endpoint
 from realtime.session.vad import load_shared_engine
 from realtime.speech.runtime import Runtime
 
@@ -73,6 +75,7 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         Route("/health", health),
         Route("/metrics", metrics),
         Route("/v1/voices", voices),
+        Route("/v1/audio/transcriptions", transcriptions_endpoint(runtime), methods=["POST"]),
     ]
     if web_demo_dir is not None and web_demo_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_demo_dir, html=True), name="web_demo"))

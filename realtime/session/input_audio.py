@@ -39,6 +39,11 @@ class InputAudioBuffer:
         self.speech_item_id = None
 
     @property
+    def total_ms(self) -> float:
+        """Session audio time: milliseconds of audio appended since the session started."""
+        return self._total_ms
+
+    @property
     def buffered_ms(self) -> float:
         """Milliseconds of audio in the buffer."""
         return self._ms(len(self._buffer))
@@ -61,7 +66,9 @@ class InputAudioBuffer:
         if self._detector is None:
             return []
         events = await self._detector.feed(wire)
-        if not self._detector.speaking:
+        # outside speech only the prefix padding is kept; a turn that just ended keeps its audio for the
+        # commit that follows (trimming it here would commit the last padding of silence instead)
+        if not self._detector.speaking and not any(event.kind == "stop" for event in events):
             self._trim_to_padding()
         return events
 

@@ -106,7 +106,8 @@ def prompt_turns_with_ids(items: Iterable[Item]) -> list[tuple[PromptTurn, str]]
 
     A function call the model wrote is already inside its reply's raw ``output_ids``; other calls (made by
     the client, or whose reply is gone) become an assistant turn in the model's ``<tool_call>`` format.
-    Function outputs become ``tool`` turns. Every item gives at most one turn.
+    Function outputs become ``tool`` turns. Every item gives at most one turn. User audio is carried as audio; a
+    transcript is the text form of an audio part only when its samples are gone (`_text_form`).
     """
     items = list(items)
     names = {item.call_id: item.name for item in items if item.kind == "function_call"}
@@ -120,7 +121,7 @@ def prompt_turns_with_ids(items: Iterable[Item]) -> list[tuple[PromptTurn, str]]
         elif item.kind == "function_call_output":
             turns.append((PromptTurn(role="tool", text=item.output, name=names.get(item.call_id)), item.id))
         elif item.role is not None:
-            text = "".join(p.text or p.transcript or "" for p in item.content)
+            text = "".join(_text_form(p) for p in item.content)
             audio = b"".join(p.pcm16 for p in item.content if p.pcm16)
             rate = next((p.pcm_rate for p in item.content if p.pcm16), PCM_RATE)
             turn = PromptTurn(
@@ -133,6 +134,19 @@ def prompt_turns_with_ids(items: Iterable[Item]) -> list[tuple[PromptTurn, str]]
             )
             turns.append((turn, item.id))
     return turns
+
+
+def _text_form(part: ContentPart) -> str:
+    """What a part contributes as text: its text, or the transcript of audio the prompt does not carry.
+
+    User audio whose samples are kept is heard by the model itself: its transcript (from the client or the
+    input transcription) would only repeat it, and would change the prompt once a transcription lands.
+    """
+    if part.text is not None:
+        return part.text
+    if part.kind == "input_audio" and part.pcm16:
+        return ""
+    return part.transcript or ""
 
 
 def sent_audio_ms(item: Item) -> int:
@@ -157,7 +171,9 @@ def truncate_item(
             item.calls_in_output_ids = ()  # calls come after the speech: cut off with it
         item.output_ids = kept
         part.transcript = _spoken_text(kept, vocab, codec)
-    elif part.transcript and total_ms > 0:
+    elif part.transcript and audio_end_ms <= 0:
+        part.transcript = ""
+    elif part.transcript and total_ms > audio_end_ms:
         part.transcript = part.transcript[: len(part.transcript) * audio_end_ms // total_ms]
     if part.audio is not None:
         keep = audio_end_ms * fmt.sample_rate // MS_PER_SECOND * fmt.bytes_per_sample

@@ -75,6 +75,11 @@ class ResponseContext:
         max_delta_ms: longest audio delta.
         on_audio: called once when the response produces its first audio (locks the session voice).
         metrics: the server's metrics.
+        on_first_output: called once when the response produces its first audio (spoken) or text (text
+            only), or ends without any: input transcriptions wait for it (realtime/session/transcription.py).
+        truncate: cuts an item of this response at ``audio_end_ms`` (`realtime.session.items.truncate_item`
+            with the session's settings), re-applied when the response closes after a client truncate.
+        on_delivered: called once ``response.done`` has been written to the socket (all its audio is out).
     """
 
     reply: ReplyProducer
@@ -84,6 +89,9 @@ class ResponseContext:
     max_delta_ms: int
     on_audio: Callable[[], None]
     metrics: Metrics
+    on_first_output: Callable[[], None] = lambda: None
+    truncate: Callable[[Item, int], None] = lambda item, audio_end_ms: None
+    on_delivered: Callable[[ResponseRun], None] = lambda run: None
 
 
 class ResponseRun:
@@ -97,6 +105,9 @@ class ResponseRun:
         request: the generation request sent to the backend (fitted once generation starts).
         cancelled: set by `cancel`; the sender drops this response's queued audio deltas from then on.
         phase: lifecycle phase.
+        truncated_ms: ``audio_end_ms`` of a ``conversation.item.truncate`` of this response's message while
+            it ran: the truncation is applied again once the item is final.
+        first_audio_sent: `time.perf_counter()` when its first audio delta was written to the socket.
     """
 
     def __init__(
@@ -106,6 +117,7 @@ class ResponseRun:
         request: GenerationInput,
         conversation: Conversation | None,
         fitter: ConversationFit | None = None,
+        max_calls: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.record = record
@@ -122,9 +134,12 @@ class ResponseRun:
         self._audio = bytearray()
         self._audio_overflow = False
         self._audio_locked = False
-        self._calls = ResponseCalls()
+        self._calls = ResponseCalls(max_calls)
         self._started = 0.0
         self._first_text_seen = False
+        self._output_started = False
+        self.truncated_ms: int | None = None
+        self.first_audio_sent: float | None = None
         # one resampler state per response: G.711 output is continuous across decoder chunks (no seams)
         fmt = record.output_format
         self._encoder = None if fmt is AudioFormat.PCM16 else OutputEncoder(fmt, PCM_RATE)
@@ -190,8 +205,14 @@ class ResponseRun:
             await self._close(item, part, ids, done, error)
             finished = True
         finally:
+            self._first_output()
             if not finished:
                 ctx.metrics.response_finished("cancelled")
+
+    def _first_output(self) -> None:
+        if not self._output_started:
+            self._output_started = True
+            self.ctx.on_first_output()
 
     def _outcome(
         self, child: asyncio.Task[GenerationDone | None]
@@ -257,6 +278,8 @@ class ResponseRun:
             await self.ctx.outbox.put(self.ctx.events.text_delta(ids, text))
 
     def _first_text(self) -> None:
+        if not self._speaks:
+            self._first_output()
         if not self._first_text_seen:
             self._first_text_seen = True
             self.ctx.metrics.observe_time_to_first_transcript(time.perf_counter() - self._started)
@@ -268,6 +291,7 @@ class ResponseRun:
         if not self._audio_locked:
             self._audio_locked = True
             self.ctx.on_audio()
+            self._first_output()
         if self._encoder is None:
             wire = pcm16
         else:  # resampling to 8 kHz costs milliseconds per chunk: keep it off the event loop
@@ -286,6 +310,8 @@ class ResponseRun:
         fmt = self.record.output_format
 
         def sent() -> None:
+            if self.first_audio_sent is None:
+                self.first_audio_sent = time.perf_counter()
             item = self.record.output[0]
             item.audio_samples += len(piece) // fmt.bytes_per_sample * PCM_RATE // fmt.sample_rate
             if not self._audio_overflow:
@@ -325,6 +351,10 @@ class ResponseRun:
         item.status = "completed" if record.status == "completed" else "incomplete"
         if done is not None:
             item.output_ids = done.output_ids
+        if self.truncated_ms is not None:  # the client truncated while it ran: keep what it heard
+            if item.output_ids is None:  # cancelled: cut the ids generated so far, exactly
+                item.output_ids = tuple(self._meter.output_ids)
+            ctx.truncate(item, self.truncated_ms)
         await ctx.outbox.put(ctx.events.output_item_done(record.id, 0, item))
         if self._conversation is not None:
             for event in ctx.events.item_done(item):
@@ -343,6 +373,9 @@ class ResponseRun:
         def keep() -> None:
             part.audio = None if self._audio_overflow or not self._speaks else bytes(self._audio)
             item.audio_dropped = self._audio_overflow
+            if self.truncated_ms is not None:
+                self.ctx.truncate(item, self.truncated_ms)
+            self.ctx.on_delivered(self)
 
         return keep
 

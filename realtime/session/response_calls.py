@@ -34,11 +34,18 @@ from realtime.wire.server_events import EventBuilder
 
 
 class ResponseCalls:
-    """Scans one response's text for function calls (event-loop only)."""
+    """Scans one response's text for function calls (event-loop only).
 
-    def __init__(self) -> None:
+    Args:
+        max_calls: keep at most this many calls (``parallel_tool_calls: false`` keeps the first); None: all.
+    """
+
+    def __init__(self, max_calls: int | None = None) -> None:
         self._scanner = ToolCallScanner()
         self._held: list[ScanEvent] = []
+        self._max_calls = max_calls
+        self._calls = 0
+        self._dropping = False
 
     def feed(self, text: str) -> str:
         """Scan a text delta; return its plain text (outside any call), possibly empty."""
@@ -53,7 +60,12 @@ class ResponseCalls:
         for event in events:
             if isinstance(event, PlainText):
                 plain.append(event.text)
-            else:
+            elif isinstance(event, CallStarted):
+                self._calls += 1
+                self._dropping = self._max_calls is not None and self._calls > self._max_calls
+                if not self._dropping:
+                    self._held.append(event)
+            elif not self._dropping:
                 self._held.append(event)
         return "".join(plain)
 

@@ -27,6 +27,7 @@ from realtime.wire.session_config import (
     check_temperature,
     check_tools,
     parse_modalities,
+    render_instructions,
 )
 
 MAX_METADATA_PAIRS = 16  # OpenAI: metadata holds at most 16 key-value pairs
@@ -44,6 +45,7 @@ class ResponsePlan:
         turn_items: the conversation item id of each of ``request.turns`` (None for the tools turn).
         from_conversation: True when the turns are the default conversation (no ``input`` override), so a
             context cut can be remembered there for the next response.
+        max_calls: most function calls the response may emit (1 with ``parallel_tool_calls: false``).
     """
 
     record: ResponseRecord
@@ -51,6 +53,7 @@ class ResponsePlan:
     in_band: bool
     turn_items: tuple[str | None, ...] = ()
     from_conversation: bool = False
+    max_calls: int | None = None
 
 
 def plan_response(
@@ -82,12 +85,16 @@ def plan_response(
         )
     modalities, voice, fmt = config.output_modalities, config.voice, config.output_format
     instructions, max_tokens = config.instructions, config.max_output_tokens
+    prompt = config.prompt
     metadata: dict[str, str] | None = None
     if params is not None:
         if "output_modalities" in fields:
             modalities = parse_modalities(params.output_modalities, "response.output_modalities")
         if "instructions" in fields:
             instructions = params.instructions or ""
+        if "prompt" in fields:
+            prompt = params.prompt.model_dump(exclude_unset=True) if params.prompt is not None else None
+            render_instructions("", prompt, "response.prompt")  # names the response's field in errors
         if "max_output_tokens" in fields:
             max_tokens = check_max_output_tokens(params.max_output_tokens, "response.max_output_tokens")
         if params.metadata is not None:
@@ -128,16 +135,34 @@ def plan_response(
     )
     tools_turn = _tools_turn(tools, tool_choice)
     history = prompt_turns_with_ids(items)
+    directives = [_TOOL_DIRECTIVES[key] for key in _directive_keys(tool_choice, config) if tools_turn]
     request = GenerationInput(
         rid=record.id,
         turns=[*tools_turn, *(turn for turn, _ in history)],
-        instructions=instructions,
+        instructions="\n".join([render_instructions(instructions, prompt), *directives]).strip(),
         speak="audio" in modalities,
         sampling=sampling,
     )
     turn_items = (*(None for _ in tools_turn), *(item_id for _, item_id in history))
     from_conversation = in_band and event.input is None
-    return ResponsePlan(record, request, in_band, turn_items, from_conversation)
+    max_calls = 1 if config.parallel_tool_calls is False else None
+    return ResponsePlan(record, request, in_band, turn_items, from_conversation, max_calls)
+
+
+# tool_choice "required" and parallel_tool_calls=false have no sampling switch here: the model is told
+_TOOL_DIRECTIVES = {
+    "required": "Answer by calling one of the tools.",
+    "single": "Call at most one tool in a reply.",
+}
+
+
+def _directive_keys(tool_choice: Any, config: SessionConfig) -> list[str]:
+    keys = []
+    if tool_choice == "required" or isinstance(tool_choice, dict):
+        keys.append("required")
+    if config.parallel_tool_calls is False:
+        keys.append("single")
+    return keys
 
 
 def _tools_turn(tools: tuple[dict[str, Any], ...], tool_choice: Any) -> list[PromptTurn]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
+from realtime.audio import PCM_RATE
 from realtime.backends.context import TruncationPolicy
 from realtime.errors import (
     CODE_ACTIVE_RESPONSE,
@@ -22,9 +24,11 @@ from realtime.errors import (
     ErrorReport,
     ProtocolViolation,
     RealtimeError,
+    describe_exception,
 )
 from realtime.session.context_fit import ConversationFit
 from realtime.session.conversation import Conversation
+from realtime.session.idle import IdleTimer
 from realtime.session.input_audio import InputAudioBuffer
 from realtime.session.items import (
     item_from_client,
@@ -35,6 +39,7 @@ from realtime.session.items import (
 from realtime.session.outbox import Outbox
 from realtime.session.response import CancelReason, ResponseContext, ResponseRun
 from realtime.session.response_plan import plan_response
+from realtime.session.transcription import FirstOutputGate, InputTranscriptions
 from realtime.session.vad import VadEvent
 from realtime.speech.runtime import Runtime
 from realtime.wire.client_events import (
@@ -57,6 +62,15 @@ log = logging.getLogger(__name__)
 
 OUTBOX_FRAMES = 256  # frames queued for the socket before producers wait
 MIN_COMMIT_MS = 100  # OpenAI: a commit needs at least 100 ms of audio
+MS_PER_SECOND = 1000
+
+
+def _nothing() -> None:
+    """No-op hook of out-of-band responses."""
+
+
+def _ignore(run: ResponseRun) -> None:
+    """No-op delivery hook of out-of-band responses."""
 
 
 class Session:
@@ -77,6 +91,9 @@ class Session:
         self._default: ResponseRun | None = None
         self._runs: dict[str, tuple[ResponseRun, asyncio.Task[None]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
+        self._gate = FirstOutputGate()
+        self.transcriptions = InputTranscriptions(runtime.backend, self.events, self.outbox, self._gate)
+        self.idle = IdleTimer(self._idle_timeout)
 
     async def open(self, tasks: asyncio.TaskGroup) -> None:
         """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends."""
@@ -88,7 +105,9 @@ class Session:
         self._configure_vad()
 
     def abort_runs(self) -> None:
-        """Stop every response without closing events; the sender drops their queued audio."""
+        """Stop every response and transcription without closing events; the sender drops queued audio."""
+        self.idle.disarm()
+        self.transcriptions.cancel_all()
         for run, task in list(self._runs.values()):
             run.cancelled = True
             task.cancel()
@@ -146,6 +165,7 @@ class Session:
             voice_locked=self.voice_locked,
             resolve=self._resolve_voice("session.audio.output.voice"),
             beta=self.events.beta,
+            extensions=event.extensions,
         )
         if (old.turn_detection, old.input_format) != (self.config.turn_detection, self.config.input_format):
             self._configure_vad()
@@ -159,6 +179,7 @@ class Session:
         return resolve
 
     def _configure_vad(self) -> None:
+        self.idle.disarm()
         self.input_audio.configure(self.config.turn_detection, self.config.input_format)
 
     # input audio -----------------------------------------------------------------------------------------
@@ -176,7 +197,7 @@ class Session:
             )
         audio = self.input_audio
         item_id, audio.speech_item_id = audio.speech_item_id or new_id("item"), None
-        await self._commit_item(item_id)
+        self._transcribe(await self._commit_item(item_id))
 
     async def _commit_item(self, item_id: str) -> Item:
         item = user_audio_item(self.input_audio.take(), self.config.input_format)
@@ -188,11 +209,17 @@ class Session:
             await self.outbox.put(event)
         return item
 
+    def _transcribe(self, item: Item) -> None:
+        """Start the input transcription of a committed item when the session enables it."""
+        if self.config.transcription is not None and self._tasks is not None:
+            self.transcriptions.start(self._tasks, item, self.config.transcription)
+
     async def _on_vad(self, event: VadEvent) -> None:
         settings = self.config.turn_detection
         if settings is None:
             return
         if event.kind == "start":
+            self.idle.disarm()
             self.input_audio.speech_item_id = new_id("item")
             if settings.interrupt_response and self._default is not None:
                 await self._cancel_run(self._default, "turn_detected")
@@ -205,15 +232,51 @@ class Session:
         await self.outbox.put(self.events.speech_stopped(item_id, event.ms))
         if self.input_audio.buffered_ms < MIN_COMMIT_MS:
             return
-        await self._commit_item(item_id)
-        if settings.create_response:
-            if self._default is not None:
-                raise ProtocolViolation(
-                    CODE_ACTIVE_RESPONSE,
-                    "Conversation already has an active response in progress: "
-                    f"{self._default.record.id}. Wait until the response is finished before creating a new one.",
-                )
-            await self._response_create(ResponseCreate(None, None, None, None))
+        await self._commit_and_respond(item_id, settings.create_response)
+
+    async def _commit_and_respond(self, item_id: str, respond: bool) -> None:
+        """A server-VAD turn end: commit, start the response, then the transcription (so it goes second)."""
+        item = await self._commit_item(item_id)
+        try:
+            if respond:  # refused with conversation_already_has_active_response while one runs
+                await self._response_create(ResponseCreate(None, None, None, None))
+        finally:
+            self._transcribe(item)
+
+    async def _idle_timeout(self) -> None:
+        """The idle timer fired: ``timeout_triggered``, commit the (silent) buffer, respond."""
+        settings = self.config.turn_detection
+        if settings is None or settings.idle_timeout_ms is None or self._default is not None:
+            return
+        if self.input_audio.speech_item_id is not None:  # the user is speaking: the VAD will end the turn
+            return
+        item_id = new_id("item")
+        end_ms = round(self.input_audio.total_ms)
+        start_ms = max(end_ms - settings.idle_timeout_ms, 0)
+        try:
+            await self.outbox.put(self.events.timeout_triggered(item_id, start_ms, end_ms))
+            await self._commit_and_respond(item_id, settings.create_response)
+        except RealtimeError as exc:  # runs as its own task: report, never crash the connection
+            await self.report(describe_exception(exc))
+
+    def _arm_idle(self, run: ResponseRun) -> None:
+        """A response's ``response.done`` is out: start the idle timeout from the end of its playback."""
+        settings = self.config.turn_detection
+        if (
+            settings is None
+            or settings.kind != "server_vad"
+            or settings.idle_timeout_ms is None
+            or self.events.beta  # beta has no timeout_triggered event
+            or self._tasks is None
+            or self._default not in (None, run)  # (its task may not have finished when its done is out)
+        ):
+            return
+        now = time.perf_counter()
+        playback_end = now
+        if run.first_audio_sent is not None and run.record.output:
+            played_s = run.record.output[0].audio_samples / PCM_RATE
+            playback_end = max(now, run.first_audio_sent + played_s)
+        self.idle.arm(self._tasks, playback_end - now + settings.idle_timeout_ms / MS_PER_SECOND)
 
     # items -----------------------------------------------------------------------------------------------
     async def _item_create(self, event: ItemCreate) -> None:
@@ -239,10 +302,6 @@ class Session:
             raise ProtocolViolation(
                 CODE_INVALID_VALUE, "Invalid value: content_index must be 0.", "content_index"
             )
-        run = self._run_of(item_id)
-        if run is not None:  # the client stopped listening: stop generating first
-            await self._cancel_run(run, "client_cancelled")
-            await self.outbox.queue.join()  # audio accounting is settled once queued frames are sent
         sent = sent_audio_ms(item)
         if audio_end_ms < 0 or audio_end_ms > sent:
             raise ProtocolViolation(
@@ -250,9 +309,17 @@ class Session:
                 f"Audio content of {sent}ms is shorter than {audio_end_ms}ms.",
                 "audio_end_ms",
             )
+        # OpenAI semantics: a truncate edits the item and leaves a running response alone (stopping it is
+        # the client's response.cancel or the server VAD's job); the cut is applied again when it closes
+        run = self._run_of(item_id)
+        if run is not None:
+            run.truncated_ms = audio_end_ms
+        self._truncate_item(item, audio_end_ms)
+        await self.outbox.put(self.events.item_truncated(item_id, content_index, audio_end_ms))
+
+    def _truncate_item(self, item: Item, audio_end_ms: int) -> None:
         backend = self.runtime.backend
         truncate_item(item, audio_end_ms, self.config.output_format, backend.vocab, backend.text_codec)
-        await self.outbox.put(self.events.item_truncated(item_id, content_index, audio_end_ms))
 
     async def _delete(self, item_id: str) -> None:
         if self._run_of(item_id) is not None:
@@ -260,6 +327,7 @@ class Session:
                 CODE_INVALID_VALUE, "This item belongs to a response in progress; cancel it first.", "item_id"
             )
         self.conversation.delete(item_id)
+        self.transcriptions.cancel(item_id)
         await self.outbox.put(self.events.item_deleted(item_id))
 
     # responses -------------------------------------------------------------------------------------------
@@ -285,9 +353,15 @@ class Session:
             turn_items=plan.turn_items,
             conversation=self.conversation if plan.from_conversation else None,
         )
-        self._start(ResponseRun(self._response_context(), plan.record, plan.request, conversation, fitter))
+        context = self._response_context(plan.in_band)
+        run = ResponseRun(
+            context, plan.record, plan.request, conversation, fitter=fitter, max_calls=plan.max_calls
+        )
+        self._start(run)
 
-    def _response_context(self) -> ResponseContext:
+    def _response_context(self, in_band: bool) -> ResponseContext:
+        if in_band:  # transcriptions hold their requests back until this response has output
+            self._gate.response_started()
         return ResponseContext(
             reply=self.runtime.reply,
             events=self.events,
@@ -296,6 +370,9 @@ class Session:
             max_delta_ms=self.runtime.config.max_audio_delta_ms,
             on_audio=self._lock_voice,
             metrics=self.runtime.metrics,
+            on_first_output=self._gate.response_output if in_band else _nothing,
+            truncate=self._truncate_item,
+            on_delivered=self._arm_idle if in_band else _ignore,
         )
 
     def _lock_voice(self) -> None:
@@ -307,6 +384,7 @@ class Session:
         self._runs[run.record.id] = (run, task)
         if run.in_default_conversation:
             self._default = run
+            self.idle.disarm()
         task.add_done_callback(lambda _: self._forget(run))
 
     def _forget(self, run: ResponseRun) -> None:

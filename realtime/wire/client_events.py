@@ -12,7 +12,7 @@ from __future__ import annotations
 import binascii
 import json
 from base64 import b64decode
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
 
 from openai.types.realtime import (
@@ -44,6 +44,7 @@ from realtime.errors import (
 )
 from realtime.wire.beta import beta_assistant_content_to_ga, beta_response_to_ga, beta_session_to_ga
 from realtime.wire.handshake import Dialect
+from realtime.wire.session_extensions import SessionExtensions, split_extensions
 from realtime.wire.validation import check_keys, missing_or_invalid, reject_extras, validate_model
 
 # input_audio_buffer.append carries at most 15 MiB of base64 audio (OpenAI docs, docs/PROTOCOL.md §1.6).
@@ -94,10 +95,12 @@ class ResponseCreate:
 
 @dataclass(frozen=True)
 class SessionUpdate:
-    """``session.update`` with the session normalised to the GA `RealtimeSessionCreateRequest`."""
+    """``session.update`` with the session normalised to the GA `RealtimeSessionCreateRequest`, and the
+    fields newer than that model (realtime/wire/session_extensions.py)."""
 
     event_id: str | None
     session: RealtimeSessionCreateRequest
+    extensions: SessionExtensions = field(default_factory=SessionExtensions)
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,7 @@ def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
     if kind == "input_audio_buffer.append":
         return _decode_append(raw)
     if kind == "session.update":
-        return SessionUpdate(event_id, _decode_session(raw, dialect))
+        return SessionUpdate(event_id, *_decode_session(raw, dialect))
     if kind == "conversation.item.create":
         check_keys(raw, {"type", "event_id", "item", "previous_item_id"}, "")
         if not isinstance(raw.get("item"), dict):
@@ -217,7 +220,9 @@ def _decode_append(raw: dict[str, Any]) -> AudioAppend:
     return AudioAppend(raw.get("event_id"), data)
 
 
-def _decode_session(raw: dict[str, Any], dialect: Dialect) -> RealtimeSessionCreateRequest:
+def _decode_session(
+    raw: dict[str, Any], dialect: Dialect
+) -> tuple[RealtimeSessionCreateRequest, SessionExtensions]:
     check_keys(raw, {"type", "event_id", "session"}, "")
     session = raw.get("session")
     if not isinstance(session, dict):
@@ -236,9 +241,10 @@ def _decode_session(raw: dict[str, Any], dialect: Dialect) -> RealtimeSessionCre
             f"Invalid value: '{kind}'. Only 'realtime' sessions are supported.",
             "session.type",
         )
+    session, extensions = split_extensions(session)
     model = validate_model(RealtimeSessionCreateRequest, session, "session")
     reject_extras(model, "session", _SESSION_READ_ONLY)
-    return model
+    return model, extensions
 
 
 def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:

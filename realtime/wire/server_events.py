@@ -9,23 +9,24 @@ send can miss a required field; `encode` serialises exactly the fields we set (e
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Annotated, Any, get_args, get_origin
 
 from openai.types.beta.realtime.realtime_server_event import RealtimeServerEvent as BetaServerEvent
+from openai.types.realtime.audio_transcription import AudioTranscription
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent as GaServerEvent
 from pydantic import BaseModel
 
-from realtime.audio import PCM_RATE, AudioFormat
 from realtime.errors import ErrorReport
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import ContentPart, Item, ResponseRecord, TokenUsage, new_id
-from realtime.wire.session_config import SessionConfig, TurnDetection
+from realtime.wire.session_config import SessionConfig
+from realtime.wire.session_echo import BETA_DEFAULT_TEMPERATURE, beta_session, ga_format, ga_session
 
 # Server frames must stay well under the 1 MiB default max_size of the Python websockets client
 # (docs/PROTOCOL.md §1.6).
 MAX_SERVER_FRAME_CHARS = 1024 * 1024
 FRAME_ENVELOPE_RESERVE = 16 * 1024
-BETA_DEFAULT_TEMPERATURE = 0.8
 
 _BETA_NAMES = {
     "response.output_audio.delta": "response.audio.delta",
@@ -49,13 +50,28 @@ def server_event_classes(union: Any) -> dict[str, type[BaseModel]]:
     return classes
 
 
+def _literals(annotation: Any) -> frozenset[str]:
+    args = get_args(annotation)
+    if not args:
+        return frozenset({annotation}) if isinstance(annotation, str) else frozenset()
+    return frozenset().union(*(_literals(arg) for arg in args))
+
+
+GA_TRANSCRIPTION_MODELS = _literals(AudioTranscription.model_fields["model"].annotation)
+_SESSION_EVENTS = frozenset({"session.created", "session.updated"})
+_KNOWN = "whisper-1"  # stands for "no model given" in the membership test
 GA_EVENT_CLASSES = server_event_classes(GaServerEvent)
 BETA_EVENT_CLASSES = server_event_classes(BetaServerEvent)
 
 
 def encode(event: BaseModel) -> str:
-    """One JSON text frame: the fields that were set, explicit nulls included."""
-    return event.model_dump_json(exclude_unset=True)
+    """One JSON text frame: the fields that were set, explicit nulls included.
+
+    Session events may carry a transcription model name outside the pinned models' literal list (see
+    `EventBuilder._session_event`): pydantic's serializer warnings are silenced for them only.
+    """
+    quiet = getattr(event, "type", None) in _SESSION_EVENTS
+    return event.model_dump_json(exclude_unset=True, warnings=not quiet)
 
 
 class EventBuilder:
@@ -74,11 +90,25 @@ class EventBuilder:
     # session ---------------------------------------------------------------------------------------------
     def session(self, config: SessionConfig, session_id: str) -> dict[str, Any]:
         """The full effective session in this dialect's shape."""
-        return _beta_session(config, session_id) if self.beta else _ga_session(config, session_id)
+        return beta_session(config, session_id) if self.beta else ga_session(config, session_id)
 
     def session_created(self, config: SessionConfig, session_id: str) -> list[BaseModel]:
         """``session.created`` (beta: followed by ``conversation.created``)."""
-        return [self.event("session.created", session=self.session(config, session_id))]
+        return [self._session_event("session.created", config, session_id)]
+
+    def _session_event(self, name: str, config: SessionConfig, session_id: str) -> BaseModel:
+        data = self.session(config, session_id)
+        custom: str | None = None
+        transcription = None if self.beta else data["audio"]["input"]["transcription"]
+        if transcription is not None and transcription.get("model", _KNOWN) not in GA_TRANSCRIPTION_MODELS:
+            custom = transcription.pop("model")
+        event = self.event(name, session=data)
+        if custom is not None:
+            # the pinned openai 2.8 lists OpenAI's transcription models only (3.x takes any string): the
+            # session is validated without the name, which is then echoed as the client sent it
+            target: Any = event
+            target.session.audio.input.transcription.model = custom
+        return event
 
     def conversation_created(self, conversation_id: str) -> list[BaseModel]:
         """Beta's ``conversation.created`` right after ``session.created``; nothing on GA."""
@@ -89,7 +119,7 @@ class EventBuilder:
 
     def session_updated(self, config: SessionConfig, session_id: str) -> BaseModel:
         """``session.updated`` with the full effective session."""
-        return self.event("session.updated", session=self.session(config, session_id))
+        return self._session_event("session.updated", config, session_id)
 
     def error(self, report: ErrorReport) -> BaseModel:
         """An ``error`` event."""
@@ -178,6 +208,52 @@ class EventBuilder:
         """``input_audio_buffer.speech_stopped``."""
         return self.event("input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=audio_end_ms)
 
+    def timeout_triggered(self, item_id: str, audio_start_ms: int, audio_end_ms: int) -> BaseModel:
+        """GA ``input_audio_buffer.timeout_triggered`` (the server VAD's idle timeout fired)."""
+        return self.event(
+            "input_audio_buffer.timeout_triggered",
+            item_id=item_id,
+            audio_start_ms=audio_start_ms,
+            audio_end_ms=audio_end_ms,
+        )
+
+    # input audio transcription ---------------------------------------------------------------------------
+    def transcription_delta(self, item_id: str, content_index: int, delta: str) -> BaseModel:
+        """``conversation.item.input_audio_transcription.delta``."""
+        return self.event(
+            "conversation.item.input_audio_transcription.delta",
+            item_id=item_id,
+            content_index=content_index,
+            delta=delta,
+        )
+
+    def transcription_completed(
+        self, item_id: str, content_index: int, transcript: str, usage: TranscriptionUsage
+    ) -> BaseModel:
+        """``conversation.item.input_audio_transcription.completed`` with token usage."""
+        return self.event(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item_id,
+            content_index=content_index,
+            transcript=transcript,
+            usage={
+                "type": "tokens",
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
+        )
+
+    def transcription_failed(self, item_id: str, content_index: int, code: str, message: str) -> BaseModel:
+        """``conversation.item.input_audio_transcription.failed`` (the response, if any, is unaffected)."""
+        error = {"type": "transcription_error", "code": code, "message": message, "param": None}
+        return self.event(
+            "conversation.item.input_audio_transcription.failed",
+            item_id=item_id,
+            content_index=content_index,
+            error=error,
+        )
+
     # responses -------------------------------------------------------------------------------------------
     def response(self, record: ResponseRecord) -> dict[str, Any]:
         """A response object in this dialect's shape (no audio bytes)."""
@@ -211,7 +287,7 @@ class EventBuilder:
             )
         else:
             data["output_modalities"] = list(record.modalities)
-            output = {"format": _ga_format(record.output_format), "voice": record.voice}
+            output = {"format": ga_format(record.output_format), "voice": record.voice}
             data["audio"] = {"output": output}
         return data
 
@@ -275,6 +351,14 @@ class EventBuilder:
         return self.event("response.output_text.done", text=text, **ids.fields())
 
 
+@dataclass(frozen=True)
+class TranscriptionUsage:
+    """Token usage of one input transcription."""
+
+    input_tokens: int
+    output_tokens: int
+
+
 class PartIds:
     """The four ids/indices every content event of one part carries."""
 
@@ -307,96 +391,4 @@ def _usage(usage: TokenUsage | None) -> dict[str, Any] | None:
             "text_tokens": usage.output_text_tokens,
             "audio_tokens": usage.output_audio_tokens,
         },
-    }
-
-
-def _ga_format(fmt: AudioFormat) -> dict[str, Any]:
-    if fmt is AudioFormat.PCM16:
-        return {"type": fmt.ga_type, "rate": PCM_RATE}
-    return {"type": fmt.ga_type}
-
-
-def _ga_turn_detection(td: TurnDetection | None) -> dict[str, Any] | None:
-    if td is None:
-        return None
-    if td.kind == "semantic_vad":
-        return {
-            "type": "semantic_vad",
-            "eagerness": td.eagerness or "auto",
-            "create_response": td.create_response,
-            "interrupt_response": td.interrupt_response,
-        }
-    data: dict[str, Any] = {
-        "type": "server_vad",
-        "threshold": td.threshold,
-        "prefix_padding_ms": td.prefix_padding_ms,
-        "silence_duration_ms": td.silence_duration_ms,
-        "create_response": td.create_response,
-        "interrupt_response": td.interrupt_response,
-    }
-    if td.idle_timeout_ms is not None:
-        data["idle_timeout_ms"] = td.idle_timeout_ms
-    return data
-
-
-def _ga_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
-    noise = {"type": config.noise_reduction} if config.noise_reduction else None
-    data: dict[str, Any] = {
-        "type": "realtime",
-        "object": "realtime.session",
-        "id": session_id,
-        "model": config.model,
-        "output_modalities": list(config.output_modalities),
-        "instructions": config.instructions,
-        "audio": {
-            "input": {
-                "format": _ga_format(config.input_format),
-                "noise_reduction": noise,
-                "transcription": config.transcription,
-                "turn_detection": _ga_turn_detection(config.turn_detection),
-            },
-            "output": {
-                "format": _ga_format(config.output_format),
-                "voice": config.voice,
-                "speed": config.speed,
-            },
-        },
-        "tools": list(config.tools),
-        "tool_choice": config.tool_choice,
-        "max_output_tokens": config.max_output_tokens,
-        "tracing": config.tracing,
-        "truncation": config.truncation,
-    }
-    if config.include is not None:
-        data["include"] = list(config.include)
-    if config.prompt is not None:
-        data["prompt"] = config.prompt
-    if config.temperature is not None:
-        data["temperature"] = config.temperature  # extension, kept as an extra field
-    return data
-
-
-def _beta_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
-    # beta's `model` is a closed list of OpenAI model names: our served model id cannot go there.
-    td = _ga_turn_detection(config.turn_detection)
-    if td is not None:
-        td.pop("idle_timeout_ms", None)
-    tool_choice = config.tool_choice if isinstance(config.tool_choice, str) else "required"
-    return {
-        "id": session_id,
-        "object": "realtime.session",
-        "modalities": ["text", "audio"] if config.speaks else ["text"],
-        "instructions": config.instructions,
-        "voice": config.voice,
-        "speed": config.speed,
-        "input_audio_format": config.input_format.value,
-        "output_audio_format": config.output_format.value,
-        "input_audio_transcription": config.transcription,
-        "input_audio_noise_reduction": {"type": config.noise_reduction} if config.noise_reduction else None,
-        "turn_detection": td,
-        "tools": list(config.tools),
-        "tool_choice": tool_choice,
-        "temperature": BETA_DEFAULT_TEMPERATURE if config.temperature is None else config.temperature,
-        "max_response_output_tokens": config.max_output_tokens,
-        "tracing": config.tracing,
     }

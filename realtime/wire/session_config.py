@@ -22,6 +22,7 @@ from realtime.errors import (
     CODE_STRING_TOO_LONG,
     ProtocolViolation,
 )
+from realtime.wire.session_extensions import SessionExtensions, TranscriptionSettings
 
 MAX_TOOL_DESCRIPTION = 1024  # OpenAI's limit (livekit/agents#1183)
 MAX_OUTPUT_TOKENS_LIMIT = 4096
@@ -34,6 +35,7 @@ OPENAI_VOICES = frozenset(
 )
 # semantic_vad has no semantic model here: it maps to server VAD with a longer silence window per eagerness.
 SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 500}
+LOGPROBS_INCLUDE = "item.input_audio_transcription.logprobs"
 DEFAULT_INSTRUCTIONS = "You are a helpful voice assistant. Answer briefly."
 
 
@@ -62,10 +64,12 @@ class TurnDetection:
 class SessionConfig:
     """Everything a client can configure on a session (GA names; the beta view is built in server_events.py).
 
-    Attributes documented in docs/PROTOCOL.md §4.1. Stored-only fields (``transcription``,
-    ``noise_reduction``, ``tracing``, ``include``, ``prompt``, ``speed``, ``tools``) are kept as plain JSON
-    values and echoed back. ``truncation`` is validated JSON too (`check_truncation`), echoed back, and read by
-    the session as the context truncation policy (realtime/session/context_fit.py); beta has no such field.
+    Attributes documented in docs/PROTOCOL.md §4.1 and its coverage table. Accepted-and-ignored fields
+    (``noise_reduction``, ``tracing``, ``reasoning``, ``speed``) are kept as plain JSON values and echoed back;
+    ``transcription``, ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``prompt`` and ``max_output_tokens``
+    are honoured by the session and response layers. ``truncation`` is validated JSON (`check_truncation`),
+    echoed back, and read by the session as the context truncation policy (realtime/session/context_fit.py);
+    beta has no such field.
     """
 
     model: str
@@ -76,8 +80,9 @@ class SessionConfig:
     output_format: AudioFormat = AudioFormat.PCM16
     speed: float = 1.0
     turn_detection: TurnDetection | None = TurnDetection()
-    transcription: dict[str, Any] | None = None
+    transcription: TranscriptionSettings | None = None
     noise_reduction: str | None = None
+    noise_reduction_strength: float | None = None
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: Any = "auto"
     max_output_tokens: int | Literal["inf"] = "inf"
@@ -86,6 +91,8 @@ class SessionConfig:
     truncation: str | dict[str, Any] = "auto"
     include: tuple[str, ...] | None = None
     prompt: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning: dict[str, Any] | None = None
 
     @property
     def speaks(self) -> bool:
@@ -197,6 +204,44 @@ def check_truncation(value: Any, param: str) -> str | dict[str, Any]:
     return dict(value)
 
 
+def check_include(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    """Validate ``include``: transcription logprobs are refused (no backend here returns logprobs)."""
+    if values is None:
+        return None
+    if LOGPROBS_INCLUDE in values:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE,
+            f"Invalid value: '{LOGPROBS_INCLUDE}'. This server's transcription model does not return log "
+            "probabilities; remove it from 'include'.",
+            "session.include",
+        )
+    return tuple(values)
+
+
+def render_instructions(
+    instructions: str, prompt: dict[str, Any] | None, param: str = "session.prompt"
+) -> str:
+    """``instructions`` with each ``{{name}}`` replaced by the text of ``prompt.variables[name]``.
+
+    A prompt's ``id`` / ``version`` refer to OpenAI's stored prompts, which this server does not have: they
+    are echoed and ignored; its variables fill the session (or response) instructions.
+
+    Raises:
+        ProtocolViolation: a variable that is neither a string nor an ``input_text`` object.
+    """
+    variables = (prompt or {}).get("variables") or {}
+    for name, value in variables.items():
+        text = value.get("text") if isinstance(value, dict) and value.get("type") == "input_text" else value
+        if not isinstance(text, str):
+            raise ProtocolViolation(
+                CODE_INVALID_VALUE,
+                f"Invalid value for prompt variable '{name}': only text variables are supported.",
+                f"{param}.variables.{name}",
+            )
+        instructions = instructions.replace("{{" + name + "}}", text)
+    return instructions
+
+
 def _dump(value: Any) -> Any:
     return value.model_dump(exclude_unset=True) if hasattr(value, "model_dump") else value
 
@@ -208,12 +253,14 @@ def apply_session_update(
     voice_locked: bool,
     resolve: VoiceResolver,
     beta: bool,
+    extensions: SessionExtensions | None = None,
 ) -> SessionConfig:
     """Return ``config`` with the fields present in ``update`` applied (``null`` clears).
 
     Args:
         config: the session's current configuration.
         update: the validated, GA-shaped ``session`` of a ``session.update``.
+        extensions: the fields newer than ``update``'s model (realtime/wire/session_extensions.py).
         voice_locked: True once the session has produced audio: the voice can no longer change.
         resolve: maps a requested voice name to a registered one or raises `ProtocolViolation`.
         beta: the connection speaks beta (temperature is clamped instead of rejected).
@@ -241,7 +288,13 @@ def apply_session_update(
     if "truncation" in fields:
         changes["truncation"] = check_truncation(_dump(update.truncation), "session.truncation")
     if "include" in fields:
-        changes["include"] = tuple(update.include) if update.include is not None else None
+        changes["include"] = check_include(update.include)
+    if "prompt" in fields and update.prompt is not None:
+        render_instructions("", changes["prompt"])  # refuses unusable variables now, not at response time
+    ext = extensions or SessionExtensions()
+    for name in ("transcription", "parallel_tool_calls", "reasoning", "noise_reduction_strength"):
+        if name in ext.present:
+            changes[name] = getattr(ext, name)
     extra = update.model_extra or {}
     if "temperature" in extra:
         value = extra["temperature"]
@@ -265,8 +318,6 @@ def _audio_changes(
             changes["input_format"] = _format(audio_in.format)
         if "turn_detection" in present:
             changes["turn_detection"] = _turn_detection(audio_in.turn_detection)
-        if "transcription" in present:
-            changes["transcription"] = _dump(audio_in.transcription)
         if "noise_reduction" in present:
             nr = audio_in.noise_reduction
             changes["noise_reduction"] = nr.type if nr is not None else None

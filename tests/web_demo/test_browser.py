@@ -123,6 +123,14 @@ def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: obj
     page.wait_for_function("window.demo.response && window.demo.response.done", timeout=60_000)
     page.wait_for_function("window.demo.stats.played > 0", timeout=30_000)
     assert page.locator("#transcript li.user").count() >= 1
+    # the user's side comes from the input transcription events: the placeholder is replaced by the words
+    page.wait_for_function(
+        "document.querySelector('#transcript li.user') && "
+        "!document.querySelector('#transcript li.user').classList.contains('pending')",
+        timeout=30_000,
+    )
+    heard = page.locator("#transcript li.user").first.inner_text().strip()
+    assert heard and not heard.startswith("[") and heard != "[no speech heard]", heard
     assert page.locator("#transcript li.assistant").first.inner_text().strip() != ""
     sent_types = page.evaluate("window.demo.events.filter(e => e.direction === '→').map(e => e.type)")
     assert "input_audio_buffer.commit" in sent_types

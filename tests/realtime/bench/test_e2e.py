@@ -41,3 +41,19 @@ def test_summary_reports_percentiles_and_errors() -> None:
     assert report["ttfa_s"]["p50"] == pytest.approx(0.2)
     assert report["rtf"]["p50"] == pytest.approx(2.0)
     assert report["throughput_audio_s_per_s"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+def test_transcribe_flag_turns_input_transcription_on(dialect: str) -> None:
+    from realtime.bench.e2e import _Client
+
+    base = {"instructions": "", "modalities": "audio", "dialect": dialect, "api_key": "k"}
+    on = _Client(argparse.Namespace(**base, transcribe="step-audio-2-mini"), 0, None)._session_update()[
+        "session"
+    ]
+    off = _Client(argparse.Namespace(**base, transcribe=None), 0, None)._session_update()["session"]
+    want = {"model": "step-audio-2-mini"}
+    if dialect == "ga":
+        assert on["audio"]["input"]["transcription"] == want and "transcription" not in off["audio"]["input"]
+    else:
+        assert on["input_audio_transcription"] == want and "input_audio_transcription" not in off

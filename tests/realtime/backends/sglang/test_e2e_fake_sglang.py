@@ -220,3 +220,39 @@ async def test_backend_failures_fail_the_response_and_the_session_lives_on(
     assert http_500["status"] == "failed"
     assert http_500["status_details"]["error"]["code"] == "http_500"
     assert recovered["status"] == "completed"
+
+
+async def test_input_transcription_is_an_asr_request_of_its_own(
+    server: ServerHandle, fake: FakeSGLangServer
+) -> None:
+    tts_start = 151693
+    transcript_ids = [6, 5, 7, 8, EOT]  # "hi there!"
+    fake.state.script = lambda body: REPLY if body["input_ids"][-1] == tts_start else transcript_ids
+    speech = (np.sin(np.arange(PCM_RATE) / 5.0) * 3000).astype("<i2").tobytes()
+    async with client(server).realtime.connect(model=MODEL) as conn:
+        transcription = {"model": "whisper-1", "language": "en"}
+        await open_session(conn, audio={"input": {"turn_detection": None, "transcription": transcription}})
+        await conn.input_audio_buffer.append(audio=base64.b64encode(speech).decode())
+        await conn.input_audio_buffer.commit()
+        await conn.response.create()
+        events: list[dict[str, Any]] = []
+        kinds: set[str] = set()
+        while not {"response.done", "conversation.item.input_audio_transcription.completed"} <= kinds:
+            events.append(await next_event(conn))
+            kinds.add(events[-1]["type"])
+    completed = next(
+        e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"
+    )
+    assert completed["transcript"] == "hi there!"
+    assert completed["usage"]["input_tokens"] > 0 and completed["usage"]["output_tokens"] == len(
+        transcript_ids
+    )
+    assert next(e for e in events if e["type"] == "response.done")["response"]["status"] == "completed"
+    asr = next(body for body in fake.state.requests if body["input_ids"][-1] != tts_start)
+    reply = next(body for body in fake.state.requests if body["input_ids"][-1] == tts_start)
+    # system ASR prompt, a human turn holding only the audio, then a text-only assistant prefill
+    assert asr["input_ids"][:2] == [151691, 1] and asr["input_ids"][-3:] == [151691, 4, 2]
+    human = asr["input_ids"].index(3)
+    assert asr["input_ids"][human : human + 5] == [3, 2, 151688, 151690, 151689]
+    assert len(asr["audio_data"]) == 1 and asr["audio_data"] == reply["audio_data"]
+    assert asr["sampling_params"]["temperature"] == 0.0 and asr["rid"] != reply["rid"]

@@ -1,0 +1,162 @@
+"""Speech to text with Step-Audio-2 itself: its ASR prompt, the user audio, and the transcript streamed back.
+
+Step-Audio-2 is an ASR model too. Its own examples transcribe with the system prompt `ASR_PROMPT`, a human
+turn holding only the audio, and an empty assistant turn the model completes in text (no ``<tts_start>``),
+at temperature 0. `transcribe` sends that request to the server's LLM backend, as a request of its own
+beside any response, and yields the transcript as text deltas then a `TranscriptionDone` with the usage.
+
+Both the Realtime input transcription (realtime/session/transcription.py) and ``POST
+/v1/audio/transcriptions`` (realtime/http/transcriptions.py) go through here. Closing the iterator (or
+cancelling the task iterating it) aborts the backend request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from realtime.backends.base import (
+    BackendError,
+    FinishReason,
+    GenerationInput,
+    LLMBackend,
+    PromptTurn,
+    SamplingParams,
+)
+from realtime.speech.detokenizer import IncrementalDetokenizer
+from streaming_parser import AudioTokenParser, ParserError, TextTokens
+
+# Step-Audio-2's ASR instruction ("write down the speech you hear"), as in stepfun-ai/Step-Audio2's examples.
+ASR_PROMPT = "请记录下你所听到的语音内容。"
+# A transcript needs few tokens: ~4 tokens/s of speech; 1024 covers the longest audio the model accepts.
+MAX_TRANSCRIPT_TOKENS = 1024
+ASR_SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=MAX_TRANSCRIPT_TOKENS)
+PCM16_BYTES = 2
+
+
+@dataclass(frozen=True)
+class TranscriptionRequest:
+    """One piece of speech to transcribe.
+
+    Attributes:
+        rid: request id (the backend's abort handle); unique per request.
+        pcm16: little-endian PCM16 mono speech at ``sample_rate``.
+        sample_rate: rate of ``pcm16`` in Hz.
+        language: ISO-639-1 hint (``en``, ``zh``...), or None to let the model decide.
+        prompt: text to guide spelling and style (names, terms), or None.
+    """
+
+    rid: str
+    pcm16: bytes
+    sample_rate: int
+    language: str | None = None
+    prompt: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the audio."""
+        return len(self.pcm16) / PCM16_BYTES / self.sample_rate
+
+
+@dataclass(frozen=True)
+class TranscriptionDelta:
+    """New transcript text (never a split UTF-8 character)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class TranscriptionDone:
+    """The end of a transcription.
+
+    Attributes:
+        transcript: the whole transcript (the deltas joined), stripped of surrounding spaces.
+        input_tokens: prompt tokens the backend reported (audio patches included).
+        output_tokens: tokens generated.
+        audio_seconds: duration of the transcribed audio.
+    """
+
+    transcript: str
+    input_tokens: int
+    output_tokens: int
+    audio_seconds: float
+
+
+TranscriptionEvent = TranscriptionDelta | TranscriptionDone
+
+
+def asr_instructions(language: str | None, prompt: str | None) -> str:
+    """The system turn: the ASR prompt, then the language hint and the client's prompt when given.
+
+    The hints are appended as plain lines after the model's own instruction, so without them the request
+    is exactly the one Step-Audio-2 was shown in its examples.
+    """
+    lines = [ASR_PROMPT]
+    if language:
+        lines.append(f"语言：{language}")  # "language:"
+    if prompt:
+        lines.append(f"提示：{prompt}")  # "hint:"
+    return "\n".join(lines)
+
+
+async def transcribe(backend: LLMBackend, request: TranscriptionRequest) -> AsyncIterator[TranscriptionEvent]:
+    """Stream the transcript of ``request.pcm16``.
+
+    Yields:
+        `TranscriptionDelta`s in order, then exactly one `TranscriptionDone` (unless cancelled or failed).
+
+    Raises:
+        BackendError: the backend failed, cut the stream, or stopped at the token limit.
+    """
+    generation = GenerationInput(
+        rid=request.rid,
+        turns=[PromptTurn(role="user", audio_pcm16=request.pcm16, audio_sample_rate=request.sample_rate)],
+        instructions=asr_instructions(request.language, request.prompt),
+        speak=False,
+        sampling=ASR_SAMPLING,
+        purpose="transcription",
+    )
+    parser = AudioTokenParser(backend.vocab, starts_in_speech=False)
+    detok = IncrementalDetokenizer(backend.text_codec)
+    pieces: list[str] = []
+    prompt_tokens = output_tokens = 0
+    finish: FinishReason | None = None
+    stream = backend.generate(generation)
+    try:
+        async for chunk in stream:
+            if chunk.prompt_tokens is not None:
+                prompt_tokens = chunk.prompt_tokens
+            output_tokens = chunk.completion_tokens or output_tokens + len(chunk.ids)
+            try:
+                events = parser.feed(chunk.ids)
+            except ParserError as exc:
+                raise BackendError("protocol_error", f"The LLM produced an invalid token id: {exc}") from exc
+            for event in events:
+                if isinstance(event, TextTokens):  # audio codes or markers would be a model slip: ignored
+                    text = _lead_trimmed(detok.feed(event.ids), pieces)
+                    if text:
+                        pieces.append(text)
+                        yield TranscriptionDelta(text)
+            finish = chunk.finish_reason
+            if finish is not None:
+                break
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if finish is None:
+        raise BackendError("stream_cut", "The LLM stream ended without a finish reason.")
+    if finish is FinishReason.LENGTH:
+        raise BackendError("too_long", "The transcript exceeded the token limit.")
+    if finish is FinishReason.ABORT:
+        raise BackendError("aborted", "The transcription request was aborted by the LLM server.")
+    tail = _lead_trimmed(detok.flush(), pieces)
+    if tail:
+        pieces.append(tail)
+        yield TranscriptionDelta(tail)
+    yield TranscriptionDone("".join(pieces).strip(), prompt_tokens, output_tokens, request.seconds)
+
+
+def _lead_trimmed(text: str, pieces: list[str]) -> str:
+    # the assistant turn starts right after "\n": a leading space of the first word is not transcript
+    return text.lstrip() if not pieces else text
