@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from realtime.audio import float_to_int16, pcm16_to_float, resample
 from realtime.backends.base import GenerationInput, PromptTurn, TextCodec
 from realtime.session.tool_calls import TOOL_SCHEMAS_ROLE
 from streaming_parser import VocabLayout
@@ -122,7 +123,8 @@ class Prompt:
 
 
 def pcm16_to_model_rate(pcm16: bytes, sample_rate: int) -> np.ndarray:
-    """Little-endian PCM16 mono at ``sample_rate`` -> int16 samples at 16 kHz (torchaudio's sinc resampler).
+    """Little-endian PCM16 mono at ``sample_rate`` -> int16 samples at 16 kHz (the project's one resampler,
+    `realtime.audio.resample`).
 
     Returns:
         int16 array, shape [samples].
@@ -132,13 +134,7 @@ def pcm16_to_model_rate(pcm16: bytes, sample_rate: int) -> np.ndarray:
     samples = np.frombuffer(pcm16, dtype="<i2")
     if sample_rate == MODEL_SAMPLE_RATE or samples.size == 0:
         return samples.astype(np.int16)
-    import torch  # heavy import kept off the module import path
-    import torchaudio.functional as taf
-
-    wave_in = torch.from_numpy(samples.astype(np.float32) / 32768.0)  # [samples] in [-1, 1)
-    wave_out = taf.resample(wave_in, orig_freq=sample_rate, new_freq=MODEL_SAMPLE_RATE)
-    clipped = torch.clamp(wave_out * 32768.0, -32768.0, 32767.0).round()
-    return np.asarray(clipped.to(torch.int16).numpy())
+    return float_to_int16(resample(pcm16_to_float(pcm16), sample_rate, MODEL_SAMPLE_RATE))
 
 
 def wav_bytes(samples: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE) -> bytes:
