@@ -44,6 +44,11 @@ class SamplingParams:
     repetition_penalty: float = 1.05
 
 
+# Step-Audio-2's text-to-speech system prompt, as in StepFun's own TTS example ("read the following text aloud at
+# a natural pace"): the text to read is the user turn, the reply a spoken segment that speaks exactly that.
+READ_ALOUD_INSTRUCTION = "以自然的语速读出下面的文字。"
+
+
 @dataclass(frozen=True)
 class PromptTurn:
     """One turn of the conversation, in order, as the prompt builder needs it.
@@ -78,6 +83,9 @@ class GenerationInput:
         instructions: the session instructions (the system turn); empty for none.
         speak: True for a spoken reply (prompt ends with ``<tts_start>``), False for text only.
         sampling: sampling parameters.
+        read_aloud: text-to-speech: the reply must speak the last user turn's text verbatim, nothing else.
+            ``instructions`` then only describes the delivery (style, emotion, pace); the backend's prompt
+            layer adds its own read-this-aloud instruction (`READ_ALOUD_INSTRUCTION` for Step-Audio-2).
     """
 
     rid: str
@@ -85,6 +93,7 @@ class GenerationInput:
     instructions: str = ""
     speak: bool = True
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    read_aloud: bool = False
 
 
 @dataclass(frozen=True)
