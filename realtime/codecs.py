@@ -163,9 +163,11 @@ class _Tempo:
         frames: list[av.AudioFrame] = []
         while True:
             try:
-                frames.append(self._graph.pull())
+                frame = self._graph.pull()
             except (av.BlockingIOError, av.EOFError):
                 return frames
+            assert isinstance(frame, av.AudioFrame), "an audio graph yields audio frames"
+            frames.append(frame)
 
 
 def _pcm_frame(pcm16: bytes, sample_rate: int) -> av.AudioFrame:
@@ -206,7 +208,9 @@ class StreamEncoder:
             self._sink = _ByteSink()
             self._container = av.open(self._sink, "w", format=spec.muxer, options=spec.options)
             rate = fmt.encoded_rate
-            self._stream = self._container.add_stream(spec.codec, rate=rate, layout=_MONO)  # type: ignore[call-overload]
+            stream = self._container.add_stream(spec.codec, rate=rate, layout=_MONO)  # type: ignore[call-overload]
+            assert isinstance(stream, av.AudioStream), "an audio codec gives an audio stream"
+            self._stream = stream
         self._finished = False
 
     def encode(self, pcm16: bytes) -> bytes:
