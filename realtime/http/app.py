@@ -106,6 +106,8 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         Route("/v1/audio/voices/{name}", voice_api.delete, methods=["DELETE"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+        # any other /v1 path is a 404 in OpenAI's shape (not the static demo's 405 for a POST)
+        Route("/v1/{rest:path}", _unknown_route, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
     if web_demo_dir is not None and web_demo_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_demo_dir, html=True), name="web_demo"))
@@ -115,6 +117,10 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         Exception: handle_unexpected,
     }
     return Starlette(routes=routes, lifespan=_lifespan, exception_handlers=handlers)
+
+
+async def _unknown_route(request: Request) -> Response:
+    raise HTTPException(404)
 
 
 @asynccontextmanager

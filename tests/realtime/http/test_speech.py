@@ -16,9 +16,9 @@ from typing import Any
 import av
 import openai
 import pytest
-from openai import AsyncOpenAI
 
 from realtime.codecs import SpeechFormat
+from tests.realtime.http.conftest import SdkFactory
 from tests.support.server_harness import ServerHandle
 
 TEXT = "Hello there, this sentence is read aloud verbatim."
@@ -27,10 +27,6 @@ PCM_RATE = 24_000
 # delay, which a decoder can only trim with a seekable Xing header; aac: 1024 priming) plus one codec frame.
 FRAME_TOLERANCE = {"mp3": 1105 + 576, "aac": 1024 + 1024, "opus": 960, "flac": 4608, "wav": 0, "pcm": 0}
 ENCODED_RATE = {"opus": 48_000}
-
-
-def client(server: ServerHandle, index: int = 0, key: str = "x") -> AsyncOpenAI:
-    return AsyncOpenAI(api_key=key, base_url=server.http_url("/v1", index=index), max_retries=0)
 
 
 def decode(data: bytes, fmt: str) -> tuple[int, int]:
@@ -43,8 +39,8 @@ def decode(data: bytes, fmt: str) -> tuple[int, int]:
     return sum(f.samples for f in frames), frames[0].sample_rate
 
 
-async def _speech_sse(server: ServerHandle, fmt: str, **extra: Any) -> list[dict[str, Any]]:
-    async with client(server).audio.speech.with_streaming_response.create(
+async def _speech_sse(sdk: SdkFactory, server: ServerHandle, fmt: str, **extra: Any) -> list[dict[str, Any]]:
+    async with sdk(server).audio.speech.with_streaming_response.create(
         model="tts-1",
         voice="alloy",
         input=TEXT,
@@ -61,12 +57,14 @@ async def _speech_sse(server: ServerHandle, fmt: str, **extra: Any) -> list[dict
 
 
 @pytest.mark.parametrize("fmt", [f.value for f in SpeechFormat])
-async def test_each_format_decodes_to_the_audio_the_model_made(server: ServerHandle, fmt: str) -> None:
+async def test_each_format_decodes_to_the_audio_the_model_made(
+    sdk: SdkFactory, server: ServerHandle, fmt: str
+) -> None:
     # the SSE stream tells how much PCM the model made (via the pcm twin), the audio stream is the file
-    events = await _speech_sse(server, "pcm")
+    events = await _speech_sse(sdk, server, "pcm")
     pcm = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
     assert len(pcm) > PCM_RATE  # seconds of speech for this sentence
-    async with client(server).audio.speech.with_streaming_response.create(
+    async with sdk(server).audio.speech.with_streaming_response.create(
         model="tts-1",
         voice="alloy",
         input=TEXT,
@@ -82,9 +80,9 @@ async def test_each_format_decodes_to_the_audio_the_model_made(server: ServerHan
 
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "wav"])
 async def test_sse_deltas_concatenate_to_a_decodable_file_and_end_with_usage(
-    server: ServerHandle, fmt: str
+    sdk: SdkFactory, server: ServerHandle, fmt: str
 ) -> None:
-    events = await _speech_sse(server, fmt)
+    events = await _speech_sse(sdk, server, fmt)
     kinds = [e["type"] for e in events]
     assert kinds[-1] == "speech.audio.done" and set(kinds[:-1]) == {"speech.audio.delta"}
     assert len(kinds) > 3  # streamed in pieces, not one blob
@@ -96,9 +94,9 @@ async def test_sse_deltas_concatenate_to_a_decodable_file_and_end_with_usage(
 
 
 @pytest.mark.parametrize("speed", [0.5, 2.0])
-async def test_speed_changes_the_duration(server: ServerHandle, speed: float) -> None:
+async def test_speed_changes_the_duration(sdk: SdkFactory, server: ServerHandle, speed: float) -> None:
     async def length(s: float) -> int:
-        async with client(server).audio.speech.with_streaming_response.create(
+        async with sdk(server).audio.speech.with_streaming_response.create(
             model="tts-1", voice="alloy", input=TEXT, response_format="pcm", speed=s
         ) as response:
             return len(b"".join([c async for c in response.iter_bytes()])) // 2
@@ -107,12 +105,14 @@ async def test_speed_changes_the_duration(server: ServerHandle, speed: float) ->
     assert changed == pytest.approx(normal / speed, rel=0.02)
 
 
-async def test_first_bytes_arrive_long_before_the_reply_is_finished(slow_server: ServerHandle) -> None:
+async def test_first_bytes_arrive_long_before_the_reply_is_finished(
+    sdk: SdkFactory, slow_server: ServerHandle
+) -> None:
     """Streaming by order: on a 100 tokens/s backend the first audio bytes come while the LLM still runs."""
     text = " ".join(["streaming"] * 30)  # ~240 characters: several seconds of generation at 100 tokens/s
     started = time.perf_counter()
     arrivals: list[float] = []
-    async with client(slow_server).audio.speech.with_streaming_response.create(
+    async with sdk(slow_server).audio.speech.with_streaming_response.create(
         model="tts-1", voice="alloy", input=text, response_format="pcm"
     ) as response:
         async for chunk in response.iter_bytes():
@@ -124,12 +124,12 @@ async def test_first_bytes_arrive_long_before_the_reply_is_finished(slow_server:
     assert len(arrivals) > 5
 
 
-async def test_disconnect_aborts_the_generation(slow_server: ServerHandle) -> None:
+async def test_disconnect_aborts_the_generation(sdk: SdkFactory, slow_server: ServerHandle) -> None:
     runtime = slow_server.runtime
     assert runtime is not None
     backend: Any = runtime.backend
     text = " ".join(["cancel"] * 60)
-    async with client(slow_server).audio.speech.with_streaming_response.create(
+    async with sdk(slow_server).audio.speech.with_streaming_response.create(
         model="tts-1", voice="alloy", input=text, response_format="pcm"
     ) as response:
         async for chunk in response.iter_bytes():
@@ -157,11 +157,11 @@ async def test_disconnect_aborts_the_generation(slow_server: ServerHandle) -> No
     ],
 )
 async def test_bad_requests_get_openai_errors(
-    server: ServerHandle, kwargs: dict[str, Any], status: int, code: str, param: str
+    sdk: SdkFactory, server: ServerHandle, kwargs: dict[str, Any], status: int, code: str, param: str
 ) -> None:
     args: dict[str, Any] = {"model": "tts-1", "voice": "alloy", "input": TEXT, **kwargs}
     with pytest.raises(openai.APIStatusError) as caught:
-        await client(server).audio.speech.create(**args)
+        await sdk(server).audio.speech.create(**args)
     assert caught.value.status_code == status
     body: Any = caught.value.body
     assert body["code"] == code and body["param"] == param and body["type"] == "invalid_request_error"
