@@ -93,21 +93,22 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
             }
         )
 
+    api: list[BaseRoute] = [  # under /v1: an unknown path is a 404, a wrong method a 405, in OpenAI's shape
+        Route("/voices", voices),
+        Route("/audio/speech", speech_endpoint(runtime), methods=["POST"]),
+        Route("/chat/completions", chat_endpoint(runtime, model), methods=["POST"]),
+        Route("/audio/voices", voice_api.list, methods=["GET"]),
+        Route("/audio/voices", voice_api.upload, methods=["POST"]),
+        Route("/audio/voices/{name}", voice_api.delete, methods=["DELETE"]),
+        Route("/models", list_models, methods=["GET"]),
+        Route("/models/{model:path}", retrieve_model, methods=["GET"]),
+    ]
     routes: list[BaseRoute] = [
         WebSocketRoute("/v1/realtime", realtime_socket),
         WebSocketRoute("/realtime", realtime_socket),
         Route("/health", health),
         Route("/metrics", metrics),
-        Route("/v1/voices", voices),
-        Route("/v1/audio/speech", speech_endpoint(runtime), methods=["POST"]),
-        Route("/v1/chat/completions", chat_endpoint(runtime, model), methods=["POST"]),
-        Route("/v1/audio/voices", voice_api.list, methods=["GET"]),
-        Route("/v1/audio/voices", voice_api.upload, methods=["POST"]),
-        Route("/v1/audio/voices/{name}", voice_api.delete, methods=["DELETE"]),
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
-        # any other /v1 path is a 404 in OpenAI's shape (not the static demo's 405 for a POST)
-        Route("/v1/{rest:path}", _unknown_route, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Mount("/v1", routes=api),
     ]
     if web_demo_dir is not None and web_demo_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_demo_dir, html=True), name="web_demo"))
@@ -117,10 +118,6 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         Exception: handle_unexpected,
     }
     return Starlette(routes=routes, lifespan=_lifespan, exception_handlers=handlers)
-
-
-async def _unknown_route(request: Request) -> Response:
-    raise HTTPException(404)
 
 
 @asynccontextmanager

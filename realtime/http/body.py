@@ -12,11 +12,15 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from realtime.errors import CODE_UNKNOWN_PARAMETER, ProtocolViolation
+from realtime.errors import CODE_INVALID_VALUE, CODE_UNKNOWN_PARAMETER, ProtocolViolation
 from realtime.http.errors import CODE_TOO_LARGE, HTTPError
 from realtime.wire.validation import violation_from
 
 CODE_INVALID_JSON = "invalid_json"
+# pydantic error types that mean "right type, wrong value" (the shared validator covers the others)
+_VALUE_ERRORS = frozenset(
+    {"too_short", "too_long", "string_too_short", "string_too_long", "greater_than", "less_than"}
+)
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -66,8 +70,8 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """
     body = await read_body(request, limit)
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise HTTPError(
             400,
             CODE_INVALID_JSON,
@@ -76,6 +80,15 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HTTPError(400, CODE_INVALID_JSON, "The JSON body of your request must be an object.")
     return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def drop_nulls(data: dict[str, Any]) -> dict[str, Any]:
+    """Top-level ``null`` values count as absent (as OpenAI's API treats them)."""
+    return {key: value for key, value in data.items() if value is not None}
 
 
 def parse_request(model: type[_M], data: dict[str, Any]) -> _M:
@@ -91,9 +104,21 @@ def parse_request(model: type[_M], data: dict[str, Any]) -> _M:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
+        if first["type"] in _VALUE_ERRORS:
+            param = _param(first["loc"])
+            raise ProtocolViolation(
+                CODE_INVALID_VALUE, f"Invalid value for '{param}': {first['msg']}.", param
+            ) from None
         if first["type"] == "extra_forbidden":
             name = ".".join(str(part) for part in first["loc"])
             raise ProtocolViolation(
                 CODE_UNKNOWN_PARAMETER, f"Unrecognized request argument supplied: {name}", name
             ) from None
         raise violation_from(exc, "", data) from None
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

@@ -50,7 +50,7 @@ AudioOutFormat = Literal["wav", "mp3", "flac", "opus", "aac", "pcm16"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no "yes" -> True, no "1" -> 1
 
 
 class AudioOutput(_Strict):
@@ -301,7 +301,11 @@ def _assistant_turns(
             )
     elif text:
         turns.append(PromptTurn(role="assistant", text=text))
-    for k, call in enumerate(message.get("tool_calls") or []):
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        here = f"{where}.tool_calls"
+        raise ProtocolViolation(CODE_INVALID_TYPE, f"Invalid type for '{here}': expected an array.", here)
+    for k, call in enumerate(calls):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             here = f"{where}.tool_calls[{k}].function.name"

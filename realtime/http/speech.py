@@ -31,7 +31,7 @@ from starlette.responses import Response
 from realtime.backends.base import GenerationInput, PromptTurn
 from realtime.codecs import MAX_SPEED, MIN_SPEED, SpeechFormat, StreamEncoder
 from realtime.errors import CODE_INVALID_VALUE, CODE_STRING_TOO_LONG, ProtocolViolation
-from realtime.http.body import parse_request, read_json
+from realtime.http.body import drop_nulls, parse_request, read_json
 from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
 from realtime.http.sampling import speech_sampling
 from realtime.http.sse import sse_data
@@ -51,7 +51,7 @@ SSE_MEDIA_TYPE = "text/event-stream"
 class SpeechRequest(BaseModel):
     """The body of ``POST /v1/audio/speech`` (openai ``SpeechCreateParams``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
     input: str
@@ -108,7 +108,7 @@ def speech_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]
     async def speech(request: Request) -> Response:
         try:
             check_api_key(request, runtime.config.api_key or None)
-            body = parse_request(SpeechRequest, await read_json(request, MAX_BODY_BYTES))
+            body = parse_request(SpeechRequest, drop_nulls(await read_json(request, MAX_BODY_BYTES)))
             voice = resolve_voice(body.voice, set(runtime.voices.names()), runtime.voices.default, "voice")
             fmt = SpeechFormat(body.response_format)
             stream = ReplyStream(runtime.reply(read_aloud_input(body.input, body.instructions), voice=voice))

@@ -324,3 +324,52 @@ async def test_key_models_and_unknown_routes(sdk: SdkFactory, server: ServerHand
     with pytest.raises(openai.NotFoundError) as route:
         await sdk(server).embeddings.create(model=MODEL, input="x")
     assert route.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "param"),
+    [
+        (b"not json", 400, "invalid_json", None),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}',
+            400,
+            "invalid_type",
+            "stream",
+        ),
+        (b'{"model": "m", "messages": []}', 400, "invalid_value", "messages"),
+        (
+            b'{"model": "m", "messages": [{"role": "assistant", "tool_calls": "x"}]}',
+            400,
+            "invalid_type",
+            "messages[0].tool_calls",
+        ),
+    ],
+)
+async def test_malformed_bodies(
+    server: ServerHandle, body: bytes, status: int, code: str, param: str | None
+) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            server.http_url("/v1/chat/completions"),
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == (code, param)
+
+
+async def test_wrong_method_is_405_in_openai_shape(server: ServerHandle) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        response = await http.get(server.http_url("/v1/chat/completions"))
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
