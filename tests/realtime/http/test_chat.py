@@ -373,3 +373,37 @@ async def test_wrong_method_is_405_in_openai_shape(server: ServerHandle) -> None
     async with httpx.AsyncClient() as http:
         response = await http.get(server.http_url("/v1/chat/completions"))
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_leaves_stops_the_generation(slow_server: ServerHandle, stream: bool) -> None:
+    import asyncio
+
+    import httpx
+
+    backend: Any = slow_server.runtime.backend if slow_server.runtime else None
+    body = {
+        "model": MODEL,
+        "stream": stream,
+        "modalities": ["text", "audio"],
+        "audio": {"voice": "alloy", "format": "pcm16"},
+        "messages": [{"role": "user", "content": " ".join(["long"] * 40)}],  # ~20 s at 100 tokens/s
+    }
+
+    async def call() -> None:
+        async with httpx.AsyncClient(timeout=60) as http:
+            await http.post(slow_server.http_url("/v1/chat/completions"), json=body)
+
+    task = asyncio.create_task(call())
+    for _ in range(100):  # wait until the generation runs
+        if backend._active:
+            break
+        await asyncio.sleep(0.05)
+    assert backend._active
+    task.cancel()  # closes the connection mid-answer
+    await asyncio.gather(task, return_exceptions=True)
+    for _ in range(100):
+        if not backend._active:
+            break
+        await asyncio.sleep(0.05)
+    assert not backend._active
