@@ -26,7 +26,9 @@ REPLY_TOKENS = 48
 
 
 @pytest.fixture(scope="module")
-def http_server(sglang_server: SGLangServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+def http_server(
+    sglang_server: SGLangServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
     """Our server on the ``sglang`` (HTTP) backend pointing at the session's SGLang server."""
     config = ServerConfig(
         backend="sglang",
@@ -72,7 +74,9 @@ async def test_spoken_chat_with_audio_in_through_the_plugin_model(http_server: S
             messages=[
                 {
                     "role": "user",
-                    "content": [{"type": "input_audio", "input_audio": {"data": _wav_b64(), "format": "wav"}}],
+                    "content": [
+                        {"type": "input_audio", "input_audio": {"data": _wav_b64(), "format": "wav"}}
+                    ],
                 }
             ],
         )
