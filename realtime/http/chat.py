@@ -45,11 +45,12 @@ from realtime.http.chat_request import (
 )
 from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
 from realtime.http.sampling import chat_sampling
-from realtime.http.sse import DONE, sse_data
 from realtime.http.streaming import (
+    DONE,
     ClientGone,
     DisconnectAwareStreamingResponse,
     ReplyStream,
+    sse_data,
     until_disconnect,
 )
 from realtime.session.tool_calls import CallArguments, CallFinished, CallStarted, PlainText, ToolCallScanner

@@ -34,8 +34,7 @@ from realtime.errors import CODE_INVALID_VALUE, CODE_STRING_TOO_LONG, ProtocolVi
 from realtime.http.body import drop_nulls, parse_request, read_json
 from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
 from realtime.http.sampling import speech_sampling
-from realtime.http.sse import sse_data
-from realtime.http.streaming import DisconnectAwareStreamingResponse, ReplyStream
+from realtime.http.streaming import DisconnectAwareStreamingResponse, ReplyStream, sse_data
 from realtime.speech.reply import AudioChunk, GenerationDone, PipelineEvent
 from realtime.speech.runtime import Runtime
 from realtime.wire.session_config import resolve_voice

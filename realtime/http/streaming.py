@@ -7,16 +7,18 @@ Realtime ``response.cancel``).
 
 `DisconnectAwareStreamingResponse` streams a body and, whatever the server's ASGI version, watches for the
 client going away; then it stops the body iterator at once (whose ``finally`` closes its `ReplyStream`).
-`until_disconnect` does the same for a handler that answers with one JSON body.
+`until_disconnect` does the same for a handler that answers with one JSON body. `sse_data` frames one
+server-sent event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -26,6 +28,7 @@ from realtime.speech.reply import PipelineEvent
 
 log = logging.getLogger(__name__)
 
+DONE = b"data: [DONE]\n\n"  # the chat-completions end-of-stream marker
 HANDOFF_SIZE = 8  # events between the reply task and the HTTP writer; the pipeline behind it is bounded too
 _T = TypeVar("_T")
 _background: set[asyncio.Task[None]] = set()  # tasks still closing after their request ended
@@ -141,3 +144,8 @@ async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
         await asyncio.gather(task, return_exceptions=True)
         raise ClientGone()
     return task.result()
+
+
+def sse_data(payload: dict[str, Any]) -> bytes:
+    """One server-sent event as OpenAI sends them: ``data: {compact json}`` and the blank line that ends it."""
+    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
