@@ -30,7 +30,7 @@ import pytest
 
 from tests.support.sglang.tiny_checkpoint import TinyCheckpoint, write_tiny_checkpoint, write_tiny_weights
 
-STANDIN_DIR = Path(__file__).parent / "standin"
+STANDIN_DIR = Path(__file__).resolve().parents[1] / "support" / "sglang" / "standin"
 STANDIN_SWITCH = "STREAMVOICE_SGL_KERNEL_STANDIN"
 MAX_TOTAL_TOKENS = 8192
 STARTUP_TIMEOUT_S = float(os.environ.get("STREAMVOICE_SGLANG_STARTUP_TIMEOUT", "420"))
