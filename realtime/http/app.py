@@ -95,8 +95,8 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
 
     api: list[BaseRoute] = [  # under /v1: an unknown path is a 404, a wrong method a 405, in OpenAI's shape
         Route("/voices", voices),
-        Route("/audio/speech", speech_endpoint(runtime), methods=["POST"]),
-        Route("/chat/completions", chat_endpoint(runtime, model), methods=["POST"]),
+        Route("/audio/speech", speech_endpoint(runtime, sessions), methods=["POST"]),
+        Route("/chat/completions", chat_endpoint(runtime, model, sessions), methods=["POST"]),
         Route("/audio/voices", voice_api.list, methods=["GET"]),
         Route("/audio/voices", voice_api.upload, methods=["POST"]),
         Route("/audio/voices/{name}", voice_api.delete, methods=["DELETE"]),

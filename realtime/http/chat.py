@@ -44,9 +44,11 @@ from realtime.http.chat_request import (
     tools_turn,
 )
 from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
+from realtime.http.realtime_ws import SessionCount
 from realtime.http.sampling import chat_sampling
 from realtime.http.streaming import (
     DONE,
+    AdmissionSlot,
     ClientGone,
     DisconnectAwareStreamingResponse,
     ReplyStream,
@@ -205,8 +207,11 @@ def usage_of(done: GenerationDone | None, vocab: VocabLayout, input_audio_second
     }
 
 
-def chat_endpoint(runtime: Runtime, model: str, store: AudioStore | None = None) -> Handler:
-    """The ``POST /v1/chat/completions`` handler on ``runtime`` (``model``: the id reported back)."""
+def chat_endpoint(
+    runtime: Runtime, model: str, sessions: SessionCount, store: AudioStore | None = None
+) -> Handler:
+    """The ``POST /v1/chat/completions`` handler on ``runtime`` (``model``: the id reported back); each answer
+    counts against ``sessions`` while it is generated."""
     audio_store = store if store is not None else AudioStore()
 
     async def chat(request: Request) -> Response:
@@ -228,7 +233,7 @@ def chat_endpoint(runtime: Runtime, model: str, store: AudioStore | None = None)
                     body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p
                 ),
             )
-            stream = ReplyStream(runtime.reply(generation, voice=voice))
+            stream = ReplyStream(runtime.reply(generation, voice=voice), AdmissionSlot(sessions))
         except Exception as exc:
             return error_response(exc)
         answer = _Answer(

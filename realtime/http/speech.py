@@ -33,8 +33,9 @@ from realtime.codecs import MAX_SPEED, MIN_SPEED, SpeechFormat, StreamEncoder
 from realtime.errors import CODE_INVALID_VALUE, CODE_STRING_TOO_LONG, ProtocolViolation
 from realtime.http.body import drop_nulls, parse_request, read_json
 from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
+from realtime.http.realtime_ws import SessionCount
 from realtime.http.sampling import speech_sampling
-from realtime.http.streaming import DisconnectAwareStreamingResponse, ReplyStream, sse_data
+from realtime.http.streaming import AdmissionSlot, DisconnectAwareStreamingResponse, ReplyStream, sse_data
 from realtime.speech.reply import AudioChunk, GenerationDone, PipelineEvent
 from realtime.speech.runtime import Runtime
 from realtime.wire.session_config import resolve_voice
@@ -101,8 +102,8 @@ def read_aloud_input(text: str, instructions: str) -> GenerationInput:
     )
 
 
-def speech_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
-    """The ``POST /v1/audio/speech`` handler on ``runtime``."""
+def speech_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Request], Awaitable[Response]]:
+    """The ``POST /v1/audio/speech`` handler on ``runtime``; each stream counts against ``sessions``."""
 
     async def speech(request: Request) -> Response:
         try:
@@ -110,7 +111,9 @@ def speech_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]
             body = parse_request(SpeechRequest, drop_nulls(await read_json(request, MAX_BODY_BYTES)))
             voice = resolve_voice(body.voice, set(runtime.voices.names()), runtime.voices.default, "voice")
             fmt = SpeechFormat(body.response_format)
-            stream = ReplyStream(runtime.reply(read_aloud_input(body.input, body.instructions), voice=voice))
+            slot = AdmissionSlot(sessions)
+            generation = read_aloud_input(body.input, body.instructions)
+            stream = ReplyStream(runtime.reply(generation, voice=voice), slot)
         except Exception as exc:
             return error_response(exc)
         encoder = StreamEncoder(fmt, speed=body.speed, sample_rate=runtime.sample_rate)

@@ -24,6 +24,9 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from realtime.errors import CODE_SESSION_LIMIT, SERVER_ERROR
+from realtime.http.errors import HTTPError
+from realtime.http.realtime_ws import SessionCount
 from realtime.speech.reply import PipelineEvent
 
 log = logging.getLogger(__name__)
@@ -43,16 +46,47 @@ class ClientGone(Exception):
     """The HTTP client disconnected before the answer was ready."""
 
 
+class AdmissionSlot:
+    """One HTTP reply counted against the server's session cap (the Realtime sessions' `SessionCount`).
+
+    Every reply holds an LLM request and a Token2Wav stream like a Realtime response does, so HTTP replies and
+    Realtime sessions share one limit. Event-loop only.
+
+    Raises:
+        HTTPError: 503 ``session_limit_reached`` when the server is full (the openai SDKs retry a 503).
+    """
+
+    def __init__(self, sessions: SessionCount) -> None:
+        if sessions.open >= sessions.limit:
+            raise HTTPError(
+                503,
+                CODE_SESSION_LIMIT,
+                f"The server is at its limit of {sessions.limit} concurrent sessions and streams; retry later.",
+                error_type=SERVER_ERROR,
+            )
+        sessions.open += 1
+        self._sessions: SessionCount | None = sessions
+
+    def release(self) -> None:
+        """Give the slot back (idempotent)."""
+        if self._sessions is not None:
+            self._sessions.open -= 1
+            self._sessions = None
+
+
 class ReplyStream:
     """One reply pumped by its own task into a bounded queue. Event-loop only.
 
     Args:
         reply: the reply iterator (closed by this object, also when it is cancelled).
+        slot: released once the reply is closed (its LLM request aborted or finished).
     """
 
-    def __init__(self, reply: AsyncIterator[PipelineEvent]) -> None:
+    def __init__(self, reply: AsyncIterator[PipelineEvent], slot: AdmissionSlot | None = None) -> None:
         self._queue: asyncio.Queue[PipelineEvent | _End] = asyncio.Queue(maxsize=HANDOFF_SIZE)
         self._task = asyncio.create_task(self._pump(reply), name="http-reply")
+        if slot is not None:  # on the task's end, even one cancelled before it ever ran
+            self._task.add_done_callback(lambda _: slot.release())
         self._done = False
 
     async def next(self) -> PipelineEvent | None:

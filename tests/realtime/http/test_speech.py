@@ -166,3 +166,27 @@ async def test_bad_requests_get_openai_errors(
     body: Any = caught.value.body
     assert body["code"] == code and body["param"] == param and body["type"] == "invalid_request_error"
     assert body["message"]
+
+
+async def test_http_streams_share_the_session_cap(sdk: SdkFactory, server: ServerHandle) -> None:
+    """App `APP_LIMITED` admits one session: a running speech stream fills it, the next request gets 503."""
+    from tests.realtime.conftest import APP_LIMITED
+
+    long_text = "x" * 4000  # ~20 000 synthetic tokens: seconds of generation even on the fast backend
+    async with sdk(server, APP_LIMITED).audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=long_text, response_format="pcm"
+    ) as response:
+        async for chunk in response.iter_bytes():
+            if chunk:
+                break
+        with pytest.raises(openai.InternalServerError) as caught:
+            await sdk(server, APP_LIMITED).audio.speech.create(model="tts-1", voice="alloy", input="hi")
+        assert caught.value.status_code == 503
+        assert caught.value.body["code"] == "session_limit_reached"  # type: ignore[index]
+    for _ in range(100):  # the slot comes back once the abandoned stream is closed
+        try:
+            await sdk(server, APP_LIMITED).audio.speech.create(model="tts-1", voice="alloy", input="hi")
+            return
+        except openai.InternalServerError:
+            await asyncio.sleep(0.05)
+    raise AssertionError("the slot was never released")
