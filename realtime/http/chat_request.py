@@ -30,7 +30,7 @@ from realtime.errors import CODE_INVALID_TYPE, CODE_INVALID_VALUE, CODE_MISSING_
 from realtime.http.audio_store import AudioStore
 from realtime.session.tool_calls import TOOL_SCHEMAS_ROLE, call_text, tool_schemas_json
 
-MAX_INPUT_AUDIO_SECONDS = 600.0  # per input_audio part
+MAX_INPUT_AUDIO_SECONDS = 600.0  # all input_audio parts of one request together (bounds decoded PCM: 29 MB)
 IGNORED_PARAMETERS = frozenset(
     {
         "user",
@@ -164,7 +164,8 @@ async def prompt_from_messages(
         if role in ("system", "developer"):
             instructions.append(_text_of(message.get("content"), f"{where}.content"))
         elif role == "user":
-            text, pcm = await _user_content(message.get("content"), f"{where}.content")
+            budget = MAX_INPUT_AUDIO_SECONDS - audio_seconds
+            text, pcm = await _user_content(message.get("content"), f"{where}.content", budget)
             audio_seconds += len(pcm) / (2 * PCM_RATE)
             turns.append(PromptTurn(role="user", text=text or None, audio_pcm16=pcm or None))
         elif role == "assistant":
@@ -214,7 +215,7 @@ def _text_of(content: Any, where: str) -> str:
     )
 
 
-async def _user_content(content: Any, where: str) -> tuple[str, bytes]:
+async def _user_content(content: Any, where: str, budget_s: float) -> tuple[str, bytes]:
     if isinstance(content, str):
         return content, b""
     if not isinstance(content, list):
@@ -229,7 +230,9 @@ async def _user_content(content: Any, where: str) -> tuple[str, bytes]:
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind == "input_audio":
-            audio.append(await _input_audio(part.get("input_audio"), f"{here}.input_audio"))
+            pcm = await _input_audio(part.get("input_audio"), f"{here}.input_audio", budget_s)
+            budget_s -= len(pcm) / (2 * PCM_RATE)
+            audio.append(pcm)
         else:
             raise ProtocolViolation(
                 CODE_INVALID_VALUE,
@@ -239,7 +242,7 @@ async def _user_content(content: Any, where: str) -> tuple[str, bytes]:
     return "".join(texts), b"".join(audio)
 
 
-async def _input_audio(spec: Any, where: str) -> bytes:
+async def _input_audio(spec: Any, where: str, budget_s: float) -> bytes:
     if not isinstance(spec, dict) or not isinstance(spec.get("data"), str):
         raise ProtocolViolation(
             CODE_MISSING_PARAMETER, f"Missing required parameter: '{where}.data'.", f"{where}.data"
@@ -257,7 +260,7 @@ async def _input_audio(spec: Any, where: str) -> bytes:
             CODE_INVALID_VALUE, f"Invalid value for '{where}.data': not base64.", f"{where}.data"
         ) from None
     try:
-        pcm, _ = await asyncio.to_thread(decode_audio, raw, PCM_RATE, max_seconds=MAX_INPUT_AUDIO_SECONDS)
+        pcm, _ = await asyncio.to_thread(decode_audio, raw, PCM_RATE, max_seconds=max(budget_s, 0.0))
     except UndecodableAudio as exc:
         raise ProtocolViolation(
             CODE_INVALID_VALUE, f"Invalid audio at '{where}.data': {exc}.", f"{where}.data"

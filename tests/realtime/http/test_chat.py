@@ -407,3 +407,19 @@ async def test_a_client_that_leaves_stops_the_generation(slow_server: ServerHand
             break
         await asyncio.sleep(0.05)
     assert not backend._active
+
+
+async def test_input_audio_is_capped_per_request(
+    sdk: SdkFactory, server: ServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realtime.http import chat_request
+
+    monkeypatch.setattr(chat_request, "MAX_INPUT_AUDIO_SECONDS", 2.0)  # two 1.5 s parts exceed it together
+    part = {"type": "input_audio", "input_audio": {"data": _wav_b64(), "format": "wav"}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk(server).chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": [part]}, {"role": "user", "content": [part]}],  # type: ignore[list-item]
+        )
+    body: Any = caught.value.body
+    assert body["param"] == "messages[1].content[0].input_audio.data" and body["code"] == "invalid_value"
