@@ -233,12 +233,11 @@ def chat_endpoint(
                     body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p
                 ),
             )
+            fmt = body.audio.format if body.audio else None
+            answer = _Answer(body.speaks, fmt, audio_store, runtime.sample_rate)
             stream = ReplyStream(runtime.reply(generation, voice=voice), AdmissionSlot(sessions))
         except Exception as exc:
             return error_response(exc)
-        answer = _Answer(
-            body.speaks, body.audio.format if body.audio else None, audio_store, runtime.sample_rate
-        )
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:29]}"
         created = int(time.time())
         try:

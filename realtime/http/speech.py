@@ -111,12 +111,11 @@ def speech_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Reque
             body = parse_request(SpeechRequest, drop_nulls(await read_json(request, MAX_BODY_BYTES)))
             voice = resolve_voice(body.voice, set(runtime.voices.names()), runtime.voices.default, "voice")
             fmt = SpeechFormat(body.response_format)
-            slot = AdmissionSlot(sessions)
+            encoder = StreamEncoder(fmt, speed=body.speed, sample_rate=runtime.sample_rate)
             generation = read_aloud_input(body.input, body.instructions)
-            stream = ReplyStream(runtime.reply(generation, voice=voice), slot)
+            stream = ReplyStream(runtime.reply(generation, voice=voice), AdmissionSlot(sessions))
         except Exception as exc:
             return error_response(exc)
-        encoder = StreamEncoder(fmt, speed=body.speed, sample_rate=runtime.sample_rate)
         try:
             first = await stream.next()  # a failure before any byte is still an HTTP error
         except Exception as exc:
