@@ -6,7 +6,7 @@ vocabulary, so transcripts read as words; its audio codes are pseudo-random, det
 prompt. Nothing about it imitates what a real model would say.
 
 For text-to-speech (``GenerationInput.read_aloud``) it speaks the last user turn's text verbatim: that text is
-encoded as UTF-8 byte ids (`WordCodec.encode_bytes`), so the transcript equals the input exactly, in any
+encoded as UTF-8 byte-pair ids (`WordCodec.encode_bytes`), so the transcript equals the input exactly, in any
 language, and the audio lasts about as long as reading it would.
 
 Stream shape (docs/SGLANG.md §2.2), for a spoken reply (the prompt ended with ``<tts_start>``):
@@ -44,6 +44,7 @@ WORDS_PER_AUDIO_SECOND = 2.5  # spoken input: estimate its word count from its d
 AUDIO_PROMPT_TOKENS_PER_SECOND = 12.5  # Step-Audio-2 audio encoder rate, for the reported prompt length
 PCM16_BYTES = 2
 _BYTE_IDS = 256
+_PAIR_IDS = 256 * 256
 READ_ALOUD_CODES_PER_CHAR = 2  # ~13 characters a second at 25 codes/s: a natural reading pace
 
 # The built-in reply text. Each sentence is a sequence of vocabulary entries; the vocabulary is every word
@@ -76,8 +77,10 @@ def _vocabulary() -> tuple[str, ...]:
 class WordCodec(TextCodec):
     """The synthetic backend's tokenizer: one id per vocabulary entry (word or punctuation mark), plus bytes.
 
-    Ids ``0 .. len(words) - 1`` are words; the next 256 ids are raw UTF-8 bytes (like a byte-level BPE's
-    fallback), used to spell any text exactly; control and audio ids render as their token strings (as a real
+    Ids ``0 .. len(words) - 1`` are words; the next 256 ids are single UTF-8 bytes and the 65536 after them
+    byte pairs (a byte-level tokenizer's fallback, two bytes a token so that spelled text costs about half the
+    tokens a real BPE would need, not four times), used to spell any text exactly; control and audio ids
+    render as their token strings (as a real
     tokenizer does); other text ids render as ``<|text_N|>``. Decoding strips the leading space of a first
     word, like SentencePiece, so incremental detokenizers see realistic context effects; an incomplete UTF-8
     sequence decodes to U+FFFD, as with a real byte-level tokenizer.
@@ -88,10 +91,15 @@ class WordCodec(TextCodec):
         self._ids = {word: i for i, word in enumerate(self.words)}
         self._layout = layout
         self.byte_base = len(self.words)  # id of byte 0x00
+        self.pair_base = self.byte_base + _BYTE_IDS  # id of the byte pair 0x00 0x00
 
     def encode_bytes(self, text: str) -> list[int]:
-        """Text -> one byte id per UTF-8 byte: decodes back to exactly ``text``."""
-        return [self.byte_base + b for b in text.encode("utf-8")]
+        """Text -> one id per pair of UTF-8 bytes (a last odd byte alone): decodes back to exactly ``text``."""
+        data = text.encode("utf-8")
+        ids = [self.pair_base + (data[i] << 8 | data[i + 1]) for i in range(0, len(data) - 1, 2)]
+        if len(data) % 2:
+            ids.append(self.byte_base + data[-1])
+        return ids
 
     def encode(self, text: str) -> list[int]:
         """Words -> ids; words outside the vocabulary map to a stable pseudo-random entry (crc32)."""
@@ -108,6 +116,9 @@ class WordCodec(TextCodec):
         for token_id in ids:
             if self.byte_base <= token_id < self.byte_base + _BYTE_IDS:
                 pending.append(token_id - self.byte_base)
+                continue
+            if self.pair_base <= token_id < self.pair_base + _PAIR_IDS:
+                pending += (token_id - self.pair_base).to_bytes(2, "big")
                 continue
             if pending:
                 parts.append(pending.decode("utf-8", errors="replace"))

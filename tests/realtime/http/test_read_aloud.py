@@ -49,3 +49,16 @@ def test_the_sglang_prompt_is_system_then_the_text_as_the_user_turn() -> None:
 
 def test_the_budget_grows_with_the_text() -> None:
     assert speech_sampling("x" * 4096).max_new_tokens > speech_sampling("x").max_new_tokens
+
+
+@pytest.mark.parametrize("text", TEXTS[:3], ids=["ascii", "unicode", "whitespace"])
+def test_byte_pair_ids_detokenize_exactly_one_id_at_a_time(text: str) -> None:
+    from realtime.speech.detokenizer import IncrementalDetokenizer
+
+    codec = SyntheticBackend().text_codec
+    ids = codec.encode_bytes(text)
+    assert len(ids) == (len(text.encode()) + 1) // 2  # two bytes a token
+    detok = IncrementalDetokenizer(codec)
+    pieces = [detok.feed([i]) for i in ids]
+    assert "".join(pieces) + detok.flush() == text
+    assert "\ufffd" not in "".join(pieces)  # a split character is held back, never shown half
