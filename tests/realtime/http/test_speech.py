@@ -109,7 +109,7 @@ async def test_first_bytes_arrive_long_before_the_reply_is_finished(
     sdk: SdkFactory, slow_server: ServerHandle
 ) -> None:
     """Streaming by order: on a 100 tokens/s backend the first audio bytes come while the LLM still runs."""
-    text = " ".join(["streaming"] * 12)  # 119 characters: ~6 s of generation at 100 tokens/s
+    text = " ".join(["streaming"] * 24)  # 239 characters, 120 TA4 groups: ~6 s of generation at 100 tokens/s
     started = time.perf_counter()
     arrivals: list[float] = []
     async with sdk(slow_server).audio.speech.with_streaming_response.create(
