@@ -1,14 +1,15 @@
 """Audio helpers for the wire: PCM16 <-> float, G.711 u-law / A-law, resampling and delta slicing.
 
-Pure numpy, no state, safe from any thread. All PCM is mono, little-endian. G.711 runs at 8 kHz on the wire
-(`audio/pcmu`, `audio/pcma`); callers resample 24 kHz model audio with `resample` first.
+Numpy plus FFmpeg's libswresample (through PyAV) for resampling; functions are stateless and safe from any
+thread, `StreamResampler` and `OutputEncoder` hold one stream's state. All PCM is mono, little-endian. G.711
+runs at 8 kHz on the wire (`audio/pcmu`, `audio/pcma`); callers resample 24 kHz model audio first.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 
+import av
 import numpy as np
 import numpy.typing as npt
 
@@ -32,11 +33,8 @@ _ULAW_CLIP = 32635
 _ALAW_XOR = 0x55
 _SEG_COUNT = 8
 
-# Resampler: windowed-sinc taps on each side of the interpolation point, Kaiser window shape.
-_RESAMPLE_HALF_TAPS = 16
-_KAISER_BETA = 8.0
-_MAX_PHASES = 1024  # distinct fractional positions kept as a precomputed kernel bank
-_RESAMPLE_BLOCK = 8192  # output samples per vectorised block (bounds the temporary [block, taps] matrix)
+_AV_FLOAT = "flt"  # PyAV sample format: packed float32
+_AV_MONO = "mono"
 
 
 class AudioFormat(enum.Enum):
@@ -203,12 +201,12 @@ def wire_to_pcm16(data: bytes, fmt: AudioFormat, param: str) -> bytes:
 
 
 def resample(samples: npt.NDArray[np.floating], src_rate: int, dst_rate: int) -> Float32Array:
-    """Band-limited resampling of a whole float mono signal (Kaiser-windowed sinc, 16 taps a side).
+    """Band-limited resampling of a whole float mono signal (FFmpeg's libswresample through PyAV).
 
-    Output length is ``round(len(samples) * dst_rate / src_rate)``. When downsampling the sinc is widened to
-    the destination Nyquist so content above it is attenuated instead of aliased. The signal is taken as
-    silent before its start and after its end; for audio that arrives in pieces use `StreamResampler`, which
-    gives the same samples without edge effects at the piece boundaries.
+    Output length is ``round(len(samples) * dst_rate / src_rate)`` (libswresample keeps the output clock
+    exact and flushes its filter tail at the end). When downsampling, content above the destination Nyquist
+    is filtered out instead of aliased. For audio that arrives in pieces use `StreamResampler`, which gives
+    the same samples without edge effects at the piece boundaries.
 
     Args:
         samples: float audio, shape [n].
@@ -221,11 +219,13 @@ def resample(samples: npt.NDArray[np.floating], src_rate: int, dst_rate: int) ->
 
 
 class StreamResampler:
-    """Incremental `resample`: feed pieces, get every output sample whose filter support has arrived.
+    """Incremental `resample`: feed pieces, get every output sample the filter has completed.
 
-    Concatenating ``process`` outputs and ``flush`` equals `resample` of the concatenated input. The output
-    lags the input by the filter half-width (about 0.7 ms upsampling, 2 ms for 24 -> 8 kHz). Not thread-safe;
-    one per audio stream.
+    One resampler for the whole project (G.711 output, VAD input, the SGLang prompt builder, the HTTP
+    encoders): libswresample is FFmpeg's, maintained and tested far beyond what a hand-written polyphase
+    filter here could be, and PyAV already ships it for the audio codecs. Concatenating ``process`` outputs
+    and ``flush`` equals `resample` of the concatenated input; the output lags the input by the filter's
+    group delay (a few ms) until `flush`. Not thread-safe; one per audio stream.
 
     Args:
         src_rate: input rate in Hz.
@@ -236,75 +236,46 @@ class StreamResampler:
         if src_rate <= 0 or dst_rate <= 0:
             raise ValueError("sample rates must be positive")
         self.src_rate, self.dst_rate = src_rate, dst_rate
-        self._cutoff = min(1.0, dst_rate / src_rate)  # fraction of the source Nyquist kept
-        self._half = int(np.ceil(_RESAMPLE_HALF_TAPS / self._cutoff))
-        self._offsets = np.arange(-self._half + 1, self._half + 1)
-        # Output n sits at source time n * src / dst = base + k * g / dst with k < dst / g: for the usual rates
-        # only a few fractional positions (phases) exist, so their kernels are computed once (a polyphase bank).
-        self._g = math.gcd(src_rate, dst_rate)
-        phases = dst_rate // self._g
-        self._bank = self._kernels(np.arange(phases) * self._g / dst_rate) if phases <= _MAX_PHASES else None
-        self._buf = np.zeros(self._half, dtype=np.float32)  # silence before the start
-        self._origin = -self._half  # source index of _buf[0]
+        self._resampler = av.AudioResampler(format=_AV_FLOAT, layout=_AV_MONO, rate=dst_rate)
         self._received = 0  # source samples fed
-        self._emitted = 0  # output samples produced
+        self._emitted = 0  # output samples returned
         self._flushed = False
 
     def process(self, samples: npt.NDArray[np.floating]) -> Float32Array:
         """Add source samples; return the output samples that are now complete."""
         if self._flushed:
             raise RuntimeError("process() after flush()")
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if self.src_rate == self.dst_rate:
-            self._received += x.size
-            return x.copy()
-        self._buf = np.concatenate([self._buf, x])
-        self._received += x.size
-        # output n needs source indices up to floor(n * src / dst) + half, all below `received`
-        available = self._received - self._half
-        n_end = -(-available * self.dst_rate // self.src_rate) if available > 0 else 0
-        return self._produce(n_end)
+        x = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(1, -1))  # [1 channel, n]
+        if x.shape[1] == 0:
+            return np.zeros(0, dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(x, format=_AV_FLOAT, layout=_AV_MONO)
+        frame.sample_rate = self.src_rate
+        self._received += x.shape[1]
+        out = _frames_to_float(self._resampler.resample(frame))
+        self._emitted += out.size
+        return out
 
     def flush(self) -> Float32Array:
-        """End of input (silence after it): return the remaining output samples."""
+        """End of input: return the remaining output samples (the filter's tail)."""
         if self._flushed:
             return np.zeros(0, dtype=np.float32)
         self._flushed = True
-        if self.src_rate == self.dst_rate:
-            return np.zeros(0, dtype=np.float32)
-        self._buf = np.concatenate([self._buf, np.zeros(self._half + 1, np.float32)])
-        return self._produce(round(self._received * self.dst_rate / self.src_rate))
+        tail = _frames_to_float(self._resampler.resample(None))
+        # libswresample swallows inputs shorter than its filter delay (a few dozen samples) and may end one
+        # sample off the exact clock; settle the total on round(n * dst / src) so lengths are predictable.
+        missing = round(self._received * self.dst_rate / self.src_rate) - self._emitted - tail.size
+        if missing > 0:
+            tail = np.concatenate([tail, np.zeros(missing, dtype=np.float32)])
+        elif missing < 0:
+            tail = tail[: max(0, tail.size + missing)]
+        self._emitted += tail.size
+        return tail
 
-    def _kernels(self, frac: npt.NDArray[np.float64]) -> Float32Array:
-        """Filter taps [len(frac), taps] for outputs at fractional source offsets ``frac`` in [0, 1)."""
-        dist = frac[:, None] - self._offsets[None, :]  # output time minus each tap's source index
-        x = np.clip(1.0 - (dist / self._half) ** 2, 0.0, 1.0)
-        window = np.i0(_KAISER_BETA * np.sqrt(x)) / np.i0(_KAISER_BETA)
-        kernel = self._cutoff * np.sinc(self._cutoff * dist) * window
-        return np.asarray(kernel, dtype=np.float32)  # float32 like the audio: half the memory traffic
 
-    def _produce(self, n_end: int) -> Float32Array:
-        n_start = self._emitted
-        if n_end <= n_start:
-            return np.zeros(0, dtype=np.float32)
-        out = np.empty(n_end - n_start, dtype=np.float32)
-        for start in range(n_start, n_end, _RESAMPLE_BLOCK):
-            n = np.arange(start, min(start + _RESAMPLE_BLOCK, n_end), dtype=np.int64)
-            base = n * self.src_rate // self.dst_rate  # exact integer part of the source time
-            rem = n * self.src_rate % self.dst_rate
-            kernel = (
-                self._bank[rem // self._g] if self._bank is not None else self._kernels(rem / self.dst_rate)
-            )
-            idx = base[:, None] + self._offsets[None, :] - self._origin  # [block, taps] buffer indices
-            out[start - n_start : start - n_start + n.size] = np.einsum("ij,ij->i", self._buf[idx], kernel)
-        self._emitted = n_end
-        # drop source samples no later output can reach
-        keep_from = n_end * self.src_rate // self.dst_rate - self._half
-        drop = min(max(0, keep_from - self._origin), self._buf.size)
-        if drop:
-            self._buf = self._buf[drop:]
-            self._origin += drop
-        return out
+def _frames_to_float(frames: list[av.AudioFrame]) -> Float32Array:
+    if not frames:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames]).astype(np.float32, copy=False)
 
 
 def resample_pcm16(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:

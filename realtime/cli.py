@@ -16,7 +16,7 @@ from typing import Protocol, cast
 
 PROG = "realtime"
 DESCRIPTION = "streamvoice: a streaming OpenAI-Realtime voice server for Step-Audio-2."
-BENCH_HELP = "benchmarks: parser throughput, Token2Wav speed, end-to-end latency"
+BENCH_HELP = "benchmarks: parser throughput, Token2Wav speed, end-to-end latency, HTTP speech streams"
 BENCH_DESCRIPTION = (
     "Run one benchmark. Results go to stdout (a readable table, or one JSON object with --json); progress "
     "goes to stderr. See `realtime bench <benchmark> --help`."
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "parser": "realtime.bench.parser",
     "e2e": "realtime.bench.e2e",
     "token2wav": "realtime.bench.token2wav",
+    "speech": "realtime.bench.speech",
 }
 COMMANDS: dict[str, str | Mapping[str, str]] = {
     "serve": "realtime.commands.serve",

@@ -88,7 +88,7 @@ class ServerConfig:
             ``api-key`` header, the ``openai-insecure-api-key.<key>`` subprotocol or ``?api_key=``); None
             (the default) accepts every client. HTTP routes (``/health``, ``/metrics``, the demo) stay open.
         context_length: the LLM's context length in tokens; 0 (the default) uses what the backend reports
-            (SGLang) or declares (synthetic: 4096). A smaller value caps every request below the model's limit.
+            (SGLang) or declares (synthetic: 16384). A smaller value caps every request below the model's limit.
         min_answer_tokens: the smallest answer budget a response may start with; when less of the context is
             left, the session's ``truncation`` setting drops the oldest turns or the response fails with
             ``context_length_exceeded``.

@@ -352,7 +352,8 @@ function connect() {
 
 async function loadServerInfo() {
   try {
-    const res = await fetch("/v1/voices");
+    const key = new URLSearchParams(location.search).get("key");
+    const res = await fetch("/v1/voices", { headers: key ? { Authorization: `Bearer ${key}` } : {} });
     const info = await res.json();
     const list = Array.isArray(info) ? info : info.voices || [];
     const names = list.map((v) => (typeof v === "string" ? v : v.name || v.id));

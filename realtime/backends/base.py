@@ -58,6 +58,11 @@ def answer_budget(sampling: SamplingParams, prompt_tokens: int, context_length: 
     return left if sampling.max_new_tokens is None else sampling.max_new_tokens
 
 
+# Step-Audio-2's text-to-speech system prompt, as in StepFun's own TTS example ("read the following text aloud at
+# a natural pace"): the text to read is the user turn, the reply a spoken segment that speaks exactly that.
+READ_ALOUD_INSTRUCTION = "以自然的语速读出下面的文字。"
+
+
 @dataclass(frozen=True)
 class PromptTurn:
     """One turn of the conversation, in order, as the prompt builder needs it.
@@ -96,6 +101,9 @@ class GenerationInput:
             are its ASR prompt, the one user turn is the audio, the reply is the transcript as text). Model
             backends build the prompt the same way for both; the synthetic backend answers a transcription
             request with its deterministic stand-in transcript (realtime/backends/synthetic.py).
+        read_aloud: text-to-speech: the reply must speak the last user turn's text verbatim, nothing else.
+            ``instructions`` then only describes the delivery (style, emotion, pace); the backend's prompt
+            layer adds its own read-this-aloud instruction (`READ_ALOUD_INSTRUCTION` for Step-Audio-2).
     """
 
     rid: str
@@ -104,6 +112,7 @@ class GenerationInput:
     speak: bool = True
     sampling: SamplingParams = field(default_factory=SamplingParams)
     purpose: Literal["reply", "transcription"] = "reply"
+    read_aloud: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ without a GPU or model weights: the embedded ``make serve`` default. Its text co
 vocabulary, so transcripts read as words; its audio codes are pseudo-random, deterministic per seed and
 prompt. Nothing about it imitates what a real model would say.
 
+For text-to-speech (``GenerationInput.read_aloud``) it speaks the last user turn's text verbatim: that text is
+encoded as UTF-8 byte-pair ids (`WordCodec.encode_bytes`), so the transcript equals the input exactly, in any
+language, and the audio lasts about as long as reading it would.
+
 Stream shape (docs/SGLANG.md §2.2), for a spoken reply (the prompt ended with ``<tts_start>``):
 ``[text, a, a, a, a] * k`` where the text slot carries ``<tts_pad>`` once the words run out and the audio
 slots carry ``<audio_6561>`` once the codes run out, then ``<tts_end>`` and ``<|EOT|>``. A text-only reply is
@@ -48,10 +52,15 @@ WORDS_PER_PROMPT_WORD = 2  # a longer question gets a longer answer
 WORDS_PER_AUDIO_SECOND = 2.5  # spoken input: estimate its word count from its duration
 AUDIO_PROMPT_TOKENS_PER_SECOND = 12.5  # Step-Audio-2 audio encoder rate, for the reported prompt length
 PCM16_BYTES = 2
-DEFAULT_CONTEXT_LENGTH = 4096  # declared, like the tiny SGLang test rig; a real model's is far larger
+DEFAULT_CONTEXT_LENGTH = (
+    16_384  # declared, in the range of Step-Audio-2-mini (tests lower it to exercise the rule)
+)
 TURN_OVERHEAD_TOKENS = 3  # <|BOT|>, the role name and <|EOT|>, as in a Step-Audio-2 prompt
 SILENCE_RMS = 100.0  # int16 units (-50 dBFS): quieter audio transcribes to nothing
 SECONDS_PER_TRANSCRIPT_WORD = 0.4
+_BYTE_IDS = 256
+_PAIR_IDS = 256 * 256
+READ_ALOUD_CODES_PER_CHAR = 2  # ~13 characters a second at 25 codes/s: a natural reading pace
 
 # The built-in reply text. Each sentence is a sequence of vocabulary entries; the vocabulary is every word
 # and punctuation mark that occurs here, so the codec can decode any id it emits.
@@ -81,17 +90,31 @@ def _vocabulary() -> tuple[str, ...]:
 
 
 class WordCodec(TextCodec):
-    """The synthetic backend's tokenizer: one id per vocabulary entry (word or punctuation mark).
+    """The synthetic backend's tokenizer: one id per vocabulary entry (word or punctuation mark), plus bytes.
 
-    Ids ``0 .. len(words) - 1`` are words; control and audio ids render as their token strings (as a real
-    tokenizer does); other text ids render as ``<|text_N|>``. Decoding strips the leading space of the first
-    word, like SentencePiece, so incremental detokenizers see realistic context effects.
+    Ids ``0 .. len(words) - 1`` are words; the next 256 ids are single UTF-8 bytes and the 65536 after them
+    byte pairs (a byte-level tokenizer's fallback, two bytes a token so that spelled text costs about half the
+    tokens a real BPE would need, not four times), used to spell any text exactly; control and audio ids
+    render as their token strings (as a real
+    tokenizer does); other text ids render as ``<|text_N|>``. Decoding strips the leading space of a first
+    word, like SentencePiece, so incremental detokenizers see realistic context effects; an incomplete UTF-8
+    sequence decodes to U+FFFD, as with a real byte-level tokenizer.
     """
 
     def __init__(self, layout: VocabLayout) -> None:
         self.words = _vocabulary()
         self._ids = {word: i for i, word in enumerate(self.words)}
         self._layout = layout
+        self.byte_base = len(self.words)  # id of byte 0x00
+        self.pair_base = self.byte_base + _BYTE_IDS  # id of the byte pair 0x00 0x00
+
+    def encode_bytes(self, text: str) -> list[int]:
+        """Text -> one id per pair of UTF-8 bytes (a last odd byte alone): decodes back to exactly ``text``."""
+        data = text.encode("utf-8")
+        ids = [self.pair_base + (data[i] << 8 | data[i + 1]) for i in range(0, len(data) - 1, 2)]
+        if len(data) % 2:
+            ids.append(self.byte_base + data[-1])
+        return ids
 
     def encode(self, text: str) -> list[int]:
         """Words -> ids; words outside the vocabulary map to a stable pseudo-random entry (crc32)."""
@@ -104,15 +127,26 @@ class WordCodec(TextCodec):
     def decode(self, ids: Sequence[int]) -> str:
         """Ids -> text (special ids as token strings)."""
         parts: list[str] = []
+        pending = bytearray()  # consecutive byte ids decode together (a character may span several)
         for token_id in ids:
+            if self.byte_base <= token_id < self.byte_base + _BYTE_IDS:
+                pending.append(token_id - self.byte_base)
+                continue
+            if self.pair_base <= token_id < self.pair_base + _PAIR_IDS:
+                pending += (token_id - self.pair_base).to_bytes(2, "big")
+                continue
+            if pending:
+                parts.append(pending.decode("utf-8", errors="replace"))
+                pending.clear()
             if 0 <= token_id < len(self.words):
                 word = self.words[token_id]
-                parts.append(word if word in _PUNCTUATION else " " + word)
+                parts.append(word if word in _PUNCTUATION or not parts else " " + word)
             else:
                 name = self._layout.token_name(token_id)
                 parts.append(name if name is not None else f"<|text_{token_id}|>")
-        text = "".join(parts)
-        return text[1:] if text.startswith(" ") else text
+        if pending:
+            parts.append(pending.decode("utf-8", errors="replace"))
+        return "".join(parts)
 
 
 class SyntheticBackend:
@@ -202,11 +236,16 @@ class SyntheticBackend:
             rate = next((t.audio_sample_rate for t in request.turns if t.audio_pcm16), 16_000)
             return [*self._codec.encode(" ".join(self.transcript_words(audio, rate))), lay.eot]
         rng = random.Random(self._seed_for(request))
-        words = self._reply_words(request, rng)
-        text_ids = self._codec.encode(" ".join(words))
+        if request.read_aloud:
+            text = _last_user_text(request.turns)
+            text_ids = self._codec.encode_bytes(text)
+            n_codes = READ_ALOUD_CODES_PER_CHAR * len(text)
+        else:
+            words = self._reply_words(request, rng)
+            text_ids = self._codec.encode(" ".join(words))
+            n_codes = AUDIO_CODES_PER_WORD * sum(1 for w in words if w not in _PUNCTUATION)
         if not request.speak:
             return [*text_ids, lay.eot]
-        n_codes = AUDIO_CODES_PER_WORD * sum(1 for w in words if w not in _PUNCTUATION)
         groups = max(len(text_ids), math.ceil(n_codes / TA4_AUDIO_PER_TEXT))
         ids: list[int] = []
         for g in range(groups):
@@ -281,6 +320,13 @@ class SyntheticBackend:
         while len(words) < target:
             words.extend(rng.choice(_SENTENCES).split())
         return words
+
+
+def _last_user_text(turns: Sequence[PromptTurn]) -> str:
+    for turn in reversed(turns):
+        if turn.role == "user":
+            return turn.text or ""
+    return ""
 
 
 def _reply_length(turns: Sequence[PromptTurn]) -> int:

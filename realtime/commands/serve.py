@@ -161,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         llm,
         "--context-length",
         env="CONTEXT_LENGTH",
-        default="0 = what the backend reports (synthetic: 4096)",
+        default="0 = what the backend reports (synthetic: 16384)",
         type=int,
         help="LLM context length in tokens (prompt + answer); a value below the model's caps every request",
     )

@@ -24,6 +24,7 @@ from realtime.speech.decoder import SpeechSetup
 from realtime.speech.engine import EngineVoice, SpeechEngine, Token2WavEngine
 from realtime.speech.pipeline import stream_reply
 from realtime.speech.reply import PipelineEvent, UsageMeter
+from realtime.speech.voice_store import VoiceFolder
 from realtime.speech.voices import VoiceRegistry
 from realtime.speech.worker import InferenceWorker
 
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL_SIZE: Literal["tiny"] = "tiny"
 EMBEDDED_MODEL_SEED = 0
+UPLOADED_VOICES_DIR = "voices"  # under the cache folder: voices uploaded with POST /v1/audio/voices
 _COMPLETE_MARKER = ".streamvoice-complete"  # written last: a half-made cache folder is rebuilt
 
 DEMO_NOTICE = (
@@ -80,6 +82,8 @@ class Runtime:
         self.is_embedded_demo = backend.name == "synthetic" or random_weights
         self._worker = worker
         self._closed = False
+        self.voice_folder = VoiceFolder(config.cache_dir / UPLOADED_VOICES_DIR)
+        self.uploaded_voices: set[str] = set()
 
     @classmethod
     async def create(cls, config: ServerConfig) -> Runtime:
@@ -127,6 +131,7 @@ class Runtime:
                 sample_rate=await worker.run(lambda engine: engine.sample_rate),
             )
             await runtime.load_voices()
+            await runtime.load_uploaded_voices()
             await runtime.warm_up()
         except BaseException:
             await worker.aclose()
@@ -148,6 +153,44 @@ class Runtime:
                 raise SpeechError("voice_load_failed", f"Voice {name!r} ({path}): {exc}") from exc
             self.voices.set_loaded(name, state)
             logger.info("voice %r loaded from %s", name, path)
+
+    async def load_uploaded_voices(self) -> None:
+        """Register and prime the voices uploaded in earlier runs (a file that no longer loads is skipped)."""
+        names = await asyncio.to_thread(self.voice_folder.names)
+        for name in names:
+            if name in self.voices:
+                logger.warning("uploaded voice %r is shadowed by a configured voice of that name", name)
+                continue
+            try:
+                await self.add_voice(name, self.voice_folder.path(name))
+            except SpeechError as exc:
+                logger.warning("skipping uploaded voice %r: %s", name, exc.message)
+
+    async def add_voice(self, name: str, path: Path) -> None:
+        """Prime ``path`` on the inference worker, then register it as ``name`` (usable by every endpoint).
+
+        The voice becomes visible only once primed, so no response ever sees it half-loaded.
+
+        Raises:
+            SpeechError: the prompt could not be loaded (code ``voice_load_failed``).
+        """
+        try:
+            state = await self._worker.run(_voice_loader(path))
+        except Exception as exc:
+            raise SpeechError("voice_load_failed", f"Voice {name!r} could not be loaded: {exc}") from exc
+        self.voices.add(name, path)
+        self.voices.set_loaded(name, state)
+        self.uploaded_voices.add(name)
+        logger.info("voice %r added from %s", name, path)
+
+    def remove_voice(self, name: str) -> None:
+        """Unregister an uploaded voice (its file is the caller's to delete).
+
+        Raises:
+            UnknownVoice: not registered. SpeechError: it is the default voice.
+        """
+        self.voices.remove(name)
+        self.uploaded_voices.discard(name)
 
     async def warm_up(self) -> None:
         """Decode one short throw-away stream so lazy initialisation happens before the first client."""

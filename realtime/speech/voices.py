@@ -40,8 +40,8 @@ class UnknownVoice(SpeechError):
 class VoiceRegistry(Generic[VoiceT]):
     """Names to prompt wavs, plus each voice's loaded Token2Wav state once primed.
 
-    Not thread-safe for writes: `add` and `set_loaded` are called during start-up only; lookups may happen
-    from any task afterwards.
+    Event-loop only: `add`, `set_loaded` and `remove` run at start-up or from the voices API (which registers a
+    voice only once it is primed, in one step with no await in between); lookups happen from any task.
 
     Attributes:
         default: name of the voice used when a session does not pick one.
@@ -78,6 +78,19 @@ class VoiceRegistry(Generic[VoiceT]):
         if not path.is_file():
             raise SpeechError("voice_not_found", f"Voice {name!r}: no such file {str(path)!r}.")
         self._paths[name] = path
+        self._loaded.pop(name, None)
+
+    def remove(self, name: str) -> None:
+        """Unregister a voice (responses already running keep their primed state).
+
+        Raises:
+            UnknownVoice: ``name`` is not registered.
+            SpeechError: ``name`` is the default voice (code ``voice_in_use``).
+        """
+        self.check(name)
+        if name == self.default:
+            raise SpeechError("voice_in_use", f"Voice {name!r} is the server's default voice.")
+        del self._paths[name]
         self._loaded.pop(name, None)
 
     def names(self) -> list[str]:

@@ -83,3 +83,8 @@ def _client_key(
         if offered.startswith(SUBPROTOCOL_KEY_PREFIX):
             return offered[len(SUBPROTOCOL_KEY_PREFIX) :] or None
     return query.get(API_KEY_QUERY) or None
+
+
+def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The key a plain HTTP request presents: ``Authorization: Bearer <key>`` or the ``api-key`` header."""
+    return _client_key(headers, (), {})

@@ -86,8 +86,8 @@ def server(t2w_cache: Path) -> Iterator[ServerHandle]:
 
 @pytest.fixture(scope="session")
 def slow_server(t2w_cache: Path) -> Iterator[ServerHandle]:
-    """A server whose synthetic backend emits 100 tokens/s."""
-    handle = start_server(_config(t2w_cache, SLOW_TOKENS_PER_SECOND))
+    """A server whose synthetic backend emits 100 tokens/s: app 0 normal, app `APP_LIMITED` one session."""
+    handle = start_server(_config(t2w_cache, SLOW_TOKENS_PER_SECOND), [create_app, limited_app(1)])
     yield handle
     handle.stop()
 

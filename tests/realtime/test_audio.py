@@ -132,3 +132,12 @@ def test_output_encoder_across_chunks_equals_one_clip(fmt: audio.AudioFormat) ->
     assert streamed == audio.encode_output(pcm, fmt, 24_000)
     assert len(streamed) == (len(pcm) if fmt is audio.AudioFormat.PCM16 else len(pcm) // 6)
     assert encoder.sample_rate == (24_000 if fmt is audio.AudioFormat.PCM16 else 8_000)
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [(24_000, 8_000), (24_000, 16_000), (16_000, 24_000), (44_100, 24_000)]
+)
+@pytest.mark.parametrize("n", [1, 17, 999, 4_800, 44_101])
+def test_resampled_length_is_the_exact_rate_ratio(src: int, dst: int, n: int) -> None:
+    out = audio.resample(np.zeros(n, dtype=np.float32), src, dst)
+    assert out.size == round(n * dst / src)  # the exact clock, even for inputs shorter than the filter

@@ -2,7 +2,7 @@
 
 The Step "BOT/EOT" dialect, one turn each::
 
-    <|BOT|>system\\n{instructions}<|EOT|>
+    <|BOT|>system\\n{instructions}<|EOT|>                                    (TTS: read-aloud prompt + style)
     <|BOT|>tool_json_schemas\\n{tools as JSON}<|EOT|>                         when the session has tools
     <|BOT|>human\\n{text}<audio_start><audio_patch><audio_end>...<|EOT|>      one placeholder per 25 s block
     <|BOT|>assistant\\n<tts_start>{raw output ids of the earlier spoken answer}<|EOT|>
@@ -33,7 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from realtime.audio import resample_pcm16
-from realtime.backends.base import TOOL_SCHEMAS_ROLE, GenerationInput, PromptTurn, TextCodec
+from realtime.backends.base import (
+    READ_ALOUD_INSTRUCTION,
+    TOOL_SCHEMAS_ROLE,
+    GenerationInput,
+    PromptTurn,
+    TextCodec,
+)
 from step_audio2_sglang import placeholders
 from streaming_parser import VocabLayout
 
@@ -190,9 +196,10 @@ class PromptBuilder:
 
     def _assemble(self, request: GenerationInput, blocks: Callable[[PromptTurn], int]) -> tuple[int, ...]:
         pieces = _Pieces(self._codec)
-        if request.instructions:
+        system = system_text(request)
+        if system:
             self._open(pieces, "system")
-            pieces.text(request.instructions)
+            pieces.text(system)
             pieces.special(self._layout.eot)
         for turn in request.turns:
             self._turn(pieces, turn, blocks)
@@ -223,6 +230,14 @@ class PromptBuilder:
                     pieces.special(self._layout.audio_patch)
                     pieces.special(self._layout.audio_end)
         pieces.special(self._layout.eot)
+
+
+def system_text(request: GenerationInput) -> str:
+    """The system turn: the instructions, or for text-to-speech the read-aloud prompt then the style notes."""
+    if not request.read_aloud:
+        return request.instructions
+    style = request.instructions.strip()
+    return READ_ALOUD_INSTRUCTION + ("\n" + style if style else "")
 
 
 def _without_trailing(ids: Sequence[int], token_id: int) -> Sequence[int]:

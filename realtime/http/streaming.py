@@ -1,0 +1,185 @@
+"""Running one reply for an HTTP request: its own task, a bounded hand-off, and cancel-on-disconnect.
+
+`ReplyStream` iterates a reply (`Runtime.reply`) in a task of its own, so the HTTP side can stop it at any
+point by `close` without running the reply's clean-up inside a cancelled scope: cancelling that task closes the
+reply iterator, which aborts the LLM request and drops the reply's queued decode steps (the same path as a
+Realtime ``response.cancel``).
+
+`DisconnectAwareStreamingResponse` streams a body and, whatever the server's ASGI version, watches for the
+client going away; then it stops the body iterator at once (whose ``finally`` closes its `ReplyStream`).
+`until_disconnect` does the same for a handler that answers with one JSON body. `sse_data` frames one
+server-sent event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from realtime.errors import CODE_SESSION_LIMIT, SERVER_ERROR
+from realtime.http.errors import HTTPError
+from realtime.http.realtime_ws import SessionCount
+from realtime.speech.reply import PipelineEvent
+
+log = logging.getLogger(__name__)
+
+DONE = b"data: [DONE]\n\n"  # the chat-completions end-of-stream marker
+HANDOFF_SIZE = 8  # events between the reply task and the HTTP writer; the pipeline behind it is bounded too
+_T = TypeVar("_T")
+_background: set[asyncio.Task[None]] = set()  # tasks still closing after their request ended
+
+
+@dataclass(frozen=True)
+class _End:
+    error: BaseException | None = None
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before the answer was ready."""
+
+
+class AdmissionSlot:
+    """One HTTP reply counted against the server's session cap (the Realtime sessions' `SessionCount`).
+
+    Every reply holds an LLM request and a Token2Wav stream like a Realtime response does, so HTTP replies and
+    Realtime sessions share one limit. Event-loop only.
+
+    Raises:
+        HTTPError: 503 ``session_limit_reached`` when the server is full (the openai SDKs retry a 503).
+    """
+
+    def __init__(self, sessions: SessionCount) -> None:
+        if sessions.open >= sessions.limit:
+            raise HTTPError(
+                503,
+                CODE_SESSION_LIMIT,
+                f"The server is at its limit of {sessions.limit} concurrent sessions and streams; retry later.",
+                error_type=SERVER_ERROR,
+            )
+        sessions.open += 1
+        self._sessions: SessionCount | None = sessions
+
+    def release(self) -> None:
+        """Give the slot back (idempotent)."""
+        if self._sessions is not None:
+            self._sessions.open -= 1
+            self._sessions = None
+
+
+class ReplyStream:
+    """One reply pumped by its own task into a bounded queue. Event-loop only.
+
+    Args:
+        reply: the reply iterator (closed by this object, also when it is cancelled).
+        slot: released once the reply is closed (its LLM request aborted or finished).
+    """
+
+    def __init__(self, reply: AsyncIterator[PipelineEvent], slot: AdmissionSlot | None = None) -> None:
+        self._queue: asyncio.Queue[PipelineEvent | _End] = asyncio.Queue(maxsize=HANDOFF_SIZE)
+        self._task = asyncio.create_task(self._pump(reply), name="http-reply")
+        if slot is not None:  # on the task's end, even one cancelled before it ever ran
+            self._task.add_done_callback(lambda _: slot.release())
+        self._done = False
+
+    async def next(self) -> PipelineEvent | None:
+        """The next event, or None at the end of the reply.
+
+        Raises:
+            ResponseFailure: the reply failed (backend or speech).
+        """
+        if self._done:
+            return None
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._done = True
+            if item.error is not None:
+                raise item.error
+            return None
+        return item
+
+    def close(self) -> None:
+        """Stop the reply now (idempotent): the LLM request is aborted and pending decode steps dropped."""
+        self._done = True
+        if not self._task.done():
+            self._task.cancel()
+            _background.add(self._task)
+            self._task.add_done_callback(_background.discard)
+
+    async def _pump(self, reply: AsyncIterator[PipelineEvent]) -> None:
+        end = _End()
+        try:
+            async for event in reply:
+                await self._queue.put(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            end = _End(exc)
+        finally:
+            aclose = getattr(reply, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await self._queue.put(end)
+
+
+class DisconnectAwareStreamingResponse(StreamingResponse):
+    """A `StreamingResponse` that always stops its body iterator when the client disconnects.
+
+    Starlette only listens for ``http.disconnect`` on ASGI < 2.4 servers; on newer ones a disconnect shows only
+    when the next chunk fails to send, which for a slow reply can be seconds later. This always listens.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = asyncio.create_task(self.stream_response(send), name="http-body")
+        gone = asyncio.create_task(_wait_disconnect(receive), name="http-disconnect")
+        try:
+            await asyncio.wait({body, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (body, gone):
+                task.cancel()
+            await asyncio.gather(body, gone, return_exceptions=True)
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if body.done() and not body.cancelled() and body.exception() is not None:
+            log.warning("streaming response ended early: %r", body.exception())
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
+    """Await ``work`` in its own task; cancel it if the client disconnects first.
+
+    Call only after the body has been read (the disconnect watcher consumes ``receive``).
+
+    Raises:
+        ClientGone: the client disconnected first (``work`` was cancelled).
+    """
+    task: asyncio.Task[_T] = asyncio.ensure_future(work)
+    gone = asyncio.create_task(_wait_disconnect(request.receive), name="http-disconnect")
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise ClientGone()
+    return task.result()
+
+
+def sse_data(payload: dict[str, Any]) -> bytes:
+    """One server-sent event as OpenAI sends them: ``data: {compact json}`` and the blank line that ends it."""
+    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
