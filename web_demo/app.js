@@ -317,6 +317,7 @@ function connect() {
 async function loadServerInfo() {
   try {
     const res = await fetch("/v1/voices");
+    if (!res.ok) throw new Error(`HTTP ${res.status}`); // behind the server's API key
     const info = await res.json();
     const list = Array.isArray(info) ? info : info.voices || [];
     const names = list.map((v) => (typeof v === "string" ? v : v.name || v.id));

@@ -3,30 +3,38 @@
 `create_app(runtime)` wires a ready `Runtime` (built by the caller, e.g. ``realtime serve``) into routes:
 
 - ``GET /v1/realtime?model=...`` and ``/realtime``: the OpenAI Realtime WebSocket (docs/PROTOCOL.md §1).
-- With ``config.api_key`` set, a WebSocket client must present that key (docs/PROTOCOL.md §1.2); HTTP routes stay open.
-- ``GET /health``: JSON status and what the server runs (backend, decoder, voices, embedded-demo notice).
+- With ``config.api_key`` set, a WebSocket client must present that key (docs/PROTOCOL.md §1.2), and so must
+  ``/metrics`` and ``/v1/voices`` (``Authorization: Bearer`` or ``api-key``); ``/health`` and the demo stay open.
+- ``GET /health``: JSON status, readiness (``ready`` / ``draining``), what the server runs, sessions, decoder
+  streams, and the process's RSS and task count.
 - ``GET /metrics``: Prometheus text from the runtime's registry.
 - ``GET /v1/voices``: voice names, the default, and whether this is the embedded demo.
-- ``/``: the static ``web_demo/`` page, when the folder exists (source checkouts and editable installs).
+- ``/``: the static ``web_demo/`` page, when the folder exists (source checkouts and editable installs), and
+  ``/favicon.ico``.
 
-Serve it with uvicorn and ``ws_max_size=WS_MAX_FRAME_BYTES`` so oversized client frames reach the protocol
-layer (which answers with an ``error`` event) instead of the transport closing the socket.
+Serve it with uvicorn and `uvicorn_options` (frame size, queue, keepalive pings) so oversized client frames
+reach the protocol layer (which answers with an ``error`` event) instead of the transport closing the socket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import resource
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from realtime.http.realtime_ws import SessionCount, realtime_endpoint, served_model_name
+from realtime.config import ServerConfig
+from realtime.http.realtime_ws import SessionCount, key_accepted, realtime_endpoint, served_model_name
 from realtime.session.vad import load_shared_engine
 from realtime.speech.runtime import Runtime
 
@@ -35,7 +43,67 @@ log = logging.getLogger(__name__)
 # Transport limit for client frames: above the protocol's 15 MiB append limit, so a too-large event gets an
 # error event (and the session continues) while absurd frames are still cut off by the server (close 1009).
 WS_MAX_FRAME_BYTES = 32 * 1024 * 1024
+# Client messages uvicorn may queue per socket before it stops reading (its legacy websockets protocol; the
+# default sans-I/O one already pauses reading after each message until the app takes it).
+WS_MAX_QUEUE = 4
 WEB_DEMO_DIR = Path(__file__).resolve().parents[2] / "web_demo"
+FAVICON = "favicon.svg"
+BEARER = "bearer "
+HTTP_UNAUTHORIZED = 401
+HTTP_NOT_FOUND = 404
+RSS_PAGE_FIELD = 1  # /proc/self/statm: the second field is resident pages
+
+
+def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
+    """The uvicorn settings the Realtime endpoint relies on: frame size, queue and keepalive pings.
+
+    A dead or stuck peer is dropped within ``ws_ping_interval + ws_ping_timeout`` seconds.
+    """
+    interval = config.ws_ping_interval or None
+    return {
+        "ws_max_size": WS_MAX_FRAME_BYTES,
+        "ws_max_queue": WS_MAX_QUEUE,
+        "ws_ping_interval": interval,
+        "ws_ping_timeout": config.ws_ping_timeout if interval else None,
+    }
+
+
+def process_figures() -> dict[str, int]:
+    """Resident memory (bytes), its peak, and the event loop's task count, for ``/health`` and the soak."""
+    rss = 0
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            rss = int(statm.read().split()[RSS_PAGE_FIELD]) * resource.getpagesize()
+    except OSError:
+        pass
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_kb if sys.platform == "darwin" else peak_kb * 1024
+    return {"rss_bytes": rss, "peak_rss_bytes": peak, "tasks": len(asyncio.all_tasks())}
+
+
+def _http_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[: len(BEARER)].lower() == BEARER:
+        return auth[len(BEARER) :].strip() or None
+    return request.headers.get("api-key") or None
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _keyed(server_key: str | None, handler: Handler) -> Handler:
+    """``handler`` behind the server's API key (when one is set)."""
+
+    async def guarded(request: Request) -> Response:
+        if not key_accepted(_http_key(request), server_key):
+            return JSONResponse(
+                {"error": {"code": "invalid_api_key", "message": "Pass the server's API key as a Bearer token."}},
+                status_code=HTTP_UNAUTHORIZED,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
+
+    return guarded
 
 
 def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) -> Starlette:
@@ -49,14 +117,15 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
     model = served_model_name(runtime)
     realtime_socket = realtime_endpoint(runtime, sessions)
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "model": model, "sessions": sessions.open, **runtime.describe()})
+    async def health(request: Request) -> Response:
+        info = {"status": "ok", "model": model, "sessions": sessions.open, **runtime.describe()}
+        return JSONResponse({**info, **process_figures()})
 
     async def metrics(request: Request) -> Response:
         body, content_type = runtime.metrics.render()
         return Response(body, media_type=content_type)
 
-    async def voices(request: Request) -> JSONResponse:
+    async def voices(request: Request) -> Response:
         registry = runtime.voices
         return JSONResponse(
             {
@@ -66,16 +135,27 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
             }
         )
 
+    icon = web_demo_dir / FAVICON if web_demo_dir is not None else None
+
+    async def favicon(request: Request) -> Response:
+        if icon is None or not icon.is_file():
+            return Response(status_code=HTTP_NOT_FOUND)
+        return FileResponse(icon, media_type="image/svg+xml")
+
+    key = runtime.config.api_key or None
     routes: list[BaseRoute] = [
         WebSocketRoute("/v1/realtime", realtime_socket),
         WebSocketRoute("/realtime", realtime_socket),
         Route("/health", health),
-        Route("/metrics", metrics),
-        Route("/v1/voices", voices),
+        Route("/metrics", _keyed(key, metrics)),
+        Route("/v1/voices", _keyed(key, voices)),
+        Route("/favicon.ico", favicon),
     ]
     if web_demo_dir is not None and web_demo_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_demo_dir, html=True), name="web_demo"))
-    return Starlette(routes=routes, lifespan=_lifespan)
+    app = Starlette(routes=routes, lifespan=_lifespan)
+    app.state.sessions = sessions  # the shutdown path drains them (realtime/commands/serve.py)
+    return app
 
 
 @asynccontextmanager

@@ -1,18 +1,50 @@
-"""The default conversation of one session: ordered items and lookups by id (event loop only)."""
+"""The default conversation of one session: ordered items, lookups by id, and its size caps (event loop only)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation
+from realtime.audio import PCM_RATE
+from realtime.errors import CODE_CONVERSATION_LIMIT, CODE_INVALID_VALUE, ProtocolViolation, quote
 from realtime.wire.records import ROOT, Item, new_id
+
+BYTES_PER_MB = 1024 * 1024
 
 
 def item_not_found(item_id: str, param: str = "item_id") -> ProtocolViolation:
     """The error for an unknown item id (OpenAI's code is unverified: we use ``invalid_value``)."""
     return ProtocolViolation(
-        CODE_INVALID_VALUE, f"Invalid value: '{item_id}'. No item with this id in the conversation.", param
+        CODE_INVALID_VALUE,
+        f"Invalid value: '{quote(item_id)}'. No item with this id in the conversation.",
+        param,
     )
+
+
+@dataclass(frozen=True)
+class ConversationLimits:
+    """What one conversation may hold; an insert beyond any of them is refused.
+
+    Attributes:
+        items: number of items.
+        stored_bytes: text and audio bytes over all items.
+        audio_seconds: seconds of stored audio (user input audio and assistant audio sent).
+    """
+
+    items: int = 1000
+    stored_bytes: int = 64 * BYTES_PER_MB
+    audio_seconds: float = 1800.0
+
+
+def item_bytes(item: Item) -> int:
+    """Bytes of text and audio ``item`` holds."""
+    fields = (item.arguments, item.output, item.name)
+    return sum(part.stored_bytes for part in item.content) + sum(len(f or "") for f in fields)
+
+
+def item_audio_seconds(item: Item) -> float:
+    """Seconds of audio ``item`` holds: its input audio parts and the assistant audio sent for it."""
+    return sum(part.audio_seconds for part in item.content) + item.audio_samples / PCM_RATE
 
 
 class Conversation:
@@ -20,10 +52,12 @@ class Conversation:
 
     Attributes:
         id: conversation id (``conv_...``).
+        limits: the caps checked by `insert`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ConversationLimits | None = None) -> None:
         self.id = new_id("conv")
+        self.limits = limits or ConversationLimits()
         self._items: list[Item] = []
 
     def __iter__(self) -> Iterator[Item]:
@@ -50,6 +84,34 @@ class Conversation:
         """Id of the last item, or None when empty."""
         return self._items[-1].id if self._items else None
 
+    def check_room(self, item: Item | None = None) -> None:
+        """Raise unless the conversation can take ``item`` (None: one more, still empty, item).
+
+        Raises:
+            ProtocolViolation: ``conversation_limit_reached`` naming the cap; delete items to go on.
+        """
+        limits = self.limits
+        advice = "Delete items (conversation.item.delete) to continue."
+        if len(self._items) + 1 > limits.items:
+            raise ProtocolViolation(
+                CODE_CONVERSATION_LIMIT,
+                f"The conversation holds its maximum of {limits.items} items. {advice}",
+            )
+        held = sum(item_bytes(i) for i in self._items) + (item_bytes(item) if item else 0)
+        if held > limits.stored_bytes:
+            raise ProtocolViolation(
+                CODE_CONVERSATION_LIMIT,
+                f"The conversation would hold {held} bytes of text and audio; the maximum is "
+                f"{limits.stored_bytes}. {advice}",
+            )
+        seconds = sum(item_audio_seconds(i) for i in self._items) + (item_audio_seconds(item) if item else 0)
+        if seconds > limits.audio_seconds:
+            raise ProtocolViolation(
+                CODE_CONVERSATION_LIMIT,
+                f"The conversation would hold {seconds:.1f} s of audio; the maximum is "
+                f"{limits.audio_seconds:g} s. {advice}",
+            )
+
     def insert(self, item: Item, previous_item_id: str | None = None) -> str | None:
         """Insert after ``previous_item_id`` (``"root"`` = at the start; None = at the end).
 
@@ -57,12 +119,13 @@ class Conversation:
             The id of the item now before ``item`` (None at the start).
 
         Raises:
-            ProtocolViolation: the id is already used or ``previous_item_id`` is unknown.
+            ProtocolViolation: the id is already used, ``previous_item_id`` is unknown, or a cap
+                (`check_room`) would be exceeded.
         """
         if item.id in self:
             raise ProtocolViolation(
                 CODE_INVALID_VALUE,
-                f"Invalid value: '{item.id}'. An item with this id already exists.",
+                f"Invalid value: '{quote(item.id)}'. An item with this id already exists.",
                 "item.id",
             )
         if previous_item_id is None:
@@ -71,6 +134,7 @@ class Conversation:
             index = 0
         else:
             index = self._index(previous_item_id, "previous_item_id") + 1
+        self.check_room(item)
         self._items.insert(index, item)
         return self._items[index - 1].id if index > 0 else None
 
@@ -87,3 +151,4 @@ class Conversation:
             if item.id == item_id:
                 return index
         raise item_not_found(item_id, param)
+

@@ -1,8 +1,10 @@
 """The bounded queue between a session's producers (dispatch, responses) and its sender task.
 
 Producers await `Outbox.put` (backpressure: a client that reads slowly slows its own responses, never the
-server's memory). The sender (realtime/session/connection.py) writes each frame to the socket, skipping audio
-frames whose response was cancelled meanwhile, and runs the frame's ``on_sent`` hook after writing it.
+server's memory), but never longer than the session's send timeout: a producer that finds no room for that
+long raises `PeerStalled`, which ends the session (realtime/session/connection.py). The sender writes each
+frame to the socket, skipping audio frames whose response was cancelled meanwhile, and runs the frame's
+``on_sent`` hook after writing it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from realtime.errors import PeerStalled
 from realtime.wire.server_events import encode
 
 
@@ -40,15 +43,33 @@ class OutFrame:
 
 
 class Outbox:
-    """A bounded FIFO of `OutFrame`s (one per connection)."""
+    """A bounded FIFO of `OutFrame`s (one per connection).
 
-    def __init__(self, maxsize: int) -> None:
+    Args:
+        maxsize: frames queued before producers wait.
+        put_timeout: longest a producer waits for room (seconds); then `PeerStalled`.
+    """
+
+    def __init__(self, maxsize: int, put_timeout: float) -> None:
         self.queue: asyncio.Queue[OutFrame] = asyncio.Queue(maxsize=maxsize)
+        self.put_timeout = put_timeout
 
     async def put(self, event: BaseModel) -> None:
-        """Queue a server event; waits while the socket is behind."""
-        await self.queue.put(OutFrame(encode(event)))
+        """Queue a server event; waits while the socket is behind.
+
+        Raises:
+            PeerStalled: no room for `put_timeout` seconds (the client stopped reading).
+        """
+        await self.put_frame(OutFrame(encode(event)))
 
     async def put_frame(self, frame: OutFrame) -> None:
-        """Queue a prepared frame."""
-        await self.queue.put(frame)
+        """Queue a prepared frame (see `put`)."""
+        queue = self.queue
+        if not queue.full():
+            queue.put_nowait(frame)
+            return
+        try:
+            async with asyncio.timeout(self.put_timeout):
+                await queue.put(frame)
+        except TimeoutError:
+            raise PeerStalled(f"no room in the outbox for {self.put_timeout:g} s") from None

@@ -21,7 +21,16 @@ from typing import Literal
 
 from realtime.audio import PCM_RATE, AudioFormat, OutputEncoder, slice_pcm
 from realtime.backends.base import FinishReason, GenerationInput
-from realtime.errors import CODE_INTERNAL, INTERNAL_MESSAGE, SERVER_ERROR, ResponseFailure
+from realtime.errors import (
+    CODE_DECODER_CAPACITY,
+    CODE_INTERNAL,
+    INTERNAL_MESSAGE,
+    SERVER_ERROR,
+    ErrorReport,
+    PeerGone,
+    PeerStalled,
+    ResponseFailure,
+)
 from realtime.metrics import Metrics
 from realtime.session.conversation import Conversation
 from realtime.session.outbox import Outbox, OutFrame
@@ -34,6 +43,7 @@ from realtime.speech.reply import (
     TranscriptDelta,
     UsageMeter,
 )
+from realtime.speech.streams import StreamSlots
 from realtime.wire.records import ContentPart, Item, ResponseRecord, TokenUsage, new_id
 from realtime.wire.server_events import EventBuilder, PartIds, encode
 from streaming_parser import VocabLayout
@@ -73,6 +83,8 @@ class ResponseContext:
         max_delta_ms: longest audio delta.
         on_audio: called once when the response produces its first audio (locks the session voice).
         metrics: the server's metrics.
+        streams: the server's decoder stream slots (a spoken response holds one from start to end).
+        stream_wait: seconds a spoken response waits for a slot before it is refused.
     """
 
     reply: ReplyProducer
@@ -82,6 +94,8 @@ class ResponseContext:
     max_delta_ms: int
     on_audio: Callable[[], None]
     metrics: Metrics
+    streams: StreamSlots
+    stream_wait: float
 
 
 class ResponseRun:
@@ -92,6 +106,7 @@ class ResponseRun:
         request: the generation request sent to the backend.
         cancelled: set by `cancel`; the sender drops this response's queued audio deltas from then on.
         phase: lifecycle phase.
+        event_id: the ``response.create`` event's id (echoed by an admission error).
     """
 
     def __init__(
@@ -106,6 +121,7 @@ class ResponseRun:
         self.request = request
         self.cancelled = False
         self.phase = ResponsePhase.CREATED
+        self.event_id: str | None = None
         self._conversation = conversation
         self._cancel_reason: CancelReason = "client_cancelled"
         self._meter = UsageMeter()  # token counts so far: usage of a response that ends cancelled
@@ -144,7 +160,35 @@ class ResponseRun:
         self.phase = target
 
     async def run(self) -> None:
-        """Emit the whole response. Cancelling this task (connection closing) aborts without closing events."""
+        """Emit the whole response. Cancelling this task (connection closing) aborts without closing events.
+
+        A spoken response first takes a decoder stream slot; when none comes free within the wait, the client
+        gets an ``error`` (``decoder_capacity_reached``) instead of the response, and the session goes on.
+
+        Raises:
+            PeerStalled, PeerGone: the client stopped reading or left (the connection ends the session).
+        """
+        ctx = self.ctx
+        if not self._speaks:
+            await self._run()
+            return
+        if not await ctx.streams.acquire(ctx.stream_wait):
+            report = ErrorReport(
+                SERVER_ERROR,
+                CODE_DECODER_CAPACITY,
+                f"All {ctx.streams.limit} speech decoder streams of the server are busy; no response was "
+                f"started. Try again shortly.",
+                event_id=self.event_id,
+            )
+            ctx.metrics.error(report.code)
+            await ctx.outbox.put(ctx.events.error(report))
+            return
+        try:
+            await self._run()
+        finally:
+            ctx.streams.release()
+
+    async def _run(self) -> None:
         ctx, record = self.ctx, self.record
         ctx.metrics.response_started()
         self._started = time.perf_counter()
@@ -180,6 +224,8 @@ class ResponseRun:
                     self._child.cancel()
                     await asyncio.wait({self._child})
             done, error = self._outcome(self._child)
+            if isinstance(error, PeerStalled | PeerGone):
+                raise error
             await self._close(item, part, ids, done, error)
             finished = True
         finally:
