@@ -97,7 +97,12 @@ def _keyed(server_key: str | None, handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         if not key_accepted(_http_key(request), server_key):
             return JSONResponse(
-                {"error": {"code": "invalid_api_key", "message": "Pass the server's API key as a Bearer token."}},
+                {
+                    "error": {
+                        "code": "invalid_api_key",
+                        "message": "Pass the server's API key as a Bearer token.",
+                    }
+                },
                 status_code=HTTP_UNAUTHORIZED,
                 headers={"WWW-Authenticate": "Bearer"},
             )

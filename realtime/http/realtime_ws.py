@@ -217,7 +217,10 @@ async def close_socket(ws: WebSocket, ending: Ending) -> None:
     A peer that does not read keeps the transport's buffer full: the close frame then cannot be written, and
     the server lets go of the connection anyway (uvicorn closes the transport when the handler returns).
     """
-    if ws.client_state is not WebSocketState.CONNECTED or ws.application_state is not WebSocketState.CONNECTED:
+    if (
+        ws.client_state is not WebSocketState.CONNECTED
+        or ws.application_state is not WebSocketState.CONNECTED
+    ):
         return
     if ending.code in (1005, 1006):  # the peer is gone: there is nobody to send a close frame to
         return

@@ -151,4 +151,3 @@ class Conversation:
             if item.id == item_id:
                 return index
         raise item_not_found(item_id, param)
-
