@@ -178,7 +178,7 @@ def describe_exception(exc: BaseException) -> ErrorReport:
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS] + "..."
     param = found.param if found.param is None or len(found.param) <= MAX_QUOTED_CHARS else quote(found.param)
-    event_id = found.event_id
+    event_id = found.event_id if isinstance(found.event_id, str) else None
     if event_id is not None and len(event_id) > MAX_QUOTED_CHARS:
         event_id = quote(event_id)
     return ErrorReport(found.error_type, found.code, message, param, event_id, close_code)

@@ -203,8 +203,12 @@ def json_depth(text: str) -> int:
 def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
     kind = raw.get("type")
     if not isinstance(kind, str):
-        raise ProtocolViolation(CODE_MISSING_PARAMETER, "Missing required parameter: 'type'.", "type")
+        raise missing_or_invalid(raw, "type")
     event_id = raw.get("event_id")
+    if event_id is not None and not isinstance(event_id, str):
+        raise ProtocolViolation(
+            CODE_INVALID_TYPE, "Invalid type for 'event_id': expected a string.", "event_id"
+        )
     if kind == "input_audio_buffer.append":
         return _decode_append(raw)
     if kind == "session.update":
