@@ -38,8 +38,8 @@ async def _next(ws: Any, kind: str) -> list[dict[str, Any]]:
             return events
 
 
-async def test_sigterm_lets_the_active_response_finish_then_closes_with_1001(tmp_path: Path) -> None:
-    env = {**os.environ, "STREAMVOICE_CACHE": str(tmp_path / "cache"), "STREAMVOICE_LOG_LEVEL": "warning"}
+def _start(cache: Path) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, "STREAMVOICE_CACHE": str(cache), "STREAMVOICE_LOG_LEVEL": "warning"}
     args = ["serve", "--port", "0", "--synthetic-rate", "100", "--drain-seconds", str(DRAIN_SECONDS)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "realtime", *args],
@@ -48,16 +48,19 @@ async def test_sigterm_lets_the_active_response_finish_then_closes_with_1001(tmp
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the server prints its address once it is ready
+        match = READY.search(line)
+        if match:
+            return proc, int(match.group(1))
+    proc.kill()
+    raise AssertionError("the server did not start")
+
+
+async def test_sigterm_lets_the_active_response_finish_then_closes_with_1001(tmp_path: Path) -> None:
+    proc, port = await asyncio.to_thread(_start, tmp_path / "cache")
     try:
-        assert proc.stdout is not None
-        port = None
-        for line in proc.stdout:
-            match = READY.search(line)
-            if match:
-                port = int(match.group(1))
-                break
-        assert port is not None
-        assert _health(port)["ready"] == "ready"
+        assert (await asyncio.to_thread(_health, port))["ready"] == "ready"
         url = f"ws://127.0.0.1:{port}/v1/realtime?model=x"
         async with websockets.connect(url, max_size=None) as ws:
             await _next(ws, "session.created")
