@@ -95,14 +95,17 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def origin_allowed(origin: str | None, host_header: str | None, allowed: tuple[str, ...]) -> bool:
+def origin_allowed(
+    origin: str | None, host_header: str | None, allowed: tuple[str, ...], *, keyed: bool = False
+) -> bool:
     """Whether a browser page from ``origin`` may open a session (README "Security and limits").
 
     No ``Origin`` header (SDKs, servers, curl) is always allowed: the check only stops other sites' pages
     from driving this server through a visitor's browser. ``allowed`` lists exact origins, or ``*`` for
     any. With an empty list, a loopback page (``localhost``, ``127.0.0.1``, ``[::1]``) and a page served by
-    this server under an IP address are allowed; a page served under a DNS name must be listed, because a
-    DNS name can be rebound to this server's address by a hostile site.
+    this server under an IP address are allowed; a page served by this server under a DNS name is allowed
+    only when the server has an API key (``keyed``), because without one a hostile site could rebind its DNS
+    name to this server's address and drive it from a visitor's browser.
     """
     if origin is None:
         return True
@@ -114,7 +117,8 @@ def origin_allowed(origin: str | None, host_header: str | None, allowed: tuple[s
     host = parts.hostname or ""
     if _is_loopback(host):
         return True
-    return host_header is not None and _is_ip_literal(host) and parts.netloc == host_header
+    same_origin = host_header is not None and parts.netloc == host_header
+    return same_origin and (keyed or _is_ip_literal(host))
 
 
 def served_model_name(runtime: Runtime) -> str:
@@ -151,7 +155,7 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
         log.info("session requested model=%s dialect=%s", requested, handshake.dialect.value)
         await ws.accept(subprotocol=handshake.subprotocol)
         origin = ws.headers.get("origin")
-        if not origin_allowed(origin, ws.headers.get("host"), config.allowed_origins):
+        if not origin_allowed(origin, ws.headers.get("host"), config.allowed_origins, keyed=bool(server_key)):
             report = ErrorReport(
                 INVALID_REQUEST,
                 CODE_ORIGIN_NOT_ALLOWED,
