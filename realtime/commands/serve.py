@@ -15,27 +15,19 @@ import socket
 import sys
 from typing import Any
 
+from realtime.commands.limits import add_limit_arguments, parse_origins
+from realtime.commands.limits import flag as _flag
 from realtime.config import (
-    DEFAULT_DECODER_MEMORY_MB,
-    DEFAULT_DECODER_WAIT_S,
-    DEFAULT_DRAIN_SECONDS,
     DEFAULT_FIRST_HOP_TOKENS,
     DEFAULT_HOP_GROWTH,
     DEFAULT_HOP_TOKENS,
     DEFAULT_HOST,
     DEFAULT_MAX_AUDIO_DELTA_MS,
-    DEFAULT_MAX_CONVERSATION_AUDIO_S,
-    DEFAULT_MAX_CONVERSATION_ITEMS,
-    DEFAULT_MAX_CONVERSATION_MB,
-    DEFAULT_MAX_OUT_OF_BAND,
     DEFAULT_MAX_SESSION_SECONDS,
     DEFAULT_MAX_SESSIONS,
     DEFAULT_PORT,
-    DEFAULT_SEND_TIMEOUT_S,
     DEFAULT_SYNTHETIC_TOKENS_PER_SECOND,
     DEFAULT_WORKER_QUEUE,
-    DEFAULT_WS_PING_INTERVAL_S,
-    DEFAULT_WS_PING_TIMEOUT_S,
     ServerConfig,
     parse_voice_spec,
 )
@@ -52,7 +44,6 @@ DESCRIPTION = (
 
 log = logging.getLogger("realtime.serve")
 INTERRUPTED_EXIT_CODE = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
-SHUTDOWN_GRACE_S = 5.0  # after the drain: how long uvicorn may wait for connections before it cancels them
 
 # flag dest -> ServerConfig field, for the flags whose names differ from the field
 _FIELD_OF_DEST = {
@@ -98,15 +89,6 @@ _OWN_DESTS = {
     "max_conversation_audio_seconds",
     "drain_seconds",
 }
-
-
-def _flag(
-    parser: argparse.ArgumentParser | Any, *names: str, env: str, default: str, help: str, **kw: Any
-) -> None:
-    # SUPPRESS keeps unset flags out of the namespace, so env vars and config defaults apply to them.
-    parser.add_argument(
-        *names, default=argparse.SUPPRESS, help=f"{help} (default: {default}; env STREAMVOICE_{env})", **kw
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,12 +138,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allowed-origins",
         env="ALLOWED_ORIGINS (comma-separated)",
         default="loopback pages and pages served by this server under an IP address",
-        type=_origins,
+        type=parse_origins,
         metavar="ORIGIN[,ORIGIN...]",
         help="browser origins (scheme://host[:port]) allowed to open WebSocket sessions, or '*' for any; "
         "others get origin_not_allowed and close 1008. Clients without an Origin header are not affected",
     )
-    _add_limit_arguments(parser)
+    add_limit_arguments(parser)
 
     llm = parser.add_argument_group("LLM backend")
     _flag(
@@ -299,107 +281,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _origins(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
-
-
-def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
-    limits = parser.add_argument_group("limits (README 'Security and limits')")
-    _flag(
-        limits,
-        "--send-timeout",
-        env="SEND_TIMEOUT",
-        default=f"{DEFAULT_SEND_TIMEOUT_S:g}",
-        type=float,
-        help="seconds a client may leave server frames unread before its session closes with 1008 "
-        "send_timeout",
-    )
-    _flag(
-        limits,
-        "--ws-ping-interval",
-        env="WS_PING_INTERVAL",
-        default=f"{DEFAULT_WS_PING_INTERVAL_S:g}",
-        type=float,
-        help="seconds between WebSocket keepalive pings; 0 disables them",
-    )
-    _flag(
-        limits,
-        "--ws-ping-timeout",
-        env="WS_PING_TIMEOUT",
-        default=f"{DEFAULT_WS_PING_TIMEOUT_S:g}",
-        type=float,
-        help="seconds a pong may take; a dead peer is dropped within interval + timeout",
-    )
-    _flag(
-        limits,
-        "--max-out-of-band",
-        dest="max_out_of_band_responses",
-        env="MAX_OUT_OF_BAND_RESPONSES",
-        default=str(DEFAULT_MAX_OUT_OF_BAND),
-        type=int,
-        help="concurrent conversation:'none' responses per session; more get too_many_out_of_band_responses",
-    )
-    _flag(
-        limits,
-        "--max-decoder-streams",
-        env="MAX_DECODER_STREAMS",
-        default="0 = sized from --decoder-memory-mb and the measured stream size",
-        type=int,
-        help="live speech decoder streams (spoken responses) across the server; a response that finds none "
-        "free within --decoder-wait gets decoder_capacity_reached",
-    )
-    _flag(
-        limits,
-        "--decoder-memory-mb",
-        env="DECODER_MEMORY_MB",
-        default=str(DEFAULT_DECODER_MEMORY_MB),
-        type=int,
-        help="memory budget for live decoder stream states when --max-decoder-streams is 0",
-    )
-    _flag(
-        limits,
-        "--decoder-wait",
-        dest="decoder_wait_seconds",
-        env="DECODER_WAIT_SECONDS",
-        default=f"{DEFAULT_DECODER_WAIT_S:g}",
-        type=float,
-        help="seconds a spoken response waits for a free decoder stream",
-    )
-    _flag(
-        limits,
-        "--max-conversation-items",
-        env="MAX_CONVERSATION_ITEMS",
-        default=str(DEFAULT_MAX_CONVERSATION_ITEMS),
-        type=int,
-        help="items one conversation may hold; more get conversation_limit_reached",
-    )
-    _flag(
-        limits,
-        "--max-conversation-mb",
-        env="MAX_CONVERSATION_MB",
-        default=str(DEFAULT_MAX_CONVERSATION_MB),
-        type=int,
-        help="MiB of text and audio one conversation may hold",
-    )
-    _flag(
-        limits,
-        "--max-conversation-audio-seconds",
-        env="MAX_CONVERSATION_AUDIO_SECONDS",
-        default=f"{DEFAULT_MAX_CONVERSATION_AUDIO_S:g}",
-        type=float,
-        help="seconds of audio one conversation may hold",
-    )
-    _flag(
-        limits,
-        "--drain-seconds",
-        env="DRAIN_SECONDS",
-        default=f"{DEFAULT_DRAIN_SECONDS:g}",
-        type=float,
-        help="on SIGTERM: how long active responses may finish (new sessions and responses are refused, "
-        "/health says draining) before sessions close with 1001",
-    )
-
-
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """Defaults < env vars < flags.
 
@@ -458,70 +339,16 @@ def run(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
-def _announcing_server_class() -> Any:
-    import signal
-
-    import uvicorn
-
-    class AnnouncingServer(uvicorn.Server):  # type: ignore[misc]
-        """Prints the ready line once uvicorn accepts connections (not before: clients would be refused),
-        and drains on SIGTERM: `drain` runs first, then uvicorn's own shutdown."""
-
-        def __init__(self, config: Any, message: str, drain: Any) -> None:
-            super().__init__(config)
-            self._message = message
-            self._drain = drain
-            self._drain_task: asyncio.Future[None] | None = None
-
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:
-                print(self._message, flush=True)
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if sig != signal.SIGTERM or self._drain_task is not None:
-                super().handle_exit(sig, frame)  # Ctrl-C, or a second SIGTERM: uvicorn's shutdown now
-                return
-            # a signal handler interrupts the loop between bytecodes: schedule the drain, do not start it here
-            loop = asyncio.get_running_loop()
-            self._drain_task = loop.create_future()
-            loop.call_soon_threadsafe(self._start_drain)
-
-        def _start_drain(self) -> None:
-            self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
-
-        async def _drain_then_exit(self) -> None:
-            try:
-                await self._drain()
-            finally:
-                self.should_exit = True
-
-    return AnnouncingServer
-
-
-async def drain_sessions(runtime: Any, sessions: Any, seconds: float) -> None:
-    """SIGTERM: refuse new sessions and responses, let active responses finish for at most ``seconds``,
-    close every session with 1001, and return once they are gone (or a few seconds later)."""
-    log.info("SIGTERM: draining %d session(s) for up to %g s", sessions.open, seconds)
-    runtime.draining = True
-    sessions.start_drain(seconds)
-    try:
-        async with asyncio.timeout(seconds + SHUTDOWN_GRACE_S):
-            await sessions.none_open.wait()
-    except TimeoutError:
-        pass  # uvicorn's shutdown closes what is left
-    log.info("drained: %d session(s) left", sessions.open)
-
-
 async def serve(config: ServerConfig) -> int:
     """Run the server for ``config`` until cancelled or interrupted; returns the process exit code."""
     import uvicorn
 
+    from realtime.commands.uvicorn_server import SHUTDOWN_GRACE_S, announcing_server_class, drain_sessions
     from realtime.errors import ResponseFailure
     from realtime.http.app import create_app, uvicorn_options
     from realtime.speech.runtime import DEMO_NOTICE, Runtime
 
-    _AnnouncingServer = _announcing_server_class()
+    _AnnouncingServer = announcing_server_class()
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
