@@ -140,9 +140,8 @@ async def _watch_drain(session: Session, drain: Drain) -> None:
 
 async def _send_loop(ws: WebSocket, outbox: Outbox, limit_s: float) -> None:
     """Write queued frames; a write that fails or waits ``limit_s`` seconds ends the session."""
-    queue = outbox.queue
     while True:
-        frame = await queue.get()
+        frame = await outbox.get()
         try:
             if frame.owner is not None and frame.owner.cancelled:
                 continue
@@ -156,7 +155,7 @@ async def _send_loop(ws: WebSocket, outbox: Outbox, limit_s: float) -> None:
             if frame.on_sent is not None:
                 frame.on_sent()
         finally:
-            queue.task_done()
+            outbox.done()
 
 
 async def _receive_loop(session: Session, ws: WebSocket) -> int | None:

@@ -223,6 +223,8 @@ class ResponseRun:
                 if not self._child.done():
                     self._child.cancel()
                     await asyncio.wait({self._child})
+                elif not self._child.cancelled():
+                    self._child.exception()  # mark its failure seen, also when this task is being cancelled
             done, error = self._outcome(self._child)
             if isinstance(error, PeerStalled | PeerGone):
                 raise error

@@ -14,7 +14,7 @@ from realtime.backends.base import BackendError, GenerationInput
 from realtime.metrics import Metrics
 from realtime.session.conversation import Conversation
 from realtime.session.outbox import Outbox
-from realtime.session.response import ResponseContext, ResponseRun
+from realtime.session.response import ResponseContext, ResponsePhase, ResponseRun
 from realtime.speech.reply import PipelineEvent, TranscriptDelta
 from realtime.speech.streams import StreamSlots
 from realtime.wire.handshake import Dialect
@@ -54,7 +54,8 @@ def _context(
 async def _drain(outbox: Outbox, dialect: str) -> list[dict[str, Any]]:
     events = []
     while not outbox.queue.empty():
-        frame = outbox.queue.get_nowait()
+        frame = await outbox.get()
+        outbox.done()
         events.append(validate_frame(frame.text, dialect))
         if frame.on_sent is not None:
             frame.on_sent()
@@ -153,6 +154,17 @@ def _spoken_record(response_id: str) -> ResponseRecord:
     )
 
 
+def _endless_stream(started: asyncio.Event) -> Any:
+    async def stream(
+        request: GenerationInput, *, voice: str, meter: object = None
+    ) -> AsyncIterator[PipelineEvent]:
+        started.set()
+        yield TranscriptDelta("and so on ")
+        await asyncio.sleep(3600)
+
+    return stream
+
+
 async def test_no_free_decoder_stream_is_an_error_and_the_slot_count_holds() -> None:
     streams = StreamSlots(1)
     assert await streams.acquire(0.1)  # another response holds the only stream
@@ -181,11 +193,17 @@ async def test_a_response_gives_its_decoder_stream_back_however_it_ends() -> Non
     ctx = _context(_failing_stream, outbox, Metrics(), streams)
     await ResponseRun(ctx, _spoken_record("resp_4"), GenerationInput(rid="resp_4", turns=[]), None).run()
     assert streams.live == 0
-    task = asyncio.create_task(
-        ResponseRun(ctx, _spoken_record("resp_5"), GenerationInput(rid="resp_5", turns=[]), None).run()
+    started = asyncio.Event()
+    streaming = ResponseRun(
+        _context(_endless_stream(started), outbox, Metrics(), streams),
+        _spoken_record("resp_5"),
+        GenerationInput(rid="resp_5", turns=[]),
+        None,
     )
-    await asyncio.sleep(0)
-    task.cancel()
+    task = asyncio.create_task(streaming.run())
+    await asyncio.wait_for(started.wait(), 10)
+    assert streams.live == 1 and streaming.phase is ResponsePhase.STREAMING
+    task.cancel()  # the connection closing
     await asyncio.gather(task, return_exceptions=True)
     assert streams.live == 0
 
