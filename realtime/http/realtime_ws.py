@@ -109,7 +109,7 @@ def origin_allowed(
     """
     if origin is None:
         return True
-    if "*" in allowed or origin in allowed:
+    if "*" in allowed or origin.lower() in {entry.lower() for entry in allowed}:
         return True
     if allowed:
         return False
