@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import random
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,12 +145,21 @@ class _Session:
         self.runner.close()
 
 
+def _rss_mb(server: ServerHandle) -> float:
+    with urllib.request.urlopen(server.http_url("/health"), timeout=10) as reply:
+        return float(json.loads(reply.read())["rss_bytes"]) / 2**20
+
+
 @pytest.fixture(scope="module")
 def fuzzed(server: ServerHandle) -> Iterator[_Session]:
+    before = _rss_mb(server)
     session = _Session(server)
     yield session
     session.close()
-    assert sum(session.seen.values()) >= CASES  # every case ran and was answered
+    print(
+        f"fuzz: {session.probes} cases, events {session.seen}, server RSS {before:.0f} -> {_rss_mb(server):.0f} MB"
+    )
+    assert session.probes >= CASES  # every case ran and its probe was answered
 
 
 @settings(
