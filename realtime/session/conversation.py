@@ -112,8 +112,12 @@ class Conversation:
                 f"{limits.audio_seconds:g} s. {advice}",
             )
 
-    def insert(self, item: Item, previous_item_id: str | None = None) -> str | None:
+    def insert(
+        self, item: Item, previous_item_id: str | None = None, *, admitted: bool = False
+    ) -> str | None:
         """Insert after ``previous_item_id`` (``"root"`` = at the start; None = at the end).
+
+        ``admitted`` skips the caps: a response's reply item, whose room was checked at ``response.create``.
 
         Returns:
             The id of the item now before ``item`` (None at the start).
@@ -134,7 +138,8 @@ class Conversation:
             index = 0
         else:
             index = self._index(previous_item_id, "previous_item_id") + 1
-        self.check_room(item)
+        if not admitted:
+            self.check_room(item)
         self._items.insert(index, item)
         return self._items[index - 1].id if index > 0 else None
 

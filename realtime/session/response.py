@@ -206,7 +206,7 @@ class ResponseRun:
             record.output.append(item)
             await ctx.outbox.put(ctx.events.output_item_added(record.id, 0, item))
             if self._conversation is not None:
-                previous = self._conversation.insert(item)
+                previous = self._conversation.insert(item, admitted=True)  # room checked at response.create
                 await ctx.outbox.put(ctx.events.item_added(item, previous))
             item.content.append(part)
             ids = PartIds(record.id, item.id, 0, 0)
