@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "e2e": "realtime.bench.e2e",
     "token2wav": "realtime.bench.token2wav",
     "speech": "realtime.bench.speech",
+    "soak": "realtime.bench.soak",
 }
 COMMANDS: dict[str, str | Mapping[str, str]] = {
     "serve": "realtime.commands.serve",

@@ -38,6 +38,18 @@ DEFAULT_SGLANG_URL = "http://127.0.0.1:30000"
 DEFAULT_MAX_SESSION_SECONDS = 60 * 60.0  # OpenAI GA: sessions end after 60 minutes (docs/PROTOCOL.md §1.4)
 DEFAULT_MIN_ANSWER_TOKENS = 64  # smallest answer budget before older turns are dropped (~1.5 s of speech)
 MAX_AUTO_TORCH_THREADS = 4  # small per-chunk kernels stop scaling beyond a few threads
+# Limits that keep one client from wedging a session or exhausting memory (README "Security and limits").
+DEFAULT_SEND_TIMEOUT_S = 30.0  # a client that reads nothing for this long loses its session (close 1008)
+DEFAULT_WS_PING_INTERVAL_S = 20.0  # keepalive ping period; a dead peer is found within interval + timeout
+DEFAULT_WS_PING_TIMEOUT_S = 20.0
+DEFAULT_MAX_OUT_OF_BAND = 2  # concurrent conversation:"none" responses per session
+DEFAULT_MAX_DECODER_STREAMS = 0  # 0 = sized from DEFAULT_DECODER_MEMORY_MB and the measured stream size
+DEFAULT_DECODER_MEMORY_MB = 8192  # memory budget for live Token2Wav stream states (auto stream cap)
+DEFAULT_DECODER_WAIT_S = 2.0  # how long a spoken response waits for a free decoder stream
+DEFAULT_MAX_CONVERSATION_ITEMS = 1000
+DEFAULT_MAX_CONVERSATION_MB = 64  # text and stored audio of one conversation
+DEFAULT_MAX_CONVERSATION_AUDIO_S = 1800.0  # 30 minutes of stored speech, beyond any model context
+DEFAULT_DRAIN_SECONDS = 10.0  # SIGTERM: how long active responses may finish before sessions close
 
 
 def default_cache_dir() -> Path:
@@ -86,12 +98,31 @@ class ServerConfig:
             to force one event family for every connection (docs/PROTOCOL.md §2.1).
         api_key: when set, every WebSocket session must present this key (``Authorization: Bearer``, an
             ``api-key`` header, the ``openai-insecure-api-key.<key>`` subprotocol or ``?api_key=``); None
-            (the default) accepts every client. HTTP routes (``/health``, ``/metrics``, the demo) stay open.
+            (the default) accepts every client. ``/metrics`` and every ``/v1/`` HTTP route then need it too (Bearer
+            or ``api-key`` header); ``/health`` and the demo page stay open.
         context_length: the LLM's context length in tokens; 0 (the default) uses what the backend reports
             (SGLang) or declares (synthetic: 16384). A smaller value caps every request below the model's limit.
         min_answer_tokens: the smallest answer budget a response may start with; when less of the context is
             left, the session's ``truncation`` setting drops the oldest turns or the response fails with
             ``context_length_exceeded``.
+        send_timeout: seconds one frame may wait for a client that does not read (and a producer for room
+            in the session's outbox); then the session closes with 1008 ``send_timeout``.
+        ws_ping_interval: seconds between WebSocket keepalive pings (0 disables them).
+        ws_ping_timeout: seconds a pong may take; a dead or stuck peer is dropped within
+            ``ws_ping_interval + ws_ping_timeout``.
+        max_out_of_band_responses: concurrent ``conversation: "none"`` responses per session.
+        max_decoder_streams: live Token2Wav streams (spoken responses) across the server; 0 sizes it from
+            ``decoder_memory_mb`` and the measured state size of one stream.
+        decoder_memory_mb: memory budget for live stream states when ``max_decoder_streams`` is 0.
+        decoder_wait_seconds: how long a spoken response waits for a free stream before it is refused with
+            ``decoder_capacity_reached``.
+        max_conversation_items: items one conversation may hold.
+        max_conversation_mb: text and audio bytes one conversation may hold.
+        max_conversation_audio_seconds: seconds of audio one conversation may hold.
+        allowed_origins: browser origins (``scheme://host[:port]``) allowed to open a WebSocket; ``*``
+            allows any. Empty (the default): only pages served by this server and loopback pages. Clients
+            that send no ``Origin`` header (SDKs, servers) are not affected.
+        drain_seconds: on SIGTERM, how long active responses may finish before sessions close with 1001.
         backend_options: extra options of the SGLang backends (flags added by
             `realtime.backends.factory.add_backend_arguments` that are not fields here), by argparse dest.
     """
@@ -123,6 +154,18 @@ class ServerConfig:
     dialect: DialectName = "auto"
     context_length: int = 0
     min_answer_tokens: int = DEFAULT_MIN_ANSWER_TOKENS
+    send_timeout: float = DEFAULT_SEND_TIMEOUT_S
+    ws_ping_interval: float = DEFAULT_WS_PING_INTERVAL_S
+    ws_ping_timeout: float = DEFAULT_WS_PING_TIMEOUT_S
+    max_out_of_band_responses: int = DEFAULT_MAX_OUT_OF_BAND
+    max_decoder_streams: int = DEFAULT_MAX_DECODER_STREAMS
+    decoder_memory_mb: int = DEFAULT_DECODER_MEMORY_MB
+    decoder_wait_seconds: float = DEFAULT_DECODER_WAIT_S
+    max_conversation_items: int = DEFAULT_MAX_CONVERSATION_ITEMS
+    max_conversation_mb: int = DEFAULT_MAX_CONVERSATION_MB
+    max_conversation_audio_seconds: float = DEFAULT_MAX_CONVERSATION_AUDIO_S
+    allowed_origins: tuple[str, ...] = ()
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
 
     def __post_init__(self) -> None:
         if self.backend not in get_args(BackendKind):
@@ -151,6 +194,16 @@ class ServerConfig:
             raise ValueError("torch_threads must be >= 0 (0 = automatic)")
         if not 20 <= self.max_audio_delta_ms <= 100:  # docs/PROTOCOL.md §7.2
             raise ValueError("max_audio_delta_ms must be within 20..100")
+        if min(self.send_timeout, self.ws_ping_timeout, self.decoder_wait_seconds) <= 0:
+            raise ValueError("send_timeout, ws_ping_timeout and decoder_wait_seconds must be > 0")
+        if self.ws_ping_interval < 0 or self.drain_seconds < 0:
+            raise ValueError("ws_ping_interval and drain_seconds must be >= 0")
+        if self.max_out_of_band_responses < 0 or self.max_decoder_streams < 0:
+            raise ValueError("max_out_of_band_responses and max_decoder_streams must be >= 0")
+        if min(self.decoder_memory_mb, self.max_conversation_items, self.max_conversation_mb) < 1:
+            raise ValueError("decoder_memory_mb, max_conversation_items and max_conversation_mb must be >= 1")
+        if self.max_conversation_audio_seconds <= 0:
+            raise ValueError("max_conversation_audio_seconds must be > 0")
         if not 0 < self.port < 65536 and self.port != 0:
             raise ValueError(f"port out of range: {self.port}")
 
@@ -202,6 +255,11 @@ def parse_voice_spec(spec: str) -> tuple[str, Path]:
 
 _INT_FIELDS = {"port", "first_hop_tokens", "hop_tokens", "synthetic_seed", "max_sessions", "worker_queue"}
 _INT_FIELDS |= {"max_audio_delta_ms", "torch_threads", "context_length", "min_answer_tokens"}
+_INT_FIELDS |= {"max_out_of_band_responses", "max_decoder_streams"}
+_INT_FIELDS |= {"decoder_memory_mb", "max_conversation_items", "max_conversation_mb"}
+_FLOAT_FIELDS = {"synthetic_tokens_per_second", "max_session_seconds", "hop_growth", "send_timeout"}
+_FLOAT_FIELDS |= {"ws_ping_interval", "ws_ping_timeout", "decoder_wait_seconds", "drain_seconds"}
+_FLOAT_FIELDS |= {"max_conversation_audio_seconds"}
 _PATH_FIELDS = {"token2wav_dir", "cache_dir"}
 
 
@@ -209,8 +267,10 @@ def _parse_field(name: str, raw: str) -> object:
     try:
         if name in _INT_FIELDS:
             return int(raw)
-        if name in ("synthetic_tokens_per_second", "max_session_seconds", "hop_growth"):
+        if name in _FLOAT_FIELDS:
             return float(raw)
+        if name == "allowed_origins":
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
         if name in _PATH_FIELDS:
             return Path(raw).expanduser()
         if name == "voices":

@@ -50,6 +50,26 @@ CODE_CANNOT_UPDATE_VOICE = "cannot_update_voice"
 CODE_INVALID_API_KEY = "invalid_api_key"
 CODE_INTERNAL = "internal_error"
 INTERNAL_MESSAGE = "The server had an internal error."
+# Our limits (README "Security and limits"): OpenAI publishes no codes for these.
+CODE_TOO_MANY_RESPONSES = "too_many_out_of_band_responses"
+CODE_DECODER_CAPACITY = "decoder_capacity_reached"
+CODE_CONVERSATION_LIMIT = "conversation_limit_reached"
+CODE_BUFFER_FULL = "input_audio_buffer_full"
+CODE_NESTING_TOO_DEEP = "nesting_too_deep"
+CODE_SHUTTING_DOWN = "server_shutting_down"
+CODE_ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+CODE_SEND_TIMEOUT = "send_timeout"
+
+MAX_QUOTED_CHARS = 200  # how much of a client's value an error message repeats
+MAX_MESSAGE_CHARS = 1000  # no error message is longer (a safety net behind `quote`)
+
+
+def quote(value: object) -> str:
+    """The client's ``value`` as an error message may show it: at most `MAX_QUOTED_CHARS` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= MAX_QUOTED_CHARS:
+        return text
+    return f"{text[:MAX_QUOTED_CHARS]}... ({len(text)} characters)"
 
 
 class RealtimeError(Exception):
@@ -89,6 +109,18 @@ class SessionClosing(RealtimeError):
         super().__init__(code, message)
         self.close_code = close_code
         self.error_type = error_type
+
+
+class PeerStalled(Exception):
+    """The client stopped reading: a frame or a producer waited `send_timeout` for room.
+
+    Not a `RealtimeError`: no ``error`` event can reach such a client. The connection ends the session and
+    closes with `CLOSE_POLICY_VIOLATION` and reason ``send_timeout``.
+    """
+
+
+class PeerGone(Exception):
+    """Writing to the socket failed: the client is gone. The connection ends the session at once."""
 
 
 class ResponseFailure(RealtimeError):
@@ -141,7 +173,14 @@ def describe_exception(exc: BaseException) -> ErrorReport:
         log.error("internal error while serving a session", exc_info=exc)
         return ErrorReport(SERVER_ERROR, CODE_INTERNAL, INTERNAL_MESSAGE, close_code=CLOSE_INTERNAL_ERROR)
     close_code = found.close_code if isinstance(found, SessionClosing) else None
-    return ErrorReport(found.error_type, found.code, found.message, found.param, found.event_id, close_code)
+    message = found.message
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + "..."
+    param = found.param if found.param is None or len(found.param) <= MAX_QUOTED_CHARS else quote(found.param)
+    event_id = found.event_id if isinstance(found.event_id, str) else None
+    if event_id is not None and len(event_id) > MAX_QUOTED_CHARS:
+        event_id = quote(event_id)
+    return ErrorReport(found.error_type, found.code, message, param, event_id, close_code)
 
 
 def _first_realtime_error(exc: BaseException) -> RealtimeError | None:

@@ -353,7 +353,8 @@ function connect() {
 async function loadServerInfo() {
   try {
     const key = new URLSearchParams(location.search).get("key");
-    const res = await fetch("/v1/voices", { headers: key ? { Authorization: `Bearer ${key}` } : {} });
+    const res = await fetch("/v1/voices", key ? { headers: { Authorization: `Bearer ${key}` } } : {});
+    if (!res.ok) throw new Error(`HTTP ${res.status}`); // behind the server's API key when one is set
     const info = await res.json();
     const list = Array.isArray(info) ? info : info.voices || [];
     const names = list.map((v) => (typeof v === "string" ? v : v.name || v.id));

@@ -178,7 +178,11 @@ class LLMBackend(Protocol):
         ...
 
     def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
-        """Stream the reply. Raises BackendError on failure. Closing the iterator early aborts the request."""
+        """Stream the reply. Raises BackendError on failure.
+
+        Closing the iterator early (or cancelling the task iterating it), at any point after the first
+        ``__anext__``, aborts the request exactly once; callers need not call `abort` as well.
+        """
         ...
 
     async def abort(self, rid: str) -> None:

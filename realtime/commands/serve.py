@@ -15,6 +15,8 @@ import socket
 import sys
 from typing import Any
 
+from realtime.commands.limits import add_limit_arguments, parse_origins
+from realtime.commands.limits import flag as _flag
 from realtime.config import (
     DEFAULT_FIRST_HOP_TOKENS,
     DEFAULT_HOP_GROWTH,
@@ -77,16 +79,19 @@ _OWN_DESTS = {
     "torch_threads",
     "context_length",
     "min_answer_tokens",
+    "allowed_origins",
+    "send_timeout",
+    "ws_ping_interval",
+    "ws_ping_timeout",
+    "max_out_of_band_responses",
+    "max_decoder_streams",
+    "decoder_memory_mb",
+    "decoder_wait_seconds",
+    "max_conversation_items",
+    "max_conversation_mb",
+    "max_conversation_audio_seconds",
+    "drain_seconds",
 }
-
-
-def _flag(
-    parser: argparse.ArgumentParser | Any, *names: str, env: str, default: str, help: str, **kw: Any
-) -> None:
-    # SUPPRESS keeps unset flags out of the namespace, so env vars and config defaults apply to them.
-    parser.add_argument(
-        *names, default=argparse.SUPPRESS, help=f"{help} (default: {default}; env STREAMVOICE_{env})", **kw
-    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +135,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "openai-insecure-api-key.KEY subprotocol or ?api_key=); a wrong or missing key gets an "
         "invalid_api_key error and close 1008. Prefer the env variable: flags show up in ps",
     )
+
+    _flag(
+        net,
+        "--allowed-origins",
+        env="ALLOWED_ORIGINS (comma-separated)",
+        default="loopback pages and pages served by this server under an IP address",
+        type=parse_origins,
+        metavar="ORIGIN[,ORIGIN...]",
+        help="browser origins (scheme://host[:port]) allowed to open WebSocket sessions, or '*' for any; "
+        "others get origin_not_allowed and close 1008. Clients without an Origin header are not affected",
+    )
+    add_limit_arguments(parser)
 
     llm = parser.add_argument_group("LLM backend")
     _flag(
@@ -342,33 +359,16 @@ def run(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
-def _announcing_server_class() -> Any:
-    import uvicorn
-
-    class AnnouncingServer(uvicorn.Server):  # type: ignore[misc]
-        """Prints the ready line once uvicorn accepts connections (not before: clients would be refused)."""
-
-        def __init__(self, config: Any, message: str) -> None:
-            super().__init__(config)
-            self._message = message
-
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:
-                print(self._message, flush=True)
-
-    return AnnouncingServer
-
-
 async def serve(config: ServerConfig) -> int:
     """Run the server for ``config`` until cancelled or interrupted; returns the process exit code."""
     import uvicorn
 
+    from realtime.commands.uvicorn_server import SHUTDOWN_GRACE_S, announcing_server_class, drain_sessions
     from realtime.errors import ResponseFailure
-    from realtime.http.app import WS_MAX_FRAME_BYTES, create_app
+    from realtime.http.app import create_app, uvicorn_options
     from realtime.speech.runtime import DEMO_NOTICE, Runtime
 
-    _AnnouncingServer = _announcing_server_class()
+    _AnnouncingServer = announcing_server_class()
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -395,15 +395,19 @@ async def serve(config: ServerConfig) -> int:
             f"streamvoice ready: demo page http://{shown}:{port}/  realtime ws://{shown}:{port}/v1/realtime  "
             f"health http://{shown}:{port}/health"
         )
+        sessions = app.state.sessions
         server = _AnnouncingServer(
             uvicorn.Config(
                 app,
                 log_level=config.log_level,
-                ws_max_size=WS_MAX_FRAME_BYTES,
                 lifespan="off",
                 access_log=False,
+                # after the drain, uvicorn closes what is left; it never waits forever on a stuck task
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                **uvicorn_options(config),
             ),
             ready,
+            lambda: drain_sessions(runtime, sessions, config.drain_seconds),
         )
         await server.serve(sockets=[sock])
     finally:

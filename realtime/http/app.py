@@ -8,22 +8,27 @@
   ``DELETE /v1/audio/voices/{name}`` (realtime/http/voices_api.py), ``GET /v1/models`` (realtime/http/models.py):
   OpenAI's audio HTTP API on the same runtime; every error in OpenAI's shape (realtime/http/errors.py).
 - With ``config.api_key`` set, a WebSocket client must present that key (docs/PROTOCOL.md §1.2), and so must
-  every ``/v1/`` HTTP route; ``/health``, ``/metrics`` and the demo page stay open.
-- ``GET /health``: JSON status and what the server runs (backend, decoder, voices, embedded-demo notice).
+  ``/metrics`` and every ``/v1/`` HTTP route (``Authorization: Bearer`` or ``api-key``); ``/health`` and the
+  demo stay open.
+- ``GET /health``: JSON status, readiness (``ready`` / ``draining``), what the server runs, sessions, decoder
+  streams, and the process's RSS and task count.
 - ``GET /metrics``: Prometheus text from the runtime's registry.
 - ``GET /v1/voices``: voice names, the default, and whether this is the embedded demo.
-- ``POST /v1/audio/transcriptions``: OpenAI's transcription endpoint on the model's ASR (transcriptions.py).
-- ``/``: the static ``web_demo/`` page, when the folder exists (source checkouts and editable installs).
+- ``/``: the static ``web_demo/`` page, when the folder exists (source checkouts and editable installs), and
+  ``/favicon.ico``.
 
-Serve it with uvicorn and ``ws_max_size=WS_MAX_FRAME_BYTES`` so oversized client frames reach the protocol
-layer (which answers with an ``error`` event) instead of the transport closing the socket.
+Serve it with uvicorn and `uvicorn_options` (frame size, queue, keepalive pings) so oversized client frames
+reach the protocol layer (which answers with an ``error`` event) instead of the transport closing the socket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import resource
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,11 +36,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ExceptionHandler
 
+from realtime.config import ServerConfig
 from realtime.http.chat import chat_endpoint
 from realtime.http.errors import (
     HTTPError,
@@ -58,7 +64,56 @@ log = logging.getLogger(__name__)
 # Transport limit for client frames: above the protocol's 15 MiB append limit, so a too-large event gets an
 # error event (and the session continues) while absurd frames are still cut off by the server (close 1009).
 WS_MAX_FRAME_BYTES = 32 * 1024 * 1024
+# Client messages uvicorn may queue per socket before it stops reading (its legacy websockets protocol; the
+# default sans-I/O one already pauses reading after each message until the app takes it).
+WS_MAX_QUEUE = 4
 WEB_DEMO_DIR = Path(__file__).resolve().parents[2] / "web_demo"
+FAVICON = "favicon.svg"
+HTTP_NOT_FOUND = 404
+RSS_PAGE_FIELD = 1  # /proc/self/statm: the second field is resident pages
+
+
+def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
+    """The uvicorn settings the Realtime endpoint relies on: frame size, queue and keepalive pings.
+
+    A dead or stuck peer is dropped within ``ws_ping_interval + ws_ping_timeout`` seconds.
+    """
+    interval = config.ws_ping_interval or None
+    return {
+        "ws_max_size": WS_MAX_FRAME_BYTES,
+        "ws_max_queue": WS_MAX_QUEUE,
+        "ws_ping_interval": interval,
+        "ws_ping_timeout": config.ws_ping_timeout if interval else None,
+    }
+
+
+def process_figures() -> dict[str, int]:
+    """Resident memory (bytes), its peak, and the event loop's task count, for ``/health`` and the soak."""
+    rss = 0
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            rss = int(statm.read().split()[RSS_PAGE_FIELD]) * resource.getpagesize()
+    except OSError:
+        pass
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_kb if sys.platform == "darwin" else peak_kb * 1024
+    return {"rss_bytes": rss, "peak_rss_bytes": peak, "tasks": len(asyncio.all_tasks())}
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _keyed(server_key: str | None, handler: Handler) -> Handler:
+    """``handler`` behind the server's API key (when one is set), refused in OpenAI's error shape."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            check_api_key(request, server_key)
+        except HTTPError as exc:
+            return error_response(exc)
+        return await handler(request)
+
+    return guarded
 
 
 def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) -> Starlette:
@@ -74,8 +129,9 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
     voice_api = VoicesAPI(runtime)
     list_models, retrieve_model = model_routes(model, int(time.time()), runtime.config.api_key or None)
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "model": model, "sessions": sessions.open, **runtime.describe()})
+    async def health(request: Request) -> Response:
+        info = {"status": "ok", "model": model, "sessions": sessions.open, **runtime.describe()}
+        return JSONResponse({**info, **process_figures()})
 
     async def metrics(request: Request) -> Response:
         body, content_type = runtime.metrics.render()
@@ -106,11 +162,19 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         Route("/models", list_models, methods=["GET"]),
         Route("/models/{model:path}", retrieve_model, methods=["GET"]),
     ]
+    icon = web_demo_dir / FAVICON if web_demo_dir is not None else None
+
+    async def favicon(request: Request) -> Response:
+        if icon is None or not icon.is_file():
+            return Response(status_code=HTTP_NOT_FOUND)
+        return FileResponse(icon, media_type="image/svg+xml")
+
     routes: list[BaseRoute] = [
         WebSocketRoute("/v1/realtime", realtime_socket),
         WebSocketRoute("/realtime", realtime_socket),
         Route("/health", health),
-        Route("/metrics", metrics),
+        Route("/metrics", _keyed(runtime.config.api_key or None, metrics)),
+        Route("/favicon.ico", favicon),
         Mount("/v1", routes=api),
     ]
     if web_demo_dir is not None and web_demo_dir.is_dir():
@@ -120,7 +184,9 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         HTTPError: handle_http_error,
         Exception: handle_unexpected,
     }
-    return Starlette(routes=routes, lifespan=_lifespan, exception_handlers=handlers)
+    app = Starlette(routes=routes, lifespan=_lifespan, exception_handlers=handlers)
+    app.state.sessions = sessions  # the shutdown path drains them (realtime/commands/serve.py)
+    return app
 
 
 @asynccontextmanager

@@ -1,29 +1,36 @@
-"""The Realtime WebSocket endpoint: handshake, API key, session cap, then one `Session` until it closes.
+"""The Realtime WebSocket endpoint: handshake, origin, API key, session cap, then one `Session` until it closes.
 
 Mounted at ``/v1/realtime`` and ``/realtime`` by realtime/http/app.py (docs/PROTOCOL.md §1).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from realtime.errors import (
+    CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
     CODE_INVALID_API_KEY,
+    CODE_ORIGIN_NOT_ALLOWED,
     CODE_SESSION_LIMIT,
+    CODE_SHUTTING_DOWN,
     INVALID_REQUEST,
     SERVER_ERROR,
     ErrorReport,
+    quote,
 )
-from realtime.session.connection import serve_connection
+from realtime.session.connection import Drain, Ending, serve_connection
 from realtime.session.session import Session
 from realtime.speech.runtime import Runtime
 from realtime.wire.handshake import Dialect, negotiate
@@ -33,14 +40,85 @@ log = logging.getLogger(__name__)
 
 SERVED_MODEL = "step-audio-2-mini"
 _IGNORED_QUERY = ("call_id", "intent")
+CLOSE_WAIT_S = 2.0  # longest wait to hand the close frame to a socket that is not being read
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 @dataclass
 class SessionCount:
-    """Open sessions against the configured cap (event loop only)."""
+    """Open sessions against the configured cap, and the shutdown signal they watch (event loop only).
+
+    Attributes:
+        limit: sessions allowed at once.
+        open: sessions open now.
+        drain: set by `start_drain`; every session closes with 1001 once its responses are done.
+    """
 
     limit: int
     open: int = 0
+    drain: Drain = field(default_factory=lambda: Drain(asyncio.Event()))
+    none_open: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start_drain(self, seconds: float) -> None:
+        """Refuse new sessions; let active responses run for at most ``seconds``, then close every session."""
+        self.drain.deadline = asyncio.get_running_loop().time() + seconds
+        self.drain.started.set()
+        if not self.open:
+            self.none_open.set()
+
+    def opened(self) -> None:
+        """Count a new session."""
+        self.open += 1
+        self.none_open.clear()
+
+    def closed(self) -> None:
+        """Count a session gone."""
+        self.open -= 1
+        if not self.open:
+            self.none_open.set()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def origin_allowed(
+    origin: str | None, host_header: str | None, allowed: tuple[str, ...], *, keyed: bool = False
+) -> bool:
+    """Whether a browser page from ``origin`` may open a session (README "Security and limits").
+
+    No ``Origin`` header (SDKs, servers, curl) is always allowed: the check only stops other sites' pages
+    from driving this server through a visitor's browser. ``allowed`` lists exact origins, or ``*`` for
+    any. With an empty list, a loopback page (``localhost``, ``127.0.0.1``, ``[::1]``) and a page served by
+    this server under an IP address are allowed; a page served by this server under a DNS name is allowed
+    only when the server has an API key (``keyed``), because without one a hostile site could rebind its DNS
+    name to this server's address and drive it from a visitor's browser.
+    """
+    if origin is None:
+        return True
+    if "*" in allowed or origin.lower() in {entry.lower() for entry in allowed}:
+        return True
+    if allowed:
+        return False
+    parts = urlsplit(origin)
+    host = parts.hostname or ""
+    if _is_loopback(host):
+        return True
+    same_origin = host_header is not None and parts.netloc == host_header
+    return same_origin and (keyed or _is_ip_literal(host))
 
 
 def served_model_name(runtime: Runtime) -> str:
@@ -76,6 +154,16 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
                 log.info("ignoring unsupported query parameter %s", name)
         log.info("session requested model=%s dialect=%s", requested, handshake.dialect.value)
         await ws.accept(subprotocol=handshake.subprotocol)
+        origin = ws.headers.get("origin")
+        if not origin_allowed(origin, ws.headers.get("host"), config.allowed_origins, keyed=bool(server_key)):
+            report = ErrorReport(
+                INVALID_REQUEST,
+                CODE_ORIGIN_NOT_ALLOWED,
+                f"Pages from origin '{quote(origin)}' may not open sessions on this server; start it with "
+                "--allowed-origins to allow them.",
+            )
+            await _refuse(ws, handshake.dialect, report, CLOSE_POLICY_VIOLATION, runtime)
+            return
         if not key_accepted(handshake.api_key, server_key):
             # accept first, then refuse: a browser cannot read the status of a refused upgrade
             # (docs/PROTOCOL.md §1.2)
@@ -86,32 +174,63 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
                 f"{presented} API key was provided. Pass the server's key as 'Authorization: Bearer <key>', "
                 "an 'api-key' header, the 'openai-insecure-api-key.<key>' subprotocol or '?api_key=<key>'.",
             )
-            runtime.metrics.error(CODE_INVALID_API_KEY)
-            await ws.send_text(encode(EventBuilder(handshake.dialect).error(report)))
-            await ws.close(CLOSE_POLICY_VIOLATION, reason=CODE_INVALID_API_KEY)
+            await _refuse(ws, handshake.dialect, report, CLOSE_POLICY_VIOLATION, runtime)
+            return
+        if sessions.drain.started.is_set():
+            report = ErrorReport(SERVER_ERROR, CODE_SHUTTING_DOWN, "The server is shutting down.")
+            await _refuse(ws, handshake.dialect, report, CLOSE_GOING_AWAY, runtime)
             return
         if sessions.open >= sessions.limit:
             report = ErrorReport(
                 SERVER_ERROR, CODE_SESSION_LIMIT, f"The server is at its limit of {sessions.limit} sessions."
             )
-            runtime.metrics.error(CODE_SESSION_LIMIT)
-            await ws.send_text(encode(EventBuilder(handshake.dialect).error(report)))
-            await ws.close(CLOSE_TRY_AGAIN_LATER)
+            await _refuse(ws, handshake.dialect, report, CLOSE_TRY_AGAIN_LATER, runtime)
             return
-        sessions.open += 1
+        sessions.opened()
         runtime.metrics.session_opened()
-        close_code = CLOSE_INTERNAL_ERROR
+        ending = Ending(CLOSE_INTERNAL_ERROR)
         try:
-            close_code = await serve_connection(Session(runtime, handshake.dialect, model), ws)
+            session = Session(runtime, handshake.dialect, model)
+            ending = await serve_connection(session, ws, sessions.drain)
         except Exception:
             log.exception("session failed")
         finally:
-            sessions.open -= 1
+            sessions.closed()
             runtime.metrics.session_closed()
-        if ws.client_state is WebSocketState.CONNECTED:
-            try:
-                await ws.close(close_code)
-            except (RuntimeError, WebSocketDisconnect):
-                pass  # the client left while we were closing
+        await close_socket(ws, ending)
 
     return realtime_socket
+
+
+async def _refuse(
+    ws: WebSocket, dialect: Dialect, report: ErrorReport, close_code: int, runtime: Runtime
+) -> None:
+    """Tell a client why it gets no session, then close (accepted first: a browser cannot read the status
+    of a refused upgrade, docs/PROTOCOL.md §1.2)."""
+    runtime.metrics.error(report.code)
+    try:
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await ws.send_text(encode(EventBuilder(dialect).error(report)))
+    except (TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
+        return
+    await close_socket(ws, Ending(close_code, report.code))
+
+
+async def close_socket(ws: WebSocket, ending: Ending) -> None:
+    """Send the close frame if the socket can still take it; never waits more than `CLOSE_WAIT_S`.
+
+    A peer that does not read keeps the transport's buffer full: the close frame then cannot be written, and
+    the server lets go of the connection anyway (uvicorn closes the transport when the handler returns).
+    """
+    if (
+        ws.client_state is not WebSocketState.CONNECTED
+        or ws.application_state is not WebSocketState.CONNECTED
+    ):
+        return
+    if ending.code in (1005, 1006):  # the peer is gone: there is nobody to send a close frame to
+        return
+    try:
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await ws.close(ending.code, reason=ending.reason or None)
+    except (TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
+        pass  # the client left while we were closing, or does not read

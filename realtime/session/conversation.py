@@ -1,18 +1,50 @@
-"""The default conversation of one session: ordered items and lookups by id (event loop only)."""
+"""The default conversation of one session: ordered items, lookups by id, and its size caps (event loop only)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation
+from realtime.audio import PCM_RATE
+from realtime.errors import CODE_CONVERSATION_LIMIT, CODE_INVALID_VALUE, ProtocolViolation, quote
 from realtime.wire.records import ROOT, Item, new_id
+
+BYTES_PER_MB = 1024 * 1024
 
 
 def item_not_found(item_id: str, param: str = "item_id") -> ProtocolViolation:
     """The error for an unknown item id (OpenAI's code is unverified: we use ``invalid_value``)."""
     return ProtocolViolation(
-        CODE_INVALID_VALUE, f"Invalid value: '{item_id}'. No item with this id in the conversation.", param
+        CODE_INVALID_VALUE,
+        f"Invalid value: '{quote(item_id)}'. No item with this id in the conversation.",
+        param,
     )
+
+
+@dataclass(frozen=True)
+class ConversationLimits:
+    """What one conversation may hold; an insert beyond any of them is refused.
+
+    Attributes:
+        items: number of items.
+        stored_bytes: text and audio bytes over all items.
+        audio_seconds: seconds of stored audio (user input audio and assistant audio sent).
+    """
+
+    items: int = 1000
+    stored_bytes: int = 64 * BYTES_PER_MB
+    audio_seconds: float = 1800.0
+
+
+def item_bytes(item: Item) -> int:
+    """Bytes of text and audio ``item`` holds."""
+    fields = (item.arguments, item.output, item.name)
+    return sum(part.stored_bytes for part in item.content) + sum(len(f or "") for f in fields)
+
+
+def item_audio_seconds(item: Item) -> float:
+    """Seconds of audio ``item`` holds: its input audio parts and the assistant audio sent for it."""
+    return sum(part.audio_seconds for part in item.content) + item.audio_samples / PCM_RATE
 
 
 class Conversation:
@@ -22,11 +54,13 @@ class Conversation:
         id: conversation id (``conv_...``).
         prompt_start: id of the first item still in the model's prompt after a context cut
             (realtime/session/context_fit.py); None when nothing was cut. Earlier items stay here for the client.
+        limits: the caps checked by `insert`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ConversationLimits | None = None) -> None:
         self.id = new_id("conv")
         self.prompt_start: str | None = None
+        self.limits = limits or ConversationLimits()
         self._items: list[Item] = []
 
     def __iter__(self) -> Iterator[Item]:
@@ -49,19 +83,52 @@ class Conversation:
                 return item
         raise item_not_found(item_id)
 
-    def insert(self, item: Item, previous_item_id: str | None = None) -> str | None:
+    def check_room(self, item: Item | None = None) -> None:
+        """Raise unless the conversation can take ``item`` (None: one more, still empty, item).
+
+        Raises:
+            ProtocolViolation: ``conversation_limit_reached`` naming the cap; delete items to go on.
+        """
+        limits = self.limits
+        advice = "Delete items (conversation.item.delete) to continue."
+        if len(self._items) + 1 > limits.items:
+            raise ProtocolViolation(
+                CODE_CONVERSATION_LIMIT,
+                f"The conversation holds its maximum of {limits.items} items. {advice}",
+            )
+        held = sum(item_bytes(i) for i in self._items) + (item_bytes(item) if item else 0)
+        if held > limits.stored_bytes:
+            raise ProtocolViolation(
+                CODE_CONVERSATION_LIMIT,
+                f"The conversation would hold {held} bytes of text and audio; the maximum is "
+                f"{limits.stored_bytes}. {advice}",
+            )
+        seconds = sum(item_audio_seconds(i) for i in self._items) + (item_audio_seconds(item) if item else 0)
+        if seconds > limits.audio_seconds:
+            raise ProtocolViolation(
+                CODE_CONVERSATION_LIMIT,
+                f"The conversation would hold {seconds:.1f} s of audio; the maximum is "
+                f"{limits.audio_seconds:g} s. {advice}",
+            )
+
+    def insert(
+        self, item: Item, previous_item_id: str | None = None, *, admitted: bool = False
+    ) -> str | None:
         """Insert after ``previous_item_id`` (``"root"`` = at the start; None = at the end).
+
+        ``admitted`` skips the caps: a response's reply item, whose room was checked at ``response.create``.
 
         Returns:
             The id of the item now before ``item`` (None at the start).
 
         Raises:
-            ProtocolViolation: the id is already used or ``previous_item_id`` is unknown.
+            ProtocolViolation: the id is already used, ``previous_item_id`` is unknown, or a cap
+                (`check_room`) would be exceeded.
         """
         if item.id in self:
             raise ProtocolViolation(
                 CODE_INVALID_VALUE,
-                f"Invalid value: '{item.id}'. An item with this id already exists.",
+                f"Invalid value: '{quote(item.id)}'. An item with this id already exists.",
                 "item.id",
             )
         if previous_item_id is None:
@@ -70,6 +137,8 @@ class Conversation:
             index = 0
         else:
             index = self._index(previous_item_id, "previous_item_id") + 1
+        if not admitted:
+            self.check_room(item)
         self._items.insert(index, item)
         return self._items[index - 1].id if index > 0 else None
 

@@ -8,7 +8,7 @@ idle session holds bounded audio; the buffer never grows past `MAX_BUFFER_SECOND
 from __future__ import annotations
 
 from realtime.audio import AudioFormat, wire_to_pcm16
-from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation
+from realtime.errors import CODE_BUFFER_FULL, ProtocolViolation
 from realtime.session.vad import TurnDetector, VadEvent
 from realtime.wire.session_config import TurnDetection
 
@@ -55,10 +55,12 @@ class InputAudioBuffer:
             ProtocolViolation: not whole samples, or the buffer is full.
         """
         wire_to_pcm16(wire, self._fmt, "audio")  # validates whole samples
-        if self.buffered_ms > MAX_BUFFER_SECONDS * MS_PER_SECOND:
+        after_ms = self._ms(len(self._buffer) + len(wire))
+        if after_ms > MAX_BUFFER_SECONDS * MS_PER_SECOND:  # checked with the new audio included
             raise ProtocolViolation(
-                CODE_INVALID_VALUE,
-                f"The input audio buffer holds more than {MAX_BUFFER_SECONDS} s: commit or clear it first.",
+                CODE_BUFFER_FULL,
+                f"This append would bring the input audio buffer to {after_ms / MS_PER_SECOND:.1f} s; the "
+                f"maximum is {MAX_BUFFER_SECONDS} s: commit or clear it first.",
                 "audio",
             )
         self._buffer.extend(wire)
@@ -77,6 +79,10 @@ class InputAudioBuffer:
         audio = bytes(self._buffer)
         self._buffer.clear()
         return audio
+
+    def peek(self) -> bytes:
+        """A copy of the buffered audio; the buffer is unchanged (a commit that may still be refused)."""
+        return bytes(self._buffer)
 
     def clear(self) -> None:
         """Drop the buffered audio (``input_audio_buffer.clear``)."""

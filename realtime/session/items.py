@@ -71,9 +71,8 @@ def item_from_client(model: ConversationItemModel, input_format: AudioFormat) ->
 
 def user_audio_item(wire: bytes, fmt: AudioFormat) -> Item:
     """The user item a commit creates from buffered wire audio."""
-    part = ContentPart(
-        "input_audio", audio=wire, pcm16=wire_to_pcm16(wire, fmt, "audio"), pcm_rate=fmt.sample_rate
-    )
+    wire_to_pcm16(wire, fmt, "audio")  # whole samples
+    part = ContentPart("input_audio", audio=wire, audio_format=fmt)
     return Item(id=new_id("item"), kind="message", role="user", content=[part])
 
 
@@ -86,8 +85,8 @@ def _input_audio(audio: str | None, transcript: str | None, fmt: AudioFormat, pa
         raise ProtocolViolation(
             CODE_INVALID_VALUE, "Invalid value: audio is not valid base64.", f"{param}.audio"
         ) from None
-    pcm = wire_to_pcm16(wire, fmt, f"{param}.audio")
-    return ContentPart("input_audio", transcript=transcript, audio=wire, pcm16=pcm, pcm_rate=fmt.sample_rate)
+    wire_to_pcm16(wire, fmt, f"{param}.audio")  # whole samples
+    return ContentPart("input_audio", transcript=transcript, audio=wire, audio_format=fmt)
 
 
 def _required(value: str | None, param: str) -> str:
@@ -122,8 +121,8 @@ def prompt_turns_with_ids(items: Iterable[Item]) -> list[tuple[PromptTurn, str]]
             turns.append((PromptTurn(role="tool", text=item.output, name=names.get(item.call_id)), item.id))
         elif item.role is not None:
             text = "".join(_text_form(p) for p in item.content)
-            audio = b"".join(p.pcm16 for p in item.content if p.pcm16)
-            rate = next((p.pcm_rate for p in item.content if p.pcm16), PCM_RATE)
+            audio = b"".join(chunk for chunk in (p.pcm16 for p in item.content) if chunk)
+            rate = next((p.pcm_rate for p in item.content if p.kind == "input_audio" and p.audio), PCM_RATE)
             turn = PromptTurn(
                 role=item.role,
                 text=text or None,

@@ -22,7 +22,16 @@ from typing import Literal
 from realtime.audio import PCM_RATE, AudioFormat, OutputEncoder, slice_pcm
 from realtime.backends.base import FinishReason, GenerationInput
 from realtime.backends.context import ContextLengthExceeded
-from realtime.errors import CODE_INTERNAL, INTERNAL_MESSAGE, SERVER_ERROR, ResponseFailure
+from realtime.errors import (
+    CODE_DECODER_CAPACITY,
+    CODE_INTERNAL,
+    INTERNAL_MESSAGE,
+    SERVER_ERROR,
+    ErrorReport,
+    PeerGone,
+    PeerStalled,
+    ResponseFailure,
+)
 from realtime.metrics import Metrics
 from realtime.session.context_fit import ConversationFit
 from realtime.session.conversation import Conversation
@@ -36,6 +45,7 @@ from realtime.speech.reply import (
     TranscriptDelta,
     UsageMeter,
 )
+from realtime.speech.streams import StreamSlots
 from realtime.wire.records import ContentPart, Item, ResponseRecord, TokenUsage, new_id
 from realtime.wire.server_events import EventBuilder, PartIds, encode
 from streaming_parser import VocabLayout
@@ -75,6 +85,8 @@ class ResponseContext:
         max_delta_ms: longest audio delta.
         on_audio: called once when the response produces its first audio (locks the session voice).
         metrics: the server's metrics.
+        streams: the server's decoder stream slots (a spoken response holds one from start to end).
+        stream_wait: seconds a spoken response waits for a slot before it is refused.
         on_first_output: called once when the response produces its first audio (spoken) or text (text
             only), or ends without any: input transcriptions wait for it (realtime/session/transcription.py).
         truncate: cuts an item of this response at ``audio_end_ms`` (`realtime.session.items.truncate_item`
@@ -89,6 +101,8 @@ class ResponseContext:
     max_delta_ms: int
     on_audio: Callable[[], None]
     metrics: Metrics
+    streams: StreamSlots
+    stream_wait: float
     on_first_output: Callable[[], None] = lambda: None
     truncate: Callable[[Item, int], None] = lambda item, audio_end_ms: None
     on_delivered: Callable[[ResponseRun], None] = lambda run: None
@@ -108,6 +122,7 @@ class ResponseRun:
         truncated_ms: ``audio_end_ms`` of a ``conversation.item.truncate`` of this response's message while
             it ran: the truncation is applied again once the item is final.
         first_audio_sent: `time.perf_counter()` when its first audio delta was written to the socket.
+        event_id: the ``response.create`` event's id (echoed by an admission error).
     """
 
     def __init__(
@@ -124,6 +139,7 @@ class ResponseRun:
         self.request = request
         self.cancelled = False
         self.phase = ResponsePhase.CREATED
+        self.event_id: str | None = None
         self._conversation = conversation
         self._fitter = fitter
         self._cancel_reason: CancelReason = "client_cancelled"
@@ -166,7 +182,35 @@ class ResponseRun:
         self.phase = target
 
     async def run(self) -> None:
-        """Emit the whole response. Cancelling this task (connection closing) aborts without closing events."""
+        """Emit the whole response. Cancelling this task (connection closing) aborts without closing events.
+
+        A spoken response first takes a decoder stream slot; when none comes free within the wait, the client
+        gets an ``error`` (``decoder_capacity_reached``) instead of the response, and the session goes on.
+
+        Raises:
+            PeerStalled, PeerGone: the client stopped reading or left (the connection ends the session).
+        """
+        ctx = self.ctx
+        if not self._speaks:
+            await self._run()
+            return
+        if not await ctx.streams.acquire(ctx.stream_wait):
+            report = ErrorReport(
+                SERVER_ERROR,
+                CODE_DECODER_CAPACITY,
+                f"All {ctx.streams.limit} speech decoder streams of the server are busy; no response was "
+                f"started. Try again shortly.",
+                event_id=self.event_id,
+            )
+            ctx.metrics.error(report.code)
+            await ctx.outbox.put(ctx.events.error(report))
+            return
+        try:
+            await self._run()
+        finally:
+            ctx.streams.release()
+
+    async def _run(self) -> None:
         ctx, record = self.ctx, self.record
         ctx.metrics.response_started()
         self._started = time.perf_counter()
@@ -184,7 +228,7 @@ class ResponseRun:
             record.output.append(item)
             await ctx.outbox.put(ctx.events.output_item_added(record.id, 0, item))
             if self._conversation is not None:
-                previous = self._conversation.insert(item)
+                previous = self._conversation.insert(item, admitted=True)  # room checked at response.create
                 await ctx.outbox.put(ctx.events.item_added(item, previous))
             item.content.append(part)
             ids = PartIds(record.id, item.id, 0, 0)
@@ -201,7 +245,11 @@ class ResponseRun:
                 if not self._child.done():
                     self._child.cancel()
                     await asyncio.wait({self._child})
+                elif not self._child.cancelled():
+                    self._child.exception()  # mark its failure seen, also when this task is being cancelled
             done, error = self._outcome(self._child)
+            if isinstance(error, PeerStalled | PeerGone):
+                raise error
             await self._close(item, part, ids, done, error)
             finished = True
         finally:

@@ -95,7 +95,8 @@ class ResponseCalls:
                 items.append(item)
                 await put(events.output_item_added(record.id, index, item))
                 if conversation is not None:
-                    await put(events.item_added(item, conversation.insert(item)))
+                    # part of a response admitted at response.create: never refused by the caps mid-way
+                    await put(events.item_added(item, conversation.insert(item, admitted=True)))
             elif item is not None and isinstance(event, CallArguments):
                 item.arguments = (item.arguments or "") + event.delta
                 await put(

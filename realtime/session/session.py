@@ -21,13 +21,15 @@ from realtime.errors import (
     CODE_COMMIT_EMPTY,
     CODE_INVALID_FOR_TRANSPORT,
     CODE_INVALID_VALUE,
+    CODE_SHUTTING_DOWN,
+    CODE_TOO_MANY_RESPONSES,
     ErrorReport,
     ProtocolViolation,
     RealtimeError,
     describe_exception,
 )
 from realtime.session.context_fit import ConversationFit
-from realtime.session.conversation import Conversation
+from realtime.session.conversation import Conversation, ConversationLimits
 from realtime.session.idle import IdleTimer
 from realtime.session.input_audio import InputAudioBuffer
 from realtime.session.items import (
@@ -63,6 +65,7 @@ log = logging.getLogger(__name__)
 OUTBOX_FRAMES = 256  # frames queued for the socket before producers wait
 MIN_COMMIT_MS = 100  # OpenAI: a commit needs at least 100 ms of audio
 MS_PER_SECOND = 1000
+BYTES_PER_MB = 1024 * 1024
 
 
 def _nothing() -> None:
@@ -84,8 +87,15 @@ class Session:
         self.id = new_id("sess")
         self.events = EventBuilder(dialect)
         self.config = SessionConfig(model=model, voice=runtime.voices.default)
-        self.conversation = Conversation()
-        self.outbox = Outbox(OUTBOX_FRAMES)
+        config = runtime.config
+        self.conversation = Conversation(
+            ConversationLimits(
+                items=config.max_conversation_items,
+                stored_bytes=config.max_conversation_mb * BYTES_PER_MB,
+                audio_seconds=config.max_conversation_audio_seconds,
+            )
+        )
+        self.outbox = Outbox(OUTBOX_FRAMES, config.send_timeout)
         self.voice_locked = False
         self.input_audio = InputAudioBuffer(self.config.input_format)
         self._default: ResponseRun | None = None
@@ -94,6 +104,8 @@ class Session:
         self._gate = FirstOutputGate()
         self.transcriptions = InputTranscriptions(runtime.backend, self.events, self.outbox, self._gate)
         self.idle = IdleTimer(self._idle_timeout)
+        self.quiet = asyncio.Event()  # set while no response is in progress (the shutdown drain waits on it)
+        self.quiet.set()
 
     async def open(self, tasks: asyncio.TaskGroup) -> None:
         """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends."""
@@ -200,9 +212,10 @@ class Session:
         self._transcribe(await self._commit_item(item_id))
 
     async def _commit_item(self, item_id: str) -> Item:
-        item = user_audio_item(self.input_audio.take(), self.config.input_format)
+        item = user_audio_item(self.input_audio.peek(), self.config.input_format)
         item.id = item_id
-        previous = self.conversation.insert(item)
+        previous = self.conversation.insert(item)  # a full conversation refuses it: the audio stays buffered
+        self.input_audio.clear()
         await self.outbox.put(self.events.committed(item.id, previous))
         await self.outbox.put(self.events.item_added(item, previous))
         for event in self.events.item_done(item):
@@ -332,6 +345,10 @@ class Session:
 
     # responses -------------------------------------------------------------------------------------------
     async def _response_create(self, event: ResponseCreate) -> None:
+        if self.runtime.draining:
+            raise ProtocolViolation(
+                CODE_SHUTTING_DOWN, "The server is shutting down: no new responses are started."
+            )
         plan = plan_response(
             event,
             self.config,
@@ -345,6 +362,15 @@ class Session:
                 "Conversation already has an active response in progress: "
                 f"{self._default.record.id}. Wait until the response is finished before creating a new one.",
             )
+        limit = self.runtime.config.max_out_of_band_responses
+        if not plan.in_band and self._out_of_band() >= limit:
+            raise ProtocolViolation(
+                CODE_TOO_MANY_RESPONSES,
+                f"This session already has {limit} out-of-band responses in progress (the maximum): wait "
+                "for one to finish or cancel it.",
+            )
+        if plan.in_band:
+            self.conversation.check_room()  # the reply's item must fit
         conversation = self.conversation if plan.in_band else None
         fitter = ConversationFit(
             counter=self.runtime.backend,
@@ -357,7 +383,11 @@ class Session:
         run = ResponseRun(
             context, plan.record, plan.request, conversation, fitter=fitter, max_calls=plan.max_calls
         )
+        run.event_id = event.event_id
         self._start(run)
+
+    def _out_of_band(self) -> int:
+        return sum(1 for run, _ in self._runs.values() if not run.in_default_conversation)
 
     def _response_context(self, in_band: bool) -> ResponseContext:
         if in_band:  # transcriptions hold their requests back until this response has output
@@ -370,6 +400,8 @@ class Session:
             max_delta_ms=self.runtime.config.max_audio_delta_ms,
             on_audio=self._lock_voice,
             metrics=self.runtime.metrics,
+            streams=self.runtime.decoder_streams,
+            stream_wait=self.runtime.config.decoder_wait_seconds,
             on_first_output=self._gate.response_output if in_band else _nothing,
             truncate=self._truncate_item,
             on_delivered=self._arm_idle if in_band else _ignore,
@@ -382,6 +414,7 @@ class Session:
         assert self._tasks is not None
         task = self._tasks.create_task(run.run(), name=f"response {run.record.id}")
         self._runs[run.record.id] = (run, task)
+        self.quiet.clear()
         if run.in_default_conversation:
             self._default = run
             self.idle.disarm()
@@ -391,6 +424,8 @@ class Session:
         self._runs.pop(run.record.id, None)
         if self._default is run:
             self._default = None
+        if not self._runs:
+            self.quiet.set()
 
     async def _cancel(self, response_id: str | None) -> None:
         if response_id is not None:

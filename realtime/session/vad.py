@@ -3,7 +3,8 @@
 One ONNX session (silero-vad's packaged ``silero_vad.onnx``) is shared by every connection: onnxruntime's
 ``run`` is thread-safe and the model is stateless apart from the recurrent state and 64-sample context that we
 pass in and out, which each `TurnDetector` owns. All inference runs on one dedicated thread (`VadEngine`);
-sessions await it. ``semantic_vad`` uses the same detector with the longer silence window of its eagerness.
+sessions await it, one slice of at most `SLICE_MS` at a time, so one huge append queues behind other sessions'
+slices instead of holding the thread for its whole length. ``semantic_vad`` uses the same detector with the longer silence window of its eagerness.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ CONTEXT = 64  # samples of the previous window silero-vad expects in front of ea
 STATE_SHAPE = (2, 1, 128)
 HYSTERESIS = 0.15  # speech ends when the probability drops below threshold - 0.15 (silero's VADIterator)
 MS_PER_SECOND = 1000
+SLICE_MS = 1000  # audio per VAD job: ~31 windows, a few ms of CPU
 _MODEL_PACKAGE = "silero_vad"
 _MODEL_FILE = ("data", "silero_vad.onnx")
 
@@ -123,10 +125,14 @@ class TurnDetector:
         self._silence_start: int | None = None
 
     async def feed(self, wire: bytes) -> list[VadEvent]:
-        """Process appended audio on the VAD thread; return the start/stop events it produced."""
+        """Process appended audio on the VAD thread in slices of `SLICE_MS`; return the start/stop events."""
         if self._engine is None:
             self._engine = await load_shared_engine()
-        events: list[VadEvent] = await self._engine.run(self._process, self._engine, wire)
+        fmt = self.fmt
+        step = SLICE_MS * fmt.sample_rate // MS_PER_SECOND * fmt.bytes_per_sample
+        events: list[VadEvent] = []
+        for start in range(0, len(wire), step):
+            events += await self._engine.run(self._process, self._engine, wire[start : start + step])
         return events
 
     def _process(self, engine: VadEngine, wire: bytes) -> list[VadEvent]:

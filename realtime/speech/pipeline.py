@@ -82,7 +82,8 @@ async def stream_reply(
     Three cooperating parts run concurrently: a token reader (backend -> parser -> detokenizers), a decoder
     (audio codes -> Token2Wav steps on the worker) and this generator, which yields what they produce in order.
     Closing the generator (``aclose``) or cancelling the task iterating it stops both parts, drops the
-    response's pending worker jobs and aborts the LLM request by ``request.rid``.
+    response's pending worker jobs and aborts the LLM request once: the token reader closes the backend's
+    stream, and a backend aborts a request whose stream is closed early (`LLMBackend.generate`).
 
     Args:
         backend: the LLM token source.
@@ -100,7 +101,7 @@ async def stream_reply(
     out: asyncio.Queue[_OutItem] = asyncio.Queue(maxsize=OUT_QUEUE_SIZE)
     codes: asyncio.Queue[_CodesItem] = asyncio.Queue(maxsize=CODES_QUEUE_SIZE)
     group = speech.worker.group(request.rid) if speech is not None else None
-    progress = _Progress()
+    progress = _Progress()  # usage: the audio yielded so far
     tasks = [
         asyncio.create_task(
             _guard(_read_tokens(backend, request, out, codes, metrics, meter or UsageMeter()), out),
@@ -134,9 +135,8 @@ async def stream_reply(
             speech.worker.drop(group)
         for task in tasks:
             task.cancel()
+        # the reader's own cleanup closes the backend stream, which aborts the request if it is unfinished
         await asyncio.gather(*tasks, return_exceptions=True)
-        if not progress.done:
-            await backend.abort(request.rid)
 
 
 async def _guard(body: Coroutine[Any, Any, None], out: asyncio.Queue[_OutItem]) -> None:

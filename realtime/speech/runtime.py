@@ -24,6 +24,7 @@ from realtime.speech.decoder import SpeechSetup
 from realtime.speech.engine import EngineVoice, SpeechEngine, Token2WavEngine
 from realtime.speech.pipeline import stream_reply
 from realtime.speech.reply import PipelineEvent, UsageMeter
+from realtime.speech.streams import StreamSlots, auto_stream_limit
 from realtime.speech.voice_store import VoiceFolder
 from realtime.speech.voices import VoiceRegistry
 from realtime.speech.worker import InferenceWorker
@@ -34,6 +35,7 @@ EMBEDDED_MODEL_SIZE: Literal["tiny"] = "tiny"
 EMBEDDED_MODEL_SEED = 0
 UPLOADED_VOICES_DIR = "voices"  # under the cache folder: voices uploaded with POST /v1/audio/voices
 _COMPLETE_MARKER = ".streamvoice-complete"  # written last: a half-made cache folder is rebuilt
+BYTES_PER_MB = 1024 * 1024
 
 DEMO_NOTICE = (
     "EMBEDDED DEMO: the synthetic token source plus a Token2Wav decoder with RANDOM WEIGHTS. What you hear "
@@ -59,6 +61,9 @@ class Runtime:
             is the pipeline working, not a voice model speaking.
         sample_rate: output PCM rate (24 kHz).
         decoder: short description of the Token2Wav weights (for /health and logs).
+        stream_bytes: memory one decoder stream holds (measured by `warm_up`; 0 before).
+        decoder_streams: the server-wide cap on live decoder streams (sized by `warm_up` when automatic).
+        draining: set on shutdown: no new responses start; ``/health`` reports ``draining``.
     """
 
     def __init__(
@@ -84,6 +89,17 @@ class Runtime:
         self._closed = False
         self.voice_folder = VoiceFolder(config.cache_dir / UPLOADED_VOICES_DIR)
         self.uploaded_voices: set[str] = set()
+        self.stream_bytes = 0
+        self.draining = False
+        self.decoder_streams = StreamSlots(self._stream_limit())
+
+    def _stream_limit(self) -> int:
+        config = self.config
+        if config.max_decoder_streams:
+            return config.max_decoder_streams
+        # a session runs at most one in-band and max_out_of_band_responses spoken responses at once
+        ceiling = config.max_sessions * (1 + config.max_out_of_band_responses)
+        return auto_stream_limit(self.stream_bytes, config.decoder_memory_mb * BYTES_PER_MB, ceiling)
 
     @classmethod
     async def create(cls, config: ServerConfig) -> Runtime:
@@ -193,16 +209,25 @@ class Runtime:
         self.uploaded_voices.discard(name)
 
     async def warm_up(self) -> None:
-        """Decode one short throw-away stream so lazy initialisation happens before the first client."""
+        """Decode one short throw-away stream so lazy initialisation happens before the first client; measure
+        the memory one stream holds and size the decoder stream cap from it (when automatic)."""
         voice = self.voices.loaded(self.voices.default)
 
-        def job(engine: SpeechEngine) -> None:
+        def job(engine: SpeechEngine) -> int:
             timing = engine.timing
             stream = engine.start(voice)
             engine.push(stream, list(range(timing.first_hop_codes + timing.lookahead_codes)))
+            held = engine.state_bytes(stream)
             engine.finish(stream)
+            return held
 
-        await self._worker.run(job)
+        self.stream_bytes = await self._worker.run(job)
+        self.decoder_streams = StreamSlots(self._stream_limit())
+        logger.info(
+            "one decoder stream holds %.1f MB: at most %d live streams",
+            self.stream_bytes / BYTES_PER_MB,
+            self.decoder_streams.limit,
+        )
 
     def reply(
         self, request: GenerationInput, *, voice: str, meter: UsageMeter | None = None
@@ -228,8 +253,10 @@ class Runtime:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for ``/health``: backend, decoder, voices, and the embedded-demo notice."""
+        running = not self._closed and self._worker.running
         info: dict[str, Any] = {
-            "status": "ok" if not self._closed and self._worker.running else "stopping",
+            "status": "ok" if running else "stopping",
+            "ready": "draining" if self.draining else ("ready" if running else "stopping"),
             "backend": self.backend.name,
             "decoder": self.decoder,
             "device": self.config.device,
@@ -241,6 +268,11 @@ class Runtime:
             "voices": self.voices.names(),
             "default_voice": self.voices.default,
             "active_sessions": self.metrics.active_sessions,
+            "decoder_streams": {
+                "live": self.decoder_streams.live,
+                "limit": self.decoder_streams.limit,
+                "stream_bytes": self.stream_bytes,
+            },
             "embedded_demo": self.is_embedded_demo,
         }
         if self.is_embedded_demo:

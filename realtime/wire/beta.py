@@ -2,25 +2,44 @@
 
 Input is read tolerantly in both dialects: beta's flat session fields, response overrides and ``text`` /
 ``audio`` assistant content are moved into the GA layout before validation against the GA models, so the
-rest of the server sees one shape. When a payload carries both spellings, the GA field wins.
+rest of the server sees one shape. When a payload carries both spellings, the GA field wins. Every value is
+type-checked before it is reshaped: a wrong type is an ``invalid_type`` error naming the field.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation
+from realtime.errors import CODE_INVALID_TYPE, CODE_INVALID_VALUE, ProtocolViolation, quote
 
 _BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
 _BETA_ASSISTANT_CONTENT = {"text": "output_text", "audio": "output_audio"}
 
 
+def _object(value: Any, param: str) -> dict[str, Any]:
+    """``value`` as a (copied) JSON object; None is an empty one.
+
+    Raises:
+        ProtocolViolation: ``invalid_type`` when it is anything else.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolViolation(CODE_INVALID_TYPE, f"Invalid type for '{param}': expected an object.", param)
+    return dict(value)
+
+
 def beta_session_to_ga(session: dict[str, Any]) -> dict[str, Any]:
-    """Move beta's flat session fields into the GA layout (GA fields win when both are present)."""
+    """Move beta's flat session fields into the GA layout (GA fields win when both are present).
+
+    Raises:
+        ProtocolViolation: ``audio``, ``audio.input`` or ``audio.output`` is not an object, or a beta
+            format name is unknown.
+    """
     flat = dict(session)
-    audio: dict[str, Any] = dict(flat.pop("audio", None) or {})
-    audio_in: dict[str, Any] = dict(audio.get("input") or {})
-    audio_out: dict[str, Any] = dict(audio.get("output") or {})
+    audio = _object(flat.pop("audio", None), "session.audio")
+    audio_in = _object(audio.get("input"), "session.audio.input")
+    audio_out = _object(audio.get("output"), "session.audio.output")
     moves = {
         "input_audio_transcription": (audio_in, "transcription"),
         "input_audio_noise_reduction": (audio_in, "noise_reduction"),
@@ -51,10 +70,11 @@ def beta_session_to_ga(session: dict[str, Any]) -> dict[str, Any]:
 
 
 def beta_format_to_ga(value: Any, param: str) -> dict[str, Any]:
-    if value not in _BETA_FORMATS:
+    """A beta format name (``pcm16``, ``g711_ulaw``, ``g711_alaw``) as the GA format object."""
+    if not isinstance(value, str) or value not in _BETA_FORMATS:
         raise ProtocolViolation(
             CODE_INVALID_VALUE,
-            f"Invalid value: '{value}'. Supported values are: 'pcm16', 'g711_ulaw', and 'g711_alaw'.",
+            f"Invalid value: '{quote(value)}'. Supported values are: 'pcm16', 'g711_ulaw', and 'g711_alaw'.",
             param,
         )
     return {"type": _BETA_FORMATS[value]}
@@ -68,9 +88,14 @@ def beta_modalities_to_ga(value: Any) -> Any:
 
 
 def beta_response_to_ga(response: dict[str, Any]) -> dict[str, Any]:
-    """Move beta's ``voice``, ``output_audio_format``, ``modalities`` and token cap into the GA layout."""
+    """Move beta's ``voice``, ``output_audio_format``, ``modalities`` and token cap into the GA layout.
+
+    Raises:
+        ProtocolViolation: ``audio`` or ``audio.output`` is not an object, or a beta format name is unknown.
+    """
     params = dict(response)
-    audio_out: dict[str, Any] = dict((params.get("audio") or {}).get("output") or {})
+    audio = _object(params.get("audio"), "response.audio")
+    audio_out = _object(audio.get("output"), "response.audio.output")
     if "voice" in params:
         audio_out.setdefault("voice", params.pop("voice"))
     if "output_audio_format" in params:
@@ -78,7 +103,7 @@ def beta_response_to_ga(response: dict[str, Any]) -> dict[str, Any]:
             "format", beta_format_to_ga(params.pop("output_audio_format"), "response.output_audio_format")
         )
     if audio_out:
-        params["audio"] = {"output": audio_out}
+        params["audio"] = {**audio, "output": audio_out}
     if "modalities" in params:
         params.setdefault("output_modalities", beta_modalities_to_ga(params.pop("modalities")))
     if "max_response_output_tokens" in params:

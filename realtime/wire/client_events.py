@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 from base64 import b64decode
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
 
+import numpy as np
 from openai.types.realtime import (
     ConversationItemDeleteEvent,
     ConversationItemRetrieveEvent,
@@ -38,9 +40,11 @@ from realtime.errors import (
     CODE_INVALID_TYPE,
     CODE_INVALID_VALUE,
     CODE_MISSING_PARAMETER,
+    CODE_NESTING_TOO_DEEP,
     CODE_STRING_TOO_LONG,
     CODE_UNKNOWN_EVENT,
     ProtocolViolation,
+    quote,
 )
 from realtime.wire.beta import beta_assistant_content_to_ga, beta_response_to_ga, beta_session_to_ga
 from realtime.wire.handshake import Dialect
@@ -51,6 +55,13 @@ from realtime.wire.validation import check_keys, missing_or_invalid, reject_extr
 MAX_APPEND_AUDIO_CHARS = 15 * 1024 * 1024
 # Room for the JSON envelope around the largest legal append.
 MAX_CLIENT_FRAME_CHARS = MAX_APPEND_AUDIO_CHARS + 64 * 1024
+# Deepest JSON nesting accepted: a session.update with tool schemas nests ~10 deep; far below the depth at
+# which json.loads or pydantic would recurse out of stack.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # escape-aware, no backtracking
+_DEPTH_STEP = np.zeros(256, dtype=np.int8)
+_DEPTH_STEP[[ord("["), ord("{")]] = 1
+_DEPTH_STEP[[ord("]"), ord("}")]] = -1
 
 ConversationItemModel: TypeAlias = (
     RealtimeConversationItemSystemMessage
@@ -156,12 +167,20 @@ def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
             CODE_STRING_TOO_LONG,
             f"Message too large: {len(text)} characters; the maximum is {MAX_CLIENT_FRAME_CHARS}.",
         )
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ProtocolViolation(
+            CODE_NESTING_TOO_DEEP,
+            f"Invalid JSON: nested {depth} levels deep; no event needs more than {MAX_JSON_DEPTH}.",
+        )
     try:
         raw = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ProtocolViolation(
             CODE_UNKNOWN_EVENT, "Invalid JSON: the message could not be parsed."
         ) from None
+    except RecursionError:  # unreachable behind json_depth; kept so no input can become internal_error
+        raise ProtocolViolation(CODE_NESTING_TOO_DEEP, "Invalid JSON: nested too deeply.") from None
     if not isinstance(raw, dict):
         raise ProtocolViolation(CODE_UNKNOWN_EVENT, "Invalid event: expected a JSON object.")
     event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
@@ -172,11 +191,27 @@ def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
         raise
 
 
+def json_depth(text: str) -> int:
+    """The deepest bracket nesting of ``text`` outside JSON strings, without parsing it (linear time).
+
+    Counts only when the frame has more opening brackets than `MAX_JSON_DEPTH` (a cheap test that passes
+    every ordinary event); then strings are blanked out and the running depth is a cumulative sum.
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0
+    data = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8", "replace"), dtype=np.uint8)
+    return int(np.cumsum(_DEPTH_STEP[data], dtype=np.int32).max(initial=0))
+
+
 def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
     kind = raw.get("type")
     if not isinstance(kind, str):
-        raise ProtocolViolation(CODE_MISSING_PARAMETER, "Missing required parameter: 'type'.", "type")
+        raise missing_or_invalid(raw, "type")
     event_id = raw.get("event_id")
+    if event_id is not None and not isinstance(event_id, str):
+        raise ProtocolViolation(
+            CODE_INVALID_TYPE, "Invalid type for 'event_id': expected a string.", "event_id"
+        )
     if kind == "input_audio_buffer.append":
         return _decode_append(raw)
     if kind == "session.update":
@@ -192,7 +227,7 @@ def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
     model = _SIMPLE_EVENTS.get(kind)
     if model is None:
         raise ProtocolViolation(
-            CODE_UNKNOWN_EVENT, f"Invalid value: '{kind}'. Unknown or unsupported event type.", "type"
+            CODE_UNKNOWN_EVENT, f"Invalid value: '{quote(kind)}'. Unknown or unsupported event type.", "type"
         )
     event = validate_model(model, raw, "")
     reject_extras(event, "", frozenset())
@@ -258,7 +293,7 @@ def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:
     model: type[BaseModel]
     if kind == "message":
         role = item.get("role")
-        if role not in _MESSAGE_MODELS:
+        if not isinstance(role, str) or role not in _MESSAGE_MODELS:
             raise missing_or_invalid(item, "role", param)
         model = _MESSAGE_MODELS[role]
         if role == "assistant":
@@ -274,7 +309,7 @@ def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:
     else:
         raise ProtocolViolation(
             CODE_INVALID_VALUE,
-            f"Invalid value: '{kind}'. Supported item types are 'message', 'function_call' and "
+            f"Invalid value: '{quote(kind)}'. Supported item types are 'message', 'function_call' and "
             "'function_call_output'.",
             f"{param}.type",
         )

@@ -1,9 +1,9 @@
 """Our records of the Realtime API's objects: items, their content parts, responses and usage.
 
 They are mutable, loop-owned dataclasses, not wire models: `realtime.wire.server_events` renders them in the
-connection's dialect, and the session layer (`realtime.session`) creates and edits them. Audio is kept twice
-where needed: ``audio`` holds the wire bytes (session format) for ``conversation.item.retrieved``; ``pcm16`` holds
-user speech as PCM16 (at the wire rate) for the prompt.
+connection's dialect, and the session layer (`realtime.session`) creates and edits them. Audio is kept once:
+``audio`` holds the wire bytes (session format) for ``conversation.item.retrieved``; the PCM16 the prompt
+needs is derived from it on demand (`ContentPart.pcm16`: the same bytes for ``pcm16``, decoded for G.711).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-from realtime.audio import PCM_RATE, AudioFormat
+from realtime.audio import AudioFormat, wire_to_pcm16
 
 ItemKind = Literal["message", "function_call", "function_call_output"]
 Role = Literal["system", "user", "assistant"]
@@ -35,16 +35,39 @@ class ContentPart:
         text: text of ``input_text`` / ``output_text``.
         transcript: transcript of ``input_audio`` / ``output_audio`` (None when unknown).
         audio: wire bytes of the audio in ``audio_format`` (None when not kept).
-        pcm16: user speech as PCM16 LE at ``pcm_rate`` for the prompt (input audio only).
-        pcm_rate: sample rate of ``pcm16``.
+        audio_format: the wire format of ``audio`` (input audio: the session's input format).
     """
 
     kind: ContentKind
     text: str | None = None
     transcript: str | None = None
     audio: bytes | None = None
-    pcm16: bytes | None = None
-    pcm_rate: int = PCM_RATE
+    audio_format: AudioFormat = AudioFormat.PCM16
+
+    @property
+    def pcm16(self) -> bytes | None:
+        """User speech as PCM16 LE at `pcm_rate` for the prompt (input audio only, else None)."""
+        if self.kind != "input_audio" or not self.audio:
+            return None
+        return wire_to_pcm16(self.audio, self.audio_format, "audio")
+
+    @property
+    def pcm_rate(self) -> int:
+        """Sample rate of `pcm16`."""
+        return self.audio_format.sample_rate
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of text and audio this part holds (conversation caps)."""
+        return len(self.text or "") + len(self.transcript or "") + len(self.audio or b"")
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of input audio stored in this part (assistant audio is counted on its item)."""
+        if self.kind != "input_audio" or not self.audio:
+            return 0.0
+        fmt = self.audio_format
+        return len(self.audio) / (fmt.bytes_per_sample * fmt.sample_rate)
 
 
 @dataclass

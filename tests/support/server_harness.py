@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 
 from realtime.backends.base import BackendError, GenerationInput
 from realtime.config import ServerConfig
-from realtime.http.app import WS_MAX_FRAME_BYTES, create_app
+from realtime.http.app import create_app, uvicorn_options
 from realtime.speech.reply import AudioChunk, GenerationDone, PipelineEvent, TextDelta
 from realtime.speech.runtime import Runtime
 
@@ -174,7 +174,7 @@ def start_server(config: ServerConfig, apps: list[AppFactory] | None = None) -> 
                 handle.ports.append(sock.getsockname()[1])
                 server = uvicorn.Server(
                     uvicorn.Config(
-                        factory(runtime), ws_max_size=WS_MAX_FRAME_BYTES, log_level="warning", lifespan="on"
+                        factory(runtime), log_level="warning", lifespan="on", **uvicorn_options(config)
                     )
                 )
                 handle._servers.append(server)

@@ -110,6 +110,8 @@ def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: obj
     page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
     page.goto(server_url + "/")
     page.wait_for_selector("#status[data-state=open]", timeout=30_000)
+    # the page and everything it loads (the favicon included) arrive without a failed request
+    assert not [e for e in console_errors if "Failed to load resource" in e], console_errors
     # The embedded default says plainly that it is not a voice model.
     assert page.is_visible("#banner")
     assert "random" in page.inner_text("#banner").lower()

@@ -184,10 +184,12 @@ class SGLangHTTPBackend(ModelVocabBackend):
         decoder = ChunkDecoder(prompt, check_audio=self._config.check_audio)
         self._active.add(rid)
         finished = False
+        refused = False  # an HTTP error status: the request never started, there is nothing to abort
         try:
             async with self._client.stream("POST", "/generate", json=body) as response:
                 try:
                     if response.status_code >= HTTP_ERROR_FIRST:
+                        refused = True
                         await response.aread()
                         raise _http_error(response)
                     done = False
@@ -205,9 +207,8 @@ class SGLangHTTPBackend(ModelVocabBackend):
                             raise server_abort_error(decoder.finish_detail)
                         yield chunk
                 finally:
-                    # Cancelled or failed mid-way: stop the GPU before the socket closes. A request refused
-                    # with an HTTP error never started, so there is nothing to abort.
-                    if not finished and response.status_code < HTTP_ERROR_FIRST:
+                    # Cancelled or failed mid-way: stop the GPU before the socket closes.
+                    if not finished and not refused:
                         self._abort_in_background(rid)
             if not finished:
                 raise BackendError(
@@ -215,6 +216,11 @@ class SGLangHTTPBackend(ModelVocabBackend):
                 )
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self._config.url, decoder.seen) from exc
+        except (asyncio.CancelledError, GeneratorExit):
+            # cancelled while the request was being sent or its head awaited: SGLang may have it already
+            if not finished and not refused and rid not in self._aborted:
+                self._abort_in_background(rid)
+            raise
         finally:
             self._active.discard(rid)
             self._aborted.discard(rid)

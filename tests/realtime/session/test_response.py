@@ -14,8 +14,9 @@ from realtime.backends.base import BackendError, GenerationInput
 from realtime.metrics import Metrics
 from realtime.session.conversation import Conversation
 from realtime.session.outbox import Outbox
-from realtime.session.response import ResponseContext, ResponseRun
+from realtime.session.response import ResponseContext, ResponsePhase, ResponseRun
 from realtime.speech.reply import PipelineEvent, TranscriptDelta
+from realtime.speech.streams import StreamSlots
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import ResponseRecord
 from realtime.wire.server_events import EventBuilder
@@ -30,7 +31,12 @@ async def _failing_stream(
     raise BackendError("stream_cut", "The LLM stream ended early.")
 
 
-def _context(respond: Any, outbox: Outbox, metrics: Metrics) -> ResponseContext:
+PUT_TIMEOUT_S = 30.0
+
+
+def _context(
+    respond: Any, outbox: Outbox, metrics: Metrics, streams: StreamSlots | None = None
+) -> ResponseContext:
     """A GA response context on the default vocabulary with 100 ms deltas."""
     return ResponseContext(
         reply=respond,
@@ -40,13 +46,16 @@ def _context(respond: Any, outbox: Outbox, metrics: Metrics) -> ResponseContext:
         max_delta_ms=100,
         on_audio=lambda: None,
         metrics=metrics,
+        streams=streams or StreamSlots(4),
+        stream_wait=0.2,
     )
 
 
 async def _drain(outbox: Outbox, dialect: str) -> list[dict[str, Any]]:
     events = []
     while not outbox.queue.empty():
-        frame = outbox.queue.get_nowait()
+        frame = await outbox.get()
+        outbox.done()
         events.append(validate_frame(frame.text, dialect))
         if frame.on_sent is not None:
             frame.on_sent()
@@ -54,7 +63,7 @@ async def _drain(outbox: Outbox, dialect: str) -> list[dict[str, Any]]:
 
 
 async def test_backend_failure_fails_the_response_and_keeps_the_transcript() -> None:
-    outbox = Outbox(256)
+    outbox = Outbox(256, PUT_TIMEOUT_S)
     metrics = Metrics()
     ctx = _context(_failing_stream, outbox, metrics)
     record = ResponseRecord(
@@ -102,7 +111,7 @@ async def _spoken_audio(fmt: AudioFormat, chunks: list[bytes]) -> bytes:
             yield AudioChunk(chunk)
         yield GenerationDone(FinishReason.STOP, (), Usage(1, 1, 0.0))
 
-    outbox = Outbox(4096)
+    outbox = Outbox(4096, PUT_TIMEOUT_S)
     ctx = _context(stream, outbox, Metrics())
     record = ResponseRecord(
         id="resp_2",
@@ -132,3 +141,78 @@ async def test_g711_output_is_seamless_across_decoder_chunks() -> None:
         assert await _spoken_audio(fmt, chunks) == whole
         assert await _spoken_audio(fmt, [pcm]) == whole
     assert await _spoken_audio(AudioFormat.PCM16, chunks) == pcm
+
+
+def _spoken_record(response_id: str) -> ResponseRecord:
+    return ResponseRecord(
+        id=response_id,
+        conversation_id=None,
+        modalities=("audio",),
+        voice="default",
+        output_format=AudioFormat.PCM16,
+        max_output_tokens="inf",
+    )
+
+
+def _endless_stream(started: asyncio.Event) -> Any:
+    async def stream(
+        request: GenerationInput, *, voice: str, meter: object = None
+    ) -> AsyncIterator[PipelineEvent]:
+        started.set()
+        yield TranscriptDelta("and so on ")
+        await asyncio.sleep(3600)
+
+    return stream
+
+
+async def test_no_free_decoder_stream_is_an_error_and_the_slot_count_holds() -> None:
+    streams = StreamSlots(1)
+    assert await streams.acquire(0.1)  # another response holds the only stream
+    outbox = Outbox(256, PUT_TIMEOUT_S)
+    metrics = Metrics()
+    run = ResponseRun(
+        _context(_failing_stream, outbox, metrics, streams),
+        _spoken_record("resp_3"),
+        GenerationInput(rid="resp_3", turns=[]),
+        None,
+    )
+    run.event_id = "evt_busy"
+    await asyncio.wait_for(run.run(), timeout=30)
+    events = await _drain(outbox, "ga")
+    assert [e["type"] for e in events] == ["error"]  # no response.created: nothing was started
+    assert events[0]["error"]["code"] == "decoder_capacity_reached"
+    assert events[0]["error"]["event_id"] == "evt_busy"
+    assert streams.live == 1
+    streams.release()
+    assert streams.live == 0
+
+
+async def test_a_response_gives_its_decoder_stream_back_however_it_ends() -> None:
+    streams = StreamSlots(1)
+    outbox = Outbox(256, PUT_TIMEOUT_S)
+    ctx = _context(_failing_stream, outbox, Metrics(), streams)
+    await ResponseRun(ctx, _spoken_record("resp_4"), GenerationInput(rid="resp_4", turns=[]), None).run()
+    assert streams.live == 0
+    started = asyncio.Event()
+    streaming = ResponseRun(
+        _context(_endless_stream(started), outbox, Metrics(), streams),
+        _spoken_record("resp_5"),
+        GenerationInput(rid="resp_5", turns=[]),
+        None,
+    )
+    task = asyncio.create_task(streaming.run())
+    await asyncio.wait_for(started.wait(), 10)
+    assert streams.live == 1 and streaming.phase is ResponsePhase.STREAMING
+    task.cancel()  # the connection closing
+    await asyncio.gather(task, return_exceptions=True)
+    assert streams.live == 0
+
+
+async def test_a_waiting_response_gets_the_stream_that_is_released() -> None:
+    streams = StreamSlots(1)
+    assert await streams.acquire(0.1)
+    waiter = asyncio.create_task(streams.acquire(5.0))
+    await asyncio.sleep(0.01)
+    streams.release()
+    assert await waiter
+    assert streams.live == 1

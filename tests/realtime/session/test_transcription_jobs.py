@@ -45,7 +45,7 @@ def frames(outbox: Outbox) -> list[dict[str, object]]:
 
 
 async def test_a_backend_failure_is_a_failed_event() -> None:
-    outbox = Outbox(64)
+    outbox = Outbox(64, put_timeout=5.0)
     jobs = InputTranscriptions(Failing(), EventBuilder(Dialect.GA), outbox, FirstOutputGate())
     item = user_audio_item(SPEECH, AudioFormat.PCM16)
     async with asyncio.TaskGroup() as tasks:
@@ -59,7 +59,7 @@ async def test_a_backend_failure_is_a_failed_event() -> None:
 async def test_the_gate_holds_the_request_until_the_response_has_output() -> None:
     backend = Recording()
     gate = FirstOutputGate()
-    outbox = Outbox(64)
+    outbox = Outbox(64, put_timeout=5.0)
     jobs = InputTranscriptions(backend, EventBuilder(Dialect.BETA), outbox, gate)
     gate.response_started()
     async with asyncio.TaskGroup() as tasks:
@@ -73,7 +73,7 @@ async def test_the_gate_holds_the_request_until_the_response_has_output() -> Non
 
 async def test_more_than_the_limit_fail_fast_and_cancel_stops_jobs() -> None:
     backend = Recording()
-    outbox = Outbox(256)
+    outbox = Outbox(256, put_timeout=5.0)
     gate = FirstOutputGate()
     gate.response_started()  # hold them all
     jobs = InputTranscriptions(backend, EventBuilder(Dialect.GA), outbox, gate)

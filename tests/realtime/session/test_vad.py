@@ -141,3 +141,29 @@ async def test_manual_commit_during_speech_then_vad_stop(ga: RawClient) -> None:
     second = next(e for e in events if e["type"] == "input_audio_buffer.committed")
     assert second["item_id"] != committed["item_id"] and second["previous_item_id"] == committed["item_id"]
     await ga.alive()
+
+
+async def test_one_huge_append_is_fed_in_slices_with_the_same_events() -> None:
+    from realtime.session.vad import SLICE_MS, load_shared_engine
+
+    engine = await load_shared_engine()
+    jobs: list[int] = []
+    run = engine.run
+
+    async def counting_run(fn: object, *args: object) -> object:
+        jobs.append(len(args[-1]))  # type: ignore[arg-type]
+        return await run(fn, *args)
+
+    audio = _silence(500) + _speech_pcm() + _silence(1500)
+    sliced = TurnDetector(TurnDetection(silence_duration_ms=800), AudioFormat.PCM16, engine)
+    engine.run = counting_run  # type: ignore[method-assign]
+    try:
+        whole = await sliced.feed(audio)  # one append of several seconds
+    finally:
+        del engine.run
+    slice_bytes = PCM_RATE * SLICE_MS // 1000 * 2
+    assert (
+        len(jobs) == -(-len(audio) // slice_bytes) and max(jobs) <= slice_bytes
+    )  # others' slices interleave
+    chunked = await _detect(TurnDetector(TurnDetection(silence_duration_ms=800), AudioFormat.PCM16), audio)
+    assert [e.kind for e in whole] == [e.kind for e in chunked]

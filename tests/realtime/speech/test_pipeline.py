@@ -148,7 +148,8 @@ async def test_max_tokens_ends_incomplete_and_flushes_audio(
 
 
 class RecordingBackend(SyntheticBackend):
-    """Synthetic backend that records aborts and whether its stream has finished."""
+    """Synthetic backend that records aborts (explicit ones, and streams closed before their finish, which
+    abort the request too) and whether its stream has finished."""
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -160,10 +161,15 @@ class RecordingBackend(SyntheticBackend):
         await super().abort(rid)
 
     async def generate(self, request: GenerationInput) -> AsyncIterator[Any]:
-        async for chunk in super().generate(request):
-            if chunk.finish_reason is not None:
-                self.finished = True
-            yield chunk
+        done = False
+        try:
+            async for chunk in super().generate(request):
+                if chunk.finish_reason is not None:
+                    self.finished = done = True
+                yield chunk
+        finally:
+            if not done:
+                self.aborted.append(request.rid)
 
 
 async def test_first_audio_arrives_before_the_backend_finishes(

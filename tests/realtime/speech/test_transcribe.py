@@ -116,5 +116,5 @@ def test_a_transcript_does_not_change_the_prompt_of_kept_audio() -> None:
     before = prompt_turns([item])
     item.content[0].transcript = "hello"
     assert prompt_turns([item]) == before and before[0].text is None
-    item.content[0].pcm16 = None  # the audio is gone: the transcript is the turn's text
+    item.content[0].audio = None  # the audio is gone: the transcript is the turn's text
     assert prompt_turns([item])[0].text == "hello"
