@@ -78,6 +78,9 @@ class GenerationInput:
         instructions: the session instructions (the system turn); empty for none.
         speak: True for a spoken reply (prompt ends with ``<tts_start>``), False for text only.
         sampling: sampling parameters.
+        affinity_key: the same for every generation of one session (its conversation id): a gateway in front of
+            several LLM workers sends equal keys to the same worker, which holds the session's prompt prefix in
+            its KV cache. Empty: no preference.
     """
 
     rid: str
@@ -85,6 +88,7 @@ class GenerationInput:
     instructions: str = ""
     speak: bool = True
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    affinity_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,12 +100,14 @@ class TokenChunk:
         finish_reason: set on the last chunk of a generation, None before.
         prompt_tokens: prompt length the LLM reported (for usage and the audio placeholder check).
         completion_tokens: total output tokens so far as reported by the LLM.
+        cached_tokens: how many of the prompt tokens the LLM found in its prefix (KV) cache, if it says.
     """
 
     ids: tuple[int, ...]
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None
 
 
 @runtime_checkable

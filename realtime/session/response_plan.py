@@ -127,6 +127,7 @@ def plan_response(
         instructions=instructions,
         speak="audio" in modalities,
         sampling=sampling,
+        affinity_key=conversation.id,  # out-of-band replies share the session's instructions prefix too
     )
     return ResponsePlan(record, request, in_band)
 

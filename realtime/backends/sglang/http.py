@@ -5,6 +5,10 @@ One `httpx.AsyncClient` (one connection pool) serves every session. Each generat
 Cancelling (closing the iterator, or task cancellation) sends ``POST /abort_request {"rid"}`` at once and
 closes the stream: SGLang's own abort-on-disconnect only fires two seconds later.
 
+The URL may be an SGLang Model Gateway (``smg``) in front of several workers (docs/DEPLOY.md): every
+``/generate`` then carries the session's affinity key in the gateway's routing-key header, so a session's turns
+reach the worker that holds their prefix, and aborts go to the workers themselves (`AbortDelivery`).
+
 Failures of one generation are `BackendError`s with a stable ``code`` (``connection_refused``, ``timeout``,
 ``http_<status>``, ``stream_cut``, ``server_error``, ``protocol_error``, ``audio_dropped``,
 ``aborted_by_server``); the response fails, the session and the backend stay usable.
@@ -22,6 +26,7 @@ from typing import Any
 import httpx
 
 from realtime.backends.base import BackendError, FinishReason, GenerationInput, TokenChunk
+from realtime.backends.sglang.abort import AbortDelivery, AbortRoute
 from realtime.backends.sglang.stream import (
     SSE_DONE,
     ChunkDecoder,
@@ -45,6 +50,7 @@ MODEL_INFO_PATHS = ("/model_info", "/get_model_info")  # 0.5.23 name first, the 
 HTTP_ERROR_FIRST = 400
 HTTP_NOT_FOUND = 404
 ERROR_BODY_LIMIT = 300
+DEFAULT_AFFINITY_HEADER = "x-smg-routing-key"  # smg's default --routing-key-headers
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,10 @@ class SGLangHTTPConfig:
         read_timeout_s: longest wait for the next chunk.
         check_audio: compare the reported prompt length with the expected audio expansion.
         sampling: server-wide sampling overrides.
+        worker_urls: past a gateway that does not route ``/abort_request``, the SGLang workers to send aborts
+            to; empty: read them from the gateway's ``GET /workers``.
+        affinity_header: request header that carries `GenerationInput.affinity_key` (a gateway routes equal
+            keys to the same worker); empty: send none.
     """
 
     url: str
@@ -74,6 +84,8 @@ class SGLangHTTPConfig:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     check_audio: bool = True
     sampling: ServerSampling = field(default_factory=ServerSampling)
+    worker_urls: tuple[str, ...] = ()
+    affinity_header: str = DEFAULT_AFFINITY_HEADER
 
 
 class SGLangHTTPBackend(ModelVocabBackend):
@@ -112,12 +124,18 @@ class SGLangHTTPBackend(ModelVocabBackend):
         self._active: set[str] = set()
         self._aborted: set[str] = set()
         self._abort_tasks: set[asyncio.Task[None]] = set()
+        self._aborts = AbortDelivery(self._client, config.worker_urls, ABORT_TIMEOUT_S)
         self.model_info: dict[str, Any] = {}
         self.last_stream_mode = StreamMode.UNKNOWN
 
     @property
     def name(self) -> str:
         return "sglang"
+
+    @property
+    def abort_route(self) -> AbortRoute:
+        """Where aborts go: straight to SGLang, or to the workers behind a gateway (known after `start`)."""
+        return self._aborts.route
 
     async def start(self) -> None:
         """Check SGLang is reachable and serves a generation model (the expected one, if configured).
@@ -143,6 +161,7 @@ class SGLangHTTPBackend(ModelVocabBackend):
         audio_flag = info.get("has_audio_understanding")
         if self._vocab is None:
             self._use_vocab(await asyncio.to_thread(load_model_vocab, self._config.model_dir, info))
+        await self._aborts.probe(self._admin_headers())
         log.info(
             "SGLang at %s serves %s (architectures %s, has_audio_understanding %s)",
             self._config.url,
@@ -163,11 +182,14 @@ class SGLangHTTPBackend(ModelVocabBackend):
         }
         if prompt.audio:
             body["audio_data"] = prompt.audio_data()
+        headers = {}
+        if self._config.affinity_header and request.affinity_key:
+            headers[self._config.affinity_header] = request.affinity_key
         decoder = ChunkDecoder(prompt, check_audio=self._config.check_audio)
         self._active.add(rid)
         finished = False
         try:
-            async with self._client.stream("POST", "/generate", json=body) as response:
+            async with self._client.stream("POST", "/generate", json=body, headers=headers) as response:
                 try:
                     if response.status_code >= HTTP_ERROR_FIRST:
                         await response.aread()
@@ -202,28 +224,20 @@ class SGLangHTTPBackend(ModelVocabBackend):
             self._aborted.discard(rid)
 
     async def abort(self, rid: str) -> None:
-        """``POST /abort_request {"rid"}``; idempotent, never raises (failures are logged)."""
+        """``POST /abort_request {"rid"}`` where ``rid`` runs; idempotent, never raises (failures are logged)."""
         if rid in self._active:
             self._aborted.add(rid)
-        headers = {}
+        await self._aborts.abort(rid, self._admin_headers())
+
+    def _admin_headers(self) -> dict[str, str]:
         key = self._config.admin_api_key or self._config.api_key
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        try:
-            response = await self._client.post(
-                "/abort_request", json={"rid": rid}, headers=headers, timeout=ABORT_TIMEOUT_S
-            )
-            if response.status_code >= HTTP_ERROR_FIRST:
-                log.warning(
-                    "SGLang refused to abort %s: HTTP %d %s", rid, response.status_code, response.text[:200]
-                )
-        except httpx.HTTPError as exc:
-            log.warning("could not abort SGLang request %s: %s", rid, exc)
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def aclose(self) -> None:
         """Wait for pending aborts, then close the connection pool."""
         if self._abort_tasks:
             await asyncio.gather(*self._abort_tasks, return_exceptions=True)
+        await self._aborts.aclose()
         await self._client.aclose()
 
     def _abort_in_background(self, rid: str) -> None:

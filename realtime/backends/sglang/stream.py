@@ -159,8 +159,13 @@ class ChunkDecoder:
         new_ids = tuple(int(i) for i in ids[len(ids) - fresh :])
         self._seen = total
         finish = self._finish(meta.get("finish_reason"))
+        cached = meta.get("cached_tokens")
         return TokenChunk(
-            ids=new_ids, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=total
+            ids=new_ids,
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=total,
+            cached_tokens=cached if isinstance(cached, int) and cached >= 0 else None,
         )
 
     def _observe_mode(self, count: int, fresh: int, total: int) -> None:
