@@ -145,6 +145,10 @@ class LLMBackend(Protocol):
         """Connect and check the LLM is reachable and serves the expected model; raise BackendError if not."""
         ...
 
+    async def check_reachable(self) -> None:
+        """Cheap liveness probe of a started backend (for readiness); raise BackendError when it is not."""
+        ...
+
     def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
         """Stream the reply. Raises BackendError on failure. Closing the iterator early aborts the request."""
         ...

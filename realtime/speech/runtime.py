@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from realtime.audio import PCM_RATE
-from realtime.backends.base import GenerationInput, LLMBackend
+from realtime.backends.base import BackendError, GenerationInput, LLMBackend
 from realtime.config import ServerConfig
 from realtime.errors import SpeechError
 from realtime.metrics import Metrics
@@ -57,6 +57,8 @@ class Runtime:
             is the pipeline working, not a voice model speaking.
         sample_rate: output PCM rate (24 kHz).
         decoder: short description of the Token2Wav weights (for /health and logs).
+        draining: set when the server stops taking new sessions before shutting down (SIGTERM); readiness
+            then fails so a load balancer sends new sessions elsewhere while open ones finish.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Runtime:
         self.is_embedded_demo = backend.name == "synthetic" or random_weights
         self._worker = worker
         self._closed = False
+        self.draining = False
 
     @classmethod
     async def create(cls, config: ServerConfig) -> Runtime:
@@ -182,6 +185,23 @@ class Runtime:
         state = self.voices.loaded(voice)
         speech = SpeechSetup(self._worker, state, self.sample_rate)
         return stream_reply(self.backend, speech, request, self.metrics, meter)
+
+    async def readiness(self) -> list[str]:
+        """Why this replica should not get new sessions now; empty when it should.
+
+        Not ready while the decoder is not running, while draining, or while the LLM backend does not answer
+        its probe (`LLMBackend.check_reachable`, at most one network probe a second).
+        """
+        reasons: list[str] = []
+        if self._closed or not self._worker.running:
+            reasons.append("decoder: not running")
+        if self.draining:
+            reasons.append("draining: shutting down")
+        try:
+            await self.backend.check_reachable()
+        except BackendError as exc:
+            reasons.append(f"backend: {exc.message}")
+        return reasons
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for ``/health``: backend, decoder, voices, and the embedded-demo notice."""

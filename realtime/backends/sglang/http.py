@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,10 @@ HTTP_ERROR_FIRST = 400
 HTTP_NOT_FOUND = 404
 ERROR_BODY_LIMIT = 300
 DEFAULT_AFFINITY_HEADER = "x-smg-routing-key"  # smg's default --routing-key-headers
+SGLANG_HEALTH_PATH = "/health"  # SGLang: the server and its scheduler answer
+GATEWAY_READY_PATH = "/readiness"  # smg: 200 while at least one worker is healthy
+PROBE_TIMEOUT_S = 4.0
+PROBE_CACHE_S = 1.0  # load balancers probe often: reuse one answer for this long
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ class SGLangHTTPBackend(ModelVocabBackend):
         self._aborted: set[str] = set()
         self._abort_tasks: set[asyncio.Task[None]] = set()
         self._aborts = AbortDelivery(self._client, config.worker_urls, ABORT_TIMEOUT_S)
+        self._probe: tuple[float, BackendError | None] = (float("-inf"), None)
         self.model_info: dict[str, Any] = {}
         self.last_stream_mode = StreamMode.UNKNOWN
 
@@ -169,6 +175,31 @@ class SGLangHTTPBackend(ModelVocabBackend):
             info.get("architectures"),
             audio_flag,
         )
+
+    async def check_reachable(self) -> None:
+        """``GET /health`` of SGLang, or ``/readiness`` of a gateway (some worker healthy); cached for 1 s.
+
+        Raises:
+            BackendError: unreachable, or not healthy (``http_<status>``).
+        """
+        checked_at, error = self._probe
+        now = time.monotonic()
+        if now - checked_at >= PROBE_CACHE_S:
+            error = await self._probe_once()
+            self._probe = (time.monotonic(), error)
+        if error is not None:
+            raise error
+
+    async def _probe_once(self) -> BackendError | None:
+        path = GATEWAY_READY_PATH if self._aborts.route is AbortRoute.WORKERS else SGLANG_HEALTH_PATH
+        try:
+            response = await self._client.get(path, timeout=PROBE_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            return _transport_error(exc, self._config.url, 0)
+        if response.status_code >= HTTP_ERROR_FIRST:
+            await response.aread()
+            return _http_error(response)
+        return None
 
     async def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
         """Stream new ids of one reply. See the module docstring for errors and cancellation."""
