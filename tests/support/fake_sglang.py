@@ -92,6 +92,8 @@ class FakeSGLangState:
         aborts: (rid, monotonic arrival time) of every ``/abort_request``.
         disconnects: (rid, monotonic time) when a client dropped a stream before it ended.
         client_ports: client TCP port of each ``/generate`` (connection reuse shows as repeated ports).
+        cached: the id sequences (prompt + output) of earlier generations: a stand-in for SGLang's radix
+            cache, from which ``meta_info.cached_tokens`` is the longest shared prefix of a new prompt's ids.
     """
 
     script: Callable[[dict[str, Any]], Sequence[int]] = lambda body: []
@@ -121,6 +123,19 @@ class FakeSGLangState:
     aborts: list[tuple[str, float]] = field(default_factory=list)
     disconnects: list[tuple[str, float]] = field(default_factory=list)
     client_ports: list[int] = field(default_factory=list)
+    cached: list[tuple[int, ...]] = field(default_factory=list)
+
+    def cached_prefix(self, ids: Sequence[int]) -> int:
+        """Longest prefix of ``ids`` that an earlier generation's ids share (0 when none)."""
+        best = 0
+        for seen in self.cached:
+            shared = 0
+            for a, b in zip(ids, seen, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            best = max(best, shared)
+        return best
     in_flight: dict[str, asyncio.Event] = field(default_factory=dict)
 
 
@@ -209,6 +224,8 @@ class _Generation:
         self.interval = int(sampling.get("stream_interval") or state.stream_interval)
         self.script = list(state.script(body))
         self.prompt_tokens = prompt_tokens
+        self.input_ids: list[int] = list(body.get("input_ids") or [])
+        self.cached_tokens = state.cached_prefix(self.input_ids)
         self.finished = False
         self.truncated = False  # the no_finish fault ended the stream early on purpose
 
@@ -262,6 +279,7 @@ class _Generation:
             self.finished = True
         finally:
             state.in_flight.pop(self.rid, None)
+            state.cached.append((*self.input_ids, *output))
 
     def _fault_now(self, chunks_sent: int) -> bool:
         fault = self.state.fault
@@ -282,7 +300,7 @@ class _Generation:
             "num_retractions": 0,
             "reasoning_tokens": 0,
             "completion_tokens": len(output),
-            "cached_tokens": 0,
+            "cached_tokens": self.cached_tokens,
         }
         if finish is not None:
             meta["e2e_latency"] = 0.0

@@ -84,8 +84,15 @@ class AbortDelivery:
         )
         return self.route
 
-    async def abort(self, rid: str, headers: Mapping[str, str]) -> None:
-        """Abort ``rid`` where it runs; never raises."""
+    async def abort(self, rid: str, headers: Mapping[str, str], *, worker: str | None = None) -> None:
+        """Abort ``rid`` where it runs; never raises.
+
+        Args:
+            rid: the request id.
+            headers: auth headers for ``/abort_request``.
+            worker: past a gateway, the worker it said runs ``rid`` (its ``x-smg-routed-worker-id``
+                response header); None: every worker.
+        """
         if self.route is not AbortRoute.WORKERS:
             status = await self._post(self._client, ABORT_PATH, rid, headers)
             if status is None:
@@ -96,7 +103,7 @@ class AbortDelivery:
                     log.warning("SGLang refused to abort %s: HTTP %d", rid, status)
                 return
             self.route = AbortRoute.WORKERS
-        workers = await self._current_workers(headers)
+        workers = (worker.rstrip("/"),) if worker else await self._current_workers(headers)
         if not workers:
             log.warning(
                 "cannot abort %s: the gateway at %s lists no workers and --sglang-worker-urls is not set; "

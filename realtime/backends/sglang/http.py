@@ -52,6 +52,7 @@ HTTP_ERROR_FIRST = 400
 HTTP_NOT_FOUND = 404
 ERROR_BODY_LIMIT = 300
 DEFAULT_AFFINITY_HEADER = "x-smg-routing-key"  # smg's default --routing-key-headers
+ROUTED_WORKER_HEADER = "x-smg-routed-worker-id"  # smg names the worker it sent a request to (its URL)
 SGLANG_HEALTH_PATH = "/health"  # SGLang: the server and its scheduler answer
 GATEWAY_READY_PATH = "/readiness"  # smg: 200 while at least one worker is healthy
 PROBE_TIMEOUT_S = 4.0
@@ -128,6 +129,7 @@ class SGLangHTTPBackend(ModelVocabBackend):
         )
         self._active: set[str] = set()
         self._aborted: set[str] = set()
+        self._routed: dict[str, str] = {}  # rid -> the worker a gateway says runs it (active rids only)
         self._abort_tasks: set[asyncio.Task[None]] = set()
         self._aborts = AbortDelivery(self._client, config.worker_urls, ABORT_TIMEOUT_S)
         self._probe: tuple[float, BackendError | None] = (float("-inf"), None)
@@ -225,6 +227,9 @@ class SGLangHTTPBackend(ModelVocabBackend):
                     if response.status_code >= HTTP_ERROR_FIRST:
                         await response.aread()
                         raise _http_error(response)
+                    routed = response.headers.get(ROUTED_WORKER_HEADER, "")
+                    if routed.startswith(("http://", "https://")):
+                        self._routed[rid] = routed
                     done = False
                     async for line in response.aiter_lines():
                         payload = sse_payload(line)
@@ -253,12 +258,15 @@ class SGLangHTTPBackend(ModelVocabBackend):
         finally:
             self._active.discard(rid)
             self._aborted.discard(rid)
+            self._routed.pop(rid, None)
 
     async def abort(self, rid: str) -> None:
         """``POST /abort_request {"rid"}`` where ``rid`` runs; idempotent, never raises (failures are logged)."""
         if rid in self._active:
             self._aborted.add(rid)
-        await self._aborts.abort(rid, self._admin_headers())
+        elif self._aborts.route is AbortRoute.WORKERS:
+            return  # generate() already aborted it on its way out, or it finished: nothing runs anywhere
+        await self._aborts.abort(rid, self._admin_headers(), worker=self._routed.get(rid))
 
     def _admin_headers(self) -> dict[str, str]:
         key = self._config.admin_api_key or self._config.api_key
@@ -273,7 +281,8 @@ class SGLangHTTPBackend(ModelVocabBackend):
 
     def _abort_in_background(self, rid: str) -> None:
         self._aborted.add(rid)
-        task = asyncio.get_running_loop().create_task(self.abort(rid), name=f"sglang-abort-{rid}")
+        send = self._aborts.abort(rid, self._admin_headers(), worker=self._routed.get(rid))
+        task = asyncio.get_running_loop().create_task(send, name=f"sglang-abort-{rid}")
         self._abort_tasks.add(task)
         task.add_done_callback(self._abort_tasks.discard)
 

@@ -68,6 +68,10 @@ def sampling_payload(
     }
 
 
+# smg relays a worker stream that broke mid-response as one error chunk with this prefix.
+GATEWAY_STREAM_ERROR = "Stream error:"
+
+
 def sse_payload(line: str) -> str | None:
     """The payload of one SSE line, or None for blank lines, comments and non-data fields."""
     if not line.startswith(SSE_DATA_PREFIX):
@@ -81,7 +85,8 @@ def parse_chunk_json(payload: str) -> dict[str, Any]:
 
     Raises:
         BackendError: ``protocol_error`` for non-JSON or non-object payloads, ``server_error`` for an
-            error chunk (its message is passed on).
+            error chunk (its message is passed on), ``stream_cut`` for the error chunk a gateway sends when
+            its worker's stream broke (the worker died or was cut off mid-response).
     """
     try:
         chunk = json.loads(payload)
@@ -92,7 +97,12 @@ def parse_chunk_json(payload: str) -> dict[str, Any]:
     if not isinstance(chunk, dict):
         raise BackendError("protocol_error", f"SGLang sent a chunk that is not an object: {payload[:200]!r}")
     if "error" in chunk:
-        raise BackendError("server_error", f"SGLang error: {error_message(chunk['error'])}")
+        message = error_message(chunk["error"])
+        if message.startswith(GATEWAY_STREAM_ERROR):
+            raise BackendError(
+                "stream_cut", f"the SGLang worker's stream broke mid-response (the gateway says: {message})"
+            )
+        raise BackendError("server_error", f"SGLang error: {message}")
     return chunk
 
 
