@@ -136,6 +136,7 @@ class FakeSGLangState:
                 shared += 1
             best = max(best, shared)
         return best
+
     in_flight: dict[str, asyncio.Event] = field(default_factory=dict)
 
 
