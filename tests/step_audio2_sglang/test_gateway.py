@@ -193,8 +193,10 @@ async def test_cancel_aborts_on_the_worker_running_the_response(
     while _metric(url, "num_aborted_requests_total") <= aborted[target]:
         assert asyncio.get_running_loop().time() < deadline, "the worker never counted the abort"
         await asyncio.sleep(POLL_S)
-    # Our /abort_request reached the worker (not only SGLang's own abort 2 s after the gateway hung up) ...
+    # Our /abort_request reached that worker, and only it (the gateway named it in x-smg-routed-worker-id),
+    # not only SGLang's own abort 2 s after the gateway hung up ...
     assert _log_lines(logs[target], ABORT_LOG_LINE) > abort_posts[target]
+    assert _log_lines(logs[1 - target], ABORT_LOG_LINE) == abort_posts[1 - target]
     # ... and nothing is left running anywhere.
     for url in sglang_gateway.worker_urls:
         while _metric(url, "num_running_reqs") > 0:
