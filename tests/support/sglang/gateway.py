@@ -1,7 +1,8 @@
 """Start the SGLang Model Gateway (``smg launch``, HTTP mode) in front of running SGLang workers, for tests.
 
 The gateway binary comes from the ``smg`` package of the ``sglang`` extra. Health checks run every second with
-one failure enough to mark a worker unhealthy, so a killed worker leaves the rotation within about a second.
+one failure enough to mark a worker unhealthy, so a killed worker leaves the rotation within about a second
+(a refused connection fails at once; only a hung worker waits for the probe timeout).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tests.support.sglang.worker import HOST, RunningProcess, free_port, spawn
 
 READY_TIMEOUT_S = 60.0
 HEALTH_INTERVAL_S = 1
+HEALTH_TIMEOUT_S = 30
 ROUTING_KEY_HEADER = "x-smg-routing-key"
 
 
@@ -60,6 +62,9 @@ def launch_gateway(
         "--policy", policy,
         "--health-check-interval-secs", str(HEALTH_INTERVAL_S),
         "--health-failure-threshold", "1",
+        # SGLang's /health generates one token; a cold CPU worker (warm-up skipped) can take longer than smg's
+        # 5 s default, and a failed first probe costs a 30 s registration retry.
+        "--health-check-timeout-secs", str(HEALTH_TIMEOUT_S),
         "--shutdown-grace-period-secs", "1",  # tests stop it to simulate an outage
         "--log-level", "info",
     ]  # fmt: skip
