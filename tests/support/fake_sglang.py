@@ -3,7 +3,10 @@
 Written from the spec, not from our client, so it can be diffed against the real server (issue 9 runs the
 same client tests against SGLang on CPU). What it reproduces:
 
-- ``GET /model_info`` and the deprecated ``GET /get_model_info``.
+- ``GET /model_info`` and the deprecated ``GET /get_model_info``; ``GET /health`` (200: SGLang's answers after
+  generating one token, which a fake need not do).
+- ``meta_info.cached_tokens``: the longest prefix a prompt shares with an earlier generation's ids (its radix
+  cache).
 - ``POST /generate`` with ``input_ids`` (the ``--skip-tokenizer-init`` shape: chunks carry no ``text``),
   ``stream`` true or false, the sampling-params contract (unknown keys -> HTTP 400 ``{"error": ...}``), the
   ``max_new_tokens`` default of 128, ``stop_token_ids`` (the matched id stays in ``output_ids``), and
@@ -148,6 +151,9 @@ def create_fake_sglang_app(state: FakeSGLangState) -> Starlette:
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         return JSONResponse(state.model_info)
 
+    async def health(request: Request) -> Response:
+        return Response(status_code=200)
+
     async def abort_request(request: Request) -> Response:
         body = await request.json()
         rid = str(body.get("rid", ""))
@@ -181,6 +187,7 @@ def create_fake_sglang_app(state: FakeSGLangState) -> Starlette:
         Route("/model_info", model_info, methods=["GET"]),
         Route("/get_model_info", model_info, methods=["GET"]),
         Route("/abort_request", abort_request, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
         Route("/generate", generate, methods=["POST", "PUT"]),
     ]
     return Starlette(routes=routes)

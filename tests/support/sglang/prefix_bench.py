@@ -38,6 +38,7 @@ from tests.support.wire_check import RawClient
 INSTRUCTIONS_BYTES = 1800  # tokens, with the byte-level tiny tokenizer
 REPLY_TOKENS = 16
 FLUSH_TIMEOUT_S = 30.0
+FLUSH_RETRY_S = 0.2
 MS = 1000.0
 
 
@@ -55,10 +56,14 @@ class Turn:
 
 
 async def _flush(urls: list[str]) -> None:
+    """Empty every worker's radix cache; SGLang refuses (400) while a request is still finishing, so retry."""
+    deadline = time.monotonic() + FLUSH_TIMEOUT_S
     async with httpx.AsyncClient(timeout=FLUSH_TIMEOUT_S) as http:
         for url in urls:
-            response = await http.post(f"{url}/flush_cache")
-            response.raise_for_status()
+            while (response := await http.post(f"{url}/flush_cache")).status_code != httpx.codes.OK:
+                if time.monotonic() > deadline:
+                    response.raise_for_status()
+                await asyncio.sleep(FLUSH_RETRY_S)
 
 
 async def _turn(client: RawClient, text: str) -> tuple[dict[str, Any], float]:
@@ -100,6 +105,7 @@ async def _session(arm: str, server: ServerHandle, index: int, turns: int, worke
             usage, ttfa = await _turn(client, f"turn {turn}: and then what happened?")
             cached = (usage.get("input_token_details") or {}).get("cached_tokens", 0)
             out.append(Turn(arm, index, turn, usage["input_tokens"], cached, ttfa, turn == flush_at))
+            print(out[-1], flush=True)
     finally:
         await client.close()
     return out

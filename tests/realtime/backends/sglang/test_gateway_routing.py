@@ -10,6 +10,7 @@ carries ``x-smg-routed-worker-id: <worker url>``; a worker that dies mid-stream 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -19,12 +20,12 @@ import pytest
 
 from realtime.backends.base import BackendError, GenerationInput, PromptTurn, SamplingParams
 from realtime.backends.sglang.abort import AbortRoute
-from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
+from realtime.backends.sglang.http import PROBE_CACHE_S, SGLangHTTPBackend, SGLangHTTPConfig
 from realtime.backends.sglang.vocab import ModelVocab
 from tests.support.fake_sglang import FakeSGLangServer
-from tests.support.sglang_fixtures import tiny_model_dir, tiny_vocab
+from tests.support.sglang_fixtures import fake_sglang, tiny_model_dir, tiny_vocab
 
-__all__ = ["tiny_model_dir", "tiny_vocab"]
+__all__ = ["fake_sglang", "tiny_model_dir", "tiny_vocab"]
 
 GATEWAY = "http://gateway.test"
 PROMPT_TOKENS = 40
@@ -38,6 +39,7 @@ class ScriptedGateway:
         self.workers = workers
         self.routed = routed
         self.workers_status = 200
+        self.readiness_status = 200
         self.stream_error: str | None = None
         self.generate_headers: list[httpx.Headers] = []
 
@@ -46,6 +48,11 @@ class ScriptedGateway:
         if path == "/get_model_info":
             return httpx.Response(
                 200, json={"model_path": "/models/Step-Audio-2-mini", "is_generation": True}
+            )
+        if path == "/readiness":
+            return httpx.Response(
+                self.readiness_status,
+                json={"status": "ready" if self.readiness_status == 200 else "not ready"},
             )
         if path == "/workers" and request.method == "GET":
             body = {"workers": [{"id": str(i), "url": url} for i, url in enumerate(self.workers)]}
@@ -193,3 +200,28 @@ async def test_a_worker_dying_behind_the_gateway_is_a_stream_cut(
     await backend.aclose()
     assert caught.value.code == "stream_cut"
     assert "worker's stream broke mid-response" in caught.value.message
+
+
+async def test_readiness_follows_the_gateways_readiness(
+    workers: list[FakeSGLangServer], tiny_vocab: ModelVocab
+) -> None:
+    gateway = ScriptedGateway([w.url for w in workers], routed=None)
+    backend = _backend(gateway, tiny_vocab)
+    await backend.start()
+    await backend.check_reachable()  # no worker down: ready
+    gateway.readiness_status = 503
+    await asyncio.sleep(PROBE_CACHE_S)  # past the cached answer
+    with pytest.raises(BackendError) as caught:
+        await backend.check_reachable()
+    await backend.aclose()
+    assert caught.value.code == "http_503"
+
+
+async def test_readiness_of_plain_sglang_is_its_health(
+    fake_sglang: FakeSGLangServer, tiny_vocab: ModelVocab
+) -> None:
+    backend = SGLangHTTPBackend(SGLangHTTPConfig(url=fake_sglang.url), vocab=tiny_vocab)
+    await backend.start()
+    assert backend.abort_route is AbortRoute.DIRECT
+    await backend.check_reachable()
+    await backend.aclose()
