@@ -51,6 +51,11 @@ def _metric(url: str, name: str) -> float:
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
 
 
+def _healthy_workers(gateway_url: str) -> object:
+    """What the gateway's ``/readiness`` counts as healthy workers."""
+    return httpx.get(f"{gateway_url}/readiness", timeout=METRICS_TIMEOUT_S).json().get("healthy_workers")
+
+
 def _requests(rig: GatewayRig) -> tuple[float, ...]:
     return tuple(_metric(url, "num_requests_total") for url in rig.worker_urls)
 
@@ -250,7 +255,12 @@ async def _kill_the_worker_mid_reply(conn: Any, rig: GatewayRig) -> None:
     failed = event.response
     assert failed.status == "failed", failed
     assert failed.status_details.error.code == "stream_cut", failed
-    # The session lives; the gateway sends its next response to the surviving worker.
+    # The session lives; once the gateway's health check has noticed (1 s interval), the next response goes to
+    # the surviving worker.
+    deadline = asyncio.get_running_loop().time() + SETTLE_S
+    while _healthy_workers(rig.url) != 1:
+        assert asyncio.get_running_loop().time() < deadline, "the gateway never noticed the dead worker"
+        await asyncio.sleep(POLL_S)
     await conn.session.update(session={"type": "realtime", "max_output_tokens": SHORT_REPLY_TOKENS})
     assert (await _next(conn)).type == "session.updated"
     survivor = rig.worker_urls[0]
