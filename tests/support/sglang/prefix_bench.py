@@ -12,7 +12,12 @@ is byte level: one token per byte) and ``--turns`` short spoken turns, recording
 
 Prefix reuse on vs off, same run: in each session the last two turns are measured once with the worker's
 cache intact and once right after ``POST /flush_cache`` on every worker; which of the two goes first alternates
-between sessions, so a drift of the shared machine does not favour either arm.
+between sessions, so a drift of the shared machine does not favour either arm. A third arm goes through a
+second gateway with ``--policy round_robin`` (no affinity), to show what the routing key buys.
+
+The LLM's own share, without our server or Token2Wav: time to the first streamed chunk of a one-token
+``/generate`` with a ``--prefill-tokens`` prompt, cold (right after a flush) and warm (same prefix, new last
+token), ``--prefill-reps`` interleaved pairs, straight to a worker and through the gateway.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -36,6 +42,7 @@ from tests.support.sglang.tiny_checkpoint import write_tiny_checkpoint
 from tests.support.wire_check import RawClient
 
 INSTRUCTIONS_BYTES = 1800  # tokens, with the byte-level tiny tokenizer
+FIRST_TEXT_ID = 1000  # prefill-probe prompts: plain text ids of the tiny vocabulary
 REPLY_TOKENS = 16
 FLUSH_TIMEOUT_S = 30.0
 FLUSH_RETRY_S = 0.2
@@ -111,6 +118,42 @@ async def _session(arm: str, server: ServerHandle, index: int, turns: int, worke
     return out
 
 
+async def _first_chunk_ms(http: httpx.AsyncClient, url: str, ids: list[int], key: str) -> float:
+    body = {"input_ids": ids, "stream": True, "sampling_params": {"max_new_tokens": 1, "temperature": 0.0}}
+    started = time.perf_counter()
+    elapsed = float("nan")  # no chunk at all shows as NaN
+    async with http.stream(
+        "POST", f"{url}/generate", json=body, headers={"x-smg-routing-key": key}
+    ) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():  # read to the end: the connection is reused
+            if line.startswith("data: {") and math.isnan(elapsed):
+                elapsed = (time.perf_counter() - started) * MS
+    return elapsed
+
+
+async def _prefill_probe(arms: dict[str, str], workers: list[str], tokens: int, reps: int) -> dict[str, Any]:
+    """Cold vs warm time to the first chunk of a one-token generation, interleaved per repetition."""
+    prefix = [FIRST_TEXT_ID + (i * 7919) % 50000 for i in range(tokens - 1)]
+    out: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=FLUSH_TIMEOUT_S * 4) as http:
+        for arm, url in arms.items():
+            cold, warm = [], []
+            for rep in range(reps):
+                await _flush(workers)
+                cold.append(await _first_chunk_ms(http, url, [*prefix, 2 * rep], f"probe-{arm}"))
+                warm.append(await _first_chunk_ms(http, url, [*prefix, 2 * rep + 1], f"probe-{arm}"))
+            out[arm] = {
+                "prompt_tokens": tokens,
+                "cold_ms_median": statistics.median(cold),
+                "warm_ms_median": statistics.median(warm),
+                "cold_ms": [round(v) for v in cold],
+                "warm_ms": [round(v) for v in warm],
+            }
+            print(arm, out[arm], flush=True)
+    return out
+
+
 def _summary(rows: list[Turn], turns: int) -> dict[str, Any]:
     late = {turns - 2, turns - 1}
     summary: dict[str, Any] = {}
@@ -145,8 +188,14 @@ async def _run(args: argparse.Namespace, folder: Path) -> tuple[list[Turn], dict
         smg = gateway.launch_gateway(urls, folder / "gateway.log")
         processes.append(smg)
         await asyncio.to_thread(smg.wait_ready, "/readiness", gateway.READY_TIMEOUT_S)
+        round_robin = gateway.launch_gateway(urls, folder / "gateway-rr.log", policy="round_robin")
+        processes.append(round_robin)
+        await asyncio.to_thread(round_robin.wait_ready, "/readiness", gateway.READY_TIMEOUT_S)
         print(f"rig ready in {time.monotonic() - started:.0f} s", flush=True)
-        arms = {"gateway": smg.url, "direct": urls[0]}
+        probe = await _prefill_probe(
+            {"direct": urls[0], "gateway": smg.url}, urls, args.prefill_tokens, args.prefill_reps
+        )
+        arms = {"gateway": smg.url, "direct": urls[0], "gateway-round-robin": round_robin.url}
         rows: list[Turn] = []
         for arm, url in arms.items():
             config = ServerConfig(
@@ -154,10 +203,11 @@ async def _run(args: argparse.Namespace, folder: Path) -> tuple[list[Turn], dict
             )
             server = await asyncio.to_thread(start_server, config)
             servers.append(server)
-            await _session(arm, server, -1, 2, urls)  # warm-up: first requests pay one-off costs
+            if args.sessions:
+                await _session(arm, server, -1, 2, urls)  # warm-up: first requests pay one-off costs
             for index in range(args.sessions):
                 rows += await _session(arm, server, index, args.turns, urls)
-        return rows, _summary(rows, args.turns)
+        return rows, {"prefill_probe": probe, **(_summary(rows, args.turns) if rows else {})}
     finally:
         for server in servers:
             server.stop()
@@ -170,6 +220,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=6, help="turns per session (at least 4)")
     parser.add_argument("--sessions", type=int, default=2, help="sessions per arm")
+    parser.add_argument("--prefill-tokens", type=int, default=3500, help="prompt length of the prefill probe")
+    parser.add_argument("--prefill-reps", type=int, default=5, help="cold/warm pairs per prefill-probe arm")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="prefix-bench-") as tmp:
