@@ -1,11 +1,13 @@
 """Deliver ``POST /abort_request {"rid"}`` to the SGLang worker running a request, directly or past a gateway.
 
 Straight to SGLang, ``/abort_request`` on the configured URL is the whole story. The SGLang Model Gateway
-(``smg``, HTTP mode) does not route ``/abort_request`` (it answers 404): it forwards ``/generate`` to one worker
-chosen by its policy and does not say which. Closing our stream does reach that worker (the gateway drops its
-upstream connection, and SGLang aborts a disconnected request two seconds later), but two seconds of GPU per
-barge-in is waste, so past a gateway the abort is sent to every worker the gateway lists (``GET /workers``) or
-to the URLs configured with ``--sglang-worker-urls``; SGLang ignores an abort for a rid it does not run.
+(``smg``, HTTP mode) does not route ``/abort_request`` (it answers 404); it forwards ``/generate`` to one worker
+chosen by its policy and names it in the ``x-smg-routed-worker-id`` response header. Closing our stream does
+reach that worker (the gateway drops its upstream connection, and SGLang aborts a disconnected request two
+seconds later), but two seconds of GPU per barge-in is waste, so past a gateway the abort goes straight to the
+named worker; when none was named (the cancel came before the response headers), to every worker the gateway
+lists (``GET /workers``) or the URLs configured with ``--sglang-worker-urls``. SGLang ignores an abort for a
+rid it does not run. A named worker URL is trusted as the gateway's word: the gateway is our own component.
 
 Which of the two applies is probed once at start-up by asking for the worker list (SGLang has none), and
 corrected on the first abort that a "direct" URL answers with 404. Failures are logged, never raised: an
