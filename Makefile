@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   - make .venv, install the server, start it with the browser demo (embedded default)
-#   make test    - make .venv, install the dev and sglang extras and chromium, run lint, types and tests
+#   make test    - make .venv, install the dev and sglang extras, chromium and haproxy, run lint, types and tests
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SERVE_ARGS ?=
 
-.PHONY: serve test lint typecheck pytest chromium clean help
+.PHONY: serve test lint typecheck pytest chromium haproxy clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,6 +32,11 @@ chromium:  ## install Debian's chromium for the browser tests when it is missing
 		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
 		else echo "chromium missing and not root: the browser tests will be skipped" >&2; fi; }
 
+haproxy:  ## install Debian's haproxy for the load-balancer test when it is missing
+	@command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends haproxy; \
+		else echo "haproxy missing and not root: the load-balancer test will be skipped" >&2; fi; }
+
 serve: $(BASE_STAMP)  ## start the server with the browser demo on the embedded default
 	$(BIN)/realtime serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
@@ -42,7 +47,7 @@ lint: $(DEV_STAMP)  ## ruff lint and format check
 typecheck: $(DEV_STAMP)  ## mypy: strict on streaming_parser and realtime, relaxed on token2wav
 	$(BIN)/mypy streaming_parser realtime token2wav step_audio2_sglang
 
-pytest: $(DEV_STAMP) chromium  ## run every test
+pytest: $(DEV_STAMP) chromium haproxy  ## run every test
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
 
 test: lint typecheck pytest  ## lint, types and every test
