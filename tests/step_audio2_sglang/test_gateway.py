@@ -11,6 +11,7 @@ counters. The kill test runs last: it takes the rig's spare worker down for good
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import re
 from collections.abc import Iterator
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
+from realtime.audio import PCM_RATE
 from realtime.backends.base import GenerationInput, PromptTurn, SamplingParams
 from realtime.backends.sglang.abort import AbortRoute
 from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
@@ -173,6 +176,20 @@ async def test_later_turns_stay_on_one_worker_and_report_cached_tokens(
         # The whole earlier prompt (and its reply) is a prefix of the next prompt on the same worker.
         assert cached >= previous.input_tokens, (previous, usage)
         assert cached < usage.input_tokens
+
+
+async def test_user_audio_reaches_the_worker_through_the_gateway(gateway_server: ServerHandle) -> None:
+    speech = (np.sin(np.arange(PCM_RATE) / 5.0) * 3000).astype("<i2").tobytes()  # 1 s at 24 kHz
+    async with _client(gateway_server).realtime.connect(model=MODEL) as conn:
+        await _open(conn, SHORT_REPLY_TOKENS)
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
+        assert (await _next(conn)).type == "session.updated"
+        await conn.input_audio_buffer.append(audio=base64.b64encode(speech).decode())
+        await conn.input_audio_buffer.commit()
+        done = await _reply(conn)
+    # The backend compares the prompt length SGLang reports with the expected audio expansion and fails the
+    # response (audio_dropped) when they differ: a completed reply means audio_data crossed the gateway intact.
+    assert done.status in ("completed", "incomplete"), done
 
 
 async def test_cancel_aborts_on_the_worker_running_the_response(
