@@ -54,6 +54,19 @@ def _metric(url: str, name: str) -> float:
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
 
 
+def _live_requests(url: str) -> int:
+    """Requests a worker's scheduler holds right now (running + waiting), from SGLang's ``GET /v1/loads``.
+
+    Unlike the ``num_running_reqs`` gauge of ``/metrics`` (refreshed only every few dozen decode steps), this
+    asks the scheduler at call time.
+    """
+    body = httpx.get(f"{url}/v1/loads", params={"include": "core"}, timeout=METRICS_TIMEOUT_S).json()
+    total = 0
+    for load in body["loads"]:  # one per data-parallel rank; the "core" keys are flat
+        total += int(load["num_running_reqs"]) + int(load["num_waiting_reqs"])
+    return total
+
+
 def _healthy_workers(gateway_url: str) -> object:
     """What the gateway's ``/readiness`` counts as healthy workers."""
     return httpx.get(f"{gateway_url}/readiness", timeout=METRICS_TIMEOUT_S).json().get("healthy_workers")
@@ -201,9 +214,9 @@ async def test_cancel_aborts_on_the_worker_running_the_response(
         await _say(conn, "talk for a long time")
         await conn.response.create()
         await _until_audio(conn)
-        running = [_metric(url, "num_running_reqs") for url in sglang_gateway.worker_urls]
-        assert sorted(running) == [0.0, 1.0], f"running requests per worker: {running}"
-        target = running.index(1.0)
+        running = [_live_requests(url) for url in sglang_gateway.worker_urls]
+        assert sorted(running) == [0, 1], f"requests per worker: {running}"
+        target = running.index(1)
         aborted = [_metric(url, "num_aborted_requests_total") for url in sglang_gateway.worker_urls]
         abort_posts = [_log_lines(path, ABORT_LOG_LINE) for path in logs]
         await conn.response.cancel()
@@ -221,7 +234,7 @@ async def test_cancel_aborts_on_the_worker_running_the_response(
     assert _log_lines(logs[1 - target], ABORT_LOG_LINE) == abort_posts[1 - target]
     # ... and nothing is left running anywhere.
     for url in sglang_gateway.worker_urls:
-        while _metric(url, "num_running_reqs") > 0:
+        while _live_requests(url) > 0:
             assert asyncio.get_running_loop().time() < deadline, f"{url} still runs a request"
             await asyncio.sleep(POLL_S)
 
