@@ -29,22 +29,28 @@ LOG_TAIL_LINES = worker.LOG_TAIL_LINES
 
 ENGINE_PROBE_TIMEOUT_S = float(os.environ.get("STREAMVOICE_SGLANG_ENGINE_TIMEOUT", "600"))
 ENGINE_PROBE_FIXTURE = "engine_probe"
+GATEWAY_FIXTURE = "sglang_gateway"
+SPARE_WORKER_FIXTURE = "gateway_spare_worker"
 
 SGLANG_MISSING = importlib.util.find_spec("sglang") is None
 SKIP_REASON = "sglang is not installed (install the 'sglang' extra: pip install -e '.[sglang]')"
 _start_engine_probe_early = False
+_start_spare_worker_early = False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip ``sglang`` tests with the reason when sglang is missing; note whether the Engine probe will run."""
-    global _start_engine_probe_early
+    """Skip ``sglang`` tests with the reason when sglang is missing; note whether the Engine probe and the
+    gateway's spare worker will be needed (they then start together with the first SGLang server)."""
+    global _start_engine_probe_early, _start_spare_worker_early
     for item in items:
         if item.get_closest_marker("sglang") is None:
             continue
         if SGLANG_MISSING:
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
-        elif ENGINE_PROBE_FIXTURE in getattr(item, "fixturenames", ()):
-            _start_engine_probe_early = True
+            continue
+        fixtures = getattr(item, "fixturenames", ())
+        _start_engine_probe_early |= ENGINE_PROBE_FIXTURE in fixtures
+        _start_spare_worker_early |= GATEWAY_FIXTURE in fixtures
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,9 @@ def sglang_server(
     if SGLANG_MISSING:
         pytest.skip(SKIP_REASON)
     if _start_engine_probe_early:
-        request.getfixturevalue(ENGINE_PROBE_FIXTURE)  # overlap the two start-ups
+        request.getfixturevalue(ENGINE_PROBE_FIXTURE)  # overlap the start-ups
+    if _start_spare_worker_early:
+        request.getfixturevalue(SPARE_WORKER_FIXTURE)
     server = worker.launch_worker(tiny_checkpoint, tmp_path_factory.mktemp("sglang_server") / "server.log")
     try:
         try:
@@ -196,37 +204,49 @@ def _wait_gateway(process: worker.RunningProcess) -> float:
 
 
 @pytest.fixture(scope="session")
-def sglang_gateway(
-    tiny_checkpoint: TinyCheckpoint, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[GatewayRig]:
-    """``smg launch --policy consistent_hashing`` over the session's SGLang server and a second worker."""
+def gateway_spare_worker(
+    tiny_checkpoint: TinyCheckpoint, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[worker.RunningProcess]:
+    """The gateway's second SGLang worker, spawned (not waited for) so it starts alongside `sglang_server`."""
     if SGLANG_MISSING:
         pytest.skip(SKIP_REASON)
-    if gateway.smg_executable() is None:
-        pytest.fail("smg is not installed: install the 'sglang' extra (pip install -e '.[sglang]')")
-    log_dir = tmp_path_factory.mktemp("sglang_gateway")
-    spare = worker.launch_worker(tiny_checkpoint, log_dir / "spare-worker.log")  # starts while the first does
+    spare = worker.launch_worker(tiny_checkpoint, tmp_path_factory.mktemp("spare_worker") / "worker.log")
     try:
-        first: SGLangServer = request.getfixturevalue("sglang_server")
-        try:
-            spare.wait_ready("/model_info")
-        except worker.LaunchError as exc:
-            pytest.fail(str(exc))
-        urls = (first.url, spare.url)
-        rig = GatewayRig(
-            gateway=gateway.launch_gateway(urls, log_dir / "gateway.log"),
-            worker_urls=urls,
-            worker_logs=(first.log_path, spare.log_path),
-            spare=spare,
-            checkpoint=tiny_checkpoint,
-            startup_s=0.0,
-            log_dir=log_dir,
-        )
-        try:
-            _wait_gateway(rig.gateway)
-            rig.startup_s = time.monotonic() - spare.started
-            yield rig
-        finally:
-            rig.gateway.stop()
+        yield spare
     finally:
         spare.stop()
+
+
+@pytest.fixture(scope="session")
+def sglang_gateway(
+    tiny_checkpoint: TinyCheckpoint,
+    gateway_spare_worker: worker.RunningProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[GatewayRig]:
+    """``smg launch --policy consistent_hashing`` over the session's SGLang server and a second worker."""
+    if gateway.smg_executable() is None:
+        pytest.fail("smg is not installed: install the 'sglang' extra (pip install -e '.[sglang]')")
+    spare = gateway_spare_worker
+    first: SGLangServer = request.getfixturevalue("sglang_server")
+    try:
+        spare.wait_ready("/model_info")
+    except worker.LaunchError as exc:
+        pytest.fail(str(exc))
+    log_dir = tmp_path_factory.mktemp("sglang_gateway")
+    urls = (first.url, spare.url)
+    rig = GatewayRig(
+        gateway=gateway.launch_gateway(urls, log_dir / "gateway.log"),
+        worker_urls=urls,
+        worker_logs=(first.log_path, spare.log_path),
+        spare=spare,
+        checkpoint=tiny_checkpoint,
+        startup_s=0.0,
+        log_dir=log_dir,
+    )
+    try:
+        _wait_gateway(rig.gateway)
+        rig.startup_s = time.monotonic() - spare.started
+        yield rig
+    finally:
+        rig.gateway.stop()
