@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   - make .venv, install the server, start it with the browser demo (embedded default)
-#   make test    - make .venv, install the dev and sglang extras and chromium, make .venv-clients (the newest
-#                  openai and openai-agents, for the client tests), run lint, types and tests
+#   make test    - make .venv, install the dev and sglang extras, chromium and haproxy, make .venv-clients (the
+#                  newest openai and openai-agents, for the client tests), run lint, types and tests
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SERVE_ARGS ?=
 
-.PHONY: serve test lint typecheck pytest chromium clients clients-upgrade clean help
+.PHONY: serve test lint typecheck pytest chromium haproxy clients clients-upgrade clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +51,11 @@ clients-upgrade:  ## upgrade .venv-clients to the newest openai and openai-agent
 	rm -f $(CLIENTS_STAMP)
 	$(MAKE) clients
 
+haproxy:  ## install Debian's haproxy for the load-balancer test when it is missing
+	@command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends haproxy; \
+		else echo "haproxy missing and not root: the load-balancer test will be skipped" >&2; fi; }
+
 serve: $(BASE_STAMP)  ## start the server with the browser demo on the embedded default
 	$(BIN)/realtime serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
@@ -61,7 +66,7 @@ lint: $(DEV_STAMP)  ## ruff lint and format check
 typecheck: $(DEV_STAMP)  ## mypy: strict on streaming_parser and realtime, relaxed on token2wav
 	$(BIN)/mypy streaming_parser realtime token2wav step_audio2_sglang
 
-pytest: $(DEV_STAMP) chromium clients  ## run every test
+pytest: $(DEV_STAMP) chromium haproxy clients  ## run every test
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
 
 test: lint typecheck pytest  ## lint, types and every test

@@ -104,6 +104,9 @@ class GenerationInput:
         read_aloud: text-to-speech: the reply must speak the last user turn's text verbatim, nothing else.
             ``instructions`` then only describes the delivery (style, emotion, pace); the backend's prompt
             layer adds its own read-this-aloud instruction (`READ_ALOUD_INSTRUCTION` for Step-Audio-2).
+        affinity_key: the same for every generation of one session (its conversation id): a gateway in front of
+            several LLM workers sends equal keys to the same worker, which holds the session's prompt prefix in
+            its KV cache. Empty: no preference.
     """
 
     rid: str
@@ -113,6 +116,7 @@ class GenerationInput:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     purpose: Literal["reply", "transcription"] = "reply"
     read_aloud: bool = False
+    affinity_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,12 +128,14 @@ class TokenChunk:
         finish_reason: set on the last chunk of a generation, None before.
         prompt_tokens: prompt length the LLM reported (for usage and the audio placeholder check).
         completion_tokens: total output tokens so far as reported by the LLM.
+        cached_tokens: how many of the prompt tokens the LLM found in its prefix (KV) cache, if it says.
     """
 
     ids: tuple[int, ...]
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None
 
 
 @runtime_checkable
@@ -175,6 +181,10 @@ class LLMBackend(Protocol):
 
     async def start(self) -> None:
         """Connect and check the LLM is reachable and serves the expected model; raise BackendError if not."""
+        ...
+
+    async def check_reachable(self) -> None:
+        """Cheap liveness probe of a started backend (for readiness); raise BackendError when it is not."""
         ...
 
     def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:

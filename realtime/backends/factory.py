@@ -80,6 +80,23 @@ def add_backend_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGr
     )
     _add_once(
         parser,
+        "--sglang-worker-urls",
+        default=argparse.SUPPRESS,
+        metavar="URL[,URL...]",
+        help="when --sglang-url is an SGLang Model Gateway (smg), the SGLang workers behind it, comma-separated: "
+        "a cancelled response is aborted on them directly (smg does not route /abort_request). Default: the "
+        "gateway's own GET /workers list.",
+    )
+    _add_once(
+        parser,
+        "--sglang-affinity-header",
+        default=argparse.SUPPRESS,
+        help="request header carrying the session's id on every /generate, so a gateway started with "
+        "--routing-key-override keeps a session on the worker holding its prompt prefix (default "
+        "x-smg-routing-key; an empty value sends none).",
+    )
+    _add_once(
+        parser,
         "--sglang-timeout",
         type=float,
         default=argparse.SUPPRESS,
@@ -142,7 +159,7 @@ def create_backend(config: ServerConfig) -> LLMBackend:
     check_audio = not options.get("no_audio_check")
     model_dir = _model_dir(config)
     if config.backend == "sglang":
-        from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
+        from realtime.backends.sglang.http import DEFAULT_AFFINITY_HEADER, SGLangHTTPBackend, SGLangHTTPConfig
 
         timeout = _float_option(options, "sglang_timeout") or DEFAULT_SGLANG_TIMEOUT_S
         return SGLangHTTPBackend(
@@ -158,6 +175,8 @@ def create_backend(config: ServerConfig) -> LLMBackend:
                 check_audio=check_audio,
                 sampling=sampling,
                 context_length=config.context_length or None,
+                worker_urls=_url_list(_str_option(options, "sglang_worker_urls")),
+                affinity_header=_header_option(options, "sglang_affinity_header", DEFAULT_AFFINITY_HEADER),
             )
         )
     if not config.model_path:
@@ -211,6 +230,24 @@ def _model_dir(config: ServerConfig) -> Path | None:
 def _str_option(options: Mapping[str, object], name: str) -> str | None:
     value = options.get(name)
     return None if value is None else str(value)
+
+
+def _url_list(value: str | None) -> tuple[str, ...]:
+    urls = tuple(part.strip() for part in (value or "").split(",") if part.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise BackendError("bad_option", f"--sglang-worker-urls: {url!r} is not an http(s) URL")
+    return urls
+
+
+def _header_option(options: Mapping[str, object], name: str, default: str) -> str:
+    value = _str_option(options, name)
+    if value is None:
+        return default
+    value = value.strip()
+    if value and not all(c.isalnum() or c in "-_" for c in value):
+        raise BackendError("bad_option", f"--{name.replace('_', '-')}: {value!r} is not an HTTP header name")
+    return value
 
 
 def _list_option(options: Mapping[str, object], name: str) -> list[object]:

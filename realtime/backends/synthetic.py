@@ -219,6 +219,9 @@ class SyntheticBackend:
     async def start(self) -> None:
         """Nothing to connect to."""
 
+    async def check_reachable(self) -> None:
+        """Always reachable: it runs in this process."""
+
     async def aclose(self) -> None:
         """Abort every active generation."""
         self._aborted |= self._active

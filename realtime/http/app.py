@@ -12,6 +12,9 @@
   demo stay open.
 - ``GET /health``: JSON status, readiness (``ready`` / ``draining``), what the server runs, sessions, decoder
   streams, and the process's RSS and task count.
+- ``GET /health/live``: 200 while the process serves HTTP (restart it when this fails).
+- ``GET /health/ready``: 200 when this replica should get new sessions: decoder running, LLM backend
+  answering, not draining, below ``max_sessions``; else 503 with the reasons (docs/DEPLOY.md).
 - ``GET /metrics``: Prometheus text from the runtime's registry.
 - ``GET /v1/voices``: voice names, the default, and whether this is the embedded demo.
 - ``/``: the static ``web_demo/`` page, when the folder exists (source checkouts and editable installs), and
@@ -133,6 +136,16 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         info = {"status": "ok", "model": model, "sessions": sessions.open, **runtime.describe()}
         return JSONResponse({**info, **process_figures()})
 
+    async def live(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "live"})
+
+    async def ready(request: Request) -> JSONResponse:
+        reasons = await runtime.readiness()
+        if sessions.open >= sessions.limit:
+            reasons.append(f"sessions: at the limit of {sessions.limit}")
+        body = {"status": "not_ready" if reasons else "ready", "reasons": reasons, "sessions": sessions.open}
+        return JSONResponse(body, status_code=503 if reasons else 200)
+
     async def metrics(request: Request) -> Response:
         body, content_type = runtime.metrics.render()
         return Response(body, media_type=content_type)
@@ -173,6 +186,8 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         WebSocketRoute("/v1/realtime", realtime_socket),
         WebSocketRoute("/realtime", realtime_socket),
         Route("/health", health),
+        Route("/health/live", live),
+        Route("/health/ready", ready),
         Route("/metrics", _keyed(runtime.config.api_key or None, metrics)),
         Route("/favicon.ico", favicon),
         Mount("/v1", routes=api),

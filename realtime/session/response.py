@@ -452,10 +452,12 @@ class ResponseRun:
                 done.usage.output_tokens,
                 done.output_ids,
             )
+            cached_tokens = done.usage.cached_tokens
         elif self._meter.input_tokens or self._meter.output_ids:
             # cancelled or failed: report what the LLM consumed and produced up to the end, as OpenAI does
             output_ids = tuple(self._meter.output_ids)
             input_tokens, output_tokens = self._meter.input_tokens, len(output_ids)
+            cached_tokens = self._meter.cached_tokens
         else:
             return
         audio = sum(
@@ -466,4 +468,5 @@ class ResponseRun:
             output_tokens=output_tokens,
             output_text_tokens=max(output_tokens - audio, 0),
             output_audio_tokens=audio,
+            cached_tokens=cached_tokens,
         )

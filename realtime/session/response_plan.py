@@ -142,6 +142,7 @@ def plan_response(
         instructions="\n".join([render_instructions(instructions, prompt), *directives]).strip(),
         speak="audio" in modalities,
         sampling=sampling,
+        affinity_key=conversation.id,  # out-of-band replies share the session's instructions prefix too
     )
     turn_items = (*(None for _ in tools_turn), *(item_id for _, item_id in history))
     from_conversation = in_band and event.input is None

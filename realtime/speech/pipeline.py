@@ -52,6 +52,7 @@ class _StreamEnd:
     output_ids: tuple[int, ...]
     input_tokens: int
     output_tokens: int
+    cached_tokens: int | None
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,9 @@ async def stream_reply(
                 raise item.error
             if isinstance(item, _StreamEnd):
                 rate = speech.sample_rate if speech is not None else PCM_RATE
-                usage = Usage(item.input_tokens, item.output_tokens, progress.audio_samples / rate)
+                usage = Usage(
+                    item.input_tokens, item.output_tokens, progress.audio_samples / rate, item.cached_tokens
+                )
                 progress.done = True
                 yield GenerationDone(item.finish, item.output_ids, usage)
                 return
@@ -189,6 +192,8 @@ async def _read_tokens(
             output_ids.extend(chunk.ids)
             if prompt_tokens:  # keep the front door's own count until the LLM reports one
                 meter.input_tokens = prompt_tokens
+            if chunk.cached_tokens is not None:
+                meter.cached_tokens = chunk.cached_tokens
             meter.output_ids.extend(chunk.ids)
             metrics.observe_output_tokens(len(chunk.ids))
             try:
@@ -210,7 +215,7 @@ async def _read_tokens(
         if text:
             await out.put(make(text))
     outputs = completion_tokens if completion_tokens is not None else len(output_ids)
-    await codes.put(_StreamEnd(finish, tuple(output_ids), prompt_tokens, outputs))
+    await codes.put(_StreamEnd(finish, tuple(output_ids), prompt_tokens, outputs, meter.cached_tokens))
 
 
 def _account(

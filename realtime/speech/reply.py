@@ -49,10 +49,12 @@ class UsageMeter:
     Attributes:
         input_tokens: prompt tokens, once the backend has reported them.
         output_ids: every output id received so far.
+        cached_tokens: prompt tokens the LLM served from its prefix cache, once reported (None: not said).
     """
 
     input_tokens: int = 0
     output_ids: list[int] = field(default_factory=list)
+    cached_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,13 @@ class Usage:
         input_tokens: prompt tokens as reported by the backend (0 if it did not say).
         output_tokens: LLM tokens generated (text, audio and specials).
         output_audio_seconds: seconds of PCM yielded as `AudioChunk`s.
+        cached_tokens: prompt tokens the LLM served from its prefix (KV) cache; None when it did not say.
     """
 
     input_tokens: int
     output_tokens: int
     output_audio_seconds: float
+    cached_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from realtime.audio import PCM_RATE
-from realtime.backends.base import GenerationInput, LLMBackend
+from realtime.backends.base import BackendError, GenerationInput, LLMBackend
 from realtime.config import ServerConfig
 from realtime.errors import SpeechError
 from realtime.metrics import Metrics
@@ -63,7 +63,9 @@ class Runtime:
         decoder: short description of the Token2Wav weights (for /health and logs).
         stream_bytes: memory one decoder stream holds (measured by `warm_up`; 0 before).
         decoder_streams: the server-wide cap on live decoder streams (sized by `warm_up` when automatic).
-        draining: set on shutdown: no new responses start; ``/health`` reports ``draining``.
+        draining: set on shutdown (SIGTERM): no new sessions or responses start; ``/health`` reports
+            ``draining`` and readiness fails, so a load balancer sends new sessions elsewhere while open ones
+            finish.
     """
 
     def __init__(
@@ -250,6 +252,23 @@ class Runtime:
         state = self.voices.loaded(voice)
         speech = SpeechSetup(self._worker, state, self.sample_rate)
         return stream_reply(self.backend, speech, request, self.metrics, meter)
+
+    async def readiness(self) -> list[str]:
+        """Why this replica should not get new sessions now; empty when it should.
+
+        Not ready while the decoder is not running, while draining, or while the LLM backend does not answer
+        its probe (`LLMBackend.check_reachable`, at most one network probe a second).
+        """
+        reasons: list[str] = []
+        if self._closed or not self._worker.running:
+            reasons.append("decoder: not running")
+        if self.draining:
+            reasons.append("draining: shutting down")
+        try:
+            await self.backend.check_reachable()
+        except BackendError as exc:
+            reasons.append(f"backend: {exc.message}")
+        return reasons
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary for ``/health``: backend, decoder, voices, and the embedded-demo notice."""

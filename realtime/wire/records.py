@@ -107,12 +107,17 @@ class Item:
 
 @dataclass(frozen=True)
 class TokenUsage:
-    """Token accounting of one response (``response.done.response.usage``)."""
+    """Token accounting of one response (``response.done.response.usage``).
+
+    ``cached_tokens`` is the part of ``input_tokens`` the LLM found in its prefix cache (SGLang's
+    ``meta_info.cached_tokens``); None when the backend does not report it.
+    """
 
     input_tokens: int
     output_tokens: int
     output_text_tokens: int
     output_audio_tokens: int
+    cached_tokens: int | None = None
 
 
 @dataclass

@@ -383,7 +383,7 @@ class PartIds:
 def _usage(usage: TokenUsage | None) -> dict[str, Any] | None:
     if usage is None:
         return None
-    return {
+    rendered: dict[str, Any] = {
         "total_tokens": usage.input_tokens + usage.output_tokens,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
@@ -392,3 +392,7 @@ def _usage(usage: TokenUsage | None) -> dict[str, Any] | None:
             "audio_tokens": usage.output_audio_tokens,
         },
     }
+    if usage.cached_tokens is not None:
+        # Only a backend that reports its prefix-cache hits (SGLang) fills this; unknown is left out, not 0.
+        rendered["input_token_details"] = {"cached_tokens": usage.cached_tokens}
+    return rendered

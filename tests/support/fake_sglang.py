@@ -8,6 +8,10 @@ same client tests against SGLang on CPU). What it reproduces:
 - The context-length checks, with SGLang's texts: a prompt (audio patches expanded) of at least the context
   length, or prompt + ``max_new_tokens`` above it, is refused with HTTP 400 before anything is generated; a
   prompt of at least ``max_req_input_len`` is accepted and then aborted by the "scheduler".
+- ``GET /model_info`` and the deprecated ``GET /get_model_info``; ``GET /health`` (200: SGLang's answers after
+  generating one token, which a fake need not do).
+- ``meta_info.cached_tokens``: the longest prefix a prompt shares with an earlier generation's ids (its radix
+  cache).
 - ``POST /generate`` with ``input_ids`` (the ``--skip-tokenizer-init`` shape: chunks carry no ``text``),
   ``stream`` true or false, the sampling-params contract (unknown keys -> HTTP 400 ``{"error": ...}``), the
   ``max_new_tokens`` default of 128, ``stop_token_ids`` (the matched id stays in ``output_ids``), and
@@ -99,6 +103,8 @@ class FakeSGLangState:
         aborts: (rid, monotonic arrival time) of every ``/abort_request``.
         disconnects: (rid, monotonic time) when a client dropped a stream before it ended.
         client_ports: client TCP port of each ``/generate`` (connection reuse shows as repeated ports).
+        cached: the id sequences (prompt + output) of earlier generations: a stand-in for SGLang's radix
+            cache, from which ``meta_info.cached_tokens`` is the longest shared prefix of a new prompt's ids.
     """
 
     script: Callable[[dict[str, Any]], Sequence[int]] = lambda body: []
@@ -129,6 +135,20 @@ class FakeSGLangState:
     aborts: list[tuple[str, float]] = field(default_factory=list)
     disconnects: list[tuple[str, float]] = field(default_factory=list)
     client_ports: list[int] = field(default_factory=list)
+    cached: list[tuple[int, ...]] = field(default_factory=list)
+
+    def cached_prefix(self, ids: Sequence[int]) -> int:
+        """Longest prefix of ``ids`` that an earlier generation's ids share (0 when none)."""
+        best = 0
+        for seen in self.cached:
+            shared = 0
+            for a, b in zip(ids, seen, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            best = max(best, shared)
+        return best
+
     in_flight: dict[str, asyncio.Event] = field(default_factory=dict)
 
 
@@ -154,6 +174,9 @@ def create_fake_sglang_app(state: FakeSGLangState) -> Starlette:
                 "version": "0.5.23",
             }
         )
+
+    async def health(request: Request) -> Response:
+        return Response(status_code=200)
 
     async def abort_request(request: Request) -> Response:
         body = await request.json()
@@ -195,6 +218,7 @@ def create_fake_sglang_app(state: FakeSGLangState) -> Starlette:
         Route("/server_info", server_info, methods=["GET"]),
         Route("/get_server_info", server_info, methods=["GET"]),
         Route("/abort_request", abort_request, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
         Route("/generate", generate, methods=["POST", "PUT"]),
     ]
     return Starlette(routes=routes)
@@ -255,6 +279,8 @@ class _Generation:
         self.interval = int(sampling.get("stream_interval") or state.stream_interval)
         self.script = list(state.script(body))
         self.prompt_tokens = prompt_tokens
+        self.input_ids: list[int] = list(body.get("input_ids") or [])
+        self.cached_tokens = state.cached_prefix(self.input_ids)
         self.finished = False
         self.truncated = False  # the no_finish fault ended the stream early on purpose
 
@@ -318,6 +344,7 @@ class _Generation:
             self.finished = True
         finally:
             state.in_flight.pop(self.rid, None)
+            state.cached.append((*self.input_ids, *output))
 
     def _fault_now(self, chunks_sent: int) -> bool:
         fault = self.state.fault
@@ -338,7 +365,7 @@ class _Generation:
             "num_retractions": 0,
             "reasoning_tokens": 0,
             "completion_tokens": len(output),
-            "cached_tokens": 0,
+            "cached_tokens": self.cached_tokens,
         }
         if finish is not None:
             meta["e2e_latency"] = 0.0

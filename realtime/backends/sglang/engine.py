@@ -216,6 +216,11 @@ class SGLangEngineBackend(ModelVocabBackend):
             self._aborted.add(rid)
         self._abort_now(rid)
 
+    async def check_reachable(self) -> None:
+        """The in-process engine is reachable while it exists (after `start`, before `aclose`)."""
+        if self._engine is None:
+            raise BackendError("backend_unavailable", "the in-process SGLang engine is not running")
+
     async def aclose(self) -> None:
         """Stop SGLang's watchdog and terminate only the engine's own child processes (caveat 1)."""
         engine, self._engine = self._engine, None

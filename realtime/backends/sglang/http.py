@@ -5,6 +5,10 @@ One `httpx.AsyncClient` (one connection pool) serves every session. Each generat
 Cancelling (closing the iterator, or task cancellation) sends ``POST /abort_request {"rid"}`` at once and
 closes the stream: SGLang's own abort-on-disconnect only fires two seconds later.
 
+The URL may be an SGLang Model Gateway (``smg``) in front of several workers (docs/DEPLOY.md): every
+``/generate`` then carries the session's affinity key in the gateway's routing-key header, so a session's turns
+reach the worker that holds their prefix, and aborts go to the workers themselves (`AbortDelivery`).
+
 Failures of one generation are `BackendError`s with a stable ``code`` (``connection_refused``, ``timeout``,
 ``http_<status>``, ``stream_cut``, ``server_error``, ``protocol_error``, ``audio_dropped``,
 ``aborted_by_server``, ``duplicate_request_id``, and ``context_length_exceeded`` when SGLang refuses the length
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +29,7 @@ from typing import Any
 import httpx
 
 from realtime.backends.base import BackendError, FinishReason, GenerationInput, TokenChunk, answer_budget
+from realtime.backends.sglang.abort import AbortDelivery, AbortRoute
 from realtime.backends.sglang.stream import (
     SSE_DONE,
     ChunkDecoder,
@@ -51,6 +57,12 @@ MODELS_PATH = "/v1/models"  # OpenAI-compatible; ``max_model_len`` is the model 
 HTTP_ERROR_FIRST = 400
 HTTP_NOT_FOUND = 404
 ERROR_BODY_LIMIT = 300
+DEFAULT_AFFINITY_HEADER = "x-smg-routing-key"  # smg's default --routing-key-headers
+ROUTED_WORKER_HEADER = "x-smg-routed-worker-id"  # smg names the worker it sent a request to (its URL)
+SGLANG_HEALTH_PATH = "/health"  # SGLang: the server and its scheduler answer
+GATEWAY_READY_PATH = "/readiness"  # smg: 200 while at least one worker is healthy
+PROBE_TIMEOUT_S = 4.0
+PROBE_CACHE_S = 1.0  # load balancers probe often: reuse one answer for this long
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,10 @@ class SGLangHTTPConfig:
         sampling: server-wide sampling overrides.
         context_length: use this context length instead of the one the server reports (it may only be
             smaller: SGLang refuses longer requests).
+        worker_urls: past a gateway that does not route ``/abort_request``, the SGLang workers to send aborts
+            to; empty: read them from the gateway's ``GET /workers``.
+        affinity_header: request header that carries `GenerationInput.affinity_key` (a gateway routes equal
+            keys to the same worker); empty: send none.
     """
 
     url: str
@@ -83,6 +99,8 @@ class SGLangHTTPConfig:
     check_audio: bool = True
     sampling: ServerSampling = field(default_factory=ServerSampling)
     context_length: int | None = None
+    worker_urls: tuple[str, ...] = ()
+    affinity_header: str = DEFAULT_AFFINITY_HEADER
 
 
 class SGLangHTTPBackend(ModelVocabBackend):
@@ -120,13 +138,21 @@ class SGLangHTTPBackend(ModelVocabBackend):
         )
         self._active: set[str] = set()
         self._aborted: set[str] = set()
+        self._routed: dict[str, str] = {}  # rid -> the worker a gateway says runs it (active rids only)
         self._abort_tasks: set[asyncio.Task[None]] = set()
+        self._aborts = AbortDelivery(self._client, config.worker_urls, ABORT_TIMEOUT_S)
+        self._probe: tuple[float, BackendError | None] = (float("-inf"), None)
         self.model_info: dict[str, Any] = {}
         self.last_stream_mode = StreamMode.UNKNOWN
 
     @property
     def name(self) -> str:
         return "sglang"
+
+    @property
+    def abort_route(self) -> AbortRoute:
+        """Where aborts go: straight to SGLang, or to the workers behind a gateway (known after `start`)."""
+        return self._aborts.route
 
     async def start(self) -> None:
         """Check SGLang is reachable and serves a generation model (the expected one, if configured).
@@ -152,6 +178,7 @@ class SGLangHTTPBackend(ModelVocabBackend):
         audio_flag = info.get("has_audio_understanding")
         if self._vocab is None:
             self._use_vocab(await asyncio.to_thread(load_model_vocab, self._config.model_dir, info))
+        await self._aborts.probe(self._admin_headers())  # first: a gateway's workers report the context
         await self._learn_context_length()
         log.info(
             "SGLang at %s serves %s (architectures %s, has_audio_understanding %s, context %d tokens)",
@@ -161,6 +188,31 @@ class SGLangHTTPBackend(ModelVocabBackend):
             audio_flag,
             self.context_length,
         )
+
+    async def check_reachable(self) -> None:
+        """``GET /health`` of SGLang, or ``/readiness`` of a gateway (some worker healthy); cached for 1 s.
+
+        Raises:
+            BackendError: unreachable, or not healthy (``http_<status>``).
+        """
+        checked_at, error = self._probe
+        now = time.monotonic()
+        if now - checked_at >= PROBE_CACHE_S:
+            error = await self._probe_once()
+            self._probe = (time.monotonic(), error)
+        if error is not None:
+            raise error
+
+    async def _probe_once(self) -> BackendError | None:
+        path = GATEWAY_READY_PATH if self._aborts.route is AbortRoute.WORKERS else SGLANG_HEALTH_PATH
+        try:
+            response = await self._client.get(path, timeout=PROBE_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            return _transport_error(exc, self._config.url, 0)
+        if response.status_code >= HTTP_ERROR_FIRST:
+            await response.aread()
+            return _http_error(response)
+        return None
 
     async def generate(self, request: GenerationInput) -> AsyncIterator[TokenChunk]:
         """Stream new ids of one reply. See the module docstring for errors and cancellation."""
@@ -181,17 +233,23 @@ class SGLangHTTPBackend(ModelVocabBackend):
         }
         if prompt.audio:
             body["audio_data"] = prompt.audio_data()
+        headers = {}
+        if self._config.affinity_header and request.affinity_key:
+            headers[self._config.affinity_header] = request.affinity_key
         decoder = ChunkDecoder(prompt, check_audio=self._config.check_audio)
         self._active.add(rid)
         finished = False
         refused = False  # an HTTP error status: the request never started, there is nothing to abort
         try:
-            async with self._client.stream("POST", "/generate", json=body) as response:
+            async with self._client.stream("POST", "/generate", json=body, headers=headers) as response:
                 try:
                     if response.status_code >= HTTP_ERROR_FIRST:
                         refused = True
                         await response.aread()
                         raise _http_error(response)
+                    routed = response.headers.get(ROUTED_WORKER_HEADER, "")
+                    if routed.startswith(("http://", "https://")):
+                        self._routed[rid] = routed
                     done = False
                     async for line in response.aiter_lines():
                         payload = sse_payload(line)
@@ -224,35 +282,31 @@ class SGLangHTTPBackend(ModelVocabBackend):
         finally:
             self._active.discard(rid)
             self._aborted.discard(rid)
+            self._routed.pop(rid, None)
 
     async def abort(self, rid: str) -> None:
-        """``POST /abort_request {"rid"}``; idempotent, never raises (failures are logged)."""
+        """``POST /abort_request {"rid"}`` where ``rid`` runs; idempotent, never raises (failures are logged)."""
         if rid in self._active:
             self._aborted.add(rid)
-        headers = {}
+        elif self._aborts.route is AbortRoute.WORKERS:
+            return  # generate() already aborted it on its way out, or it finished: nothing runs anywhere
+        await self._aborts.abort(rid, self._admin_headers(), worker=self._routed.get(rid))
+
+    def _admin_headers(self) -> dict[str, str]:
         key = self._config.admin_api_key or self._config.api_key
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        try:
-            response = await self._client.post(
-                "/abort_request", json={"rid": rid}, headers=headers, timeout=ABORT_TIMEOUT_S
-            )
-            if response.status_code >= HTTP_ERROR_FIRST:
-                log.warning(
-                    "SGLang refused to abort %s: HTTP %d %s", rid, response.status_code, response.text[:200]
-                )
-        except httpx.HTTPError as exc:
-            log.warning("could not abort SGLang request %s: %s", rid, exc)
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def aclose(self) -> None:
         """Wait for pending aborts, then close the connection pool."""
         if self._abort_tasks:
             await asyncio.gather(*self._abort_tasks, return_exceptions=True)
+        await self._aborts.aclose()
         await self._client.aclose()
 
     def _abort_in_background(self, rid: str) -> None:
         self._aborted.add(rid)
-        task = asyncio.get_running_loop().create_task(self.abort(rid), name=f"sglang-abort-{rid}")
+        send = self._aborts.abort(rid, self._admin_headers(), worker=self._routed.get(rid))
+        task = asyncio.get_running_loop().create_task(send, name=f"sglang-abort-{rid}")
         self._abort_tasks.add(task)
         task.add_done_callback(self._abort_tasks.discard)
 
@@ -260,15 +314,11 @@ class SGLangHTTPBackend(ModelVocabBackend):
         """The most tokens one request may use: the model's context length (``/v1/models``
         ``max_model_len``), lowered to what the scheduler admits (``/server_info`` ``max_req_input_len`` + 1:
         its KV pool may hold fewer tokens), lowered to the configured override."""
-        limits: list[int] = []
-        models = await self._get_json((MODELS_PATH,))
-        cards = models.get("data") if models else None
-        if isinstance(cards, list) and cards and isinstance(cards[0], dict):
-            limits.extend(_positive_int(cards[0].get("max_model_len")))
-        server = await self._get_json(SERVER_INFO_PATHS)
-        if server:
-            limits.extend(_positive_int(server.get("context_length")))
-            limits.extend(n + 1 for n in _positive_int(server.get("max_req_input_len")))
+        limits = await self._reported_limits(self._client)
+        if not limits and self._aborts.workers:
+            # a gateway (smg) answers neither path itself: ask its workers, which all serve the same model
+            async with httpx.AsyncClient(base_url=self._aborts.workers[0], timeout=self._client.timeout) as worker:
+                limits = await self._reported_limits(worker)
         if self._config.context_length is not None:
             limits.append(self._config.context_length)
         if not limits:
@@ -279,11 +329,24 @@ class SGLangHTTPBackend(ModelVocabBackend):
             )
         self._use_context_length(min(limits), f"SGLang at {self._config.url}")
 
-    async def _get_json(self, paths: tuple[str, ...]) -> dict[str, Any] | None:
+    async def _reported_limits(self, client: httpx.AsyncClient) -> list[int]:
+        """Context limits one server reports: ``max_model_len``, ``context_length``, ``max_req_input_len`` + 1."""
+        limits: list[int] = []
+        models = await self._get_json((MODELS_PATH,), client)
+        cards = models.get("data") if models else None
+        if isinstance(cards, list) and cards and isinstance(cards[0], dict):
+            limits.extend(_positive_int(cards[0].get("max_model_len")))
+        server = await self._get_json(SERVER_INFO_PATHS, client)
+        if server:
+            limits.extend(_positive_int(server.get("context_length")))
+            limits.extend(n + 1 for n in _positive_int(server.get("max_req_input_len")))
+        return limits
+
+    async def _get_json(self, paths: tuple[str, ...], client: httpx.AsyncClient) -> dict[str, Any] | None:
         """The first of ``paths`` that answers a JSON object; None when none does (404 or not an object)."""
         for path in paths:
             try:
-                response = await self._client.get(path)
+                response = await client.get(path)
             except httpx.HTTPError as exc:
                 raise _transport_error(exc, self._config.url, 0) from exc
             if response.status_code >= HTTP_ERROR_FIRST:

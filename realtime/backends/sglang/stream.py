@@ -71,6 +71,10 @@ def sampling_payload(
     }
 
 
+# smg relays a worker stream that broke mid-response as one error chunk with this prefix.
+GATEWAY_STREAM_ERROR = "Stream error:"
+
+
 def sse_payload(line: str) -> str | None:
     """The payload of one SSE line, or None for blank lines, comments and non-data fields."""
     if not line.startswith(SSE_DATA_PREFIX):
@@ -84,7 +88,8 @@ def parse_chunk_json(payload: str) -> dict[str, Any]:
 
     Raises:
         BackendError: ``protocol_error`` for non-JSON or non-object payloads, ``server_error`` for an
-            error chunk (its message is passed on).
+            error chunk (its message is passed on), ``stream_cut`` for the error chunk a gateway sends when
+            its worker's stream broke (the worker died or was cut off mid-response).
     """
     try:
         chunk = json.loads(payload)
@@ -95,7 +100,12 @@ def parse_chunk_json(payload: str) -> dict[str, Any]:
     if not isinstance(chunk, dict):
         raise BackendError("protocol_error", f"SGLang sent a chunk that is not an object: {payload[:200]!r}")
     if "error" in chunk:
-        raise sglang_error(error_message(chunk["error"]))
+        message = error_message(chunk["error"])
+        if message.startswith(GATEWAY_STREAM_ERROR):
+            raise BackendError(
+                "stream_cut", f"the SGLang worker's stream broke mid-response (the gateway says: {message})"
+            )
+        raise sglang_error(message)
     return chunk
 
 
@@ -205,8 +215,13 @@ class ChunkDecoder:
         new_ids = tuple(int(i) for i in ids[len(ids) - fresh :])
         self._seen = total
         finish = self._finish(meta.get("finish_reason"))
+        cached = meta.get("cached_tokens")
         return TokenChunk(
-            ids=new_ids, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=total
+            ids=new_ids,
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=total,
+            cached_tokens=cached if isinstance(cached, int) and cached >= 0 else None,
         )
 
     def _observe_mode(self, count: int, fresh: int, total: int) -> None:

@@ -92,3 +92,33 @@ def test_context_flags_reach_every_backend(tmp_path: Path) -> None:
     assert (
         isinstance(engine, SGLangEngineBackend) and engine._config.context_length is None
     )  # the engine's own
+
+
+def test_gateway_flags(tmp_path: Path) -> None:
+    args = parse(
+        ["--backend", "sglang", "--model-dir", str(tmp_path), "--sglang-url", "http://gateway:30000",
+         "--sglang-worker-urls", "http://llm-1:30001, http://llm-2:30001/", "--sglang-affinity-header", "x-session"]
+    )  # fmt: skip
+    backend = create_backend(config_from_args(args))
+    assert isinstance(backend, SGLangHTTPBackend)
+    assert backend._config.worker_urls == ("http://llm-1:30001", "http://llm-2:30001/")
+    assert backend._config.affinity_header == "x-session"
+    default = create_backend(config_from_args(parse(["--backend", "sglang", "--model-dir", str(tmp_path)])))
+    assert isinstance(default, SGLangHTTPBackend)
+    assert default._config.worker_urls == () and default._config.affinity_header == "x-smg-routing-key"
+    off = parse(["--backend", "sglang", "--model-dir", str(tmp_path), "--sglang-affinity-header", ""])
+    assert create_backend(config_from_args(off))._config.affinity_header == ""  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--sglang-worker-urls", "llm-1:30001", "'llm-1:30001' is not an http(s) URL"),
+        ("--sglang-affinity-header", "x session", "'x session' is not an HTTP header name"),
+    ],
+)
+def test_bad_gateway_flags_are_clear_errors(tmp_path: Path, flag: str, value: str, message: str) -> None:
+    args = parse(["--backend", "sglang", "--model-dir", str(tmp_path), flag, value])
+    with pytest.raises(BackendError) as caught:
+        create_backend(config_from_args(args))
+    assert caught.value.code == "bad_option" and message in caught.value.message

@@ -178,7 +178,7 @@ async def test_http_streams_share_the_session_cap(sdk: SdkFactory, slow_server: 
 
     server = slow_server
     async with sdk(server, APP_LIMITED).audio.speech.with_streaming_response.create(
-        model="tts-1", voice="alloy", input="x" * 400, response_format="pcm"
+        model="tts-1", voice="alloy", input="x" * 4000, response_format="pcm"
     ) as response:
         async for chunk in response.iter_bytes():
             if chunk:

@@ -140,7 +140,7 @@ def _all_events(builder: EventBuilder) -> list[BaseModel]:
         status="failed",
         error=("server_error", "stream_cut", "The LLM stream ended early."),
         output=[_sample_item()],
-        usage=TokenUsage(3, 5, 1, 4),
+        usage=TokenUsage(3, 5, 1, 4, cached_tokens=2),
     )
     ids = PartIds("resp_1", "item_1", 0, 0)
     call = Item(id="item_2", kind="function_call", call_id="call_1", name="f", arguments="{}")
@@ -191,6 +191,22 @@ def replace_config(config: SessionConfig) -> SessionConfig:
 def test_every_server_event_validates_in_its_dialect(dialect: Dialect) -> None:
     for event in _all_events(EventBuilder(dialect)):
         validate_frame(encode(event), dialect.value)
+
+
+@pytest.mark.parametrize("dialect", [Dialect.GA, Dialect.BETA])
+def test_usage_reports_cached_prompt_tokens_only_when_known(dialect: Dialect) -> None:
+    record = ResponseRecord(
+        id="resp_1", conversation_id=None, modalities=("audio",), voice="default",
+        output_format=AudioFormat.PCM16, max_output_tokens=20, status="completed",
+    )  # fmt: skip
+    builder = EventBuilder(dialect)
+    record.usage = TokenUsage(30, 5, 1, 4, cached_tokens=24)
+    usage = json.loads(builder.response_done(record).model_dump_json(exclude_none=True))["response"]["usage"]
+    assert usage["input_token_details"] == {"cached_tokens": 24}
+    assert usage["input_tokens"] == 30 and usage["total_tokens"] == 35
+    record.usage = TokenUsage(30, 5, 1, 4)  # a backend that does not say: no claim of zero
+    usage = json.loads(builder.response_done(record).model_dump_json(exclude_none=True))["response"]["usage"]
+    assert "input_token_details" not in usage
 
 
 def test_retrieved_item_omits_audio_over_the_frame_limit() -> None:

@@ -1,10 +1,10 @@
 """Drive our in-process ``sglang-engine`` backend on the tiny checkpoint and report what it streamed.
 
 Runs as its own process (``python -m tests.support.sglang.engine_probe MODEL_DIR``) with the CPU rig's environment
-(`tests.step_audio2_sglang.conftest.sglang_env`): an ``sglang.Engine`` owns scheduler/detokenizer subprocesses and binds
-process-wide state (docs/SGLANG.md §6.5), so it must not live inside the pytest process. The backend builds
-its Engine with ``skip_tokenizer_init`` and ``incremental_streaming_output``, so this also covers SGLang's
-incremental (delta) ``output_ids`` mode, which the session HTTP server (cumulative mode) does not.
+(`tests.support.sglang.worker.sglang_env`): an ``sglang.Engine`` owns scheduler/detokenizer subprocesses and binds
+process-wide state (docs/SGLANG.md §6.5), so it must not live inside the pytest process. The backend builds its Engine
+with ``skip_tokenizer_init`` and ``incremental_streaming_output``, so this also covers SGLang's incremental (delta)
+``output_ids`` mode, which the session HTTP server (cumulative mode) does not.
 
 Prints one JSON object per case on stdout:
 ``{"case", "ids", "finish", "prompt_tokens", "completion_tokens", "chunks", "stream_mode", ...}``.

@@ -76,6 +76,7 @@ def reset_fake(fake: FakeSGLangServer) -> None:
     )
     state.requests.clear()
     state.aborts.clear()
+    state.cached.clear()  # a fresh radix cache per test
 
 
 def client(server: ServerHandle) -> AsyncOpenAI:
@@ -139,12 +140,16 @@ async def test_second_turn_reinserts_the_spoken_answer(server: ServerHandle, fak
         await open_session(conn)
         await say(conn, "hi")
         await conn.response.create()
-        await until(conn, "response.done")
+        first_done = (await until(conn, "response.done"))[-1]["response"]
         await say(conn, "ok")
         await conn.response.create()
         events = await until(conn, "response.done")
     assert events[-1]["response"]["status"] == "completed"
     first, second = fake.state.requests
+    # usage reports SGLang's cached_tokens: the whole first exchange is a prefix of the second prompt
+    assert first_done["usage"]["input_token_details"] == {"cached_tokens": 0}
+    cached = events[-1]["response"]["usage"]["input_token_details"]["cached_tokens"]
+    assert cached == len(first["input_ids"]) + len(REPLY)
     answer = [151691, 4, 2, 151693, *REPLY]  # prefill + the raw ids as generated (ending in <|EOT|>)
     assert second["input_ids"] == [
         *first["input_ids"][:-4],
