@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from token2wav.cfm import CFG_BATCH, MEL_BINS, time_grid
-from token2wav.dit import BLOCK_LN_EPS, CONV_CONTEXT, N_MODULATIONS, DiT, DiTBlock, modulate
+from token2wav.dit import BLOCK_LN_EPS, N_MODULATIONS, DiT, DiTBlock, modulate
+from token2wav.dit_cache import CONV_CONTEXT
 from token2wav.encoder import EncoderCache
 from token2wav.flow import DIT_KEEP_TAIL
 from token2wav.model import Token2Wav, Voice, check_codes
