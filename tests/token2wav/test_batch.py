@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from tests.token2wav.flow_oracle import (
-    INT16_LSB_TOL,
     PCM_ATOL,
     arrays,
     gen_tokens,
