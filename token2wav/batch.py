@@ -69,10 +69,10 @@ def decode_steps(model: Token2Wav, steps: Sequence[StreamStep], max_batch: int |
     """
     if len({id(step.stream) for step in steps}) != len(steps):
         raise StreamError("a stream appears twice in one batch")
+    if any(step.stream.finished for step in steps):
+        raise StreamError("push on a finished stream")
     checked = [model.check(step.codes) for step in steps]
     for step, codes in zip(steps, checked, strict=True):
-        if step.stream.finished:
-            raise StreamError("push on a finished stream")
         step.stream.pending.extend(codes)
     while True:
         ready: list[tuple[StreamStep, Window, int]] = []
@@ -106,6 +106,7 @@ def decode_steps(model: Token2Wav, steps: Sequence[StreamStep], max_batch: int |
 def run_windows(model: Token2Wav, windows: Sequence[Window]) -> list[np.ndarray]:
     """Flow + vocoder for windows of distinct streams in one batched pass each; float32 PCM final now."""
     start = time.perf_counter()
+    model.window_batches[len(windows)] += 1
     inputs = [
         ChunkInput(torch.tensor([list(w.codes)], dtype=torch.int64), w.stream.flow, w.last) for w in windows
     ]

@@ -10,7 +10,7 @@ Threading: all methods are meant for ONE worker thread. The model holds weights 
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -137,6 +137,7 @@ class Token2Wav:
         self.hift = hift.to(device=self.device).eval()  # the vocoder runs in float32
         self.frontend = frontend
         self._voices: OrderedDict[str, Voice] = OrderedDict()
+        self.window_batches: Counter[int] = Counter()  # batched chunk calls by number of windows
 
     @classmethod
     def from_dir(

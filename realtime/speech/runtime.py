@@ -113,7 +113,9 @@ class Runtime:
                 hop_growth=config.hop_growth,
             )
 
-        worker: InferenceWorker[SpeechEngine] = InferenceWorker(load, max_pending=config.worker_queue)
+        worker: InferenceWorker[SpeechEngine] = InferenceWorker(
+            load, max_pending=config.worker_queue, max_batch=config.worker_batch
+        )
         try:
             await worker.start()
             runtime = cls(

@@ -25,6 +25,7 @@ from token2wav.model import Token2Wav
 from token2wav.stream import ChunkSchedule
 
 FAST = 50_000.0
+BATCH_LSB_TOL = 2
 SCHEDULE = ChunkSchedule(first_hop_tokens=10, hop_tokens=25)
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,11 @@ async def test_streamed_pcm_equals_a_direct_decode(worker: InferenceWorker[Any])
         chunks = [e.pcm16 for e in events if isinstance(e, AudioChunk)]
         codes = _codes(backend, request)
         expected = await worker.run(lambda m, c=codes: _direct(m, voice, schedule, c))
-        assert b"".join(chunks) == expected
+        got, want = np.frombuffer(b"".join(chunks), "<i2"), np.frombuffer(expected, "<i2")
+        assert got.shape == want.shape
+        # The worker batched the two replies' windows: batched GEMMs sum in another order than a lone
+        # decode, a float32 rounding difference that can flip the truncated int16 by one step.
+        assert int(np.abs(got.astype(np.int32) - want.astype(np.int32)).max()) <= BATCH_LSB_TOL
         assert len(chunks[0]) // 2 == 960 * 10 - 3840  # the short first hop: 240 ms
         assert np.frombuffer(b"".join(chunks), "<i2").std() > 0
 
