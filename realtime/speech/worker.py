@@ -94,6 +94,7 @@ class InferenceWorker(Generic[ModelT]):
         max_pending: bound on jobs submitted and not yet finished, across all groups.
         name: thread name.
         max_batch: most decode steps handed to one `step_batch` call.
+        on_batch: called on the worker thread with the size of every batch (metrics).
     """
 
     def __init__(
@@ -103,12 +104,14 @@ class InferenceWorker(Generic[ModelT]):
         max_pending: int = DEFAULT_MAX_PENDING,
         name: str = _THREAD_NAME,
         max_batch: int = DEFAULT_MAX_BATCH,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self._max_batch = max_batch
+        self._on_batch = on_batch
         self.batch_sizes: Counter[int] = Counter()  # decode steps per step_batch call
         self._loader = loader
         self._name = name
@@ -334,6 +337,8 @@ class InferenceWorker(Generic[ModelT]):
         if not batch:
             return rest
         self.batch_sizes[len(batch)] += 1
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
         engine = cast(_Batching, self._model)
         started = time.perf_counter()
         try:
