@@ -311,7 +311,7 @@ def _attend_stream(
     keys, values = k_buf[:, :, : slots.span], v_buf[:, :, : slots.span]
     if shared_k is not None and shared_v is not None:
         shared_k, shared_v = shared_k[:, :, : slots.shared_span], shared_v[:, :, : slots.shared_span]
-    return attend(q, keys, values, shared_k, shared_v, slots.mask)
+    return attend(q, keys, values, slots.bias, shared_k, shared_v, slots.shared_bias)
 
 
 class FinalLayer(nn.Module):

@@ -40,53 +40,72 @@ class KeySlots:
         start: first own index when the new slots are contiguous (cheap slice copy), else None.
         span: attention reads own slots `[0, span)`.
         shared_span: attention reads shared prompt slots `[0, shared_span)` (0: none).
-        mask: bool `[1, 1, 1, shared_span + span]` over (shared | own) slots read; None when all are valid.
+        bias: additive mask `[1, 1, 1, span]` over the own slots read (0 or -inf), None when all are valid.
+        shared_bias: same over the shared slots read.
     """
 
     index: torch.Tensor
     start: int | None
     span: int
     shared_span: int
-    mask: torch.Tensor | None
+    bias: torch.Tensor | None
+    shared_bias: torch.Tensor | None
 
 
 def attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    shared_k: torch.Tensor | None,
-    shared_v: torch.Tensor | None,
-    mask: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    shared_k: torch.Tensor | None = None,
+    shared_v: torch.Tensor | None = None,
+    shared_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax attention of `q [B, H, F, d]` over the union of shared and own keys.
+    """Softmax attention of `q [B, H, F, d]` over the union of own keys and (optionally) shared keys.
 
     Args:
         q: queries.
-        k: own keys `[B, H, S, d]` (already sliced to the span read).
+        k: own keys `[B, H, S, d]` (already sliced to the span read; S >= 1).
         v: own values, same shape.
-        shared_k: shared prompt keys `[B, H, Ps, d]` (sliced), or None.
-        shared_v: shared prompt values, or None.
-        mask: bool `[1, 1, 1, Ps + S]` (True = attend), or None.
+        bias: additive mask `[1, 1, 1, S]` or None.
+        shared_k: shared prompt keys `[B, H, Ps, d]` (sliced), or None / Ps = 0 for none.
+        shared_v: shared prompt values.
+        shared_bias: additive mask `[1, 1, 1, Ps]` or None.
 
     Returns:
-        `[B, H, F, d]`. With shared keys the softmax is taken over the concatenated scores, so the two key
-        sets are never copied into one tensor (the scores are F/2d the size of the keys and values).
+        `[B, H, F, d]`. With shared keys, each key set runs through a fused attention kernel that also returns
+        its log-sum-exp, and the two partial results are merged exactly (softmax over the union), so the key
+        sets are never copied into one tensor. Where no such kernel exists the two sets are concatenated.
     """
     if shared_k is None or shared_v is None or shared_k.shape[2] == 0:
-        if shared_k is not None and mask is not None:
-            mask = mask[..., shared_k.shape[2] :]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    scores = torch.cat([q @ shared_k.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1)
-    scores.mul_(q.shape[-1] ** -0.5)
-    if mask is not None:
-        scores.masked_fill_(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    shared = shared_k.shape[2]
-    return torch.baddbmm(
-        (weights[..., :shared] @ shared_v).flatten(0, 1),
-        weights[..., shared:].flatten(0, 1),
-        v.flatten(0, 1),
-    ).view_as(q)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    if q.device.type == "cpu":
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        out_s, lse_s = flash(q, shared_k, shared_v, 0.0, False, attn_mask=shared_bias)[:2]
+        out_o, lse_o = flash(q, k, v, 0.0, False, attn_mask=bias)[:2]
+        lse = torch.logaddexp(lse_s, lse_o)
+        merged = out_s * torch.exp(lse_s - lse).unsqueeze(-1) + out_o * torch.exp(lse_o - lse).unsqueeze(-1)
+        return merged.to(q.dtype)
+    mask: torch.Tensor | None = None
+    if bias is not None or shared_bias is not None:
+        mask = torch.cat(
+            [
+                shared_bias if shared_bias is not None else q.new_zeros(1, 1, 1, shared_k.shape[2]),
+                bias if bias is not None else q.new_zeros(1, 1, 1, k.shape[2]),
+            ],
+            dim=-1,
+        )
+    keys, values = torch.cat([shared_k, k], dim=2), torch.cat([shared_v, v], dim=2)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+
+
+def _bias(valid: list[int], span: int, like: torch.Tensor) -> torch.Tensor | None:
+    """Additive mask over `span` slots: 0 at `valid`, -inf elsewhere; None when all are valid."""
+    if len(valid) == span:
+        return None
+    bias = torch.full((span,), float("-inf"), dtype=like.dtype)
+    bias[valid] = 0.0
+    return bias.view(1, 1, 1, -1).to(like.device)
 
 
 class DitCache:
@@ -181,18 +200,19 @@ class DitCache:
         span = max(own_valid) + 1 if own_valid else 0
         shared_valid = [s for s in self.order if s < shared]
         shared_span = max(shared_valid) + 1 if shared_valid else 0
-        mask: torch.Tensor | None = None
-        if len(own_valid) < span or len(shared_valid) < shared_span:
-            # Holes (evicted keys) in the part read: mask them. While the keys are prefixes (until the first
-            # trim) no mask is built: SDPA with a mask is ~30% slower on the short first chunks.
-            flags = torch.zeros(shared_span + span, dtype=torch.bool)
-            flags[shared_valid] = True
-            flags[[shared_span + s for s in own_valid]] = True
-            mask = flags.view(1, 1, 1, -1).to(self.k.device)
         self._pending = [shared + s for s in new]
         contiguous = bool(new) and new == list(range(new[0], new[0] + frames))
         index = torch.tensor(new, dtype=torch.long, device=self.k.device)
-        return KeySlots(index, new[0] if contiguous else None, span, shared_span, mask)
+        # Holes (evicted keys) below the last slot read are masked. While the keys are prefixes (until the
+        # first trim) no mask is built: attention with a mask is ~30% slower on the short first chunks.
+        return KeySlots(
+            index,
+            new[0] if contiguous else None,
+            span,
+            shared_span,
+            _bias(sorted(own_valid), span, self.k),
+            _bias(shared_valid, shared_span, self.k),
+        )
 
     def end_chunk(self) -> None:
         """Record the chunk's keys in front of the cache order (the reference prepends new keys)."""
