@@ -5,8 +5,11 @@ Two kinds of work run on the thread (Token2Wav's thread contract), never two at 
 * plain jobs (`run`): callables that receive the model (load a voice, start a stream), in submission order;
 * decode steps (`run_step`): one stream's `StepRequest` with a deadline. Each turn the scheduler takes the
   waiting steps, orders them by deadline (a response's first audio first, then the stream whose client
-  runs out of audio soonest), and hands up to `max_batch` of them (distinct streams) to ONE
-  `step_batch` call, so the engine decodes their ready windows as one batch.
+  runs out of audio soonest), and hands the most urgent of them (distinct streams) to ONE `step_batch`
+  call, so the engine decodes their ready windows as one batch. How many: at most `max_batch`, and no more
+  than fit in `batch_seconds` at the measured cost per step: batching is not preemptive, so a first chunk
+  that arrives during a batch waits for it, and this bounds that wait (a few steps per batch on a slow CPU
+  decoder, many on a GPU).
 
 Plain jobs go before decode steps (they are short: a stream start copies nothing large). Each job belongs to
 a `JobGroup` (one per response): dropping a group makes every job of it that has not started yet complete
@@ -36,6 +39,8 @@ ResultT = TypeVar("ResultT")
 
 DEFAULT_MAX_PENDING = 64
 DEFAULT_MAX_BATCH = 16
+DEFAULT_BATCH_SECONDS = 0.4  # target wall time of one batch (see the module docstring)
+_COST_SMOOTHING = 0.3  # weight of the newest batch in the running per-step cost estimate
 _THREAD_NAME = "t2w-worker"
 _JOIN_TIMEOUT_S = 30.0  # how long aclose waits for a running job before leaving the thread behind
 
@@ -95,6 +100,7 @@ class InferenceWorker(Generic[ModelT]):
         name: thread name.
         max_batch: most decode steps handed to one `step_batch` call.
         on_batch: called on the worker thread with the size of every batch (metrics).
+        batch_seconds: target wall time of one batch; None: always `max_batch`.
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class InferenceWorker(Generic[ModelT]):
         name: str = _THREAD_NAME,
         max_batch: int = DEFAULT_MAX_BATCH,
         on_batch: Callable[[int], None] | None = None,
+        batch_seconds: float | None = DEFAULT_BATCH_SECONDS,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
@@ -112,6 +119,8 @@ class InferenceWorker(Generic[ModelT]):
             raise ValueError("max_batch must be >= 1")
         self._max_batch = max_batch
         self._on_batch = on_batch
+        self._batch_seconds = batch_seconds
+        self._step_cost: float | None = None  # running estimate of seconds per decode step in a batch
         self.batch_sizes: Counter[int] = Counter()  # decode steps per step_batch call
         self._loader = loader
         self._name = name
@@ -322,14 +331,24 @@ class InferenceWorker(Generic[ModelT]):
             self.jobs_run += 1
             self._resolve(job, result=result)
 
+    def _batch_limit(self) -> int:
+        """Steps in the next batch: `max_batch`, or fewer when they would not fit in `batch_seconds`."""
+        if self._batch_seconds is None:
+            return self._max_batch
+        if self._step_cost is None:
+            return 1  # no cost measured yet: one step teaches the estimate without risking a long batch
+
+        return max(1, min(self._max_batch, int(self._batch_seconds / self._step_cost)))
+
     def _run_steps(self, waiting: list[_StepJob]) -> list[_StepJob]:
         """Run one batch of the most urgent steps (distinct streams); return the steps still waiting."""
         live = sorted((job for job in waiting if not self._skip(job)), key=lambda job: job.priority)
         batch: list[_StepJob] = []
         rest: list[_StepJob] = []
         streams: set[int] = set()
+        limit = self._batch_limit()
         for job in live:
-            if len(batch) < self._max_batch and id(job.request.stream) not in streams:
+            if len(batch) < limit and id(job.request.stream) not in streams:
                 streams.add(id(job.request.stream))
                 batch.append(job)
             else:
@@ -346,6 +365,9 @@ class InferenceWorker(Generic[ModelT]):
         except BaseException as exc:  # an engine that breaks its contract: fail the batch, keep the thread
             outcomes = [exc if isinstance(exc, Exception) else RuntimeError(repr(exc))] * len(batch)
         finished = time.perf_counter()
+        cost = (finished - started) / len(batch)
+        previous = self._step_cost
+        self._step_cost = cost if previous is None else previous + _COST_SMOOTHING * (cost - previous)
         for job, outcome in zip(batch, outcomes, strict=True):
             job.started_at, job.finished_at = started, finished
             if isinstance(outcome, Exception):

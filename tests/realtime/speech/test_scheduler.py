@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,8 +43,12 @@ class Engine:
         return outcomes
 
 
-async def _worker(engine: Engine, max_batch: int = 16) -> InferenceWorker[Engine]:
-    worker = InferenceWorker(lambda: engine, name="sched-test", max_batch=max_batch)
+async def _worker(
+    engine: Engine, max_batch: int = 16, batch_seconds: float | None = None
+) -> InferenceWorker[Engine]:
+    worker = InferenceWorker(
+        lambda: engine, name="sched-test", max_batch=max_batch, batch_seconds=batch_seconds
+    )
     await worker.start()
     return worker
 
@@ -149,3 +154,31 @@ async def test_steps_waiting_at_close_fail_with_worker_closed() -> None:
         await waiting
     with pytest.raises(WorkerClosed):
         await worker.run_step(StepRequest(Stream("w"), (1,)), deadline=0.0, has_audio=True)
+
+
+class SlowEngine(Engine):
+    def step_batch(self, requests: Sequence[StepRequest]) -> list[StepOutcome]:
+        time.sleep(0.05 * len(requests))  # 50 ms per step
+        return super().step_batch(requests)
+
+
+async def test_batch_size_follows_the_measured_cost_and_the_time_budget() -> None:
+    engine = SlowEngine()
+    worker = await _worker(engine, max_batch=16, batch_seconds=0.12)
+    try:
+        hold = await _hold(worker, engine)
+        calls = [
+            worker.run_step(StepRequest(Stream(f"s{i}"), (1,)), deadline=float(i), has_audio=True)
+            for i in range(7)
+        ]
+        tasks = [asyncio.create_task(c) for c in calls]
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        await hold
+        await asyncio.gather(*tasks)
+        # First batch: 1 step (no cost known); then 0.12 s / ~0.05 s per step = 2 per batch, in deadline order.
+        assert engine.batches[0] == ["s0"]
+        assert all(len(b) <= 2 for b in engine.batches[1:])
+        assert [n for b in engine.batches for n in b] == [f"s{i}" for i in range(7)]
+    finally:
+        await worker.aclose()
