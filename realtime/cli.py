@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "parser": "realtime.bench.parser",
     "e2e": "realtime.bench.e2e",
     "token2wav": "realtime.bench.token2wav",
+    "gpu-check": "realtime.bench.gpu_check",
 }
 COMMANDS: dict[str, str | Mapping[str, str]] = {
     "serve": "realtime.commands.serve",

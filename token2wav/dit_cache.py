@@ -26,8 +26,7 @@ from token2wav.config import DitConfig
 
 CONV_KERNEL = 3
 CONV_CONTEXT = CONV_KERNEL - 1  # causal convs keep 2 frames of left context
-# Own-buffer growth: at least this many slots at a time (a steady chunk of 25 tokens is 50 frames), and at
-# least doubling, so a stream's buffer is reallocated O(log) times.
+# Own-buffer growth without a bound (offline, priming): at least this many slots at a time, at least doubling.
 GROW_MIN_SLOTS = 64
 
 
@@ -176,9 +175,12 @@ class DitCache:
         return new
 
     def _grow(self, needed: int) -> None:
+        # A stream reserves its bound at once: `empty` only reserves address space, and pages become resident
+        # when a chunk first writes them, so this costs no copy now and none later (growing by doubling
+        # copied up to the whole buffer inside a chunk).
         capacity = max(needed, 2 * self.capacity, GROW_MIN_SLOTS)
         if self.max_slots is not None:
-            capacity = max(needed, min(capacity, self.max_slots))
+            capacity = max(needed, self.max_slots)
         # Unwritten slots are never read: slots are taken lowest-first, so every slot below the highest one in
         # use has been written, and attention reads only up to that one.
         k = self.k.new_empty((*self.k.shape[:4], capacity, self.k.shape[5]))
@@ -251,8 +253,16 @@ class DitCache:
         return torch.cat([self.conv1, self.conv2], dim=4).transpose(3, 4)
 
     def nbytes(self) -> int:
-        """Bytes owned by this cache (the shared prompt keys are the voice's and are not counted)."""
-        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.conv1, self.conv2))
+        """Bytes this cache has written (resident): own key slots up to the highest used, and conv contexts.
+
+        The shared prompt keys are the voice's and are not counted; reserved but never written slots are not
+        counted either (see `bound_nbytes`).
+        """
+        used = [s - self.shared for s in self.order if s >= self.shared]
+        slots = max(used) + 1 if used else 0
+        steps, depth, batch, heads, _, dim = self.k.shape
+        per_slot = steps * depth * batch * heads * dim * self.k.element_size()
+        return 2 * slots * per_slot + sum(t.numel() * t.element_size() for t in (self.conv1, self.conv2))
 
     def bound_nbytes(self) -> int:
         """Most bytes this cache can own: the own buffer at `max_slots` plus the conv contexts."""
