@@ -157,3 +157,7 @@ def test_stream_start_shares_the_voice_and_copies_nothing_large() -> None:
     assert torch.equal(v.primed.dit.packed_attention(), before)
     assert all(kv.owned for kv in stream.flow.encoder.layers)
     assert dit.capacity <= dit.max_slots if dit.max_slots is not None else False
+    # Once only the prompt's last 100 frames are left in use, they move into the stream's own buffer.
+    t2w.push(stream, gen_tokens())
+    assert dit.shared_k is None and all(s < dit.capacity for s in dit.order)
+    assert torch.equal(v.primed.dit.packed_attention(), before)
