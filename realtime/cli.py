@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "token2wav": "realtime.bench.token2wav",
     "speech": "realtime.bench.speech",
     "soak": "realtime.bench.soak",
+    "gpu-check": "realtime.bench.gpu_check",
 }
 COMMANDS: dict[str, str | Mapping[str, str]] = {
     "serve": "realtime.commands.serve",

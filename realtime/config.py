@@ -33,6 +33,9 @@ MIN_HOP_TOKENS = 5  # below this the first Token2Wav call emits no audio (960*H 
 DEFAULT_SYNTHETIC_TOKENS_PER_SECOND = 80.0
 DEFAULT_MAX_SESSIONS = 32
 DEFAULT_WORKER_QUEUE = 64  # pending Token2Wav steps across all streams before submit() waits
+# Streams decoded in one batched Token2Wav call. A batch's wall time grows with its size, and a first chunk
+# that arrives meanwhile waits for the running batch: 16 keeps that wait near one steady batch on CPU.
+DEFAULT_WORKER_BATCH = 16
 DEFAULT_MAX_AUDIO_DELTA_MS = 100  # docs/PROTOCOL.md §7.2: 20-100 ms per output_audio.delta
 DEFAULT_SGLANG_URL = "http://127.0.0.1:30000"
 DEFAULT_MAX_SESSION_SECONDS = 60 * 60.0  # OpenAI GA: sessions end after 60 minutes (docs/PROTOCOL.md §1.4)
@@ -88,6 +91,7 @@ class ServerConfig:
         synthetic_seed: base seed of the synthetic backend's deterministic stream.
         max_sessions: concurrent WebSocket sessions accepted before new ones are refused.
         worker_queue: bounded number of pending Token2Wav steps on the inference worker.
+        worker_batch: most streams the inference worker decodes in one batched Token2Wav call.
         max_audio_delta_ms: longest audio slice per ``output_audio.delta``.
         torch_threads: torch intra-op threads for Token2Wav; 0 picks `default_torch_threads()`. More threads
             than free cores makes OpenMP spin and can slow a CPU decode by 10x.
@@ -145,6 +149,7 @@ class ServerConfig:
     synthetic_seed: int = 0
     max_sessions: int = DEFAULT_MAX_SESSIONS
     worker_queue: int = DEFAULT_WORKER_QUEUE
+    worker_batch: int = DEFAULT_WORKER_BATCH
     max_audio_delta_ms: int = DEFAULT_MAX_AUDIO_DELTA_MS
     torch_threads: int = 0
     log_level: str = "info"
@@ -180,8 +185,8 @@ class ServerConfig:
             raise ValueError(f"hop_growth must be >= 1, got {self.hop_growth}")
         if self.synthetic_tokens_per_second <= 0:
             raise ValueError("synthetic_tokens_per_second must be > 0")
-        if self.max_sessions < 1 or self.worker_queue < 1:
-            raise ValueError("max_sessions and worker_queue must be >= 1")
+        if self.max_sessions < 1 or self.worker_queue < 1 or self.worker_batch < 1:
+            raise ValueError("max_sessions, worker_queue and worker_batch must be >= 1")
         if self.dialect not in get_args(DialectName):
             raise ValueError(f"dialect must be one of {get_args(DialectName)}, got {self.dialect!r}")
         if self.max_session_seconds <= 0:
@@ -254,7 +259,7 @@ def parse_voice_spec(spec: str) -> tuple[str, Path]:
 
 
 _INT_FIELDS = {"port", "first_hop_tokens", "hop_tokens", "synthetic_seed", "max_sessions", "worker_queue"}
-_INT_FIELDS |= {"max_audio_delta_ms", "torch_threads", "context_length", "min_answer_tokens"}
+_INT_FIELDS |= {"max_audio_delta_ms", "torch_threads", "context_length", "min_answer_tokens", "worker_batch"}
 _INT_FIELDS |= {"max_out_of_band_responses", "max_decoder_streams"}
 _INT_FIELDS |= {"decoder_memory_mb", "max_conversation_items", "max_conversation_mb"}
 _FLOAT_FIELDS = {"synthetic_tokens_per_second", "max_session_seconds", "hop_growth", "send_timeout"}

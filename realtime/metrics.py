@@ -15,6 +15,8 @@ TTFA_BUCKETS = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0,
 # Real-time factor = decode seconds / audio seconds per Token2Wav chunk; < 1 keeps up with playback.
 RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
 # Server overhead per chunk (worker -> event loop -> session), in seconds: should stay in the sub-ms range.
+# Decode steps the inference worker hands to one batched Token2Wav call.
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -76,6 +78,12 @@ class Metrics:
             f"{p}_output_audio_seconds", "Seconds of audio generated", registry=self.registry
         )
         self._output_tokens = Counter(f"{p}_output_tokens", "LLM tokens generated", registry=self.registry)
+        self._batch = Histogram(
+            f"{p}_token2wav_batch_size",
+            "Decode steps (one per stream) run together in one batched Token2Wav call",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
 
     # sessions (called by the app / session layer)
     def session_opened(self) -> None:
@@ -120,6 +128,10 @@ class Metrics:
         if audio_seconds > 0:
             self._rtf.observe(decode_seconds / audio_seconds)
             self._audio_seconds.inc(audio_seconds)
+
+    def observe_batch(self, steps: int) -> None:
+        """The inference worker ran ``steps`` decode steps as one batch (called on the worker thread)."""
+        self._batch.observe(steps)
 
     def observe_chunk_overhead(self, seconds: float) -> None:
         """Seconds from a chunk's PCM being ready on the worker to the pipeline handing it to the session."""

@@ -10,8 +10,8 @@ docs/TOKEN2WAV.md §4 in the way that decides its cost:
   values, then keys | values into its new cache `[B, H, T, 2d]`, which is copied into the estimator's scratch
   buffer; after each ODE step that buffer is copied into the sampler's `[steps, depth, B, H, T, 2d]` buffer,
   whose view is the next cache; when it outgrows P + 100 frames it is trimmed by concatenating its `[:P]` and
-  `[-100:]` parts (a full copy). Like the reference's, the scratch buffers belong to the decoder, so it serves
-  one stream at a time;
+  `[-100:]` parts (a full copy). Like the reference's, the scratch buffers belong to the decoder (allocated
+  once per model, sized for the steady state, by `warmup`), so it serves one stream at a time;
 * the adaLN modulations of every block are recomputed for every step of every chunk;
 * each block runs op by op: three q/k/v GEMMs, LayerNorm then modulate, gate multiply then add, and the
   causal convs as `nn.Conv1d` on channel-major input with their 2 cached frames prepended.
@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from token2wav.cfm import CFG_BATCH, MEL_BINS, time_grid
-from token2wav.dit import BLOCK_LN_EPS, CONV_CONTEXT, N_MODULATIONS, DiT, DiTBlock, modulate
+from token2wav.dit import BLOCK_LN_EPS, N_MODULATIONS, DiT, DiTBlock, modulate
+from token2wav.dit_cache import CONV_CONTEXT
 from token2wav.encoder import EncoderCache
 from token2wav.flow import DIT_KEEP_TAIL
 from token2wav.model import Token2Wav, Voice, check_codes
@@ -123,6 +124,12 @@ class ReferenceStyleDecoder:
     def __init__(self, t2w: Token2Wav) -> None:
         self.t2w = t2w
         self._att_buffers: tuple[torch.Tensor, torch.Tensor] | None = None  # estimator's, sampler's
+
+    def warmup(self, voice: Voice) -> None:
+        """Run one throwaway stream of one steady window: allocates the scratch buffers (the reference
+        allocates its own once, at model load) and warms the kernels, as `Token2Wav.warmup` does for ours."""
+        stream = self.start(voice)
+        self.run_chunk(stream, [0] * REFERENCE.max_window_tokens(), False)
 
     def _buffers(self, like: torch.Tensor, frames: int) -> tuple[torch.Tensor, ...]:
         """The scratch buffers, grown to hold `frames` keys (the reference's are fixed at 1000)."""

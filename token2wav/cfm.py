@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from token2wav.config import CfmConfig, SamplerConfig
-from token2wav.dit import DiT, DitCache, StepModulation
+from token2wav.dit import DiT, StepModulation, StreamRows, context_index
+from token2wav.dit_cache import DitCache
 from token2wav.errors import Token2WavError
 
 CFG_BATCH = 2
@@ -32,6 +33,23 @@ StepTrace = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 def make_noise(frames: int, seed: int, channels: int = MEL_BINS) -> torch.Tensor:
     """The CFM noise buffer `randn(1, channels, frames)` from a CPU generator seeded `seed` (float32)."""
     return torch.randn(1, channels, frames, generator=torch.Generator().manual_seed(seed))
+
+
+@dataclass(frozen=True)
+class SolveItem:
+    """One stream's input to a batched solve.
+
+    Attributes:
+        mu: `[1, 80, F]` encoder output for its new frames.
+        spk: `[1, 80]` projected speaker embedding.
+        cond: `[1, 80, F]` conditioning mel (zeros for generated frames).
+        cache: its DiT caches (read and updated; its length is its noise offset).
+    """
+
+    mu: torch.Tensor
+    spk: torch.Tensor
+    cond: torch.Tensor
+    cache: DitCache
 
 
 @dataclass(frozen=True)
@@ -120,26 +138,64 @@ class CausalConditionalCFM(nn.Module):
         Returns:
             mel `[1, 80, F]`.
         """
-        frames = mu.shape[2]
-        x = self.initial_noise(cache.length, frames, mu)
-        steps = self.steps(mu)
+        item = SolveItem(mu, spk, cond, cache)
+        return self.solve_batch([item], reuse_step_cache=reuse_step_cache, trace=trace)[0]
+
+    def solve_batch(
+        self, items: list[SolveItem], *, reuse_step_cache: bool = False, trace: StepTrace | None = None
+    ) -> list[torch.Tensor]:
+        """`solve` for several streams at once: one estimator pass per Euler step over all their CFG pairs.
+
+        The streams may differ in voice, frame count and cache length. All run the same Euler times (the
+        grid is fixed), so they share the step modulations; each reads its own noise slice and keys. Each
+        result equals the stream's `solve` alone up to floating-point summation order.
+
+        Returns:
+            mel `[1, 80, F_i]` per item, in order.
+        """
+        if reuse_step_cache and len(items) != 1:
+            raise Token2WavError("reuse_step_cache is for a single offline pass")
+        like = items[0].mu
+        frames = [item.mu.shape[2] for item in items]
+        longest = max(frames)
+        n = len(items)
+        steps = self.steps(like)
         rate = self.config.inference_cfg_rate
-        packed = mu.new_zeros(CFG_BATCH, 4 * MEL_BINS, frames)
-        packed[0, MEL_BINS : 2 * MEL_BINS] = mu[0]
-        packed[0, 2 * MEL_BINS : 3 * MEL_BINS] = spk[0].unsqueeze(-1)
-        packed[0, 3 * MEL_BINS :] = cond[0]
-        slots = cache.begin_chunk(frames)
+        x = like.new_zeros(n, MEL_BINS, longest)
+        packed = like.new_zeros(CFG_BATCH * n, 4 * MEL_BINS, longest)
+        streams: list[StreamRows] = []
+        for i, (item, count) in enumerate(zip(items, frames, strict=True)):
+            x[i, :, :count] = self.initial_noise(item.cache.length, count, like)[0]
+            cond_row = CFG_BATCH * i  # the unconditional row keeps mu, spk and cond at zero
+            packed[cond_row, MEL_BINS : 2 * MEL_BINS, :count] = item.mu[0]
+            packed[cond_row, 2 * MEL_BINS : 3 * MEL_BINS, :count] = item.spk[0].unsqueeze(-1)
+            packed[cond_row, 3 * MEL_BINS :, :count] = item.cond[0]
+            streams.append(StreamRows(item.cache, item.cache.begin_chunk(count), count))
+        # Conv contexts: a lone stream updates its own; a batch works on a stacked copy, written back after.
+        if n == 1:
+            conv1, conv2 = items[0].cache.conv1, items[0].cache.conv2
+        else:
+            conv1 = torch.cat([item.cache.conv1 for item in items], dim=2)
+            conv2 = torch.cat([item.cache.conv2 for item in items], dim=2)
+        ends = context_index([f for f in frames for _ in range(CFG_BATCH)], conv1.shape[-1], like.device)
         for index, step in enumerate(steps):
-            packed[:, :MEL_BINS] = x
+            packed[:, :MEL_BINS] = x if n == 1 else x.repeat_interleave(CFG_BATCH, dim=0)
             if reuse_step_cache:
-                cache.conv1.zero_()
-                cache.conv2.zero_()
+                conv1.zero_()
+                conv2.zero_()
+            at = 0 if reuse_step_cache else index
             v = self.estimator.forward_cached(
-                packed, step.modulation, cache, 0 if reuse_step_cache else index, slots
+                packed, step.modulation, streams, at, conv1[at], conv2[at], ends
             )
-            v_cond, v_uncond = v[0:1], v[1:2]
+            v_cond, v_uncond = v[0::CFG_BATCH], v[1::CFG_BATCH]
             x = x + step.dt * ((1.0 + rate) * v_cond - rate * v_uncond)
-            if trace is not None:
-                trace(index, x, v_cond, v_uncond)
-        cache.end_chunk()
-        return x
+            if trace is not None and n == 1:
+                trace(index, x[:, :, : frames[0]], v_cond[:, :, : frames[0]], v_uncond[:, :, : frames[0]])
+        out: list[torch.Tensor] = []
+        for i, (item, count) in enumerate(zip(items, frames, strict=True)):
+            item.cache.end_chunk()
+            if n > 1:
+                item.cache.conv1.copy_(conv1[:, :, CFG_BATCH * i : CFG_BATCH * (i + 1)])
+                item.cache.conv2.copy_(conv2[:, :, CFG_BATCH * i : CFG_BATCH * (i + 1)])
+            out.append(x[i : i + 1, :, :count])
+        return out

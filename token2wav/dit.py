@@ -6,11 +6,13 @@ Speed-ups that keep the reference's numbers:
 
 * The adaLN modulations depend only on t, and the 10 Euler times are the same for every chunk, so they are
   computed once per model (`DiT.modulations`) instead of 16 x 10 matrix products per chunk.
-* The key/value cache of a stream is one preallocated buffer per (step, block) (`DitCache`). A chunk writes
-  only its own new keys into free slots, and trimming only updates the slot bookkeeping: nothing is copied.
-  The DiT has no positional encoding and attends without a mask, so only the SET of cached keys matters;
-  the bookkeeping reproduces the reference's key set exactly (its `[:P] + [-100:]` trim of a cache whose
-  newest chunk is in front). Free slots inside the buffer are masked out of the attention.
+* The key/value caches of a stream (`DitCache`, token2wav/dit_cache.py) read the voice's prompt keys in place
+  and keep only generated keys in per-stream buffers; a chunk writes only its own new keys into free slots,
+  and trimming only updates the slot bookkeeping: nothing is copied.
+* Several streams run as one batched pass (`DiT.forward_cached` over `StreamRows`): every per-frame operation
+  (projections, norms, convs, MLP) runs once on the right-padded batch `[2 N, F_max, h]`; only the attention
+  and the cache writes are per stream, because each stream reads its own keys. Right padding is exact for
+  the valid frames: the convs are causal and padded frames never become keys.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from token2wav.config import DitConfig
+from token2wav.dit_cache import CONV_CONTEXT, CONV_KERNEL, DitCache, KeySlots, attend
 
 FREQ_EMBED_DIM = 256  # sinusoidal time embedding width
 TIME_SCALE = 1000.0  # the DiT embeds 1000 * t
 MAX_PERIOD = 10000.0
 BLOCK_LN_EPS = 1e-6  # the affine-free LayerNorms of the blocks and the final layer
-CONV_KERNEL = 3
-CONV_CONTEXT = CONV_KERNEL - 1  # causal convs keep 2 frames of left context
 N_MODULATIONS = 9  # shift/scale/gate for attention, MLP, conv
 
 
@@ -149,21 +150,39 @@ class CausalConvBlock(nn.Module):
             )
         return self._gemm
 
-    def forward_cached(self, x: torch.Tensor, cache1: torch.Tensor, cache2: torch.Tensor) -> torch.Tensor:
-        """`x [B, T, C]` with each conv's 2 cached input frames in front; caches `[B, 2, C]` are updated."""
+    def forward_cached(
+        self, x: torch.Tensor, cache1: torch.Tensor, cache2: torch.Tensor, ends: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`x [B, T, C]` with each conv's 2 cached input frames in front; caches `[B, 2, C]` are updated.
+
+        `ends` (int64 `[B, 2, C]`, see `context_index`) marks right-padded rows: each row's new context is its
+        last 2 valid frames instead of the last 2 frames.
+        """
         w1, w2 = self._gemm_weights()
-        h = _causal_conv(x, cache1, w1, self.conv1.bias)
+        h = _causal_conv(x, cache1, w1, self.conv1.bias, ends)
         h = F.mish(self.norm(h))
-        return _causal_conv(h, cache2, w2, self.conv2.bias)
+        return _causal_conv(h, cache2, w2, self.conv2.bias, ends)
+
+
+def context_index(frames: list[int], channels: int, device: torch.device) -> torch.Tensor | None:
+    """Gather index `[B, 2, C]` of each row's last 2 valid frames in `[cache | x]`; None if none is padded."""
+    if len(set(frames)) <= 1:
+        return None
+    ends = torch.tensor([[f + i for i in range(CONV_CONTEXT)] for f in frames], dtype=torch.long)
+    return ends.to(device).unsqueeze(-1).expand(-1, -1, channels)
 
 
 def _causal_conv(
-    x: torch.Tensor, cache: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    x: torch.Tensor,
+    cache: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    ends: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal conv (k = CONV_KERNEL) on time-major `x [B, T, C]` with `cache [B, k-1, C]` (updated in place)."""
     frames = x.shape[1]
     ext = torch.cat([cache, x], dim=1)
-    cache.copy_(ext[:, -CONV_CONTEXT:])
+    cache.copy_(ext[:, -CONV_CONTEXT:] if ends is None else ext.gather(1, ends))
     cols = torch.cat([ext[:, k : k + frames] for k in range(CONV_KERNEL)], dim=-1)
     return F.linear(cols, weight, bias)
 
@@ -201,13 +220,18 @@ class StepModulation:
 
 
 @dataclass(frozen=True)
-class KeySlots:
-    """Where a chunk's new keys go in the cache buffers, and which buffer slots are valid keys."""
+class StreamRows:
+    """One stream's place in a batched estimator pass: rows `2 i, 2 i + 1` (its CFG pair), `frames` valid.
 
-    index: torch.Tensor  # int64 [F] slot of each new frame
-    start: int | None  # first slot when the new slots are contiguous (cheap slice copy), else None
-    span: int  # attention reads buffer slots [0, span): the valid keys, and holes only where masked
-    mask: torch.Tensor | None  # bool [1, 1, 1, span]; None when every slot below span is a valid key
+    Attributes:
+        cache: the stream's DiT caches (its keys are read and its new keys written).
+        slots: the chunk's key placement from `cache.begin_chunk`.
+        frames: new frames of this stream (the batch is right-padded to the longest).
+    """
+
+    cache: DitCache
+    slots: KeySlots
+    frames: int
 
 
 class DiTBlock(nn.Module):
@@ -226,22 +250,25 @@ class DiTBlock(nn.Module):
         self,
         x: torch.Tensor,
         mod: BlockModulation,
-        k_buf: torch.Tensor,
-        v_buf: torch.Tensor,
-        slots: KeySlots,
+        streams: list[StreamRows],
+        step: int,
+        index: int,
         conv1: torch.Tensor,
         conv2: torch.Tensor,
+        ends: torch.Tensor | None,
     ) -> torch.Tensor:
-        """One block on new frames `x [B, F, h]`; writes their keys/values and conv context in place.
+        """One block on the new frames of a batch of streams; writes their keys/values and conv context.
 
         Args:
-            x: hidden states of the new frames (owned by the caller's pass: updated in place and returned).
-            mod: this block's modulations at this step's t.
-            k_buf: `[B, H, capacity, d]` key buffer of this (step, block) (post QK-norm keys).
-            v_buf: value buffer, same shape.
-            slots: where the new keys go and which slots are valid.
-            conv1: `[B, 2, h]` context of the first causal conv (time-major).
-            conv2: `[B, 2, h]` context of the second causal conv.
+            x: `[2 N, F_max, h]` hidden states, rows `2 i, 2 i + 1` = stream i's CFG pair (owned by the
+                caller's pass: updated in place and returned).
+            mod: this block's modulations at this step's t (shared by every row: same t).
+            streams: the streams in row order.
+            step: ODE step (each step has its own caches).
+            index: this block's index (selects its caches).
+            conv1: `[2 N, 2, h]` context of the first causal conv (updated in place).
+            conv2: `[2 N, 2, h]` context of the second causal conv.
+            ends: right-padding gather index from `context_index`, or None.
         """
         width = (self.hidden,)
         attn = self.attn
@@ -252,20 +279,39 @@ class DiTBlock(nn.Module):
         q = attn.q_norm(qkv[:, :, 0]).transpose(1, 2)
         k = attn.k_norm(qkv[:, :, 1]).transpose(1, 2)
         v = qkv[:, :, 2].transpose(1, 2)
-        if slots.start is not None:
-            end = slots.start + frames
-            k_buf[:, :, slots.start : end] = k
-            v_buf[:, :, slots.start : end] = v
+        if len(streams) == 1:
+            out = _attend_stream(streams[0], step, index, q, k, v)
         else:
-            k_buf.index_copy_(2, slots.index, k)
-            v_buf.index_copy_(2, slots.index, v)
-        keys, values = k_buf[:, :, : slots.span], v_buf[:, :, : slots.span]
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=slots.mask)
+            out = q.new_zeros(q.shape)  # padded frames attend to nothing; they only need to stay finite
+            for i, rows in enumerate(streams):
+                pair, valid = slice(2 * i, 2 * i + 2), rows.frames
+                out[pair, :, :valid] = _attend_stream(
+                    rows, step, index, q[pair, :, :valid], k[pair, :, :valid], v[pair, :, :valid]
+                )
         x.addcmul_(mod.msa_gate, attn.proj(out.transpose(1, 2).reshape(b, frames, -1)))
         h = F.layer_norm(x, width, mod.conv_weight, mod.conv_bias, BLOCK_LN_EPS)
-        x.addcmul_(mod.conv_gate, self.conv.forward_cached(h, conv1, conv2))
+        x.addcmul_(mod.conv_gate, self.conv.forward_cached(h, conv1, conv2, ends))
         h = F.layer_norm(x, width, mod.mlp_weight, mod.mlp_bias, BLOCK_LN_EPS)
         return x.addcmul_(mod.mlp_gate, self.mlp(h))
+
+
+def _attend_stream(
+    rows: StreamRows, step: int, block: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """Store one stream's new keys/values `[2, H, F, d]` in its cache and attend to all of its keys."""
+    k_buf, v_buf, shared_k, shared_v = rows.cache.step_keys(step, block)
+    slots = rows.slots
+    if slots.start is not None:
+        end = slots.start + rows.frames
+        k_buf[:, :, slots.start : end] = k
+        v_buf[:, :, slots.start : end] = v
+    else:
+        k_buf.index_copy_(2, slots.index, k)
+        v_buf.index_copy_(2, slots.index, v)
+    keys, values = k_buf[:, :, : slots.span], v_buf[:, :, : slots.span]
+    if shared_k is not None and shared_v is not None:
+        shared_k, shared_v = shared_k[:, :, : slots.shared_span], shared_v[:, :, : slots.shared_span]
+    return attend(q, keys, values, slots.bias, shared_k, shared_v, slots.shared_bias)
 
 
 class FinalLayer(nn.Module):
@@ -311,32 +357,35 @@ class DiT(nn.Module):
         return StepModulation(blocks=blocks, final=(shift, scale))
 
     def forward_cached(
-        self, x: torch.Tensor, mod: StepModulation, cache: DitCache, step: int, slots: KeySlots
+        self,
+        x: torch.Tensor,
+        mod: StepModulation,
+        streams: list[StreamRows],
+        step: int,
+        conv1: torch.Tensor,
+        conv2: torch.Tensor,
+        ends: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One estimator pass over new frames.
+        """One estimator pass over the new frames of a batch of streams.
 
         Args:
-            x: `[B, 320, F]` = [x | mu | spk | cond] channels.
+            x: `[2 N, 320, F_max]` = [x | mu | spk | cond] channels, rows `2 i, 2 i + 1` = stream i's CFG pair,
+                right-padded to the longest stream.
             mod: modulations of this step's t.
-            cache: the stream's DiT caches; step `step`'s slice is read and updated in place.
+            streams: the streams in row order; step `step`'s key caches are read and updated in place.
             step: ODE step index (each step has its own caches).
-            slots: new-key placement from `cache.begin_chunk`.
+            conv1: `[depth, 2 N, 2, h]` conv contexts of this step (updated in place).
+            conv2: same, second conv of each block.
+            ends: right-padding gather index from `context_index`, or None when no row is padded.
 
         Returns:
-            velocity `[B, 80, F]`.
+            velocity `[2 N, 80, F_max]` (padded frames hold garbage).
         """
         h = self.in_proj(x.transpose(1, 2))
         for i, block in enumerate(self.typed_blocks):
-            h = block.forward_cached(
-                h,
-                mod.blocks[i],
-                cache.k[step, i],
-                cache.v[step, i],
-                slots,
-                cache.conv1[step, i],
-                cache.conv2[step, i],
-            )
-        return self.final_layer.forward_modulated(h, *mod.final).transpose(1, 2)
+            h = block.forward_cached(h, mod.blocks[i], streams, step, i, conv1[i], conv2[i], ends)
+        shift, scale = mod.final
+        return self.final_layer.forward_modulated(h, shift[:1], scale[:1]).transpose(1, 2)
 
 
 def _block_modulation(adaln: torch.Tensor) -> BlockModulation:
@@ -355,113 +404,3 @@ def _block_modulation(adaln: torch.Tensor) -> BlockModulation:
         conv_bias=shift_conv,
         conv_gate=gate_conv,
     )
-
-
-class DitCache:
-    """Per-stream DiT caches for every ODE step, with the reference's trimming done by bookkeeping.
-
-    Buffers: `k`, `v` `[steps, depth, B, H, capacity, d]`; `conv1`, `conv2` `[steps, depth, B, 2, h]`.
-    `order` lists the occupied slots in the reference's cache order (newest chunk first, each chunk in time
-    order); `len(order)` is the reference cache length and therefore the noise offset.
-    """
-
-    def __init__(
-        self,
-        config: DitConfig,
-        steps: int,
-        batch: int,
-        capacity: int,
-        like: torch.Tensor,
-        keep_tail: int = 100,
-    ) -> None:
-        shape = (steps, config.depth, batch, config.num_heads, capacity, config.head_dim)
-        self.k = like.new_zeros(shape)
-        self.v = like.new_zeros(shape)
-        conv_shape = (steps, config.depth, batch, CONV_CONTEXT, config.hidden_size)
-        self.conv1 = like.new_zeros(conv_shape)
-        self.conv2 = like.new_zeros(conv_shape)
-        self.order: list[int] = []
-        self.prompt_frames = 0
-        self.keep_tail = keep_tail
-        self._pending: list[int] = []
-
-    @property
-    def capacity(self) -> int:
-        """Key slots per (step, block)."""
-        return int(self.k.shape[4])
-
-    @property
-    def length(self) -> int:
-        """Keys in the cache (the reference's `att_cache.shape[4]`)."""
-        return len(self.order)
-
-    def _grow(self, capacity: int) -> None:
-        pad = capacity - self.capacity
-        shape = (*self.k.shape[:4], pad, self.k.shape[5])
-        self.k = torch.cat([self.k, self.k.new_zeros(shape)], dim=4)
-        self.v = torch.cat([self.v, self.v.new_zeros(shape)], dim=4)
-
-    def begin_chunk(self, frames: int) -> KeySlots:
-        """Reserve slots for `frames` new keys; returns their placement and the validity mask."""
-        used = set(self.order)
-        free = [s for s in range(self.capacity) if s not in used]
-        if len(free) < frames:
-            self._grow(self.capacity + frames - len(free))
-            free = [s for s in range(self.capacity) if s not in used]
-        new = free[:frames]
-        device = self.k.device
-        index = torch.tensor(new, dtype=torch.long, device=device)
-        contiguous = new == list(range(new[0], new[0] + frames)) if frames else True
-        valid = used.union(new)
-        mask: torch.Tensor | None = None
-        span = len(valid)
-        if valid and max(valid) >= span:
-            # Holes below the last valid slot: attend up to it and mask them. Until the first trim (and
-            # whenever no holes remain) the keys are a prefix, read without a mask: SDPA with a mask is ~30%
-            # slower on the short first chunks.
-            span = max(valid) + 1
-            flags = torch.zeros(span, dtype=torch.bool)
-            flags[list(valid)] = True
-            mask = flags.view(1, 1, 1, -1).to(device)
-        self._pending = new
-        return KeySlots(index=index, start=new[0] if contiguous and frames else None, span=span, mask=mask)
-
-    def end_chunk(self) -> None:
-        """Record the chunk's keys in front of the cache order (the reference prepends new keys)."""
-        self.order = self._pending + self.order
-        self._pending = []
-
-    def trim(self) -> None:
-        """Reference trim: above P + tail keys, keep the first P and the last `keep_tail` of the order."""
-        limit = self.prompt_frames + self.keep_tail
-        if len(self.order) > limit:
-            self.order = self.order[: self.prompt_frames] + self.order[-self.keep_tail :]
-
-    def clone(self, capacity: int | None = None) -> DitCache:
-        """An independent copy whose buffers have at least `capacity` slots (occupied slots keep their index)."""
-        new = DitCache.__new__(DitCache)
-        cap = max(capacity or 0, self.capacity)
-        new.k = self.k.new_zeros((*self.k.shape[:4], cap, self.k.shape[5]))
-        new.v = self.v.new_zeros(new.k.shape)
-        new.k[:, :, :, :, : self.capacity] = self.k
-        new.v[:, :, :, :, : self.capacity] = self.v
-        new.conv1 = self.conv1.clone()
-        new.conv2 = self.conv2.clone()
-        new.order = list(self.order)
-        new.prompt_frames = self.prompt_frames
-        new.keep_tail = self.keep_tail
-        new._pending = []
-        return new
-
-    def packed_attention(self) -> torch.Tensor:
-        """The reference's K|V layout `[steps, depth, B, H, T, 2d]` in cache order (for tests)."""
-        index = torch.tensor(self.order, dtype=torch.long, device=self.k.device)
-        return torch.cat([self.k.index_select(4, index), self.v.index_select(4, index)], dim=-1)
-
-    def packed_conv(self) -> torch.Tensor:
-        """The reference's conv cache `[steps, depth, B, 2h, 2]` (conv1 input | conv2 input)."""
-        return torch.cat([self.conv1, self.conv2], dim=4).transpose(3, 4)
-
-    def nbytes(self) -> int:
-        """Bytes held by this cache's buffers."""
-        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.conv1, self.conv2))

@@ -109,6 +109,7 @@ class GrowingKV:
         self.v = v.new_zeros(b, h, t + extra, d)
         self.k[:, :, :t] = k
         self.v[:, :, :t] = v
+        self.owned = True  # False: the buffers belong to a primed voice; the first append copies them
 
     @classmethod
     def empty(cls, like: torch.Tensor, heads: int, head_dim: int) -> GrowingKV:
@@ -120,13 +121,14 @@ class GrowingKV:
         """Append `[B, H, t, d]` keys/values; return views of all keys/values so far (old first)."""
         end = self.length + k.shape[2]
         capacity = self.k.shape[2]
-        if end > capacity:
-            new_capacity = max(end + KV_GROW, 2 * capacity)
+        if end > capacity or not self.owned:
+            new_capacity = max(end + KV_GROW, 2 * capacity if end > capacity else capacity)
             old_k, old_v = self.view()
             self.k = k.new_zeros(k.shape[0], k.shape[1], new_capacity, k.shape[3])
             self.v = v.new_zeros(v.shape[0], v.shape[1], new_capacity, v.shape[3])
             self.k[:, :, : self.length] = old_k
             self.v[:, :, : self.length] = old_v
+            self.owned = True
         self.k[:, :, self.length : end] = k
         self.v[:, :, self.length : end] = v
         self.length = end
@@ -140,6 +142,15 @@ class GrowingKV:
         """An independent copy (for a new stream)."""
         k, v = self.view()
         return GrowingKV(k, v, extra)
+
+    def share(self) -> GrowingKV:
+        """A copy-on-write view for a new stream: reads these buffers until its first append copies them.
+
+        The source must not be appended to afterwards (a primed voice never is).
+        """
+        new = GrowingKV.__new__(GrowingKV)
+        new.length, new.k, new.v, new.owned = self.length, self.k, self.v, False
+        return new
 
 
 @dataclass
@@ -170,6 +181,18 @@ class EncoderCache:
             upsample=self.upsample.clone(),
             layers=[kv.clone() for kv in self.layers],
             up_layers=[kv.clone() for kv in self.up_layers],
+        )
+
+    def share(self) -> EncoderCache:
+        """A stream's cache over this primed one: copy-on-write attention caches, nothing copied now.
+
+        The conv contexts are replaced (never written in place) by every chunk, so they are shared as is.
+        """
+        return EncoderCache(
+            lookahead=self.lookahead,
+            upsample=self.upsample,
+            layers=[kv.share() for kv in self.layers],
+            up_layers=[kv.share() for kv in self.up_layers],
         )
 
     def packed_attention(self) -> torch.Tensor:

@@ -4,7 +4,10 @@ State-dict keys equal the released `flow.pt` (`input_embedding`, `spk_embed_affi
 `encoder_proj`, `decoder.estimator.*`); `load_flow_state_dict` loads with `strict=True`.
 
 Streaming state never lives on the module: `prime` builds an immutable `PrimedFlow` for a voice, and
-`PrimedFlow.new_stream` clones it into a `FlowStreamState` that one stream owns and `inference_chunk` updates.
+`PrimedFlow.new_stream` makes a `FlowStreamState` over it that one stream owns and `inference_chunk` updates:
+the stream reads the voice's prompt caches in place (DiT keys shared, encoder caches copied on first write),
+so starting a stream copies only the small conv contexts. `inference_chunks` runs several streams' windows
+as one batched DiT pass per Euler step.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from token2wav.cfm import CausalConditionalCFM, StepTrace
+from token2wav.cfm import CausalConditionalCFM, SolveItem, StepTrace
 from token2wav.config import FlowConfig, SamplerConfig
-from token2wav.dit import DitCache
+from token2wav.dit_cache import DitCache
 from token2wav.encoder import EncoderCache, UpsampleConformerEncoderV2
 from token2wav.errors import ModelLoadError, VoiceError
 
@@ -46,9 +49,14 @@ class PrimedFlow:
     setup_mu: torch.Tensor
 
     def new_stream(self, max_chunk_frames: int) -> FlowStreamState:
-        """A fresh per-stream state: deep copies sized for chunks of up to `max_chunk_frames` frames."""
-        capacity = self.prompt_frames + DIT_KEEP_TAIL + max_chunk_frames
-        return FlowStreamState(spk=self.spk, encoder=self.encoder.clone(), dit=self.dit.clone(capacity))
+        """A fresh per-stream state for chunks of up to `max_chunk_frames` frames, sharing this voice's caches.
+
+        Costs a copy of the DiT conv contexts only (2 frames per step and block); the stream's own key
+        buffers are allocated by its first chunk and grow to at most `prompt_frames + max_chunk_frames`.
+        """
+        return FlowStreamState(
+            spk=self.spk, encoder=self.encoder.share(), dit=self.dit.share(max_chunk_frames)
+        )
 
     def nbytes(self) -> int:
         """Approximate bytes held (DiT caches dominate)."""
@@ -69,11 +77,15 @@ class FlowStreamState:
         return self.dit.length
 
     def nbytes(self) -> int:
-        """Approximate bytes this stream holds (the DiT caches dominate; the encoder caches grow with length)."""
+        """Bytes this stream owns now (the DiT caches dominate; the encoder caches grow with length).
+
+        Buffers still shared with the voice (not yet written by this stream) are not counted.
+        """
         encoder = self.encoder
         tensors = [encoder.lookahead, encoder.upsample]
         for kv in [*encoder.layers, *encoder.up_layers]:
-            tensors.extend((kv.k, kv.v))
+            if kv.owned:
+                tensors.extend((kv.k, kv.v))
         return self.dit.nbytes() + sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -207,14 +219,53 @@ class CausalMaskedDiffWithXvec(nn.Module):
         Returns:
             mel `[1, 80, F]`, F = 2 (W - 3) or 2 W when last.
         """
-        tokens = tokens.to(self.encoder_proj.weight.device)
-        h, _ = self.encoder.forward_chunk(self.input_embedding(tokens.clamp(min=0)), last, state.encoder)
-        mu = self.encoder_proj(h).transpose(1, 2).contiguous()
-        if mu_out is not None:
-            mu_out.append(mu)
-        mel = self.decoder.solve(mu, state.spk, torch.zeros_like(mu), state.dit, trace=trace)
-        state.dit.trim()
-        return mel
+        return self.inference_chunks([ChunkInput(tokens, state, last)], trace=trace, mu_out=mu_out)[0]
+
+    @torch.inference_mode()
+    def inference_chunks(
+        self,
+        chunks: list[ChunkInput],
+        *,
+        trace: StepTrace | None = None,
+        mu_out: list[torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """Several streams' windows at once: the encoder per stream, then ONE batched CFM solve for all.
+
+        The streams must be distinct (each state is updated in place). Each mel equals that stream's
+        `inference_chunk` alone up to floating-point summation order.
+
+        Args:
+            chunks: one window per stream.
+            trace: per-Euler-step observer (single-stream calls only).
+            mu_out: if given, each chunk's encoder output is appended to it, in order.
+
+        Returns:
+            mel `[1, 80, F_i]` per chunk, in order.
+        """
+        if len({id(chunk.state) for chunk in chunks}) != len(chunks):
+            raise ValueError("a stream appears twice in one batch")
+        items: list[SolveItem] = []
+        for chunk in chunks:
+            tokens = chunk.tokens.to(self.encoder_proj.weight.device)
+            embedded = self.input_embedding(tokens.clamp(min=0))
+            h, _ = self.encoder.forward_chunk(embedded, chunk.last, chunk.state.encoder)
+            mu = self.encoder_proj(h).transpose(1, 2).contiguous()
+            if mu_out is not None:
+                mu_out.append(mu)
+            items.append(SolveItem(mu, chunk.state.spk, torch.zeros_like(mu), chunk.state.dit))
+        mels = self.decoder.solve_batch(items, trace=trace)
+        for chunk in chunks:
+            chunk.state.dit.trim()
+        return mels
+
+
+@dataclass(frozen=True)
+class ChunkInput:
+    """One stream's window for `inference_chunks`: `[1, W]` codes, its flow state, and whether it is the last."""
+
+    tokens: torch.Tensor
+    state: FlowStreamState
+    last: bool
 
 
 def load_flow_state_dict(module: CausalMaskedDiffWithXvec, state_dict: Mapping[str, torch.Tensor]) -> None:

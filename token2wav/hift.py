@@ -202,6 +202,43 @@ class HiFTGenerator(nn.Module):
         return s.transpose(1, 2)
 
     @torch.inference_mode()
+    def inference_batch(
+        self,
+        mel: torch.Tensor,
+        cache_sources: list[torch.Tensor | None],
+        generators: list[torch.Generator | None],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`inference` for B windows of equal length at once; row i equals `inference` on row i alone.
+
+        The F0 predictor and the decoder run on the whole batch; the NSF source runs per row, each with its
+        own generator (so a row's random excitation does not depend on what it is batched with).
+
+        Args:
+            mel: [B, 80, T].
+            cache_sources: per row, [1, 1, S] excitation override or None.
+            generators: per row, its random source (ignored when deterministic_source).
+        """
+        mel = mel.to(self.conv_pre.weight.dtype)
+        f0 = self.f0_predictor(mel)  # [B, T]
+        f0_up = F.interpolate(f0[:, None], scale_factor=self.samples_per_frame, mode="nearest").transpose(
+            1, 2
+        )
+        rows = []
+        for i, (cache, generator) in enumerate(zip(cache_sources, generators, strict=True)):
+            row = self.m_source(
+                f0_up[i : i + 1], deterministic=self.deterministic_source, generator=generator
+            )
+            row = row.transpose(1, 2)
+            if cache is not None and cache.shape[-1] > 0:
+                n = cache.shape[-1]
+                if n > row.shape[-1]:
+                    raise ValueError(f"cache_source has {n} samples, more than the window's {row.shape[-1]}")
+                row[:, :, :n] = cache
+            rows.append(row)
+        s = torch.cat(rows, dim=0)
+        return self.decode(mel, s), s
+
+    @torch.inference_mode()
     def inference(
         self,
         mel: torch.Tensor,

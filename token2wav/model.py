@@ -10,8 +10,7 @@ Threading: all methods are meant for ONE worker thread. The model holds weights 
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from token2wav.batch import StreamStep, Window, decode_steps, run_windows
 from token2wav.cfm import make_noise
 from token2wav.config import (
     F0PredictorConfig,
@@ -31,8 +31,7 @@ from token2wav.config import (
 from token2wav.errors import InvalidCodes, ModelLoadError, StreamError, VoiceError
 from token2wav.flow import CausalMaskedDiffWithXvec, PrimedFlow, load_flow_state_dict
 from token2wav.hift import HiFTGenerator, load_hift_state_dict
-from token2wav.stream import ChunkSchedule, ChunkTiming, Token2WavStream
-from token2wav.vocoder_stream import pcm_float_to_int16, vocode_chunk
+from token2wav.stream import ChunkSchedule, Token2WavStream
 
 FLOW_YAML = "flow.yaml"
 REFERENCE_CONFIG = "config.yaml"
@@ -138,6 +137,7 @@ class Token2Wav:
         self.hift = hift.to(device=self.device).eval()  # the vocoder runs in float32
         self.frontend = frontend
         self._voices: OrderedDict[str, Voice] = OrderedDict()
+        self.window_batches: Counter[int] = Counter()  # batched chunk calls by number of windows
 
     @classmethod
     def from_dir(
@@ -260,7 +260,8 @@ class Token2Wav:
     def start(
         self, voice: Voice, schedule: ChunkSchedule | None = None, *, seed: int = DEFAULT_STREAM_SEED
     ) -> Token2WavStream:
-        """A new stream for one response, with its own deep copy of the voice's primed caches."""
+        """A new stream for one response over the voice's primed caches (shared read-only; nothing large is
+        copied: the stream's own key buffers are allocated by its first chunk)."""
         sched = schedule or ChunkSchedule()
         max_frames = self.flow.up_rate * sched.max_window_tokens()
         generator = None
@@ -273,50 +274,34 @@ class Token2Wav:
             generator=generator,
         )
 
+    def check(self, codes: Sequence[int] | np.ndarray | torch.Tensor) -> list[int]:
+        """Validate audio codes for this model (an empty list is allowed). Raises InvalidCodes."""
+        return check_codes(codes, self.flow.config.vocab_size, allow_empty=True)
+
     def push(self, stream: Token2WavStream, codes: Sequence[int]) -> list[np.ndarray]:
         """Add codes; run every chunk that is ready. Returns int16 PCM chunks (possibly none)."""
         if stream.finished:
             raise StreamError("push on a finished stream")
-        stream.pending.extend(check_codes(codes, self.flow.config.vocab_size, allow_empty=True))
-        out: list[np.ndarray] = []
-        while stream.ready():
-            hop = stream.next_hop()
-            window = stream.pending[: hop + stream.schedule.lookahead_tokens]
-            pcm = self.run_chunk(stream, window, last=False)
-            if pcm.size:  # a first hop of 4 codes yields no final samples yet
-                out.append(pcm_float_to_int16(pcm))
-            del stream.pending[:hop]
-        return out
+        step = StreamStep(stream, codes)
+        decode_steps(self, [step])
+        return step.out
 
     def finish(self, stream: Token2WavStream) -> list[np.ndarray]:
         """End of the response: decode the rest (all pending codes as the final window), int16 PCM."""
         if stream.finished:
             raise StreamError("finish called twice")
-        out: list[np.ndarray] = []
-        if stream.pending:
-            out.append(pcm_float_to_int16(self.run_chunk(stream, list(stream.pending), last=True)))
-        stream.pending = []
-        stream.finished = True
-        return out
+        step = StreamStep(stream, finish=True)
+        decode_steps(self, [step])
+        return step.out
+
+    def step_many(self, steps: Sequence[StreamStep], max_batch: int | None = None) -> None:
+        """Several streams' pushes (and ends) in one turn, their ready windows batched; see token2wav/batch.py."""
+        decode_steps(self, steps, max_batch)
 
     @torch.inference_mode()
     def run_chunk(self, stream: Token2WavStream, window: Sequence[int], last: bool) -> np.ndarray:
         """One chunk call (flow + vocoder) on an explicit code window; float32 PCM that is final now."""
-        start = time.perf_counter()
-        tokens = torch.tensor([list(window)], dtype=torch.int64)
-        mel = self.flow.inference_chunk(tokens, stream.flow, last)
-        mel = mel.float()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        flow_done = time.perf_counter()
-        pcm, stream.vocoder = vocode_chunk(self.hift, stream.vocoder, mel, last, generator=stream.generator)
-        hift_done = time.perf_counter()
-        stream.calls += 1
-        stream.emitted_samples += int(pcm.shape[0])
-        stream.timings.append(
-            ChunkTiming(len(window), int(pcm.shape[0]), flow_done - start, hift_done - flow_done)
-        )
-        return pcm
+        return run_windows(self, [Window(stream, list(window), last)])[0]
 
     def warmup(self, voice: Voice, codes: Sequence[int] | None = None) -> None:
         """Run one throwaway stream (kernels, allocator); it shares nothing with later streams."""

@@ -100,7 +100,6 @@ def vocode_chunk(
     """
     if chunk_mel.dim() != 3 or chunk_mel.shape[0] != 1 or chunk_mel.shape[-1] == 0:
         raise ValueError(f"chunk_mel must be [1, n_mels, F>0], got {tuple(chunk_mel.shape)}")
-    tail_samples = MEL_CACHE_FRAMES * hift.samples_per_frame
     mel_in = chunk_mel if state.mel is None else torch.cat([state.mel, chunk_mel], dim=-1)
     if not last and mel_in.shape[-1] < MEL_CACHE_FRAMES:
         raise ValueError(
@@ -109,7 +108,23 @@ def vocode_chunk(
     speech, source = hift.inference(mel_in, state.source, generator=generator)
     # Audio leaves as CPU float32 anyway; fading there also avoids float64 on accelerators (the reference
     # moves to the CPU for its fade too). The mel and source caches stay on the model's device.
-    speech = speech.to(device="cpu", dtype=torch.float32)
+    return _finish_window(hift, state, mel_in, speech.to(device="cpu", dtype=torch.float32), source, last)
+
+
+def _finish_window(
+    hift: HiFTGenerator,
+    state: VocoderState,
+    mel_in: torch.Tensor,
+    speech: torch.Tensor,
+    source: torch.Tensor,
+    last: bool,
+) -> tuple[np.ndarray, VocoderState]:
+    """Cross-fade one stream's rendered window `[1, N]` (CPU float32) with its tail; new caches, final PCM."""
+    tail_samples = MEL_CACHE_FRAMES * hift.samples_per_frame
+    if not last and mel_in.shape[-1] < MEL_CACHE_FRAMES:
+        raise ValueError(
+            f"a non-final vocoder window needs at least {MEL_CACHE_FRAMES} mel frames, got {mel_in.shape[-1]}"
+        )
     if state.speech is not None:
         speech = crossfade(speech, state.speech)
     new_state = VocoderState(
@@ -119,6 +134,48 @@ def vocode_chunk(
     )
     emitted = speech if last else speech[..., :-tail_samples]
     return emitted[0].numpy(), new_state
+
+
+@torch.inference_mode()
+def vocode_chunks(
+    hift: HiFTGenerator,
+    states: list[VocoderState],
+    chunk_mels: list[torch.Tensor],
+    lasts: list[bool],
+    generators: list[torch.Generator | None],
+) -> list[tuple[np.ndarray, VocoderState]]:
+    """`vocode_chunk` for several streams: windows of equal HiFT input length run as one batch.
+
+    Each result equals that stream's `vocode_chunk` alone up to floating-point summation order (the NSF
+    source is drawn per stream from its own generator).
+    """
+    results: list[tuple[np.ndarray, VocoderState] | None] = [None] * len(states)
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i, (state, mel) in enumerate(zip(states, chunk_mels, strict=True)):
+        cached = 0 if state.mel is None else state.mel.shape[-1]
+        # Same input length and same kind of source override (none / some) -> same shapes throughout.
+        groups.setdefault((cached + mel.shape[-1], state.source is None), []).append(i)
+    for members in groups.values():
+        if len(members) == 1:
+            i = members[0]
+            results[i] = vocode_chunk(hift, states[i], chunk_mels[i], lasts[i], generator=generators[i])
+            continue
+        mel_ins = []
+        for i in members:
+            mel = chunk_mels[i]
+            if mel.dim() != 3 or mel.shape[0] != 1 or mel.shape[-1] == 0:
+                raise ValueError(f"chunk_mel must be [1, n_mels, F>0], got {tuple(mel.shape)}")
+            state = states[i]
+            mel_ins.append(mel if state.mel is None else torch.cat([state.mel, mel], dim=-1))
+        speech, source = hift.inference_batch(
+            torch.cat(mel_ins, dim=0), [states[i].source for i in members], [generators[i] for i in members]
+        )
+        speech = speech.to(device="cpu", dtype=torch.float32)
+        for row, i in enumerate(members):
+            results[i] = _finish_window(
+                hift, states[i], mel_ins[row], speech[row : row + 1], source[row : row + 1], lasts[i]
+            )
+    return [r for r in results if r is not None]
 
 
 def pcm_float_to_int16(pcm: np.ndarray) -> np.ndarray:

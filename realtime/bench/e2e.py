@@ -1,10 +1,12 @@
 """`realtime bench e2e`: what a user of any OpenAI Realtime server feels, measured the same way every time.
 
 N concurrent clients each run M responses over raw WebSockets (no SDK in the timing path): a user turn (text,
-or a wav sent as input audio), `response.create`, then every event until `response.done`. Per response it
-records time to first audio delta, time to first transcript delta, audio seconds, real-time factor (audio
-seconds / wall seconds) and the underruns a player with a fixed start-up cushion would have had at 1x speed.
-Works against our server or any other Realtime server; `--spawn` starts ours with the given flags.
+or a wav sent as input audio), `response.create`, then every event until `response.done`. Clients start
+together or `--stagger-ms` apart. Per response it records time to first audio delta, time to first transcript
+delta, audio seconds, real-time factor (audio seconds / wall seconds) and the underruns (count and stalled
+time) a player with a fixed start-up cushion would have had at 1x speed. The report adds the aggregate audio
+seconds produced per wall second and, against our server, the histogram of the inference worker's batch sizes
+during the run (scraped from `/metrics`). Works against any Realtime server; `--spawn` starts ours.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from realtime.bench.server_metrics import batch_histogram, metrics_url, scrape_batch_buckets
 
 OUTPUT_RATE = 24_000
 BYTES_PER_SAMPLE = 2
@@ -222,8 +226,13 @@ async def _run_all(
     args: argparse.Namespace, input_pcm: bytes | None
 ) -> tuple[list[ResponseSample], list[str], float]:
     clients = [_Client(args, i, input_pcm) for i in range(args.sessions)]
+
+    async def staggered(client: _Client) -> list[ResponseSample]:
+        await asyncio.sleep(client.session_index * args.stagger_ms / 1000)
+        return await client.run()
+
     started = time.perf_counter()
-    results = await asyncio.gather(*(c.run() for c in clients), return_exceptions=True)
+    results = await asyncio.gather(*(staggered(c) for c in clients), return_exceptions=True)
     elapsed = time.perf_counter() - started
     samples: list[ResponseSample] = []
     failures: list[str] = []
@@ -246,6 +255,7 @@ def summarise(
         "url": args.url,
         "sessions": args.sessions,
         "responses_per_session": args.responses,
+        "stagger_ms": args.stagger_ms,
         "input": "wav" if args.wav else "text",
         "dialect": args.dialect,
         "responses": len(samples),
@@ -257,7 +267,10 @@ def summarise(
         "rtf": _percentiles([s.rtf for s in ok if s.audio_s > 0]),
         "audio_s_per_response": _percentiles([s.audio_s for s in ok]),
         "underruns_total": sum(s.underruns for s in ok),
+        "underrun_s_total": sum(s.underrun_s for s in ok),
         "responses_with_underrun": sum(1 for s in ok if s.underruns),
+        "underruns_per_response": _percentiles([float(s.underruns) for s in ok]),
+        "underrun_s_per_response": _percentiles([s.underrun_s for s in ok]),
         "cushion_ms": args.cushion_ms,
         "wall_s": elapsed,
         "throughput_audio_s_per_s": total_audio / elapsed if elapsed > 0 else 0.0,
@@ -287,11 +300,16 @@ def _format_table(report: dict[str, Any]) -> str:
         lines.append(f"{label:<28}{fmt(p['p50']):>12}{fmt(p['p90']):>12}{fmt(p['p99']):>12}")
     lines += [
         f"completed {report['completed']}/{report['responses']}, errors {report['errors']}, "
-        f"underruns {report['underruns_total']} in {report['responses_with_underrun']} responses "
+        f"underruns {report['underruns_total']} in {report['responses_with_underrun']} responses, "
+        f"{report['underrun_s_total'] * 1000:.0f} ms stalled in all, per response p50/p99 "
+        f"{ms(report['underrun_s_per_response']['p50'])}/{ms(report['underrun_s_per_response']['p99'])} "
         f"(player cushion {report['cushion_ms']} ms)",
         f"throughput: {report['throughput_audio_s_per_s']:.2f} s of audio per s, "
         f"{report['throughput_responses_per_s']:.2f} responses per s, wall {report['wall_s']:.1f} s",
     ]
+    if report.get("worker_batch_sizes") is not None:
+        sizes = ", ".join(f"{k}: {v}" for k, v in report["worker_batch_sizes"].items()) or "none"
+        lines.append(f"worker batches by size: {sizes}")
     lines += [f"error: {m}" for m in report["error_messages"][:5]]
     return "\n".join(lines)
 
@@ -372,6 +390,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-args", default="", help="extra `realtime serve` flags with --spawn")
     parser.add_argument("--sessions", type=int, default=1, help="concurrent sessions")
     parser.add_argument("--responses", type=int, default=5, help="responses per session, one after another")
+    parser.add_argument(
+        "--stagger-ms",
+        type=float,
+        default=0.0,
+        help="start session i after i x this many ms (0: all sessions start at once)",
+    )
     parser.add_argument("--text", default=DEFAULT_PROMPT, help="the user turn, as text")
     parser.add_argument("--wav", type=Path, default=None, help="send this wav as input audio instead of text")
     parser.add_argument("--instructions", default="", help="session instructions")
@@ -400,18 +424,25 @@ def run(args: argparse.Namespace) -> int:
     if args.sessions < 1 or args.responses < 1:
         print("--sessions and --responses must be at least 1", file=sys.stderr)
         return 2
+    if args.stagger_ms < 0:
+        print("--stagger-ms must be >= 0", file=sys.stderr)
+        return 2
     input_pcm = _load_wav_pcm16_24k(args.wav) if args.wav else None
     proc = None
     try:
         if args.spawn:
             proc, args.url = _spawn_server(args.server_args)
         print(f"running {args.sessions} x {args.responses} responses against {args.url}", file=sys.stderr)
+        scrape = metrics_url(args.url)
+        before = scrape_batch_buckets(scrape)
         samples, failures, elapsed = asyncio.run(_run_all(args, input_pcm))
+        after = scrape_batch_buckets(scrape)
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
     report = summarise(samples, failures, elapsed, args)
+    report["worker_batch_sizes"] = batch_histogram(before, after)
     if args.plot:
         report["plots"] = _plot(samples, args.plot)
     if args.out:

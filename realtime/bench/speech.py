@@ -138,6 +138,7 @@ def _realtime_args(args: argparse.Namespace, concurrency: int) -> argparse.Names
         cushion_ms=100.0,
         timeout=args.timeout,
         transcribe=None,
+        stagger_ms=0.0,
     )
 
 

@@ -28,6 +28,7 @@ from realtime.config import (
     DEFAULT_MIN_ANSWER_TOKENS,
     DEFAULT_PORT,
     DEFAULT_SYNTHETIC_TOKENS_PER_SECOND,
+    DEFAULT_WORKER_BATCH,
     DEFAULT_WORKER_QUEUE,
     ServerConfig,
     parse_voice_spec,
@@ -74,6 +75,7 @@ _OWN_DESTS = {
     "max_sessions",
     "max_session_seconds",
     "worker_queue",
+    "worker_batch",
     "max_delta_ms",
     "log_level",
     "torch_threads",
@@ -263,6 +265,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=str(DEFAULT_WORKER_QUEUE),
         type=int,
         help="bound on pending decode steps on the inference worker",
+    )
+    _flag(
+        speech,
+        "--worker-batch",
+        env="WORKER_BATCH",
+        default=str(DEFAULT_WORKER_BATCH),
+        type=int,
+        help="most streams decoded in one batched Token2Wav call (the scheduler picks the most urgent)",
     )
     _flag(
         speech,

@@ -1,8 +1,10 @@
 """One reply's speech stream: driven from the event loop, executed on the inference worker.
 
-`ReplyDecoder` turns batches of audio codes into `AudioChunk`s by submitting `SpeechEngine` calls to the
-worker under the reply's `JobGroup` (so a cancel drops its queued steps). A speech segment that ends
-(``<tts_end>``) is finished; a later segment opens a new engine stream.
+`ReplyDecoder` turns batches of audio codes into `AudioChunk`s by submitting decode steps to the worker's
+scheduler under the reply's `JobGroup` (so a cancel drops its queued steps). Each step carries the reply's
+deadline: the moment its client runs out of the audio sent so far (`perf_counter` at the first decoded chunk
+plus the audio duration since), or, before any audio, the submission time with first-audio priority. A
+speech segment that ends (``<tts_end>``) is finished; a later segment opens a new engine stream.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TypeVar
 from realtime.audio import PCM_RATE, int16_to_pcm16
 from realtime.errors import ResponseFailure, SpeechError
 from realtime.metrics import Metrics
-from realtime.speech.engine import EngineStream, EngineVoice, PcmChunks, SpeechEngine
+from realtime.speech.engine import EngineVoice, SpeechEngine, StepRequest
 from realtime.speech.reply import AudioChunk
 from realtime.speech.worker import InferenceWorker, JobGroup, WorkerClosed
 
@@ -48,7 +50,9 @@ class ReplyDecoder:
         self._speech = speech
         self._group = group
         self._metrics = metrics
-        self._stream: EngineStream | None = None
+        self._stream: object | None = None
+        self._audio_start: float | None = None  # perf_counter when the reply's first audio was decoded
+        self._audio_seconds = 0.0  # audio decoded so far
 
     async def open(self) -> None:
         """Start the engine stream (the voice state is cloned while the LLM is still prefilling)."""
@@ -61,24 +65,46 @@ class ReplyDecoder:
         await self.open()
         stream = self._stream
         assert stream is not None
-        return await self._step(lambda engine: engine.push(stream, codes))
+        return await self._step(StepRequest(stream, tuple(codes)))
 
     async def finish(self) -> list[AudioChunk]:
         """Flush the stream (end of the speech segment); a later segment opens a new stream."""
         if self._stream is None:
             return []
         stream, self._stream = self._stream, None
-        return await self._step(lambda engine: engine.finish(stream))
+        return await self._step(StepRequest(stream, finish=True))
 
-    async def _step(self, call: Callable[[SpeechEngine], PcmChunks]) -> list[AudioChunk]:
-        def job(engine: SpeechEngine) -> tuple[list[bytes], float]:
-            t0 = time.perf_counter()
-            pcm = [int16_to_pcm16(chunk) for chunk in call(engine) if len(chunk)]
-            return pcm, time.perf_counter() - t0
+    @property
+    def deadline(self) -> float | None:
+        """`perf_counter` at which the client will have played all audio decoded so far (None: no audio yet)."""
+        if self._audio_start is None:
+            return None
+        return self._audio_start + self._audio_seconds
 
-        (pcm, seconds), ready_at = await self._run_timed(job)
-        samples = sum(len(p) for p in pcm) // 2
-        self._metrics.observe_decode(seconds, samples / self._speech.sample_rate)
+    async def _step(self, request: StepRequest) -> list[AudioChunk]:
+        submitted = time.perf_counter()
+        deadline = self.deadline
+        try:
+            chunks, started_at, ready_at = await self._speech.worker.run_step(
+                request,
+                deadline=submitted if deadline is None else deadline,
+                has_audio=deadline is not None,
+                group=self._group,
+            )
+        except WorkerClosed as exc:
+            raise SpeechError("worker_closed", "The speech decoder is not running.") from exc
+        except (asyncio.CancelledError, ResponseFailure):
+            raise
+        except Exception as exc:
+            logger.exception("speech engine step failed")
+            raise SpeechError("speech_failed", f"Speech decoding failed: {type(exc).__name__}.") from exc
+        pcm = [int16_to_pcm16(chunk) for chunk in chunks if len(chunk)]
+        seconds = sum(len(p) for p in pcm) // 2 / self._speech.sample_rate
+        if pcm and self._audio_start is None:
+            self._audio_start = ready_at
+        self._audio_seconds += seconds
+        # The batch's wall time: shared by every stream decoded in it (queueing before it is not counted).
+        self._metrics.observe_decode(ready_at - started_at, seconds)
         return [AudioChunk(p, decoded_at=ready_at) for p in pcm]
 
     async def _run(self, fn: Callable[[SpeechEngine], ResultT]) -> ResultT:

@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 PcmChunks = list[npt.NDArray[np.int16]]
+# What one stream's step gave: its PCM chunks, or the error that failed it (the others of a batch go on).
+StepOutcome = PcmChunks | Exception
 
 
 class EngineVoice(Protocol):
@@ -28,6 +30,21 @@ class EngineVoice(Protocol):
 
 class EngineStream(Protocol):
     """One response's decoding state: owned by one response, used on the worker thread only."""
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """One stream's work for a worker turn (see `SpeechEngine.step_batch`).
+
+    Attributes:
+        stream: the stream (each stream at most once per batch).
+        codes: audio codes to append.
+        finish: the speech segment ends: decode what is pending as the final window and close the stream.
+    """
+
+    stream: EngineStream
+    codes: tuple[int, ...] = ()
+    finish: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,8 +95,21 @@ class SpeechEngine(Protocol):
         """Drop the stream's state now (barge-in or cancel); nothing more is emitted."""
         ...
 
+    def step_batch(self, requests: Sequence[StepRequest]) -> list[StepOutcome]:
+        """Several streams' pushes/finishes in one turn, their ready windows decoded as one batch.
+
+        Each stream's PCM equals what `push`/`finish` alone would give. A request that is invalid on its own
+        (bad codes, finished stream) gets its error and the rest still run; a failure of the batched
+        computation itself is every batched request's outcome. Results are in request order.
+        """
+        ...
+
+    def batch_histogram(self) -> dict[int, int]:
+        """How many batched decode calls ran with each number of windows (since load)."""
+        ...
+
     def state_bytes(self, stream: EngineStream) -> int:
-        """Memory the stream holds (caches), for admission control and figures."""
+        """Memory the stream may hold at most (its caches at their bound), for admission control and figures."""
         ...
 
     def unload(self) -> None:
@@ -163,7 +193,44 @@ class Token2WavEngine:
         _own(stream).close()
 
     def state_bytes(self, stream: EngineStream) -> int:
-        return int(_own(stream).flow.nbytes())
+        # admission sizes the server from this: the DiT caches at their bound (a stream's own slots fill in as
+        # it speaks, up to the trim rule's ceiling), not the few MB a fresh stream has written so far
+        flow = _own(stream).flow
+        return int(max(flow.nbytes(), flow.nbytes() - flow.dit.nbytes() + flow.dit.bound_nbytes()))
+
+    def step_batch(self, requests: Sequence[StepRequest]) -> list[StepOutcome]:
+        from token2wav.batch import StreamStep
+        from token2wav.errors import StreamError
+
+        model = self.model
+        outcomes: list[StepOutcome | None] = [None] * len(requests)
+        steps: list[tuple[int, StreamStep]] = []
+        seen: set[int] = set()
+        for i, request in enumerate(requests):
+            stream = _own(request.stream)
+            try:
+                if id(stream) in seen:
+                    raise StreamError("a stream appears twice in one batch")
+                if stream.finished:
+                    raise StreamError("push on a finished stream")
+                codes = model.check(request.codes)
+            except Exception as exc:  # this request's own mistake: it alone fails
+                outcomes[i] = exc
+                continue
+            seen.add(id(stream))
+            steps.append((i, StreamStep(stream, codes, request.finish)))
+        try:
+            model.step_many([step for _, step in steps])
+        except Exception as exc:  # the batched computation failed: every stream in it is in doubt
+            for i, _ in steps:
+                outcomes[i] = exc
+        else:
+            for i, step in steps:
+                outcomes[i] = list(step.out)
+        return [outcome if outcome is not None else [] for outcome in outcomes]
+
+    def batch_histogram(self) -> dict[int, int]:
+        return dict(self.model.window_batches)
 
     def unload(self) -> None:
         self._model = None

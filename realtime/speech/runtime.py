@@ -135,7 +135,13 @@ class Runtime:
                 hop_growth=config.hop_growth,
             )
 
-        worker: InferenceWorker[SpeechEngine] = InferenceWorker(load, max_pending=config.worker_queue)
+        metrics = Metrics()
+        worker: InferenceWorker[SpeechEngine] = InferenceWorker(
+            load,
+            max_pending=config.worker_queue,
+            max_batch=config.worker_batch,
+            on_batch=metrics.observe_batch,
+        )
         try:
             await worker.start()
             runtime = cls(
@@ -143,7 +149,7 @@ class Runtime:
                 backend,
                 worker,
                 voices,
-                Metrics(),
+                metrics,
                 decoder=f"{'random-weight tiny ' if random_weights else ''}Token2Wav from {model_dir}",
                 random_weights=random_weights,
                 sample_rate=await worker.run(lambda engine: engine.sample_rate),

@@ -1,10 +1,20 @@
-"""The inference worker: one dedicated thread owns the Token2Wav model; the event loop only awaits futures.
+"""The inference worker: one dedicated thread owns the speech engine; the event loop only awaits futures.
 
-Jobs are plain callables that receive the model; they run one at a time, in submission order, on the worker
-thread (Token2Wav's thread contract). Each job belongs to a `JobGroup` (one per response): dropping a group
-makes every job of it that has not started yet complete as cancelled without running, so a cancelled
-response costs no further decode time. The number of submitted-but-unfinished jobs is bounded; `run` waits for
-a free slot (backpressure instead of memory growth).
+Two kinds of work run on the thread (Token2Wav's thread contract), never two at once:
+
+* plain jobs (`run`): callables that receive the model (load a voice, start a stream), in submission order;
+* decode steps (`run_step`): one stream's `StepRequest` with a deadline. Each turn the scheduler takes the
+  waiting steps, orders them by deadline (a response's first audio first, then the stream whose client
+  runs out of audio soonest), and hands the most urgent of them (distinct streams) to ONE `step_batch`
+  call, so the engine decodes their ready windows as one batch. How many: at most `max_batch`, and no more
+  than fit in `batch_seconds` at the measured cost per step: batching is not preemptive, so a first chunk
+  that arrives during a batch waits for it, and this bounds that wait (a few steps per batch on a slow CPU
+  decoder, many on a GPU).
+
+Plain jobs go before decode steps (they are short: a stream start copies nothing large). Each job belongs to
+a `JobGroup` (one per response): dropping a group makes every job of it that has not started yet complete
+as cancelled without running, so a cancelled response costs no further decode time. The number of
+submitted-but-unfinished jobs is bounded; `run` waits for a free slot (backpressure instead of memory growth).
 """
 
 from __future__ import annotations
@@ -15,9 +25,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from realtime.speech.engine import PcmChunks, StepOutcome, StepRequest
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +38,9 @@ ModelT = TypeVar("ModelT")
 ResultT = TypeVar("ResultT")
 
 DEFAULT_MAX_PENDING = 64
+DEFAULT_MAX_BATCH = 16
+DEFAULT_BATCH_SECONDS = 0.4  # target wall time of one batch (see the module docstring)
+_COST_SMOOTHING = 0.3  # weight of the newest batch in the running per-step cost estimate
 _THREAD_NAME = "t2w-worker"
 _JOIN_TIMEOUT_S = 30.0  # how long aclose waits for a running job before leaving the thread behind
 
@@ -56,6 +72,21 @@ class _Job:
     finished_at: float = 0.0  # perf_counter() on the worker thread when fn returned
 
 
+@dataclass
+class _StepJob:
+    request: StepRequest
+    group: JobGroup | None
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    priority: tuple[bool, float, int]  # (has audio already, deadline, submission order): smallest first
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+class _Batching(Protocol):
+    def step_batch(self, requests: Sequence[StepRequest]) -> list[StepOutcome]: ...
+
+
 _STOP = object()
 
 
@@ -67,6 +98,9 @@ class InferenceWorker(Generic[ModelT]):
             on it). Called once by `start`.
         max_pending: bound on jobs submitted and not yet finished, across all groups.
         name: thread name.
+        max_batch: most decode steps handed to one `step_batch` call.
+        on_batch: called on the worker thread with the size of every batch (metrics).
+        batch_seconds: target wall time of one batch; None: always `max_batch`.
     """
 
     def __init__(
@@ -75,12 +109,22 @@ class InferenceWorker(Generic[ModelT]):
         *,
         max_pending: int = DEFAULT_MAX_PENDING,
         name: str = _THREAD_NAME,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        on_batch: Callable[[int], None] | None = None,
+        batch_seconds: float | None = DEFAULT_BATCH_SECONDS,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self._max_batch = max_batch
+        self._on_batch = on_batch
+        self._batch_seconds = batch_seconds
+        self._step_cost: float | None = None  # running estimate of seconds per decode step in a batch
+        self.batch_sizes: Counter[int] = Counter()  # decode steps per step_batch call
         self._loader = loader
         self._name = name
-        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job | _StepJob | object] = queue.SimpleQueue()
         self._slots: asyncio.Semaphore | None = None
         self._max_pending = max_pending
         self._thread: threading.Thread | None = None
@@ -163,6 +207,47 @@ class InferenceWorker(Generic[ModelT]):
         finally:
             self._slots.release()
 
+    async def run_step(
+        self, request: StepRequest, *, deadline: float, has_audio: bool, group: JobGroup | None = None
+    ) -> tuple[PcmChunks, float, float]:
+        """Queue one stream's decode step for the scheduler; return its PCM and when its batch ran.
+
+        Returns:
+            (PCM chunks, `perf_counter` when its batch started, `perf_counter` when it finished).
+
+        Args:
+            request: the stream and its new codes / end.
+            deadline: `time.perf_counter()` by which the stream's client runs out of audio (for a response
+                without audio yet: when the step was submitted).
+            has_audio: the response already has audio out; steps without it go first.
+            group: the response's cancellation scope.
+
+        Raises:
+            asyncio.CancelledError: the caller was cancelled, or ``group`` was dropped before the step ran.
+            WorkerClosed: the worker is stopped or its model failed to load.
+            Exception: the engine's error for this step.
+        """
+        if self._closed or self._thread is None or self._slots is None:
+            raise WorkerClosed("the inference worker is not running")
+        if group is not None and group.dropped:
+            raise asyncio.CancelledError(f"job group {group.name} was dropped")
+        await self._slots.acquire()
+        loop = asyncio.get_running_loop()
+        priority = (has_audio, deadline, next(self._ids))
+        job = _StepJob(request, group, loop, loop.create_future(), priority)
+        try:
+            if self._closed:
+                raise WorkerClosed("the inference worker is not running")
+            self._queue.put(job)
+            self._queued += 1
+            try:
+                pcm: PcmChunks = await job.future
+            finally:
+                self._queued -= 1
+            return pcm, job.started_at, job.finished_at
+        finally:
+            self._slots.release()
+
     async def aclose(self) -> None:
         """Stop accepting jobs, let the running job finish, cancel queued ones, join the thread."""
         if self._closed:
@@ -185,40 +270,116 @@ class InferenceWorker(Generic[ModelT]):
         except BaseException as exc:  # reported to every job, including start()'s probe
             logger.exception("loading the inference model failed")
             load_error = exc
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
+        plain: deque[_Job] = deque()
+        steps: list[_StepJob] = []
+        stopping = False
+        while not stopping:
+            # Block only when idle, then take everything already queued: the scheduler sees every waiting step.
+            items = [self._queue.get()] if not plain and not steps else []
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in items:
+                if item is _STOP:
+                    stopping = True
+                elif load_error is not None:
+                    assert isinstance(item, _Job | _StepJob)
+                    self._resolve(item, error=WorkerClosed(f"model failed to load: {load_error!r}"))
+                elif isinstance(item, _StepJob):
+                    steps.append(item)
+                elif isinstance(item, _Job):
+                    plain.append(item)
+            if stopping:
                 break
-            assert isinstance(item, _Job)
-            if load_error is not None:
-                self._resolve(item, error=WorkerClosed(f"model failed to load: {load_error!r}"))
-                continue
-            if (item.group is not None and item.group.dropped) or item.future.cancelled():
-                self.jobs_dropped += 1
-                self._resolve(item, cancelled=True)
-                continue
-            try:
-                result = item.fn(self._model)
-            except BaseException as exc:  # delivered to the awaiting task, never raised on this thread
-                item.finished_at = time.perf_counter()
-                self._resolve(item, error=exc)
-            else:
-                item.finished_at = time.perf_counter()
-                self.jobs_run += 1
-                self._resolve(item, result=result)
+            if plain:
+                self._run_plain(plain.popleft())
+            elif steps:
+                steps = self._run_steps(steps)
         # drain what was queued behind the stop marker
+        leftover: list[_Job | _StepJob] = [*plain, *steps]
+        for job in leftover:
+            self._resolve(job, error=WorkerClosed("the inference worker stopped"))
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, _Job):
+            if isinstance(item, _Job | _StepJob):
                 self._resolve(item, error=WorkerClosed("the inference worker stopped"))
         self._model = None
 
+    def _skip(self, job: _Job | _StepJob) -> bool:
+        """Resolve a dropped or abandoned job as cancelled; True if it was."""
+        if (job.group is not None and job.group.dropped) or job.future.cancelled():
+            self.jobs_dropped += 1
+            self._resolve(job, cancelled=True)
+            return True
+        return False
+
+    def _run_plain(self, job: _Job) -> None:
+        if self._skip(job):
+            return
+        try:
+            result = job.fn(self._model)
+        except BaseException as exc:  # delivered to the awaiting task, never raised on this thread
+            job.finished_at = time.perf_counter()
+            self._resolve(job, error=exc)
+        else:
+            job.finished_at = time.perf_counter()
+            self.jobs_run += 1
+            self._resolve(job, result=result)
+
+    def _batch_limit(self) -> int:
+        """Steps in the next batch: `max_batch`, or fewer when they would not fit in `batch_seconds`."""
+        if self._batch_seconds is None:
+            return self._max_batch
+        if self._step_cost is None:
+            return 1  # no cost measured yet: one step teaches the estimate without risking a long batch
+
+        return max(1, min(self._max_batch, int(self._batch_seconds / self._step_cost)))
+
+    def _run_steps(self, waiting: list[_StepJob]) -> list[_StepJob]:
+        """Run one batch of the most urgent steps (distinct streams); return the steps still waiting."""
+        live = sorted((job for job in waiting if not self._skip(job)), key=lambda job: job.priority)
+        batch: list[_StepJob] = []
+        rest: list[_StepJob] = []
+        streams: set[int] = set()
+        limit = self._batch_limit()
+        for job in live:
+            if len(batch) < limit and id(job.request.stream) not in streams:
+                streams.add(id(job.request.stream))
+                batch.append(job)
+            else:
+                rest.append(job)
+        if not batch:
+            return rest
+        self.batch_sizes[len(batch)] += 1
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        engine = cast(_Batching, self._model)
+        started = time.perf_counter()
+        try:
+            outcomes = engine.step_batch([job.request for job in batch])
+        except BaseException as exc:  # an engine that breaks its contract: fail the batch, keep the thread
+            outcomes = [exc if isinstance(exc, Exception) else RuntimeError(repr(exc))] * len(batch)
+        finished = time.perf_counter()
+        cost = (finished - started) / len(batch)
+        previous = self._step_cost
+        self._step_cost = cost if previous is None else previous + _COST_SMOOTHING * (cost - previous)
+        for job, outcome in zip(batch, outcomes, strict=True):
+            job.started_at, job.finished_at = started, finished
+            if isinstance(outcome, Exception):
+                self._resolve(job, error=outcome)
+            else:
+                self.jobs_run += 1
+                self._resolve(job, result=outcome)
+        return rest
+
     @staticmethod
     def _resolve(
-        job: _Job,
+        job: _Job | _StepJob,
         *,
         result: Any = None,
         error: BaseException | None = None,

@@ -9,6 +9,7 @@ produced which samples. It records the thread of every call to prove the worker 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from realtime.speech.engine import EngineStream, EngineVoice, StreamTiming
+from realtime.speech.engine import EngineStream, EngineVoice, StepOutcome, StepRequest, StreamTiming
 
 SAMPLES_PER_CODE = 960  # 24 kHz / 25 Hz
 LOOKAHEAD = 3
@@ -76,6 +77,7 @@ class ScheduleDecoder:
         self.finishes = 0
         self.fail_on_code = fail_on_code
         self.gate = gate  # when set, push() waits on it (to hold the worker busy in tests)
+        self.batches: list[int] = []  # requests per step_batch call
 
     def _seen(self) -> None:
         self.threads.add(threading.current_thread().name)
@@ -127,6 +129,24 @@ class ScheduleDecoder:
             out.append(self._chunk(stream, stream.pending[:hop], last=False))
             stream.pending = stream.pending[hop:]
         return out
+
+    def step_batch(self, requests: Sequence[StepRequest]) -> list[StepOutcome]:
+        """Each request through `push`/`finish` in turn (the double has nothing to batch)."""
+        self.batches.append(len(requests))
+        outcomes: list[StepOutcome] = []
+        for request in requests:
+            try:
+                out = self.push(request.stream, request.codes) if request.codes else []
+                if request.finish:
+                    out += self.finish(request.stream)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(out)
+        return outcomes
+
+    def batch_histogram(self) -> dict[int, int]:
+        return dict(Counter(self.batches))
 
     def finish(self, stream: EngineStream) -> list[npt.NDArray[np.int16]]:
         assert isinstance(stream, DoubleStream)

@@ -317,7 +317,9 @@ class SGLangHTTPBackend(ModelVocabBackend):
         limits = await self._reported_limits(self._client)
         if not limits and self._aborts.workers:
             # a gateway (smg) answers neither path itself: ask its workers, which all serve the same model
-            async with httpx.AsyncClient(base_url=self._aborts.workers[0], timeout=self._client.timeout) as worker:
+            async with httpx.AsyncClient(
+                base_url=self._aborts.workers[0], timeout=self._client.timeout
+            ) as worker:
                 limits = await self._reported_limits(worker)
         if self._config.context_length is not None:
             limits.append(self._config.context_length)

@@ -29,7 +29,9 @@ def test_player_stall_shifts_later_deadlines() -> None:
 
 
 def test_summary_reports_percentiles_and_errors() -> None:
-    args = argparse.Namespace(url="ws://x", sessions=2, responses=1, wav=None, dialect="ga", cushion_ms=100.0)
+    args = argparse.Namespace(
+        url="ws://x", sessions=2, responses=1, wav=None, dialect="ga", cushion_ms=100.0, stagger_ms=0.0
+    )
     good = ResponseSample(
         session=0, index=0, status="completed", ttfa_s=0.2, ttft_s=0.1, wall_s=2.0, audio_s=4.0
     )
@@ -57,3 +59,22 @@ def test_transcribe_flag_turns_input_transcription_on(dialect: str) -> None:
         assert on["audio"]["input"]["transcription"] == want and "transcription" not in off["audio"]["input"]
     else:
         assert on["input_audio_transcription"] == want and "input_audio_transcription" not in off
+
+
+def test_batch_histogram_is_the_difference_of_two_scrapes() -> None:
+    from realtime.bench.server_metrics import batch_histogram, metrics_url, parse_batch_buckets
+
+    def page(counts: dict[str, int]) -> str:
+        lines = [
+            "# HELP streamvoice_token2wav_batch_size x",
+            "# TYPE streamvoice_token2wav_batch_size histogram",
+        ]
+        lines += [f'streamvoice_token2wav_batch_size_bucket{{le="{le}"}} {n}.0' for le, n in counts.items()]
+        return "\n".join([*lines, "streamvoice_token2wav_batch_size_count 9.0"])
+
+    before = parse_batch_buckets(page({"1.0": 2, "2.0": 2, "4.0": 2, "+Inf": 2}))
+    after = parse_batch_buckets(page({"1.0": 3, "2.0": 5, "4.0": 9, "+Inf": 10}))
+    assert batch_histogram(before, after) == {"1": 1, "2": 2, "3-4": 4, "5-inf": 1}
+    assert parse_batch_buckets("other_metric 1") is None
+    assert batch_histogram(None, None) is None
+    assert metrics_url("wss://h:9/v1/realtime?model=x") == "https://h:9/metrics"

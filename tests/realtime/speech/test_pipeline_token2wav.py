@@ -20,11 +20,18 @@ from realtime.speech.reply import AudioChunk, GenerationDone
 from realtime.speech.voices import default_voice_path
 from realtime.speech.worker import InferenceWorker
 from streaming_parser import AudioCodes, AudioTokenParser
+from tests.token2wav.flow_oracle import INT16_LSB_TOL
 from token2wav.dummy import make_dummy_model_dir
 from token2wav.model import Token2Wav
 from token2wav.stream import ChunkSchedule
 
 FAST = 50_000.0
+# Steps of concurrent responses may share a batched DiT pass whose GEMMs sum in another order; through the
+# caches and the NSF source that grows to a few LSB late in a stream (8 seen), so the bound is the project's
+# end-to-end PCM parity tolerance (docs/TOKEN2WAV.md §7.2), with the mean kept near zero: a wrong or swapped
+# stream differs by thousands of LSB.
+BATCH_LSB_TOL = INT16_LSB_TOL
+BATCH_MEAN_LSB = 1.0
 SCHEDULE = ChunkSchedule(first_hop_tokens=10, hop_tokens=25)
 pytestmark = pytest.mark.slow
 
@@ -68,7 +75,12 @@ async def test_streamed_pcm_equals_a_direct_decode(worker: InferenceWorker[Any])
         chunks = [e.pcm16 for e in events if isinstance(e, AudioChunk)]
         codes = _codes(backend, request)
         expected = await worker.run(lambda m, c=codes: _direct(m, voice, schedule, c))
-        assert b"".join(chunks) == expected
+        got, want = np.frombuffer(b"".join(chunks), "<i2"), np.frombuffer(expected, "<i2")
+        assert got.shape == want.shape
+        # The worker batched the two replies' windows: batched GEMMs sum in another order than a lone
+        # decode, a float32 rounding difference that can flip the truncated int16 by one step.
+        diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
+        assert int(diff.max()) <= BATCH_LSB_TOL and float(diff.mean()) <= BATCH_MEAN_LSB
         assert len(chunks[0]) // 2 == 960 * 10 - 3840  # the short first hop: 240 ms
         assert np.frombuffer(b"".join(chunks), "<i2").std() > 0
 
