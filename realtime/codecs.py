@@ -256,6 +256,10 @@ class UndecodableAudio(ValueError):
     """The bytes are not audio FFmpeg can read (or hold no audio stream)."""
 
 
+class AudioTooLong(UndecodableAudio):
+    """The audio is longer than the caller's limit (found while decoding, so memory stays bounded)."""
+
+
 def decode_audio(data: bytes, sample_rate: int, *, max_seconds: float) -> tuple[bytes, int]:
     """Any audio file FFmpeg reads -> (mono PCM16 at ``sample_rate``, the file's own sample rate).
 
@@ -283,7 +287,7 @@ def decode_audio(data: bytes, sample_rate: int, *, max_seconds: float) -> tuple[
                     pieces.append(_frame_pcm16(out))
                     total += out.samples
                 if total > limit:
-                    raise UndecodableAudio(f"the audio is longer than {max_seconds:g} seconds")
+                    raise AudioTooLong(f"the audio is longer than {max_seconds:g} seconds")
             for out in resampler.resample(None):
                 pieces.append(_frame_pcm16(out))
     except UndecodableAudio:
