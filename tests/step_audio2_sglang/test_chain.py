@@ -16,11 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from openai import AsyncOpenAI
 
-from realtime.config import ServerConfig
 from tests.step_audio2_sglang.conftest import SGLangServer
-from tests.support.server_harness import ServerHandle, start_server
+from tests.support.server_harness import ServerHandle
+from tests.support.sglang.our_server import next_event, open_session, realtime_client, start_our_server
 
 # Generous per-test limit: the first test of a session also pays for the SGLang start-up (minutes on a busy CI box).
 pytestmark = [pytest.mark.sglang, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -28,7 +27,6 @@ pytestmark = [pytest.mark.sglang, pytest.mark.slow, pytest.mark.timeout(900)]
 MODEL = "step-audio-2-mini"
 SHORT_REPLY_TOKENS = 48
 LONG_REPLY_TOKENS = 3000
-EVENT_TIMEOUT_S = 120.0
 ABORT_POLL_S = 0.2
 ABORT_WAIT_S = 10.0
 ABORTED_METRIC = re.compile(r"^sglang:num_aborted_requests_total(?:\{[^}]*\})?\s+([0-9.e+]+)$", re.MULTILINE)
@@ -39,35 +37,10 @@ def chain_server(
     sglang_server: SGLangServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerHandle]:
     """Our Realtime server on the ``sglang`` (HTTP) backend pointing at the session's SGLang server."""
-    config = ServerConfig(
-        backend="sglang",
-        sglang_url=sglang_server.url,
-        model_path=str(sglang_server.checkpoint.path),
-        cache_dir=Path(tmp_path_factory.mktemp("chain-t2w-cache")),
-        max_audio_delta_ms=100,
-    )
-    handle = start_server(config)
+    cache = Path(tmp_path_factory.mktemp("chain-t2w-cache"))
+    handle = start_our_server(sglang_server.url, sglang_server.checkpoint.path, cache)
     yield handle
     handle.stop()
-
-
-def _client(server: ServerHandle) -> AsyncOpenAI:
-    return AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
-
-
-async def _next_event(conn: Any) -> Any:
-    return await asyncio.wait_for(conn.recv(), EVENT_TIMEOUT_S)
-
-
-async def _open_session(conn: Any, max_output_tokens: int) -> None:
-    assert (await _next_event(conn)).type == "session.created"
-    await conn.session.update(
-        session={"type": "realtime", "instructions": "Be brief.", "max_output_tokens": max_output_tokens}
-    )
-    assert (await _next_event(conn)).type == "session.updated"
-    await conn.conversation.item.create(
-        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello there"}]}
-    )
 
 
 def _aborted_total(sglang_url: str) -> float:
@@ -76,12 +49,12 @@ def _aborted_total(sglang_url: str) -> float:
 
 
 async def test_sdk_spoken_reply_streams_audio_from_real_sglang(chain_server: ServerHandle) -> None:
-    async with _client(chain_server).realtime.connect(model=MODEL) as conn:
-        await _open_session(conn, SHORT_REPLY_TOKENS)
+    async with realtime_client(chain_server).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, SHORT_REPLY_TOKENS)
         await conn.response.create()
         events = []
         while True:
-            event = await _next_event(conn)
+            event = await next_event(conn)
             assert event.type != "error", event
             events.append(event)
             if event.type == "response.done":
@@ -102,13 +75,13 @@ async def test_sdk_cancel_mid_reply_is_aborted_in_sglang(
     chain_server: ServerHandle, sglang_server: SGLangServer
 ) -> None:
     before = _aborted_total(sglang_server.url)
-    async with _client(chain_server).realtime.connect(model=MODEL) as conn:
-        await _open_session(conn, LONG_REPLY_TOKENS)
+    async with realtime_client(chain_server).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, LONG_REPLY_TOKENS)
         await conn.response.create()
-        while (event := await _next_event(conn)).type != "response.output_audio.delta":
+        while (event := await next_event(conn)).type != "response.output_audio.delta":
             assert event.type not in ("error", "response.done"), event
         await conn.response.cancel()
-        while (event := await _next_event(conn)).type != "response.done":
+        while (event := await next_event(conn)).type != "response.done":
             assert event.type != "error", event
     assert event.response.status == "cancelled", event.response
     assert event.response.usage is None or event.response.usage.output_tokens < LONG_REPLY_TOKENS
@@ -127,7 +100,7 @@ NEAR_FULL_INSTRUCTIONS = "x" * 3900  # leaves ~160 tokens of the context for the
 
 async def _respond(conn: Any) -> Any:
     await conn.response.create()
-    while (event := await _next_event(conn)).type != "response.done":
+    while (event := await next_event(conn)).type != "response.done":
         assert event.type != "error", event
     return event.response
 
@@ -136,17 +109,17 @@ async def _say(conn: Any, text: str) -> None:
     await conn.conversation.item.create(
         item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
     )
-    while (await _next_event(conn)).type != "conversation.item.done":
+    while (await next_event(conn)).type != "conversation.item.done":
         pass
 
 
 async def test_sdk_default_inf_response_fits_the_real_context(chain_server: ServerHandle) -> None:
     """``max_output_tokens`` left at ``"inf"`` with a prompt near the 4096-token context: SGLang refused
     these with HTTP 400 before the answer budget was fitted (issue 19)."""
-    async with _client(chain_server).realtime.connect(model=MODEL) as conn:
-        assert (await _next_event(conn)).type == "session.created"
+    async with realtime_client(chain_server).realtime.connect(model=MODEL) as conn:
+        assert (await next_event(conn)).type == "session.created"
         await conn.session.update(session={"type": "realtime", "instructions": NEAR_FULL_INSTRUCTIONS})
-        assert (await _next_event(conn)).type == "session.updated"
+        assert (await next_event(conn)).type == "session.updated"
         await _say(conn, "hello there")
         done = await _respond(conn)
     assert done.status in ("completed", "incomplete"), done
@@ -159,8 +132,8 @@ async def test_sdk_default_inf_response_fits_the_real_context(chain_server: Serv
 
 async def test_sdk_conversation_past_the_real_context_drops_old_turns(chain_server: ServerHandle) -> None:
     """Two 2500-byte user turns do not fit together: ``truncation: auto`` drops the first and answers."""
-    async with _client(chain_server).realtime.connect(model=MODEL) as conn:
-        await _open_session(conn, SHORT_REPLY_TOKENS)
+    async with realtime_client(chain_server).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, SHORT_REPLY_TOKENS)
         answers = []
         for _ in range(2):
             await _say(conn, "y" * 2500)

@@ -21,16 +21,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from openai import AsyncOpenAI
 
 from realtime.audio import PCM_RATE
 from realtime.backends.base import GenerationInput, PromptTurn, SamplingParams
 from realtime.backends.sglang.abort import AbortRoute
 from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
-from realtime.config import ServerConfig
 from tests.step_audio2_sglang.conftest import GatewayRig
-from tests.support.server_harness import ServerHandle, start_server
+from tests.support.server_harness import ServerHandle
 from tests.support.sglang import worker
+from tests.support.sglang.our_server import next_event, open_session, realtime_client, start_our_server
 
 pytestmark = [pytest.mark.sglang, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -39,7 +38,6 @@ SPREAD_SESSIONS = 12  # P(all on one of two workers) = 2**-11 under consistent h
 SHORT_REPLY_TOKENS = 12
 LONG_REPLY_TOKENS = 3000
 TURNS = 3
-EVENT_TIMEOUT_S = 120.0
 POLL_S = 0.2
 SETTLE_S = 15.0  # bound on counters and gauges catching up after a request ends
 FIND_SPARE_ATTEMPTS = 12
@@ -97,32 +95,10 @@ def gateway_server(
     sglang_gateway: GatewayRig, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerHandle]:
     """Our Realtime server on ``--backend sglang --sglang-url <gateway>``, nothing else changed."""
-    config = ServerConfig(
-        backend="sglang",
-        sglang_url=sglang_gateway.url,
-        model_path=str(sglang_gateway.checkpoint.path),
-        cache_dir=Path(tmp_path_factory.mktemp("gateway-t2w-cache")),
-        max_audio_delta_ms=100,
-    )
-    handle = start_server(config)
+    cache = Path(tmp_path_factory.mktemp("gateway-t2w-cache"))
+    handle = start_our_server(sglang_gateway.url, sglang_gateway.checkpoint.path, cache)
     yield handle
     handle.stop()
-
-
-def _client(server: ServerHandle) -> AsyncOpenAI:
-    return AsyncOpenAI(api_key="x", websocket_base_url=f"ws://127.0.0.1:{server.port}/v1")
-
-
-async def _next(conn: Any) -> Any:
-    return await asyncio.wait_for(conn.recv(), EVENT_TIMEOUT_S)
-
-
-async def _open(conn: Any, max_output_tokens: int) -> None:
-    assert (await _next(conn)).type == "session.created"
-    await conn.session.update(
-        session={"type": "realtime", "instructions": "Be brief.", "max_output_tokens": max_output_tokens}
-    )
-    assert (await _next(conn)).type == "session.updated"
 
 
 async def _say(conn: Any, text: str) -> None:
@@ -134,13 +110,13 @@ async def _say(conn: Any, text: str) -> None:
 async def _reply(conn: Any) -> Any:
     """Create a response and return its ``response.done`` payload (errors fail the test)."""
     await conn.response.create()
-    while (event := await _next(conn)).type != "response.done":
+    while (event := await next_event(conn)).type != "response.done":
         assert event.type != "error", event
     return event.response
 
 
 async def _until_audio(conn: Any) -> None:
-    while (event := await _next(conn)).type != "response.output_audio.delta":
+    while (event := await next_event(conn)).type != "response.output_audio.delta":
         assert event.type not in ("error", "response.done"), event
 
 
@@ -174,8 +150,8 @@ async def test_later_turns_stay_on_one_worker_and_report_cached_tokens(
 ) -> None:
     served: list[int] = []
     usages: list[Any] = []
-    async with _client(gateway_server).realtime.connect(model=MODEL) as conn:
-        await _open(conn, SHORT_REPLY_TOKENS)
+    async with realtime_client(gateway_server).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, SHORT_REPLY_TOKENS)
         for turn in range(TURNS):
             await _say(conn, f"turn {turn}: tell me more")
             before = _requests(sglang_gateway)
@@ -193,10 +169,10 @@ async def test_later_turns_stay_on_one_worker_and_report_cached_tokens(
 
 async def test_user_audio_reaches_the_worker_through_the_gateway(gateway_server: ServerHandle) -> None:
     speech = (np.sin(np.arange(PCM_RATE) / 5.0) * 3000).astype("<i2").tobytes()  # 1 s at 24 kHz
-    async with _client(gateway_server).realtime.connect(model=MODEL) as conn:
-        await _open(conn, SHORT_REPLY_TOKENS)
+    async with realtime_client(gateway_server).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, SHORT_REPLY_TOKENS)
         await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}}})
-        assert (await _next(conn)).type == "session.updated"
+        assert (await next_event(conn)).type == "session.updated"
         await conn.input_audio_buffer.append(audio=base64.b64encode(speech).decode())
         await conn.input_audio_buffer.commit()
         done = await _reply(conn)
@@ -209,8 +185,8 @@ async def test_cancel_aborts_on_the_worker_running_the_response(
     gateway_server: ServerHandle, sglang_gateway: GatewayRig
 ) -> None:
     logs = sglang_gateway.worker_logs
-    async with _client(gateway_server).realtime.connect(model=MODEL) as conn:
-        await _open(conn, LONG_REPLY_TOKENS)
+    async with realtime_client(gateway_server).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, LONG_REPLY_TOKENS)
         await _say(conn, "talk for a long time")
         await conn.response.create()
         await _until_audio(conn)
@@ -220,7 +196,7 @@ async def test_cancel_aborts_on_the_worker_running_the_response(
         aborted = [_metric(url, "num_aborted_requests_total") for url in sglang_gateway.worker_urls]
         abort_posts = [_log_lines(path, ABORT_LOG_LINE) for path in logs]
         await conn.response.cancel()
-        while (event := await _next(conn)).type != "response.done":
+        while (event := await next_event(conn)).type != "response.done":
             assert event.type != "error", event
     assert event.response.status == "cancelled", event.response
     deadline = asyncio.get_running_loop().time() + SETTLE_S
@@ -242,8 +218,8 @@ async def test_cancel_aborts_on_the_worker_running_the_response(
 async def test_gateway_down_fails_the_response_clearly_and_recovers(
     gateway_server: ServerHandle, sglang_gateway: GatewayRig
 ) -> None:
-    async with _client(gateway_server).realtime.connect(model=MODEL) as conn:
-        await _open(conn, SHORT_REPLY_TOKENS)
+    async with realtime_client(gateway_server).realtime.connect(model=MODEL) as conn:
+        await open_session(conn, SHORT_REPLY_TOKENS)
         await _say(conn, "hello")
         sglang_gateway.gateway.stop()
         down = await _reply(conn)
@@ -261,8 +237,8 @@ async def test_worker_killed_mid_response_fails_it_and_the_next_response_is_serv
 ) -> None:
     spare = 1
     for _attempt in range(FIND_SPARE_ATTEMPTS):
-        async with _client(gateway_server).realtime.connect(model=MODEL) as conn:
-            await _open(conn, 1)  # a one-token reply shows which worker this session's key hashes to
+        async with realtime_client(gateway_server).realtime.connect(model=MODEL) as conn:
+            await open_session(conn, 1)  # a one-token reply shows which worker this session's key hashes to
             await _say(conn, "which worker are you on?")
             before = _requests(sglang_gateway)
             await _reply(conn)
@@ -275,12 +251,12 @@ async def test_worker_killed_mid_response_fails_it_and_the_next_response_is_serv
 
 async def _kill_the_worker_mid_reply(conn: Any, rig: GatewayRig) -> None:
     await conn.session.update(session={"type": "realtime", "max_output_tokens": LONG_REPLY_TOKENS})
-    assert (await _next(conn)).type == "session.updated"
+    assert (await next_event(conn)).type == "session.updated"
     await _say(conn, "now talk for a long time")
     await conn.response.create()
     await _until_audio(conn)
     worker.kill_process(rig.spare.process)
-    while (event := await _next(conn)).type != "response.done":
+    while (event := await next_event(conn)).type != "response.done":
         assert event.type != "error", event
     failed = event.response
     assert failed.status == "failed", failed
@@ -292,7 +268,7 @@ async def _kill_the_worker_mid_reply(conn: Any, rig: GatewayRig) -> None:
         assert asyncio.get_running_loop().time() < deadline, "the gateway never noticed the dead worker"
         await asyncio.sleep(POLL_S)
     await conn.session.update(session={"type": "realtime", "max_output_tokens": SHORT_REPLY_TOKENS})
-    assert (await _next(conn)).type == "session.updated"
+    assert (await next_event(conn)).type == "session.updated"
     survivor = rig.worker_urls[0]
     before = _metric(survivor, "num_requests_total")
     served = await _reply(conn)
