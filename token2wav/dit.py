@@ -13,6 +13,9 @@ Speed-ups that keep the reference's numbers:
   (projections, norms, convs, MLP) runs once on the right-padded batch `[2 N, F_max, h]`; only the attention
   and the cache writes are per stream, because each stream reads its own keys. Right padding is exact for
   the valid frames: the convs are causal and padded frames never become keys.
+
+Size: just over 400 lines: the DiT estimator's blocks and its two-part attention; its caches live in
+`token2wav.dit_cache`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Module and parameter names reproduce the released `flow.pt` keys under `encoder.
 
 The attention caches live in `EncoderCache`, one per stream, in growable buffers so a chunk appends its keys
 without copying the whole past (the reference re-concatenates every layer's cache each chunk).
+
+Size: over 400 lines: the whole streaming Conformer encoder (layers, caches, chunk logic) in one place.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ delta, audio seconds, real-time factor (audio seconds / wall seconds) and the un
 time) a player with a fixed start-up cushion would have had at 1x speed. The report adds the aggregate audio
 seconds produced per wall second and, against our server, the histogram of the inference worker's batch sizes
 during the run (scraped from `/metrics`). Works against any Realtime server; `--spawn` starts ours.
+
+Size: over 400 lines: a self-contained benchmark (clients, timing, percentiles, report, plot).
 """
 
 from __future__ import annotations

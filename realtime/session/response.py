@@ -6,37 +6,36 @@ a child task that consumes the reply stream (`Runtime.reply`: transcript text, a
 with. `cancel()` cancels only the child: closing the pipeline iterator aborts the LLM request and drops the
 worker's pending steps (in the pipeline's ``finally``), audio frames still queued for the socket are dropped by
 the sender, and `run()` emits the closing events (docs/PROTOCOL.md §5.2, §6) before it returns.
+
+Size: over 400 lines because one class follows a response from its opening events to ``response.done``
+(text, audio deltas, function calls, cancellation); its lifecycle, calls and outbox already live apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import enum
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from realtime.audio import PCM_RATE, AudioFormat, OutputEncoder, slice_pcm
-from realtime.backends.base import FinishReason, GenerationInput
+from realtime.backends.base import GenerationInput
 from realtime.backends.context import ContextLengthExceeded
 from realtime.errors import (
     CODE_DECODER_CAPACITY,
-    CODE_INTERNAL,
-    INTERNAL_MESSAGE,
     SERVER_ERROR,
     ErrorReport,
     PeerGone,
     PeerStalled,
-    ResponseFailure,
 )
 from realtime.metrics import Metrics
 from realtime.session.context_fit import ConversationFit
 from realtime.session.conversation import Conversation
 from realtime.session.outbox import Outbox, OutFrame
 from realtime.session.response_calls import ResponseCalls
+from realtime.session.response_lifecycle import CancelReason, ResponsePhase, advance, settle
 from realtime.speech.reply import (
     AudioChunk,
     GenerationDone,
@@ -46,7 +45,7 @@ from realtime.speech.reply import (
     UsageMeter,
 )
 from realtime.speech.streams import StreamSlots
-from realtime.wire.records import ContentPart, Item, ResponseRecord, TokenUsage, new_id
+from realtime.wire.records import ContentPart, Item, ResponseRecord, new_id
 from realtime.wire.server_events import EventBuilder, PartIds, encode
 from streaming_parser import VocabLayout
 
@@ -54,23 +53,6 @@ log = logging.getLogger(__name__)
 
 # Assistant audio kept per item for conversation.item.retrieve: beyond what fits in one frame it is dropped.
 MAX_KEPT_AUDIO_BYTES = 768 * 1024
-CancelReason = Literal["turn_detected", "client_cancelled"]
-
-
-class ResponsePhase(enum.Enum):
-    """Lifecycle of a response."""
-
-    CREATED = "created"
-    STREAMING = "streaming"
-    CLOSING = "closing"
-    DONE = "done"
-
-
-_ALLOWED = {
-    ResponsePhase.CREATED: {ResponsePhase.STREAMING, ResponsePhase.CLOSING},
-    ResponsePhase.STREAMING: {ResponsePhase.CLOSING},
-    ResponsePhase.CLOSING: {ResponsePhase.DONE},
-}
 
 
 @dataclass(frozen=True)
@@ -177,9 +159,7 @@ class ResponseRun:
             self._child.cancel()
 
     def _advance(self, target: ResponsePhase) -> None:
-        if target not in _ALLOWED.get(self.phase, set()):
-            raise RuntimeError(f"response cannot go from {self.phase.value} to {target.value}")
-        self.phase = target
+        self.phase = advance(self.phase, target)
 
     async def run(self) -> None:
         """Emit the whole response. Cancelling this task (connection closing) aborts without closing events.
@@ -428,45 +408,4 @@ class ResponseRun:
         return keep
 
     def _set_status(self, done: GenerationDone | None, error: BaseException | None) -> None:
-        record = self.record
-        if error is not None:
-            if isinstance(error, ResponseFailure):
-                kind, code, message = error.error_type, error.code, error.message
-            else:  # a bug: details go to the log, never to the client
-                log.error("response %s failed", record.id, exc_info=error)
-                kind, code, message = SERVER_ERROR, CODE_INTERNAL, INTERNAL_MESSAGE
-            record.status, record.error = "failed", (kind, code, message)
-            self.ctx.metrics.error(code)
-        elif done is None:
-            record.status, record.reason = "cancelled", self._cancel_reason
-            self.ctx.metrics.response_cancelled(self._cancel_reason)
-        elif done.finish is FinishReason.LENGTH:
-            record.status, record.reason = "incomplete", "max_output_tokens"
-        elif done.finish is FinishReason.ABORT:
-            record.status = "cancelled"
-        else:
-            record.status = "completed"
-        if done is not None:
-            input_tokens, output_tokens, output_ids = (
-                done.usage.input_tokens,
-                done.usage.output_tokens,
-                done.output_ids,
-            )
-            cached_tokens = done.usage.cached_tokens
-        elif self._meter.input_tokens or self._meter.output_ids:
-            # cancelled or failed: report what the LLM consumed and produced up to the end, as OpenAI does
-            output_ids = tuple(self._meter.output_ids)
-            input_tokens, output_tokens = self._meter.input_tokens, len(output_ids)
-            cached_tokens = self._meter.cached_tokens
-        else:
-            return
-        audio = sum(
-            1 for i in output_ids if self.ctx.vocab.audio_code(i) is not None or i == self.ctx.vocab.audio_pad
-        )
-        record.usage = TokenUsage(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            output_text_tokens=max(output_tokens - audio, 0),
-            output_audio_tokens=audio,
-            cached_tokens=cached_tokens,
-        )
+        settle(self.record, done, error, self._cancel_reason, self._meter, self.ctx.vocab, self.ctx.metrics)

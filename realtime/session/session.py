@@ -4,6 +4,9 @@ client events onto it.
 The connection (realtime/session/connection.py) feeds `Session.handle` one decoded client event at a time; a
 cancel is processed synchronously (its ``response.done`` is queued before the next client event is read,
 docs/PROTOCOL.md §6.1). Each response runs as a task of the connection's task group.
+
+Size: over 400 lines because it dispatches every client event of the protocol onto one session's
+state; connection loops, input audio, transcription, idle timer and response planning live apart.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from realtime.session.items import (
     user_audio_item,
 )
 from realtime.session.outbox import Outbox
-from realtime.session.response import CancelReason, ResponseContext, ResponseRun
+from realtime.session.response import ResponseContext, ResponseRun
+from realtime.session.response_lifecycle import CancelReason
 from realtime.session.response_plan import plan_response
 from realtime.session.transcription import FirstOutputGate, InputTranscriptions
 from realtime.session.vad import VadEvent

@@ -15,6 +15,8 @@ Plain jobs go before decode steps (they are short: a stream start copies nothing
 a `JobGroup` (one per response): dropping a group makes every job of it that has not started yet complete
 as cancelled without running, so a cancelled response costs no further decode time. The number of
 submitted-but-unfinished jobs is bounded; `run` waits for a free slot (backpressure instead of memory growth).
+
+Size: just at 400 lines: the worker thread and its deadline-ordered batching scheduler belong together.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from realtime.backends.base import BackendError, GenerationInput
 from realtime.metrics import Metrics
 from realtime.session.conversation import Conversation
 from realtime.session.outbox import Outbox
-from realtime.session.response import ResponseContext, ResponsePhase, ResponseRun
+from realtime.session.response import ResponseContext, ResponseRun
+from realtime.session.response_lifecycle import ResponsePhase
 from realtime.speech.reply import PipelineEvent, TranscriptDelta
 from realtime.speech.streams import StreamSlots
 from realtime.wire.handshake import Dialect
