@@ -1,6 +1,6 @@
 """streamvoice's server: OpenAI Realtime (WebSocket) in front of Step-Audio-2 (LLM) and Token2Wav (speech).
 
-The map (docs/ARCHITECTURE.md §1 walks one spoken reply through it, file by file):
+The map (docs/ARCHITECTURE.md §1; §2 walks one spoken reply through it, file by file):
 
 - ``config``, ``errors``, ``metrics``, ``audio``: the foundation every layer may import (settings, the error
   taxonomy, Prometheus metrics, audio formats / codecs / resampling).
