@@ -11,14 +11,16 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
 from realtime.audio import PCM_RATE
-from realtime.backends.base import BackendError, FinishReason, GenerationInput, LLMBackend, TokenChunk
+from realtime.backends.base import FinishReason, GenerationInput, LLMBackend, TokenChunk
 from realtime.metrics import Metrics
 from realtime.speech.decoder import ReplyDecoder, SpeechSetup
 from realtime.speech.detokenizer import IncrementalDetokenizer
+from realtime.speech.llm_stream import generation_chunks, parse_ids
 from realtime.speech.reply import (
     AudioChunk,
     GenerationDone,
@@ -29,7 +31,7 @@ from realtime.speech.reply import (
     UsageMeter,
 )
 from realtime.speech.worker import JobGroup
-from streaming_parser import AudioCodes, AudioTokenParser, ParserError, SegmentEnd, TextPiece, TextTokens
+from streaming_parser import AudioCodes, AudioTokenParser, SegmentEnd, TextPiece, TextTokens
 
 logger = logging.getLogger(__name__)
 
@@ -185,9 +187,8 @@ async def _read_tokens(
                     await out.put(TranscriptDelta(text))
                 await codes.put(_BOUNDARY)
 
-    stream = backend.generate(request)
-    try:
-        async for chunk in stream:
+    async with aclosing(generation_chunks(backend, request)) as chunks:
+        async for chunk in chunks:
             finish, prompt_tokens, completion_tokens = _account(chunk, prompt_tokens, completion_tokens)
             output_ids.extend(chunk.ids)
             if prompt_tokens:  # keep the front door's own count until the LLM reports one
@@ -196,19 +197,8 @@ async def _read_tokens(
                 meter.cached_tokens = chunk.cached_tokens
             meter.output_ids.extend(chunk.ids)
             metrics.observe_output_tokens(len(chunk.ids))
-            try:
-                events = parser.feed(chunk.ids)
-            except ParserError as exc:
-                raise BackendError("protocol_error", f"The LLM produced an invalid token id: {exc}") from exc
-            await handle(events)
-            if finish is not None:
-                break
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    if finish is None:
-        raise BackendError("stream_cut", "The LLM stream ended without a finish reason.")
+            await handle(parse_ids(parser, chunk.ids))
+    assert finish is not None  # generation_chunks ends on the chunk with a finish reason, or raises
     await handle(parser.flush())
     for detok, make in ((spoken, TranscriptDelta), (plain, TextDelta)):
         text = detok.flush()

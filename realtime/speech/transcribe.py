@@ -13,6 +13,7 @@ cancelling the task iterating it) aborts the backend request.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from realtime.backends.base import (
@@ -24,7 +25,8 @@ from realtime.backends.base import (
     SamplingParams,
 )
 from realtime.speech.detokenizer import IncrementalDetokenizer
-from streaming_parser import AudioTokenParser, ParserError, TextTokens
+from realtime.speech.llm_stream import generation_chunks, parse_ids
+from streaming_parser import AudioTokenParser, TextTokens
 
 # Step-Audio-2's ASR instruction ("write down the speech you hear"), as in stepfun-ai/Step-Audio2's examples.
 ASR_PROMPT = "请记录下你所听到的语音内容。"
@@ -121,31 +123,18 @@ async def transcribe(backend: LLMBackend, request: TranscriptionRequest) -> Asyn
     pieces: list[str] = []
     prompt_tokens = output_tokens = 0
     finish: FinishReason | None = None
-    stream = backend.generate(generation)
-    try:
-        async for chunk in stream:
+    async with aclosing(generation_chunks(backend, generation)) as chunks:
+        async for chunk in chunks:
             if chunk.prompt_tokens is not None:
                 prompt_tokens = chunk.prompt_tokens
             output_tokens = chunk.completion_tokens or output_tokens + len(chunk.ids)
-            try:
-                events = parser.feed(chunk.ids)
-            except ParserError as exc:
-                raise BackendError("protocol_error", f"The LLM produced an invalid token id: {exc}") from exc
-            for event in events:
+            for event in parse_ids(parser, chunk.ids):
                 if isinstance(event, TextTokens):  # audio codes or markers would be a model slip: ignored
                     text = _lead_trimmed(detok.feed(event.ids), pieces)
                     if text:
                         pieces.append(text)
                         yield TranscriptionDelta(text)
             finish = chunk.finish_reason
-            if finish is not None:
-                break
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    if finish is None:
-        raise BackendError("stream_cut", "The LLM stream ended without a finish reason.")
     if finish is FinishReason.LENGTH:
         raise BackendError("too_long", "The transcript exceeded the token limit.")
     if finish is FinishReason.ABORT:
