@@ -13,7 +13,9 @@ import pytest
 
 from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
 from realtime.backends.sglang.vocab import ModelVocab
+from realtime.config import ServerConfig
 from tests.support.fake_sglang import FakeSGLangServer
+from tests.support.server_harness import ServerHandle, start_server
 from tests.support.tiny_tokenizer import write_tiny_tokenizer
 
 
@@ -46,3 +48,15 @@ async def http_backend(
         yield backend
     finally:
         await backend.aclose()
+
+
+def start_on_fake(fake: FakeSGLangServer, model_dir: Path, cache_dir: Path) -> ServerHandle:
+    """Our server on the ``sglang`` (HTTP) backend pointed at a fake SGLang, with the tiny tokenizer folder."""
+    config = ServerConfig(
+        backend="sglang",
+        sglang_url=fake.url,
+        model_path="/models/Step-Audio-2-mini",
+        backend_options={"model_dir": str(model_dir)},
+        cache_dir=cache_dir,
+    )
+    return start_server(config)

@@ -19,12 +19,11 @@ from realtime.backends.base import GenerationInput, PromptTurn, SamplingParams
 from realtime.backends.context import CODE_CONTEXT_LENGTH_EXCEEDED, ContextLengthExceeded
 from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
 from realtime.backends.sglang.stream import server_abort_error, sglang_error
-from realtime.config import ServerConfig
 from realtime.errors import INVALID_REQUEST
 from tests.realtime.backends.sglang.test_e2e_fake_sglang import REPLY
 from tests.support.fake_sglang import SCHEDULER_INPUT_MARGIN, FakeSGLangServer, FakeSGLangState
-from tests.support.server_harness import ServerHandle, start_server
-from tests.support.sglang_fixtures import fake_sglang, http_backend, tiny_model_dir
+from tests.support.server_harness import ServerHandle
+from tests.support.sglang_fixtures import fake_sglang, http_backend, start_on_fake, tiny_model_dir
 from tests.support.wire_check import validate_frame
 
 __all__ = ["fake_sglang", "http_backend", "tiny_model_dir"]
@@ -145,14 +144,7 @@ def small_fake() -> Iterator[FakeSGLangServer]:
 
 @pytest.fixture(scope="module")
 def server(small_fake: FakeSGLangServer, tiny_model_dir: Path, t2w_cache: Path) -> Iterator[ServerHandle]:
-    config = ServerConfig(
-        backend="sglang",
-        sglang_url=small_fake.url,
-        model_path="/models/Step-Audio-2-mini",
-        backend_options={"model_dir": str(tiny_model_dir)},
-        cache_dir=t2w_cache,
-    )
-    handle = start_server(config)
+    handle = start_on_fake(small_fake, tiny_model_dir, t2w_cache)
     yield handle
     handle.stop()
 

@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
-from realtime.config import ServerConfig
 from tests.support.fake_sglang import FakeSGLangServer, FakeSGLangState
-from tests.support.server_harness import ServerHandle, start_server
-from tests.support.sglang_fixtures import tiny_model_dir
+from tests.support.server_harness import ServerHandle
+from tests.support.sglang_fixtures import start_on_fake, tiny_model_dir
 from tests.support.wire_check import validate_frame
 
 __all__ = ["tiny_model_dir"]
@@ -53,14 +52,7 @@ def fake() -> Iterator[FakeSGLangServer]:
 
 @pytest.fixture(scope="module")
 def server(fake: FakeSGLangServer, tiny_model_dir: Path, t2w_cache: Path) -> Iterator[ServerHandle]:
-    config = ServerConfig(
-        backend="sglang",
-        sglang_url=fake.url,
-        model_path="/models/Step-Audio-2-mini",
-        backend_options={"model_dir": str(tiny_model_dir)},
-        cache_dir=t2w_cache,
-    )
-    handle = start_server(config)
+    handle = start_on_fake(fake, tiny_model_dir, t2w_cache)
     yield handle
     handle.stop()
 
