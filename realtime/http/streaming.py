@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from realtime.errors import CODE_SESSION_LIMIT, SERVER_ERROR
+from realtime.errors import CODE_SESSION_LIMIT, CODE_SHUTTING_DOWN, SERVER_ERROR
 from realtime.http.errors import HTTPError
 from realtime.http.realtime_ws import SessionCount
 from realtime.speech.reply import PipelineEvent
@@ -52,11 +52,17 @@ class AdmissionSlot:
     Every reply holds an LLM request and a Token2Wav stream like a Realtime response does, so HTTP replies and
     Realtime sessions share one limit. Event-loop only.
 
+    Counted with `SessionCount.opened`/`closed`, so a SIGTERM drain waits for running HTTP replies as it does
+    for Realtime sessions, and refuses new ones as it refuses new sessions.
+
     Raises:
-        HTTPError: 503 ``session_limit_reached`` when the server is full (the openai SDKs retry a 503).
+        HTTPError: 503 ``server_shutting_down`` while draining; 503 ``session_limit_reached`` when the server
+            is full (the openai SDKs retry a 503).
     """
 
     def __init__(self, sessions: SessionCount) -> None:
+        if sessions.drain.started.is_set():
+            raise HTTPError(503, CODE_SHUTTING_DOWN, "The server is shutting down.", error_type=SERVER_ERROR)
         if sessions.open >= sessions.limit:
             raise HTTPError(
                 503,
@@ -64,13 +70,13 @@ class AdmissionSlot:
                 f"The server is at its limit of {sessions.limit} concurrent sessions and streams; retry later.",
                 error_type=SERVER_ERROR,
             )
-        sessions.open += 1
+        sessions.opened()
         self._sessions: SessionCount | None = sessions
 
     def release(self) -> None:
         """Give the slot back (idempotent)."""
         if self._sessions is not None:
-            self._sessions.open -= 1
+            self._sessions.closed()
             self._sessions = None
 
 

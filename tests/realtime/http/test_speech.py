@@ -180,9 +180,11 @@ async def test_http_streams_share_the_session_cap(sdk: SdkFactory, slow_server: 
     async with sdk(server, APP_LIMITED).audio.speech.with_streaming_response.create(
         model="tts-1", voice="alloy", input="x" * 4000, response_format="pcm"
     ) as response:
-        async for chunk in response.iter_bytes():
-            if chunk:
-                break
+        # Keep the byte iterator referenced: a generator left by `break` is finalized at once, and its
+        # ``aclose`` closes the connection, which (rightly) frees the slot before the next request is made.
+        chunks = response.iter_bytes()
+        while not await anext(chunks):
+            pass
         with pytest.raises(openai.InternalServerError) as caught:
             await sdk(server, APP_LIMITED).audio.speech.create(model="tts-1", voice="alloy", input="hi")
         assert caught.value.status_code == 503
