@@ -44,6 +44,7 @@ ENGINE_ARGS: dict[str, object] = {
     "random_seed": 0,
     "mm_processor_worker_num": 1,
     "log_level": "error",
+    "sleep_on_idle": True,  # an idle scheduler otherwise spins a whole core while the HTTP workers start
 }
 
 

@@ -186,6 +186,9 @@ def launch_worker(checkpoint: TinyCheckpoint, log_path: Path, *, metrics: bool =
         "--skip-server-warmup",
         "--mm-processor-worker-num", "1",
         "--preferred-sampling-params", audio_bias_params(checkpoint),
+        # Without it an idle scheduler polls its sockets in a busy loop, one whole core per worker: with the
+        # session's two workers up, every later test (torch included) ran on what was left of 2 cores.
+        "--sleep-on-idle",
     ]  # fmt: skip
     if metrics:
         command.append("--enable-metrics")
