@@ -12,8 +12,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from realtime.errors import CODE_INVALID_VALUE, CODE_UNKNOWN_PARAMETER, ProtocolViolation
+from realtime.errors import (
+    CODE_INVALID_VALUE,
+    CODE_NESTING_TOO_DEEP,
+    CODE_UNKNOWN_PARAMETER,
+    ProtocolViolation,
+)
 from realtime.http.errors import CODE_TOO_LARGE, HTTPError
+from realtime.wire.json_text import MAX_JSON_DEPTH, json_depth, surrogate_message, unpaired_surrogate_path
 from realtime.wire.validation import violation_from
 
 CODE_INVALID_JSON = "invalid_json"
@@ -70,15 +76,33 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     """
     body = await read_body(request, limit)
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        text = body.decode("utf-8")
+        # json.loads recurses once per level: a body of a few hundred kilobytes of brackets would end in
+        # RecursionError (a 500) instead of a client error, so the depth is measured before parsing.
+        depth = json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise HTTPError(
+                400,
+                CODE_NESTING_TOO_DEEP,
+                f"The JSON body of your request is nested {depth} levels deep; no request needs more than "
+                f"{MAX_JSON_DEPTH}.",
+            )
+        data = json.loads(text, parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise HTTPError(
             400,
             CODE_INVALID_JSON,
             f"We could not parse the JSON body of your request ({exc}). The body must be a JSON object.",
         ) from None
+    except RecursionError:  # unreachable behind json_depth; kept so no body can become a 500
+        raise HTTPError(
+            400, CODE_NESTING_TOO_DEEP, "The JSON body of your request is nested too deeply."
+        ) from None
     if not isinstance(data, dict):
         raise HTTPError(400, CODE_INVALID_JSON, "The JSON body of your request must be an object.")
+    bad_text = unpaired_surrogate_path(text, data)
+    if bad_text is not None:
+        raise HTTPError(400, CODE_INVALID_VALUE, surrogate_message(bad_text), bad_text or None)
     return data
 
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import binascii
 import json
-import re
 from base64 import b64decode
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
 
-import numpy as np
 from openai.types.realtime import (
     ConversationItemDeleteEvent,
     ConversationItemRetrieveEvent,
@@ -48,6 +46,7 @@ from realtime.errors import (
 )
 from realtime.wire.beta import beta_assistant_content_to_ga, beta_response_to_ga, beta_session_to_ga
 from realtime.wire.handshake import Dialect
+from realtime.wire.json_text import MAX_JSON_DEPTH, json_depth, surrogate_message, unpaired_surrogate_path
 from realtime.wire.session_extensions import SessionExtensions, split_extensions
 from realtime.wire.validation import check_keys, missing_or_invalid, reject_extras, validate_model
 
@@ -55,13 +54,6 @@ from realtime.wire.validation import check_keys, missing_or_invalid, reject_extr
 MAX_APPEND_AUDIO_CHARS = 15 * 1024 * 1024
 # Room for the JSON envelope around the largest legal append.
 MAX_CLIENT_FRAME_CHARS = MAX_APPEND_AUDIO_CHARS + 64 * 1024
-# Deepest JSON nesting accepted: a session.update with tool schemas nests ~10 deep; far below the depth at
-# which json.loads or pydantic would recurse out of stack.
-MAX_JSON_DEPTH = 64
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # escape-aware, no backtracking
-_DEPTH_STEP = np.zeros(256, dtype=np.int8)
-_DEPTH_STEP[[ord("["), ord("{")]] = 1
-_DEPTH_STEP[[ord("]"), ord("}")]] = -1
 
 ConversationItemModel: TypeAlias = (
     RealtimeConversationItemSystemMessage
@@ -184,23 +176,16 @@ def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
     if not isinstance(raw, dict):
         raise ProtocolViolation(CODE_UNKNOWN_EVENT, "Invalid event: expected a JSON object.")
     event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
+    bad_text = unpaired_surrogate_path(text, raw)
+    if bad_text is not None:
+        violation = ProtocolViolation(CODE_INVALID_VALUE, surrogate_message(bad_text), bad_text or None)
+        violation.event_id = event_id
+        raise violation
     try:
         return _decode(raw, dialect)
     except ProtocolViolation as exc:
         exc.event_id = event_id
         raise
-
-
-def json_depth(text: str) -> int:
-    """The deepest bracket nesting of ``text`` outside JSON strings, without parsing it (linear time).
-
-    Counts only when the frame has more opening brackets than `MAX_JSON_DEPTH` (a cheap test that passes
-    every ordinary event); then strings are blanked out and the running depth is a cumulative sum.
-    """
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return 0
-    data = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8", "replace"), dtype=np.uint8)
-    return int(np.cumsum(_DEPTH_STEP[data], dtype=np.int32).max(initial=0))
 
 
 def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:

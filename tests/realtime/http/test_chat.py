@@ -343,6 +343,16 @@ async def test_key_models_and_unknown_routes(sdk: SdkFactory, server: ServerHand
             "stream",
         ),
         (b'{"model": "m", "messages": []}', 400, "invalid_value", "messages"),
+        # deeper than json.loads can recurse: a client error, not a RecursionError answered with a 500
+        (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, 400, "nesting_too_deep", None),
+        (b'{"model": "m", "messages": [[[[' + b"[" * 70 + b"]" * 74 + b"]}", 400, "nesting_too_deep", None),
+        (b'{"model": "\xff"}', 400, "invalid_json", None),  # not UTF-8
+        (  # an unpaired surrogate escape: valid JSON syntax, but no valid text
+            b'{"model": "m", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+            400,
+            "invalid_value",
+            "messages[0].content",
+        ),
         (
             b'{"model": "m", "messages": [{"role": "assistant", "tool_calls": "x"}]}',
             400,

@@ -119,6 +119,37 @@ def test_oversized_frame_is_refused_before_parsing() -> None:
     assert caught.value.code == "string_above_max_length"
 
 
+@pytest.mark.parametrize(
+    ("frame", "param"),
+    [
+        (
+            '{"type": "conversation.item.create", "event_id": "e1", "item": {"type": "message", "role": "user",'
+            ' "content": [{"type": "input_text", "text": "hi \\ud800 there"}]}}',
+            "item.content[0].text",
+        ),
+        (
+            '{"type": "session.update", "session": {"type": "realtime", "instructions": "\\uDFFF"}}',
+            "session.instructions",
+        ),
+        ('{"type": "response.create", "\\ud83d": 1}', None),  # in a key: the object holding it
+    ],
+)
+def test_unpaired_surrogate_escapes_are_refused_with_their_field(frame: str, param: str | None) -> None:
+    """A lone surrogate decodes to a string UTF-8 cannot encode: refused here, not an internal error later."""
+    with pytest.raises(ProtocolViolation) as caught:
+        decode_client_frame(frame, Dialect.GA)
+    assert (caught.value.code, caught.value.param) == ("invalid_value", param)
+    assert "surrogate" in caught.value.message
+
+
+def test_escaped_surrogate_pairs_and_backslashes_are_fine() -> None:
+    text = {"type": "input_text", "text": "smile \U0001f600, and a literal \\ud800"}
+    item = {"type": "message", "role": "user", "content": [text]}
+    frame = json.dumps({"type": "conversation.item.create", "item": item})  # ensure_ascii: an escaped pair
+    assert "\\ud83d\\ude00" in frame
+    assert decode_client_frame(frame, Dialect.GA) is not None
+
+
 def _sample_item(kind: str = "output_audio") -> Item:
     part = (
         ContentPart(kind, transcript="hi", audio=b"\x00\x00")

@@ -59,8 +59,15 @@ TEMPLATES: list[dict[str, Any]] = [
     {"type": "output_audio_buffer.clear"},
 ]
 
+# Lone UTF-16 surrogates (json.dumps escapes them as \\udXXX): valid JSON, but no string UTF-8 can encode.
+SURROGATES = st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | SURROGATES,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
