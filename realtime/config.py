@@ -110,7 +110,8 @@ class ServerConfig:
             left, the session's ``truncation`` setting drops the oldest turns or the response fails with
             ``context_length_exceeded``.
         send_timeout: seconds one frame may wait for a client that does not read (and a producer for room
-            in the session's outbox); then the session closes with 1008 ``send_timeout``.
+            in the session's outbox); then the session closes with 1008 ``send_timeout``. Streamed HTTP
+            answers use it for each chunk too.
         ws_ping_interval: seconds between WebSocket keepalive pings (0 disables them).
         ws_ping_timeout: seconds a pong may take; a dead or stuck peer is dropped within
             ``ws_ping_interval + ws_ping_timeout``.

@@ -44,7 +44,8 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
         default=f"{DEFAULT_SEND_TIMEOUT_S:g}",
         type=float,
         help="seconds a client may leave server frames unread before its session closes with 1008 "
-        "send_timeout",
+        "send_timeout; a streamed HTTP answer (speech, chat, transcription) whose chunk waits that long is "
+        "ended and its connection closed",
     )
     flag(
         limits,

@@ -314,7 +314,10 @@ def chat_endpoint(
                 stream.close()
 
         return DisconnectAwareStreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            events(),
+            send_timeout=runtime.config.send_timeout,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
         )
 
     return chat

@@ -124,11 +124,14 @@ def speech_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Reque
         if body.stream_format == "sse":
             return DisconnectAwareStreamingResponse(
                 _sse_body(stream, first, encoder),
+                send_timeout=runtime.config.send_timeout,
                 media_type=SSE_MEDIA_TYPE,
                 headers={"Cache-Control": "no-cache"},
             )
         return DisconnectAwareStreamingResponse(
-            _audio_body(stream, first, encoder), media_type=fmt.media_type
+            _audio_body(stream, first, encoder),
+            send_timeout=runtime.config.send_timeout,
+            media_type=fmt.media_type,
         )
 
     return speech

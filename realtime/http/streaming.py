@@ -6,7 +6,10 @@ reply iterator, which aborts the LLM request and drops the reply's queued decode
 Realtime ``response.cancel``).
 
 `DisconnectAwareStreamingResponse` streams a body and, whatever the server's ASGI version, watches for the
-client going away; then it stops the body iterator at once (whose ``finally`` closes its `ReplyStream`).
+client going away; then it stops the body iterator at once (whose ``finally`` closes its `ReplyStream`). A
+client that stays connected but stops reading is treated the same once one chunk has waited ``send_timeout``
+for the socket (the Realtime sessions' ``--send-timeout``): without it such a client held its admission slot
+and its paused reply for as long as it kept the connection open.
 `until_disconnect` does the same for a handler that answers with one JSON body. `sse_data` frames one
 server-sent event.
 """
@@ -22,7 +25,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from realtime.errors import CODE_SESSION_LIMIT, CODE_SHUTTING_DOWN, SERVER_ERROR
 from realtime.http.errors import HTTPError
@@ -44,6 +47,10 @@ class _End:
 
 class ClientGone(Exception):
     """The HTTP client disconnected before the answer was ready."""
+
+
+class ClientStalled(Exception):
+    """The HTTP client stopped reading a streamed answer: one chunk waited the send timeout."""
 
 
 class AdmissionSlot:
@@ -136,14 +143,38 @@ class ReplyStream:
 
 
 class DisconnectAwareStreamingResponse(StreamingResponse):
-    """A `StreamingResponse` that always stops its body iterator when the client disconnects.
+    """A `StreamingResponse` that stops its body iterator when the client disconnects or stops reading.
 
     Starlette only listens for ``http.disconnect`` on ASGI < 2.4 servers; on newer ones a disconnect shows only
     when the next chunk fails to send, which for a slow reply can be seconds later. This always listens.
+
+    Args:
+        content: the body iterator (closed on every ending).
+        send_timeout: seconds one chunk may wait for a client that does not read; then the response ends
+            (the server closes the connection, as for a response cut short).
+        media_type, headers: as for `StreamingResponse`.
     """
 
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        send_timeout: float,
+        media_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._send_timeout = send_timeout
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = asyncio.create_task(self.stream_response(send), name="http-body")
+        async def send_or_give_up(message: Message) -> None:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that meets a finished send
+                async with asyncio.timeout(self._send_timeout):
+                    await send(message)
+            except TimeoutError:
+                raise ClientStalled(f"no room to send for {self._send_timeout:g} s") from None
+
+        body = asyncio.create_task(self.stream_response(send_or_give_up), name="http-body")
         gone = asyncio.create_task(_wait_disconnect(receive), name="http-disconnect")
         try:
             await asyncio.wait({body, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -155,7 +186,12 @@ class DisconnectAwareStreamingResponse(StreamingResponse):
             if aclose is not None:
                 await aclose()
         if body.done() and not body.cancelled() and body.exception() is not None:
-            log.warning("streaming response ended early: %r", body.exception())
+            error = body.exception()
+            if isinstance(error, ClientStalled):
+                log.info("streaming response ended: the client stopped reading (%s)", error)
+            else:
+                log.warning("streaming response ended early: %r", error)
+        # Returning with the body incomplete makes the server close the connection, as a client needs to see.
 
 
 async def _wait_disconnect(receive: Receive) -> None:

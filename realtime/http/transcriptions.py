@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from realtime.audio import PCM_RATE
 from realtime.backends.base import BackendError
 from realtime.codecs import AudioTooLong, UndecodableAudio, decode_audio
 from realtime.errors import SERVER_ERROR, ResponseFailure
 from realtime.http.errors import HTTPError, check_api_key, error_body, error_response
-from realtime.http.streaming import sse_data
+from realtime.http.streaming import ClientGone, DisconnectAwareStreamingResponse, sse_data, until_disconnect
 from realtime.speech.runtime import Runtime
 from realtime.speech.transcribe import TranscriptionDelta, TranscriptionDone, TranscriptionRequest, transcribe
 from realtime.wire.records import new_id
@@ -63,9 +64,13 @@ def transcriptions_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[R
             new_id("asr"), pcm, rate, language=settings["language"], prompt=settings["prompt"]
         )
         if settings["stream"]:
-            return StreamingResponse(_sse(runtime, job), media_type="text/event-stream")
+            return DisconnectAwareStreamingResponse(
+                _sse(runtime, job), send_timeout=runtime.config.send_timeout, media_type="text/event-stream"
+            )
         try:
-            done = await _collect(runtime, job)
+            done = await until_disconnect(request, _collect(runtime, job))
+        except ClientGone:
+            return Response(status_code=499)  # nobody to answer; the transcription was stopped
         except ResponseFailure as exc:
             return error_response(HTTPError(HTTP_BAD_GATEWAY, exc.code, exc.message, None, SERVER_ERROR))
         if settings["response_format"] == "text":
@@ -184,21 +189,23 @@ async def _decode(upload: UploadFile) -> tuple[bytes, int]:
 
 
 async def _collect(runtime: Runtime, job: TranscriptionRequest) -> TranscriptionDone:
-    async for event in transcribe(runtime.backend, job):
-        if isinstance(event, TranscriptionDone):
-            return event
+    async with aclosing(transcribe(runtime.backend, job)) as events:  # closed (LLM request ended) on cancel
+        async for event in events:
+            if isinstance(event, TranscriptionDone):
+                return event
     raise BackendError("stream_cut", "The transcription ended without a result.")
 
 
 async def _sse(runtime: Runtime, job: TranscriptionRequest) -> AsyncIterator[bytes]:
     try:
-        async for event in transcribe(runtime.backend, job):
-            if isinstance(event, TranscriptionDelta):
-                yield sse_data({"type": "transcript.text.delta", "delta": event.text})
-            else:
-                yield sse_data(
-                    {"type": "transcript.text.done", "text": event.transcript, "usage": _usage(event)}
-                )
+        async with aclosing(transcribe(runtime.backend, job)) as events:
+            async for event in events:
+                if isinstance(event, TranscriptionDelta):
+                    yield sse_data({"type": "transcript.text.delta", "delta": event.text})
+                else:
+                    yield sse_data(
+                        {"type": "transcript.text.done", "text": event.transcript, "usage": _usage(event)}
+                    )
     except ResponseFailure as exc:
         yield sse_data({"type": "error", **error_body(SERVER_ERROR, exc.code, exc.message)})
 

@@ -12,7 +12,7 @@ cancelling the task iterating it) aborts the backend request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -101,7 +101,9 @@ def asr_instructions(language: str | None, prompt: str | None) -> str:
     return "\n".join(lines)
 
 
-async def transcribe(backend: LLMBackend, request: TranscriptionRequest) -> AsyncIterator[TranscriptionEvent]:
+async def transcribe(
+    backend: LLMBackend, request: TranscriptionRequest
+) -> AsyncGenerator[TranscriptionEvent, None]:
     """Stream the transcript of ``request.pcm16``.
 
     Yields:
