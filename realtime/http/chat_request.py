@@ -5,7 +5,8 @@ Accepted (OpenAI's request shape): ``model``, ``messages``, ``modalities`` (``["
 ``stream_options.include_usage``, ``max_completion_tokens`` / ``max_tokens``, ``temperature``, ``top_p``,
 ``n`` (1 only), ``tools`` (function tools) and ``tool_choice``. Parameters that do not change what this model
 produces (``user``, ``seed``, ``store``, ``metadata``, penalties, ``parallel_tool_calls``, ...) are accepted and
-ignored; anything else is ``unknown_parameter``. A ``null`` value counts as absent.
+ignored; OpenAI parameters it cannot honour (``stop``, ``logprobs``, ``response_format``, ...) are
+``unsupported_parameter`` with the reason; anything else is ``unknown_parameter``. A ``null`` value counts as absent.
 
 Messages: ``system``/``developer`` text becomes the instructions; ``user`` content is text and ``input_audio``
 parts (base64 ``wav`` or ``mp3``; the model hears them); ``assistant`` turns come back as the ids of an earlier
@@ -46,6 +47,21 @@ IGNORED_PARAMETERS = frozenset(
         "logit_bias",
     }
 )
+# OpenAI parameters this server knows but cannot honour: refused as unsupported (OpenAI's code for a known
+# parameter a model does not take) with the reason, rather than as "unrecognized".
+UNSUPPORTED_PARAMETERS = {
+    "logprobs": "log probabilities are not returned",
+    "top_logprobs": "log probabilities are not returned",
+    "stop": "the backend streams token ids without text, so stop sequences cannot be matched",
+    "response_format": "structured output (JSON mode, JSON schema) is not available for this model",
+    "reasoning_effort": "the model has no reasoning setting",
+    "verbosity": "the model has no verbosity setting",
+    "prediction": "predicted outputs are not available",
+    "web_search_options": "web search is not available",
+    "functions": "use 'tools'",
+    "function_call": "use 'tool_choice'",
+}
+CODE_UNSUPPORTED_PARAMETER = "unsupported_parameter"
 AudioOutFormat = Literal["wav", "mp3", "flac", "opus", "aac", "pcm16"]
 
 
@@ -107,8 +123,24 @@ class ChatRequest(_Strict):
 
 
 def clean_body(data: dict[str, Any]) -> dict[str, Any]:
-    """Drop ``null`` values and the accepted-but-ignored parameters before validation."""
-    return {k: v for k, v in data.items() if v is not None and k not in IGNORED_PARAMETERS}
+    """Drop ``null`` values and the accepted-but-ignored parameters before validation.
+
+    Raises:
+        ProtocolViolation: ``unsupported_parameter`` for a parameter in `UNSUPPORTED_PARAMETERS` (``false``
+            counts as absent for ``logprobs``, which some clients send by default).
+    """
+    kept = {k: v for k, v in data.items() if v is not None and k not in IGNORED_PARAMETERS}
+    if kept.get("logprobs") is False:
+        del kept["logprobs"]
+    unsupported = sorted(kept.keys() & UNSUPPORTED_PARAMETERS.keys())
+    if unsupported:
+        name = unsupported[0]
+        raise ProtocolViolation(
+            CODE_UNSUPPORTED_PARAMETER,
+            f"Unsupported parameter: '{name}' is not supported by this server: {UNSUPPORTED_PARAMETERS[name]}.",
+            name,
+        )
+    return kept
 
 
 def check_audio_options(body: ChatRequest) -> None:

@@ -298,6 +298,10 @@ def _bad(messages: Any = None, **kwargs: Any) -> dict[str, Any]:
             "messages[0].tool_call_id",
         ),
         (_bad(extra_body={"frobnicate": 1}), "unknown_parameter", "frobnicate"),
+        # OpenAI parameters the server knows but cannot honour: unsupported, not "unrecognized"
+        (_bad(stop=["."]), "unsupported_parameter", "stop"),
+        (_bad(logprobs=True, top_logprobs=2), "unsupported_parameter", "logprobs"),
+        (_bad(response_format={"type": "json_object"}), "unsupported_parameter", "response_format"),
     ],
 )
 async def test_bad_requests_get_openai_errors(
@@ -307,6 +311,13 @@ async def test_bad_requests_get_openai_errors(
         await sdk(server).chat.completions.create(**kwargs)
     body: Any = caught.value.body
     assert (body["code"], body["param"], body["type"]) == (code, param, "invalid_request_error"), body
+
+
+async def test_logprobs_false_is_the_same_as_absent(sdk: SdkFactory, server: ServerHandle) -> None:
+    completion = await sdk(server).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], logprobs=False, max_completion_tokens=8
+    )
+    assert completion.choices[0].message.content
 
 
 async def test_key_models_and_unknown_routes(sdk: SdkFactory, server: ServerHandle) -> None:
