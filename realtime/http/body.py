@@ -6,7 +6,6 @@ for chunked uploads), so no route holds more than its limit in memory.
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,12 +13,11 @@ from starlette.requests import ClientDisconnect, Request
 
 from realtime.errors import (
     CODE_INVALID_VALUE,
-    CODE_NESTING_TOO_DEEP,
     CODE_UNKNOWN_PARAMETER,
     ProtocolViolation,
 )
 from realtime.http.errors import CODE_TOO_LARGE, HTTPError
-from realtime.wire.json_text import MAX_JSON_DEPTH, json_depth, surrogate_message, unpaired_surrogate_path
+from realtime.wire.json_text import load_untrusted_json, refuse_unpaired_surrogates
 from realtime.wire.validation import violation_from
 
 CODE_INVALID_JSON = "invalid_json"
@@ -73,41 +71,23 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
 
     Raises:
         HTTPError: 413 over the limit; 400 ``invalid_json`` when it is not a JSON object.
+        ProtocolViolation: ``nesting_too_deep``, or ``invalid_value`` for text with an unpaired surrogate
+            (a 400 through `as_http_error`).
     """
     body = await read_body(request, limit)
     try:
         text = body.decode("utf-8")
-        # json.loads recurses once per level: a body of a few hundred kilobytes of brackets would end in
-        # RecursionError (a 500) instead of a client error, so the depth is measured before parsing.
-        depth = json_depth(text)
-        if depth > MAX_JSON_DEPTH:
-            raise HTTPError(
-                400,
-                CODE_NESTING_TOO_DEEP,
-                f"The JSON body of your request is nested {depth} levels deep; no request needs more than "
-                f"{MAX_JSON_DEPTH}.",
-            )
-        data = json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        data = load_untrusted_json(text, reject_constants=True)
+    except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError among them
         raise HTTPError(
             400,
             CODE_INVALID_JSON,
             f"We could not parse the JSON body of your request ({exc}). The body must be a JSON object.",
         ) from None
-    except RecursionError:  # unreachable behind json_depth; kept so no body can become a 500
-        raise HTTPError(
-            400, CODE_NESTING_TOO_DEEP, "The JSON body of your request is nested too deeply."
-        ) from None
     if not isinstance(data, dict):
         raise HTTPError(400, CODE_INVALID_JSON, "The JSON body of your request must be an object.")
-    bad_text = unpaired_surrogate_path(text, data)
-    if bad_text is not None:
-        raise HTTPError(400, CODE_INVALID_VALUE, surrogate_message(bad_text), bad_text or None)
+    refuse_unpaired_surrogates(text, data)
     return data
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def drop_nulls(data: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ first, so the session layer is dialect-free (docs/PROTOCOL.md §2.1, §2.3). Mis
 from __future__ import annotations
 
 import binascii
-import json
 from base64 import b64decode
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
@@ -38,7 +37,6 @@ from realtime.errors import (
     CODE_INVALID_TYPE,
     CODE_INVALID_VALUE,
     CODE_MISSING_PARAMETER,
-    CODE_NESTING_TOO_DEEP,
     CODE_STRING_TOO_LONG,
     CODE_UNKNOWN_EVENT,
     ProtocolViolation,
@@ -46,7 +44,7 @@ from realtime.errors import (
 )
 from realtime.wire.beta import beta_assistant_content_to_ga, beta_response_to_ga, beta_session_to_ga
 from realtime.wire.handshake import Dialect
-from realtime.wire.json_text import MAX_JSON_DEPTH, json_depth, surrogate_message, unpaired_surrogate_path
+from realtime.wire.json_text import is_valid_text, load_untrusted_json, refuse_unpaired_surrogates
 from realtime.wire.session_extensions import SessionExtensions, split_extensions
 from realtime.wire.validation import check_keys, missing_or_invalid, reject_extras, validate_model
 
@@ -159,29 +157,19 @@ def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
             CODE_STRING_TOO_LONG,
             f"Message too large: {len(text)} characters; the maximum is {MAX_CLIENT_FRAME_CHARS}.",
         )
-    depth = json_depth(text)
-    if depth > MAX_JSON_DEPTH:
-        raise ProtocolViolation(
-            CODE_NESTING_TOO_DEEP,
-            f"Invalid JSON: nested {depth} levels deep; no event needs more than {MAX_JSON_DEPTH}.",
-        )
     try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        raw = load_untrusted_json(text)
+    except ValueError:
         raise ProtocolViolation(
             CODE_UNKNOWN_EVENT, "Invalid JSON: the message could not be parsed."
         ) from None
-    except RecursionError:  # unreachable behind json_depth; kept so no input can become internal_error
-        raise ProtocolViolation(CODE_NESTING_TOO_DEEP, "Invalid JSON: nested too deeply.") from None
     if not isinstance(raw, dict):
         raise ProtocolViolation(CODE_UNKNOWN_EVENT, "Invalid event: expected a JSON object.")
-    event_id = raw.get("event_id") if isinstance(raw.get("event_id"), str) else None
-    bad_text = unpaired_surrogate_path(text, raw)
-    if bad_text is not None:
-        violation = ProtocolViolation(CODE_INVALID_VALUE, surrogate_message(bad_text), bad_text or None)
-        violation.event_id = event_id
-        raise violation
+    sent_id = raw.get("event_id")
+    # echoed in any error, so only when it is text UTF-8 can carry
+    event_id = sent_id if isinstance(sent_id, str) and is_valid_text(sent_id) else None
     try:
+        refuse_unpaired_surrogates(text, raw)
         return _decode(raw, dialect)
     except ProtocolViolation as exc:
         exc.event_id = event_id

@@ -4,17 +4,23 @@ Two inputs that are valid JSON syntax still ended as internal errors downstream,
 text is parsed, with the client's mistake named:
 
 - nesting: `json.loads` recurses once per level, so a few hundred kilobytes of brackets raise `RecursionError`;
-  `json_depth` measures the nesting without parsing, before `json.loads` runs.
+  `load_untrusted_json` measures the nesting without parsing (`json_depth`) before `json.loads` runs.
 - unpaired surrogates: an escape such as ``"\\ud800"`` without its partner decodes to a Python string that
-  cannot be encoded as UTF-8 again (prompts, logs and every echo of it fail); `unpaired_surrogate_path` finds
-  the first such string after parsing, so the error can name the field.
+  cannot be encoded as UTF-8 again (prompts, logs and every echo of it fail); `refuse_unpaired_surrogates`
+  finds the first such string after parsing, so the error can name the field.
+
+Text that is not JSON at all stays the caller's to word (`json.JSONDecodeError`): the two protocols name it
+differently.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
+
+from realtime.errors import CODE_INVALID_VALUE, CODE_NESTING_TOO_DEEP, ProtocolViolation
 
 # Deepest JSON nesting accepted: a session.update with tool schemas nests ~10 deep; far below the depth at
 # which json.loads or pydantic would recurse out of stack.
@@ -41,23 +47,65 @@ def json_depth(text: str) -> int:
     return int(np.cumsum(_DEPTH_STEP[data], dtype=np.int32).max(initial=0))
 
 
-def unpaired_surrogate_path(text: str, value: object) -> str | None:
-    """Where ``value`` (parsed from ``text``) holds a string with an unpaired surrogate, else None.
+def load_untrusted_json(text: str, *, reject_constants: bool = False) -> object:
+    """`json.loads` of client text, its nesting checked first.
 
-    `json.loads` joins an escaped surrogate pair into one character, so any surrogate left is unpaired.
+    Args:
+        text: the frame or request body.
+        reject_constants: refuse ``NaN`` and ``Infinity`` (not JSON, but `json.loads` takes them).
 
-    Returns:
-        The field's path as the error ``param`` writes it (``item.content[0].text``); a bad object key names
-        the object holding it; ``""`` is the top level.
+    Raises:
+        ProtocolViolation: ``nesting_too_deep`` over `MAX_JSON_DEPTH` levels.
+        ValueError: not JSON (`json.JSONDecodeError`), or a refused constant.
+    """
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ProtocolViolation(
+            CODE_NESTING_TOO_DEEP,
+            f"Invalid JSON: nested {depth} levels deep; at most {MAX_JSON_DEPTH} levels are accepted.",
+        )
+    try:
+        return json.loads(text, parse_constant=_reject_constant if reject_constants else None)
+    except RecursionError:  # unreachable behind json_depth; kept so no input can become internal_error
+        raise ProtocolViolation(CODE_NESTING_TOO_DEEP, "Invalid JSON: nested too deeply.") from None
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def refuse_unpaired_surrogates(text: str, value: object) -> None:
+    """Refuse ``value`` (parsed from ``text``) when a string or key in it holds an unpaired surrogate.
+
+    `json.loads` joins an escaped surrogate pair into one character, so any surrogate left is unpaired. The
+    walk runs only when ``text`` has a surrogate escape at all (one regex scan otherwise).
+
+    Raises:
+        ProtocolViolation: ``invalid_value`` with ``param`` the field's path (``item.content[0].text``); a bad
+            object key names the object holding it; none at the top level.
     """
     if _SURROGATE_ESCAPE.search(text) is None:
-        return None
-    return _find_surrogate(value, "")
+        return
+    path = _find_surrogate(value, "")
+    if path is None:
+        return
+    where = f"Invalid value for '{path}'" if path else "Invalid JSON"
+    raise ProtocolViolation(
+        CODE_INVALID_VALUE,
+        f"{where}: a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff); text must be valid "
+        "Unicode.",
+        path or None,
+    )
+
+
+def is_valid_text(value: str) -> bool:
+    """Whether ``value`` holds no unpaired surrogate, so it can be echoed back (UTF-8 can encode it)."""
+    return _SURROGATES.search(value) is None
 
 
 def _find_surrogate(value: object, path: str) -> str | None:
     if isinstance(value, str):
-        return path if _SURROGATES.search(value) else None
+        return None if is_valid_text(value) else path
     if isinstance(value, list):
         for index, element in enumerate(value):
             found = _find_surrogate(element, f"{path}[{index}]")
@@ -65,15 +113,9 @@ def _find_surrogate(value: object, path: str) -> str | None:
                 return found
     elif isinstance(value, dict):
         for key, element in value.items():
-            if _SURROGATES.search(key):
+            if not is_valid_text(key):
                 return path
             found = _find_surrogate(element, f"{path}.{key}" if path else key)
             if found is not None:
                 return found
     return None
-
-
-def surrogate_message(path: str) -> str:
-    """The client-facing explanation for `unpaired_surrogate_path`'s finding."""
-    where = f"Invalid value for '{path}'" if path else "Invalid JSON"
-    return f"{where}: a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff); text must be valid Unicode."

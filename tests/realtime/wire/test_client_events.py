@@ -142,6 +142,20 @@ def test_unpaired_surrogate_escapes_are_refused_with_their_field(frame: str, par
     assert "surrogate" in caught.value.message
 
 
+def test_an_event_id_with_an_unpaired_surrogate_is_not_echoed() -> None:
+    """The error event echoes event_id; one UTF-8 cannot encode would break the error itself."""
+    with pytest.raises(ProtocolViolation) as caught:
+        decode_client_frame('{"type": "response.cancel", "event_id": "e\\ud800"}', Dialect.GA)
+    assert (caught.value.code, caught.value.param, caught.value.event_id) == (
+        "invalid_value",
+        "event_id",
+        None,
+    )
+    with pytest.raises(ProtocolViolation) as caught:
+        decode_client_frame('{"event_id": "e\\ud800", "type": "no.such"}', Dialect.GA)
+    assert caught.value.event_id is None
+
+
 def test_escaped_surrogate_pairs_and_backslashes_are_fine() -> None:
     text = {"type": "input_text", "text": "smile \U0001f600, and a literal \\ud800"}
     item = {"type": "message", "role": "user", "content": [text]}
