@@ -2,8 +2,9 @@
 
 The map (docs/ARCHITECTURE.md §1; §2 walks one spoken reply through it, file by file):
 
-- ``config``, ``errors``, ``metrics``, ``audio``: the foundation every layer may import (settings, the error
-  taxonomy, Prometheus metrics, audio formats / codecs / resampling).
+- ``settings``, ``config``, ``errors``, ``metrics``, ``audio``, ``codecs``: the foundation every layer may
+  import (how a setting is declared, the settings themselves, the error taxonomy, Prometheus metrics, audio
+  formats / codecs / resampling).
 - ``backends/``: LLM token sources behind one `LLMBackend` contract: ``synthetic``, ``sglang/`` (HTTP and
   in-process engine, prompt building, tokenizer, stream decoding).
 - ``speech/``: shared by all sessions: the `Runtime`, the reply pipeline (ids -> parser -> transcript + PCM),
