@@ -247,6 +247,64 @@ class ServerConfig:
         "answers them 503 session_limit_reached",
         ge=1,
     )
+    max_connections: int = setting(
+        0,
+        Section.LIMITS,
+        "open TCP connections across every door (HTTP, WebSocket, health). At the cap, a new connection "
+        "closes the oldest one still waiting for its request (an idle or slow client: 408 when it had begun "
+        "one); with none to close it gets 503 connection_limit_reached, except GET /health* which a small "
+        "reserve keeps answering. The open-file limit is raised to its hard limit at start-up and the log "
+        "says what it allows",
+        shown_default="0 = what the open-file limit leaves after the files the server itself needs",
+        ge=0,
+    )
+    max_connections_per_ip: int = setting(
+        256,
+        Section.LIMITS,
+        "open connections from one client address; one more gets 429 rate_limit_exceeded (GET /health* "
+        "still answered) and is closed. Behind a proxy every client has the proxy's address: raise it or "
+        "use 0 (off) and limit clients at the proxy",
+        ge=0,
+    )
+    header_timeout: float = setting(
+        10.0,
+        Section.LIMITS,
+        "seconds a client has to send a request's line and headers, from the moment it connects (or its "
+        "first byte after an earlier answer); then 408 request_timeout and the connection closes",
+        gt=0,
+    )
+    body_timeout: float = setting(
+        30.0,
+        Section.LIMITS,
+        "seconds the server may wait for a request body that does not arrive, plus one second per 16 KiB "
+        "that does (a slow but steady upload goes on, a stalled or trickling one does not); then 408 "
+        "request_timeout (or a closed connection once the answer began)",
+        gt=0,
+    )
+    body_memory_mb: int = setting(
+        256,
+        Section.LIMITS,
+        "memory for request bodies over 1 MiB being read and decoded at once (uploads, transcriptions, chat "
+        "with audio); a body that finds no room within 10 s gets 503 upload_capacity_reached, one larger "
+        "than the whole budget 413 request_too_large",
+        ge=1,
+    )
+    max_transcriptions: int = setting(
+        16,
+        Section.LIMITS,
+        "transcriptions running at once across the server (POST /v1/audio/transcriptions and Realtime input "
+        "transcription); one that finds none free within --transcription-wait gets 503 "
+        "transcription_capacity_reached (HTTP) or conversation.item.input_audio_transcription.failed with "
+        "that code (Realtime)",
+        ge=1,
+    )
+    transcription_wait_seconds: float = setting(
+        10.0,
+        Section.LIMITS,
+        "seconds a transcription waits for a free slot",
+        flag="--transcription-wait",
+        gt=0,
+    )
     max_session_seconds: float = setting(
         3600.0,
         Section.LIMITS,

@@ -277,11 +277,14 @@ class Runtime:
         return reasons
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able summary for ``/health``: backend, decoder, voices, and the embedded-demo notice."""
+        """JSON-able summary for ``/health``: backend, decoder, voices, and the embedded-demo notice.
+
+        Readiness is not here: ``/health`` and ``/health/ready`` both take it from `readiness` (plus the session
+        cap), so the two never disagree.
+        """
         running = not self._closed and self._worker.running
         info: dict[str, Any] = {
             "status": "ok" if running else "stopping",
-            "ready": "draining" if self.draining else ("ready" if running else "stopping"),
             "backend": self.backend.name,
             "decoder": self.decoder,
             "device": self.config.device,
