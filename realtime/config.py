@@ -284,9 +284,10 @@ class ServerConfig:
     body_memory_mb: int = setting(
         256,
         Section.LIMITS,
-        "memory for request bodies over 1 MiB being read and decoded at once (uploads, transcriptions, chat "
-        "with audio); a body that finds no room within 10 s gets 503 upload_capacity_reached, one larger "
-        "than the whole budget 413 request_too_large",
+        "memory for request bodies over 64 KiB being read and decoded at once (uploads, transcriptions, chat "
+        "with audio): each reserves its declared length (a chunked one what has arrived) until its answer "
+        "starts; one that finds no room within 10 s gets 503 upload_capacity_reached, one larger than the "
+        "whole budget 413 request_too_large",
         ge=1,
     )
     max_transcriptions: int = setting(

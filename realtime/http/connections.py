@@ -53,6 +53,7 @@ RATE_LIMIT_TYPE = "requests"  # OpenAI's error type for a request-count limit
 GATE_TIMEOUT_S = 2.0  # a gated connection's time to send its request head (and a reserved one's, again)
 MAX_GATED_HEAD = 16 * 1024  # bytes a gated connection may send before its request head must be complete
 HEALTH_PATHS = ("/health", "/health/")
+ABORT_WAIT_S = 1.0  # an aborted transport reports its loss on the next loop turn; never wait longer than this
 _REASONS = {408: "Request Timeout", 429: "Too Many Requests", 503: "Service Unavailable"}
 
 _CURRENT: contextvars.ContextVar[GuardedConnection | None] = contextvars.ContextVar(
@@ -226,6 +227,7 @@ class GuardedConnection(asyncio.Protocol):
         self._gate_buffer = bytearray()
         self._first_request = True
         self._bytes_waiting = 0  # bytes received since the connection started waiting for a request
+        self._lost = asyncio.Event()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -279,6 +281,7 @@ class GuardedConnection(asyncio.Protocol):
         self.phase = Phase.CLOSED
         if self._inner is not None:
             self._call(self._inner.connection_lost, exc)
+        self._lost.set()
 
     # told by the ASGI layer (realtime/http/request_limits.py)
     def request_started(self) -> None:
@@ -300,10 +303,17 @@ class GuardedConnection(asyncio.Protocol):
         self._table.waiting(self)
         self._arm(self._table.limits.header_timeout)
 
-    def abort(self) -> None:
-        """Drop the connection now: a streamed answer ends without its last chunk, which the client sees."""
+    async def abort(self) -> None:
+        """Drop the connection now and return once it is gone (uvicorn then knows the client left, so an
+        answer cut short is not reported as an app error): a streamed answer ends without its last chunk, which
+        the client sees."""
         if self._transport is not None and self.phase is not Phase.CLOSED:
             self._transport.abort()
+        try:
+            async with asyncio.timeout(ABORT_WAIT_S):
+                await self._lost.wait()
+        except TimeoutError:
+            pass
 
     def evict(self) -> bool:
         """Close this connection to make room, if it still waits for its client; True when it was closed."""

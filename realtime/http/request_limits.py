@@ -325,7 +325,7 @@ class _Exchange:
         disconnect and what it sends afterwards is dropped."""
         self._body_done = True
         if self._started:
-            self._abort()
+            await self._abort()
         else:
             await self._answer(status, code, message, error_type)
         self._taken_over = True
@@ -356,12 +356,12 @@ class _Exchange:
             await self._answer(503, CODE_SHUTTING_DOWN, message, SERVER_ERROR)
             return
         if not self._streaming_events:
-            self._abort()
+            await self._abort()
             return
         event = {"type": "error", "error": _error(CODE_SHUTTING_DOWN, message, SERVER_ERROR)}
         tail = b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
         if not await self._bounded_send({"type": "http.response.body", "body": tail, "more_body": False}):
-            self._abort()
+            await self._abort()
             return
         self._finished()
 
@@ -379,7 +379,7 @@ class _Exchange:
         if sent and await self._bounded_send({"type": "http.response.body", "body": body}):
             self._finished()
         else:
-            self._abort()
+            await self._abort()
 
     async def _bounded_send(self, message: Message) -> bool:
         try:
@@ -389,9 +389,9 @@ class _Exchange:
             return False
         return True
 
-    def _abort(self) -> None:
+    async def _abort(self) -> None:
         if self._connection is not None:
-            self._connection.abort()
+            await self._connection.abort()
 
 
 def _error(code: str, message: str, error_type: str) -> dict[str, Any]:

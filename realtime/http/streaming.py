@@ -28,6 +28,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from realtime.errors import CODE_SESSION_LIMIT, CODE_SHUTTING_DOWN, SERVER_ERROR
+from realtime.http.connections import current_connection
 from realtime.http.errors import HTTPError
 from realtime.http.realtime_ws import SessionCount
 from realtime.speech.reply import PipelineEvent
@@ -191,7 +192,11 @@ class DisconnectAwareStreamingResponse(StreamingResponse):
                 log.info("streaming response ended: the client stopped reading (%s)", error)
             else:
                 log.warning("streaming response ended early: %r", error)
-        # Returning with the body incomplete makes the server close the connection, as a client needs to see.
+            # The body is incomplete: drop the connection, so the client sees the stream end without its last
+            # chunk (uvicorn would close it too, reporting an app error).
+            connection = current_connection()
+            if connection is not None:
+                await connection.abort()
 
 
 async def _wait_disconnect(receive: Receive) -> None:
