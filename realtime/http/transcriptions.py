@@ -26,9 +26,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from realtime.audio import PCM_RATE
 from realtime.backends.base import BackendError
 from realtime.codecs import AudioTooLong, UndecodableAudio, decode_audio
-from realtime.errors import SERVER_ERROR, ResponseFailure
+from realtime.errors import CODE_SHUTTING_DOWN, SERVER_ERROR, ResponseFailure, quote
 from realtime.http.errors import HTTPError, check_api_key, error_body, error_response
-from realtime.http.streaming import ClientGone, DisconnectAwareStreamingResponse, sse_data, until_disconnect
+from realtime.http.streaming import (
+    ClientGone,
+    DisconnectAwareStreamingResponse,
+    Holding,
+    sse_data,
+    until_disconnect,
+)
 from realtime.speech.runtime import Runtime
 from realtime.speech.transcribe import TranscriptionDelta, TranscriptionDone, TranscriptionRequest, transcribe
 from realtime.wire.records import new_id
@@ -63,9 +69,15 @@ def transcriptions_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[R
         job = TranscriptionRequest(
             new_id("asr"), pcm, rate, language=settings["language"], prompt=settings["prompt"]
         )
+        try:
+            await _admit(runtime)
+        except HTTPError as exc:
+            return error_response(exc)
         if settings["stream"]:
             return DisconnectAwareStreamingResponse(
-                _sse(runtime, job), send_timeout=runtime.config.send_timeout, media_type="text/event-stream"
+                Holding(_sse(runtime, job), runtime.transcriptions.release),
+                send_timeout=runtime.config.send_timeout,
+                media_type="text/event-stream",
             )
         try:
             done = await until_disconnect(request, _collect(runtime, job))
@@ -73,6 +85,8 @@ def transcriptions_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[R
             return Response(status_code=499)  # nobody to answer; the transcription was stopped
         except ResponseFailure as exc:
             return error_response(HTTPError(HTTP_BAD_GATEWAY, exc.code, exc.message, None, SERVER_ERROR))
+        finally:
+            runtime.transcriptions.release()
         if settings["response_format"] == "text":
             return PlainTextResponse(done.transcript)
         return JSONResponse({"text": done.transcript, "usage": _usage(done)})
@@ -95,7 +109,7 @@ async def _read_form(request: Request) -> dict[str, Any]:
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=MAX_FIELD_BYTES)
     except Exception as exc:  # starlette raises its HTTPException / MultiPartException on malformed bodies
-        raise _refused(f"The form could not be read: {exc}", None, "invalid_form") from None
+        raise _refused(f"The form could not be read: {quote(str(exc))}", None, "invalid_form") from None
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise _refused("Missing required parameter: 'file'.", "file", "missing_required_parameter")
@@ -154,6 +168,21 @@ async def _read_form(request: Request) -> dict[str, Any]:
         "stream": stream == "true",
     }
     return {"file": upload, "settings": settings}
+
+
+async def _admit(runtime: Runtime) -> None:
+    """Take one of the server's transcription slots (`Runtime.transcriptions`).
+
+    Raises:
+        HTTPError: 503 ``server_shutting_down`` while draining; 503 ``transcription_capacity_reached`` when no
+            slot came free within ``--transcription-wait`` (the openai SDKs retry a 503).
+    """
+    if runtime.draining:
+        raise HTTPError(503, CODE_SHUTTING_DOWN, "The server is shutting down.", error_type=SERVER_ERROR)
+    try:
+        await runtime.transcriptions.acquire()
+    except ResponseFailure as exc:
+        raise HTTPError(503, exc.code, exc.message, error_type=SERVER_ERROR) from None
 
 
 def _text(form: Any, name: str) -> str | None:

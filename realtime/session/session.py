@@ -106,7 +106,9 @@ class Session:
         self._runs: dict[str, tuple[ResponseRun, asyncio.Task[None]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._gate = FirstOutputGate()
-        self.transcriptions = InputTranscriptions(runtime.backend, self.events, self.outbox, self._gate)
+        self.transcriptions = InputTranscriptions(
+            runtime.backend, self.events, self.outbox, self._gate, runtime.transcriptions
+        )
         self.idle = IdleTimer(self._idle_timeout)
         self.quiet = asyncio.Event()  # set while no response is in progress (the shutdown drain waits on it)
         self.quiet.set()
