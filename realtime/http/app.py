@@ -152,7 +152,8 @@ def create_app(
     """Build the ASGI app around a started runtime (the caller owns its lifecycle).
 
     ``app.state`` holds what the server around it needs: ``sessions`` (drained on SIGTERM), ``requests`` (the
-    HTTP requests running, ended at the drain deadline) and ``connections`` (for `uvicorn_options`).
+    HTTP requests running, ended at the drain deadline), ``connections`` (for `uvicorn_options`) and
+    ``body_budget``.
 
     Args:
         runtime: the server's shared runtime.
@@ -267,6 +268,7 @@ def create_app(
     app.state.sessions = sessions  # the shutdown path drains them (realtime/commands/serve.py)
     app.state.requests = running
     app.state.connections = connections
+    app.state.body_budget = budget
     return app
 
 

@@ -25,7 +25,8 @@ REDACTED = "[REDACTED]"
 # names of query parameters (and form fields) whose value is a credential
 _SECRET_PARAMS = r"api[_-]?key|key|token|access[_-]?token|client[_-]?secret|secret|password|ephemeral[_-]?key"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"(?i)([?&;](?:{_SECRET_PARAMS})=)[^&;#\s\"'\]]+"), rf"\1{REDACTED}"),
+    (re.compile(rf"(?i)((?:^|[?&;\s\"'(,])(?:{_SECRET_PARAMS})=)[^&;#\s\"'\])]+"), rf"\1{REDACTED}"),
+    (re.compile(rf"(?i)(\"(?:{_SECRET_PARAMS})\"\s*:\s*\")[^\"]+"), rf"\1{REDACTED}"),
     (re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+"), rf"\1{REDACTED}"),
     (re.compile(r"(?i)(\bapi-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"), rf"\1{REDACTED}"),
     (re.compile(r"(openai-insecure-api-key\.)[^\s\"',;]+"), rf"\1{REDACTED}"),

@@ -89,9 +89,11 @@ class ServedProcess:
             data = json.loads(error.read())
         return data
 
-    def metrics(self) -> str:
-        """The ``/metrics`` text."""
-        with urllib.request.urlopen(self.url("/metrics"), timeout=10) as reply:
+    def metrics(self, key: str | None = None) -> str:
+        """The ``/metrics`` text (``key``: the server's API key, if it has one)."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        request = urllib.request.Request(self.url("/metrics"), headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as reply:
             return str(reply.read().decode())
 
     def terminate(self) -> None:

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import websockets
 
+from tests.support.raw_socket import OP_TEXT, RawSocketClient
 from tests.support.served_process import ServedProcess, wait_until
 
 pytestmark = pytest.mark.slow
@@ -275,3 +276,16 @@ def _accept_errors(server: ServedProcess) -> float:
         if line.startswith("streamvoice_accept_errors_total "):
             return float(line.split()[1])
     return 0.0
+
+
+def test_a_non_utf8_frame_is_one_line_and_counted(tight: ServedProcess) -> None:
+    client = RawSocketClient(tight.port, path=f"/v1/realtime?api_key={KEY}&", rcvbuf=65536)
+    try:
+        client.send_frame(OP_TEXT, b"\xff\xfe{not utf-8")
+        wait_until(
+            lambda: 'streamvoice_transport_errors_total{kind="invalid_utf8"} 1.0' in tight.metrics(KEY), 5
+        )
+    finally:
+        client.close()
+    assert "not UTF-8; closed with 1007" in tight.log
+    assert "Traceback" not in tight.log and "UnicodeDecodeError" not in tight.log
