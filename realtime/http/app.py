@@ -191,7 +191,7 @@ def create_app(
                 "per_address_limit": limits.max_per_address,
                 "health_reserve_in_use": connections.reserve,
             },
-            "http_requests": len(running),
+            "http_requests": len(running) - 1,  # running now, this one excluded
             "body_memory": {"used_bytes": budget.used, "limit_bytes": budget.limit},
         }
         return JSONResponse({**info, **figures, **process_figures()})
