@@ -223,7 +223,8 @@ class ServerConfig:
         "api_key), an api-key header, the openai-insecure-api-key.KEY subprotocol (never echoed) or "
         "?api_key=KEY, else it gets invalid_api_key and close 1008; /metrics and every /v1 HTTP route then "
         "need Bearer or api-key too (401 invalid_api_key); /health, /favicon.ico and the demo page stay open "
-        "(open it as http://HOST:PORT/?key=KEY). Prefer the variable: flags show up in ps",
+        "(open it as http://HOST:PORT/?key=KEY). Log lines never show it (nor Bearer tokens or ek_ keys: "
+        "redacted). Prefer the variable: flags show up in ps",
         shown_default="none: every client is accepted",
         metavar="KEY",
     )
@@ -383,9 +384,12 @@ class ServerConfig:
     drain_seconds: float = setting(
         10.0,
         Section.LIMITS,
-        "on SIGTERM: new sessions get server_shutting_down (close 1001), new responses "
-        "server_shutting_down, /health says ready: draining; active responses get this long to finish, then "
-        "every session closes with 1001. A second SIGTERM or Ctrl-C stops at once",
+        "on SIGTERM: new sessions get server_shutting_down (close 1001), new responses and HTTP speech, chat "
+        "and transcription requests server_shutting_down (503), /health says ready: draining; active "
+        "responses and HTTP answers get this long to finish, then every session closes with 1001 and an HTTP "
+        "answer still running ends so its client can tell: an SSE stream with an error event "
+        "server_shutting_down, a chunked audio stream without its final chunk, one not begun with 503. A "
+        "second SIGTERM or Ctrl-C stops at once",
         ge=0,
     )
 
