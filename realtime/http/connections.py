@@ -5,8 +5,8 @@ uvicorn's own HTTP protocol (`guarded_protocol_class` is what ``uvicorn.Config(h
 
 - counts the connection in a `ConnectionTable` against ``--max-connections`` and ``--max-connections-per-ip``.
   At the total cap the table first closes the connection that has waited longest for its client (one that
-  has not sent a complete request: an idle or slow client, the cheapest to drop and the shape of a
-  lock-out); with none to close, or past the per-address cap, the new connection is *gated*: it may ask only
+  has not sent a complete request head, or whose body the app is waiting for: an idle or slow client, the
+  cheapest to drop and the shape of a lock-out); with none to close, or past the per-address cap, the new connection is *gated*: it may ask only
   ``GET /health*`` (a reserve of `HEALTH_RESERVE` connections keeps the health checks answering), anything
   else gets 503 ``connection_limit_reached`` or 429 ``rate_limit_exceeded`` and is closed; past the reserve it
   is closed at once. Every refusal happens after accept(), so file descriptors stay free (see
@@ -71,6 +71,7 @@ class Phase(enum.Enum):
 
     GATED = "gated"  # over a cap: only its request line is read, to let a health check through
     WAITING = "waiting"  # for the client's next request (headers being received, or idle between requests)
+    BODY = "body"  # the app waits for more of the request's body from the client
     BUSY = "busy"  # a request is being served, or the connection is a WebSocket
     CLOSED = "closed"
 
@@ -227,6 +228,7 @@ class GuardedConnection(asyncio.Protocol):
         self._gate_buffer = bytearray()
         self._first_request = True
         self._bytes_waiting = 0  # bytes received since the connection started waiting for a request
+        self._answer_started = False  # while in Phase.BODY: the app already began its answer
         self._lost = asyncio.Event()
 
     # asyncio.Protocol
@@ -253,7 +255,7 @@ class GuardedConnection(asyncio.Protocol):
             return
         if self.phase is Phase.CLOSED:
             return
-        if self.phase is Phase.WAITING:
+        if self.phase in (Phase.WAITING, Phase.BODY):
             self._bytes_waiting += len(data)
             if self._admitted:
                 self._table.waiting(self)  # recently active: the last to be closed for room
@@ -291,8 +293,26 @@ class GuardedConnection(asyncio.Protocol):
         self._first_request = False
         self._table.busy(self)
 
+    def waiting_for_body(self, answer_started: bool) -> None:
+        """The app waits for more of the body from the client: until `body_arrived`, this connection may be
+        closed to make room like one waiting for its headers (408 unless ``answer_started``)."""
+        if self.phase is not Phase.BUSY:
+            return
+        self.phase = Phase.BODY
+        self._answer_started = answer_started
+        if self._admitted:
+            self._table.waiting(self)
+
+    def body_arrived(self) -> None:
+        """The app got the piece of body it waited for (or stopped waiting)."""
+        if self.phase is Phase.BODY:
+            self.phase = Phase.BUSY
+            self._table.busy(self)
+
     def request_finished(self) -> None:
         """The answer to the current request was sent in full: the connection waits for the next one."""
+        if self.phase is Phase.BODY:
+            self.phase = Phase.BUSY
         if self.phase is not Phase.BUSY:
             return
         if self._reserved:  # a health check let in past a cap: one answer, then the reserve is free again
@@ -316,12 +336,21 @@ class GuardedConnection(asyncio.Protocol):
             pass
 
     def evict(self) -> bool:
-        """Close this connection to make room, if it still waits for its client; True when it was closed."""
-        if self.phase is not Phase.WAITING:
-            return False
-        self._table.refused("evicted")
-        self._end_waiting("The connection was closed to make room: its request did not arrive in time.")
-        return True
+        """Close this connection to make room, if it waits for its client (its request's head, or more of
+        its body); True when it was closed."""
+        if self.phase is Phase.WAITING:
+            self._table.refused("evicted")
+            self._end_waiting("The connection was closed to make room: its request did not arrive in time.")
+            return True
+        if self.phase is Phase.BODY:
+            self._table.refused("evicted")
+            if self._answer_started:
+                self._close(abort=True)
+            else:
+                message = "The connection was closed to make room: the request body was not arriving."
+                self._write_and_close(error_response(408, CODE_REQUEST_TIMEOUT, message, INVALID_REQUEST))
+            return True
+        return False
 
     # internals
     def _call(self, callback: Callable[..., Any], *args: Any) -> Any:
@@ -423,11 +452,14 @@ class GuardedConnection(asyncio.Protocol):
             self._transport.write(response)
         self._close()
 
-    def _close(self) -> None:
+    def _close(self, *, abort: bool = False) -> None:
         self._cancel_timer()
         self._table.busy(self)
         if self._transport is not None:
-            self._transport.close()
+            if abort:
+                self._transport.abort()
+            else:
+                self._transport.close()
 
 
 def guarded_protocol_class(

@@ -267,14 +267,19 @@ class _Exchange:
             return await self._receive()  # after the body: a disconnect watch, never timed
         allowed = self._limits.body_timeout + self._received / MIN_BODY_RATE - self._waited
         start = self._loop.time()
+        if self._connection is not None:  # meanwhile it may be closed to make room, like a slow request head
+            self._connection.waiting_for_body(self._started)
         try:
-            async with asyncio.timeout(max(allowed, 0.0)):
-                message = await self._receive()
+            try:
+                async with asyncio.timeout(max(allowed, 0.0)):
+                    message = await self._receive()
+            finally:
+                self._waited += self._loop.time() - start
+                if self._connection is not None:
+                    self._connection.body_arrived()
         except TimeoutError:
             await self._body_timed_out()
             return {"type": "http.disconnect"}
-        finally:
-            self._waited += self._loop.time() - start
         if message["type"] == "http.request":
             size = len(message.get("body", b""))
             self._received += size

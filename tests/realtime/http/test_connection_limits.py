@@ -38,6 +38,7 @@ FLOOD_ADDRESSES = [f"127.0.0.{n}" for n in range(10, 21)]  # 100 each: under the
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0
 PER_ADDRESS = 4
+TIGHT_CAP = 12  # the tight server's --max-connections
 KEY = "sk-probe-Zq7Wm2Xc9Lr4"
 SPEECH = {"model": "tts-1", "voice": "alloy", "input": "Hello there, how are you?"}
 
@@ -152,6 +153,8 @@ def test_1100_idle_and_slow_connections_under_1024_open_files_leave_every_door_s
 def tight(t2w_cache: Path) -> Iterator[ServedProcess]:
     """A server with small connection limits and an API key (its log is checked for the key)."""
     args = [
+        "--max-connections",
+        str(TIGHT_CAP),
         "--max-connections-per-ip",
         str(PER_ADDRESS),
         "--header-timeout",
@@ -289,3 +292,28 @@ def test_a_non_utf8_frame_is_one_line_and_counted(tight: ServedProcess) -> None:
         client.close()
     assert "not UTF-8; closed with 1007" in tight.log
     assert "Traceback" not in tight.log and "UnicodeDecodeError" not in tight.log
+
+
+def test_at_the_cap_a_body_that_does_not_arrive_makes_room_for_a_new_client(tight: ServedProcess) -> None:
+    """Connections whose bodies the app waits for are closed to make room (408), like slow request heads."""
+    head = (
+        f"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n{"
+    ).encode()
+    slow = [_connect(tight.port, f"127.0.0.{30 + n % 6}", head) for n in range(TIGHT_CAP + 6)]
+    try:
+        start = time.monotonic()
+        client = _connect(
+            tight.port,
+            "127.0.0.8",
+            f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode(),
+        )
+        client.settimeout(5)
+        first = client.recv(65536)
+        assert time.monotonic() - start < BODY_TIMEOUT_S  # made room at once: no timeout was needed
+        assert first.startswith(b"HTTP/1.1 200"), first[:300]
+        statuses = [_status_and_error(_answer(sock, 5)[0])[0] for sock in slow[:6]]
+        assert set(statuses) <= {408, 0}, statuses  # the oldest were closed with 408 (or already gone)
+    finally:
+        for sock in slow:
+            sock.close()
