@@ -181,13 +181,17 @@ class RequestLimits:
             return
         exchange = _Exchange(self, receive, send, connection)
         try:
-            if await exchange.admit(scope):
-                await self._run(scope, exchange)
+            await self._run(scope, exchange)
         finally:
             exchange.give_back()
 
+    async def _admit_and_serve(self, scope: Scope, exchange: _Exchange) -> None:
+        if await exchange.admit(scope):
+            await self.app(scope, exchange.receive, exchange.send)
+
     async def _run(self, scope: Scope, exchange: _Exchange) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(self.app(scope, exchange.receive, exchange.send))
+        # a task of its own, registered for the drain from the start (a wait for body memory included)
+        task: asyncio.Task[None] = asyncio.ensure_future(self._admit_and_serve(scope, exchange))
         self.running.add(task, exchange)
         try:
             try:
