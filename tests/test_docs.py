@@ -1,9 +1,9 @@
 """The docs cannot drift from the code: the map, the § references, the flags in tables, the generated tables.
 
-- every module of ``realtime/`` is in docs/ARCHITECTURE.md §1.2, every top-level package in §1.1, and every
-  module or path the docs name exists;
+- every module of ``realtime/`` is in docs/ARCHITECTURE.md §1.2, every top-level package in ARCHITECTURE.md §1.1,
+  and every module or path the docs name exists;
 - every ``§`` reference in code and docs resolves to a heading of the document it names, and every
-  ``README "Heading"`` reference to a README heading;
+  quoted README heading named after the word README (as in ``README`` + ``"Context length"``) to a heading;
 - every flag in a README/docs table is a flag of the ``realtime`` command (or of the named other program);
 - the tables generated from the settings' declarations (tests/support/doc_tables.py) are current.
 """
@@ -76,10 +76,10 @@ def map_rows(body: str) -> Iterator[tuple[str, str]]:
 
 
 def listed_modules() -> tuple[set[str], dict[str, set[str]]]:
-    """§1.2's modules: the top-level ones (``config.py``) and those of each package row (``session/``)."""
+    """The modules of docs/ARCHITECTURE.md §1.2: the top-level ones (``config.py``) and those of each package row (``session/``)."""
     top: set[str] = set()
     by_package: dict[str, set[str]] = {}
-    for first, row in map_rows(section(ARCHITECTURE.read_text(encoding="utf-8"), "### §1.2")):
+    for first, row in map_rows(section(ARCHITECTURE.read_text(encoding="utf-8"), "### \N{SECTION SIGN}1.2")):
         keys = re.findall(r"`([^`]+)`", first)
         if keys and keys[0].endswith("/"):
             by_package.setdefault(keys[0], set()).update(re.findall(r"`([\w/]+\.py)`", row))
@@ -111,7 +111,9 @@ def test_the_map_names_only_modules_that_exist() -> None:
     top, by_package = listed_modules()
     stale = [f"realtime/{name}" for name in sorted(top) if not (ROOT / "realtime" / name).is_file()]
     for package, names in sorted(by_package.items()):
-        assert (ROOT / "realtime" / package).is_dir(), f"§1.2 has a row for realtime/{package}, which is gone"
+        assert (ROOT / "realtime" / package).is_dir(), (
+            f"ARCHITECTURE.md §1.2 has a row for realtime/{package}, which is gone"
+        )
         stale += [
             f"realtime/{package}{name}"
             for name in sorted(names)
@@ -121,7 +123,7 @@ def test_the_map_names_only_modules_that_exist() -> None:
 
 
 def test_every_package_is_in_the_top_level_map() -> None:
-    rows = dict(map_rows(section(ARCHITECTURE.read_text(encoding="utf-8"), "### §1.1")))
+    rows = dict(map_rows(section(ARCHITECTURE.read_text(encoding="utf-8"), "### \N{SECTION SIGN}1.1")))
     listed = {re.findall(r"`([^`]+)`", first)[0].rstrip("/") for first in rows}
     assert set(PACKAGES) <= listed, f"docs/ARCHITECTURE.md §1.1 misses packages: {set(PACKAGES) - listed}"
     stale = []
