@@ -16,7 +16,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SERVE_ARGS ?=
 
-.PHONY: serve test lint typecheck pytest chromium haproxy clients clients-upgrade clean help
+.PHONY: serve test lint typecheck pytest docs chromium haproxy clients clients-upgrade clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -70,6 +70,9 @@ pytest: $(DEV_STAMP) chromium haproxy clients  ## run every test
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
 
 test: lint typecheck pytest  ## lint, types and every test
+
+docs: $(DEV_STAMP)  ## rewrite the docs' settings tables from the declarations in realtime/config.py
+	$(BIN)/python -m tests.support.doc_tables
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) $(CLIENTS_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The small error taxonomy of the realtime server, and the one place it becomes an ``error`` event.
+"""The small error taxonomy of the realtime server, and how it becomes a session's ``error`` event.
 
 Everything that can go wrong while serving a connection is one of:
 
@@ -11,8 +11,10 @@ Everything that can go wrong while serving a connection is one of:
 - anything else is a bug: it is logged with its traceback here and reported to the client as a generic
   ``server_error`` without details.
 
-`describe_exception` is the single mapping from exceptions (including `ExceptionGroup`s from task groups) to
-what the client sees (docs/PROTOCOL.md §8).
+`describe_exception` maps exceptions (including `ExceptionGroup`s from task groups) to a session's ``error``
+event and close code (docs/PROTOCOL.md §8). The same taxonomy has two more mappers, one per kind of answer
+(docs/ARCHITECTURE.md §6): `realtime.session.response_lifecycle.settle` (a response's ``response.done``) and
+`realtime.http.errors.as_http_error` (an HTTP error).
 """
 
 from __future__ import annotations
