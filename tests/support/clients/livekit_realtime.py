@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
-from _common import Report, read_wav
+from _common import GUARD_S, EventLog, Report, read_wav
 from livekit import rtc
 from livekit.agents import llm
 from livekit.plugins.openai.realtime import RealtimeModel
 from openai.types.realtime import AudioTranscription
 
 MODEL = "step-audio-2-mini"
-GUARD_S = 60.0
 RATE = 24_000
 FRAME_MS = 20
 PROVOKED_EVENT_IDS = ("lk_delete_missing", "lk_retrieve_missing")
@@ -49,9 +47,11 @@ class Scene:
 
     def __init__(self, base: str, report: Report, name: str) -> None:
         self.report, self.name = report, name
-        self.events: list[dict[str, Any]] = []
+        self.log = EventLog(report, name, provoked=PROVOKED_EVENT_IDS)
+        self.events = self.log.events
+        self.until, self.count = self.log.until, self.log.count
         self.generations: list[llm.GenerationCreatedEvent] = []
-        self._changed = asyncio.Condition()
+        self._recording: set[asyncio.Task[None]] = set()
         self.model = RealtimeModel(
             model=MODEL,
             voice="marin",
@@ -65,36 +65,15 @@ class Scene:
         self.session.on("generation_created", self.generations.append)
 
     def _received(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "error":
-            error = event.get("error", {})
-            provoked = error.get("event_id") in PROVOKED_EVENT_IDS
-            target = (
-                self.report.checks.setdefault("provoked_errors", []) if provoked else self.report.error_events
-            )
-            target.append({"scene": self.name, **error})
-        self.events.append(event)
-        asyncio.get_running_loop().create_task(self._notify())
+        # the plugin emits from its receive loop (not a coroutine): record in order, on the loop
+        task = asyncio.get_running_loop().create_task(self.log.record(event))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     def _error(self, error: llm.RealtimeModelError) -> None:
         self.report.checks.setdefault("plugin_errors", []).append(
             {"scene": self.name, "recoverable": error.recoverable, "error": str(error.error)[:300]}
         )
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def until(self, test: Callable[[dict[str, Any]], bool], after: int = 0) -> dict[str, Any]:
-        async with asyncio.timeout(GUARD_S):
-            async with self._changed:
-                while True:
-                    for event in self.events[after:]:
-                        if test(event):
-                            return event
-                    await self._changed.wait()
-
-    def count(self, kind: str) -> int:
-        return sum(1 for event in self.events if event["type"] == kind)
 
     async def speak(self, pcm: bytes, silence_s: float = 1.0) -> None:
         samples = RATE * FRAME_MS // 1000

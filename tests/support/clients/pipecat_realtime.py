@@ -22,11 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
-from _common import Report, read_wav
+from _common import GUARD_S, EventLog, Report, read_wav
 from loguru import logger
 from pipecat.frames.frames import (
     Frame,
@@ -46,7 +45,6 @@ from pipecat.services.openai.realtime import events
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 
 MODEL = "step-audio-2-mini"
-GUARD_S = 60.0
 RATE = 24_000
 FRAME_MS = 20
 TOOL_CALLS: list[str] = []
@@ -113,8 +111,10 @@ class Scene:
 
     def __init__(self, url: str, report: Report, name: str, *, tools: bool = False) -> None:
         self.report, self.name = report, name
-        self.events: list[dict[str, Any]] = []
-        self._changed = asyncio.Condition()
+        # pipecat's retrieve of a missing id (it sends event_id "rci_<id>")
+        self.log = EventLog(report, name, provoked=(f"rci_{MISSING_ITEM}",))
+        self.events = self.log.events
+        self.until, self.count = self.log.until, self.log.count
         properties = events.SessionProperties(
             instructions="Be brief.",
             audio=events.AudioConfiguration(
@@ -137,30 +137,9 @@ class Scene:
         self._runner = asyncio.create_task(PipelineRunner(handle_sigint=False).run(self.task))
 
     async def received(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "error":
-            error = {"scene": self.name, **event.get("error", {})}
-            provoked = error.get("event_id") == f"rci_{MISSING_ITEM}"  # pipecat's retrieve of a missing id
-            (
-                self.report.checks.setdefault("provoked_errors", []) if provoked else self.report.error_events
-            ).append(error)
-        elif events.parse_server_event(json.dumps(event)) is None and event.get("type") in _PARSED:
+        if event.get("type") in _PARSED and events.parse_server_event(json.dumps(event)) is None:
             self.report.validation_errors.append(f"{self.name}: {event.get('type')}")
-        self.events.append(event)
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def until(self, test: Callable[[dict[str, Any]], bool], after: int = 0) -> dict[str, Any]:
-        """The first event from index ``after`` on that passes ``test`` (waits for it)."""
-        async with asyncio.timeout(GUARD_S):
-            async with self._changed:
-                while True:
-                    for event in self.events[after:]:
-                        if test(event):
-                            return event
-                    await self._changed.wait()
-
-    def count(self, kind: str) -> int:
-        return sum(1 for event in self.events if event["type"] == kind)
+        await self.log.record(event)
 
     async def speak(self, pcm: bytes, silence_s: float = 1.0) -> None:
         """Queue speech then silence as 20 ms input frames, at about real time."""
