@@ -14,8 +14,6 @@ ignored with the timed formats, as OpenAI's ``whisper-1`` ignores it) and ``time
 server VAD and transcribe each segment on its own (realtime/http/transcript_formats.py). Everything goes
 through the same model path as the Realtime input transcription (realtime/speech/transcribe.py). Errors are
 OpenAI-shaped (realtime/http/errors.py); with an API key configured, requests must present it.
-
-Size: just over 300 lines; the form checks of both routes are one reader.
 """
 
 from __future__ import annotations
