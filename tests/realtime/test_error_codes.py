@@ -7,6 +7,9 @@ sends the offending event with an ``event_id`` and the check asserts it comes ba
 
 Real clients end their session on an error code they do not expect (pipecat on everything but two codes),
 so the codes matter as much as the refusals: docs/PROTOCOL.md §8.
+
+Size: over 400 lines because it holds one case per row of a 54-row table; the cases share the helpers above
+them and differ only in how each refusal is provoked.
 """
 
 from __future__ import annotations
