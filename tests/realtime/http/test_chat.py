@@ -283,7 +283,7 @@ def _bad(messages: Any = None, **kwargs: Any) -> dict[str, Any]:
             "invalid_value",
             "messages[0].content[0].input_audio.data",
         ),
-        (  # a Responses API part: OpenAI's chat refuses it too (image_url parts are accepted, §3.1)
+        (  # a Responses API part: OpenAI's chat refuses it too (image_url parts are accepted, docs/PROTOCOL.md §3.1)
             _bad(messages=[{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]),
             "invalid_value",
             "messages[0].content[0].type",
