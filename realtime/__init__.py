@@ -1,6 +1,6 @@
 """streamvoice's server: OpenAI Realtime (WebSocket) in front of Step-Audio-2 (LLM) and Token2Wav (speech).
 
-The map (docs/ARCHITECTURE.md §1; §2 walks one spoken reply through it, file by file):
+The map (docs/ARCHITECTURE.md §1; ARCHITECTURE.md §2 walks one spoken reply through it, file by file):
 
 - ``settings``, ``config``, ``errors``, ``metrics``, ``audio``, ``codecs``: the foundation every layer may
   import (how a setting is declared, the settings themselves, the error taxonomy, Prometheus metrics, audio

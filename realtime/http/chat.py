@@ -56,6 +56,7 @@ from realtime.http.streaming import (
     until_disconnect,
 )
 from realtime.session.tool_calls import CallArguments, CallFinished, CallStarted, PlainText, ToolCallScanner
+from realtime.session.unused_content import UnusedContent
 from realtime.speech.reply import AudioChunk, GenerationDone, PipelineEvent, TextDelta, TranscriptDelta
 from realtime.speech.runtime import Runtime
 from realtime.wire.session_config import resolve_voice
@@ -219,13 +220,16 @@ def chat_endpoint(
             check_api_key(request, runtime.config.api_key or None)
             body = parse_request(ChatRequest, clean_body(await read_json(request, MAX_BODY_BYTES)))
             check_audio_options(body)
+            rid = f"chatcmpl_{uuid.uuid4().hex}"
             voice = runtime.voices.default
             if body.audio is not None:
-                names = set(runtime.voices.names())
-                voice = resolve_voice(body.audio.voice, names, runtime.voices.default, "audio.voice")
-            instructions, turns, audio_seconds = await prompt_from_messages(body.messages, audio_store)
+                voice = resolve_voice(body.audio.voice, runtime.voices.accepted_names(), "audio.voice")
+            unused = UnusedContent(runtime.metrics, rid, door="chat")
+            instructions, turns, audio_seconds = await prompt_from_messages(
+                body.messages, audio_store, unused.note_kind
+            )
             generation = GenerationInput(
-                rid=f"chatcmpl_{uuid.uuid4().hex}",
+                rid=rid,
                 turns=[*tools_turn(body), *turns],
                 instructions=instructions,
                 speak=body.speaks,

@@ -20,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,6 +63,8 @@ UNSUPPORTED_PARAMETERS = {
     "function_call": "use 'tool_choice'",
 }
 CODE_UNSUPPORTED_PARAMETER = "unsupported_parameter"
+# User content parts OpenAI's chat accepts that this model cannot use (docs/PROTOCOL.md §3.1).
+UNUSABLE_PARTS = frozenset({"image_url", "file"})
 AudioOutFormat = Literal["wav", "mp3", "flac", "opus", "aac", "pcm16"]
 
 
@@ -173,10 +176,18 @@ def tools_turn(body: ChatRequest) -> list[PromptTurn]:
     return [] if schemas is None else [PromptTurn(role="system", name=TOOL_SCHEMAS_ROLE, text=schemas)]
 
 
+def _ignore(kind: str) -> None:
+    """Default `prompt_from_messages` hook: unusable parts go uncounted."""
+
+
 async def prompt_from_messages(
-    messages: list[dict[str, Any]], store: AudioStore
+    messages: list[dict[str, Any]], store: AudioStore, on_unused: Callable[[str], None] = _ignore
 ) -> tuple[str, list[PromptTurn], float]:
     """(instructions, turns, seconds of input audio) for ``messages``.
+
+    ``image_url`` and ``file`` parts of user messages (OpenAI accepts them; this model cannot see) are
+    checked, reported to ``on_unused`` by type, and left out of the turns (docs/PROTOCOL.md §3.1); a user
+    message holding nothing else gives no turn.
 
     Raises:
         ProtocolViolation: a malformed message, an unsupported content part, undecodable audio, or an
@@ -197,9 +208,12 @@ async def prompt_from_messages(
             instructions.append(_text_of(message.get("content"), f"{where}.content"))
         elif role == "user":
             budget = MAX_INPUT_AUDIO_SECONDS - audio_seconds
-            text, pcm = await _user_content(message.get("content"), f"{where}.content", budget)
+            text, pcm, only_unused = await _user_content(
+                message.get("content"), f"{where}.content", budget, on_unused
+            )
             audio_seconds += len(pcm) / (2 * PCM_RATE)
-            turns.append(PromptTurn(role="user", text=text or None, audio_pcm16=pcm or None))
+            if not only_unused:
+                turns.append(PromptTurn(role="user", text=text or None, audio_pcm16=pcm or None))
         elif role == "assistant":
             turns.extend(_assistant_turns(message, where, store, call_names))
         elif role == "tool":
@@ -247,15 +261,19 @@ def _text_of(content: Any, where: str) -> str:
     )
 
 
-async def _user_content(content: Any, where: str, budget_s: float) -> tuple[str, bytes]:
+async def _user_content(
+    content: Any, where: str, budget_s: float, on_unused: Callable[[str], None]
+) -> tuple[str, bytes, bool]:
+    """(text, PCM16, whether the parts were all unusable ones) of a user message's content."""
     if isinstance(content, str):
-        return content, b""
+        return content, b"", False
     if not isinstance(content, list):
         raise ProtocolViolation(
             CODE_INVALID_TYPE, f"Invalid type for '{where}': expected a string or parts.", where
         )
     texts: list[str] = []
     audio: list[bytes] = []
+    unused = 0
     for j, part in enumerate(content):
         here = f"{where}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
@@ -265,13 +283,33 @@ async def _user_content(content: Any, where: str, budget_s: float) -> tuple[str,
             pcm = await _input_audio(part.get("input_audio"), f"{here}.input_audio", budget_s)
             budget_s -= len(pcm) / (2 * PCM_RATE)
             audio.append(pcm)
+        elif kind in UNUSABLE_PARTS:
+            _check_unusable(part, kind, here)
+            on_unused(kind)
+            unused += 1
         else:
             raise ProtocolViolation(
                 CODE_INVALID_VALUE,
-                f"Invalid content part at '{here}': this model accepts 'text' and 'input_audio' parts.",
-                here,
+                f"Invalid value: '{kind}'. Supported values are: 'text', 'image_url', 'input_audio', and "
+                "'file'.",
+                f"{here}.type",
             )
-    return "".join(texts), b"".join(audio)
+    return "".join(texts), b"".join(audio), bool(content) and unused == len(content)
+
+
+def _check_unusable(part: dict[str, Any], kind: str, where: str) -> None:
+    """The shape OpenAI requires of an ``image_url`` / ``file`` part (its data is never read here)."""
+    spec = part.get(kind)
+    if not isinstance(spec, dict):
+        raise ProtocolViolation(
+            CODE_MISSING_PARAMETER, f"Missing required parameter: '{where}.{kind}'.", f"{where}.{kind}"
+        )
+    if kind == "image_url" and not isinstance(spec.get("url"), str):
+        raise ProtocolViolation(
+            CODE_MISSING_PARAMETER,
+            f"Missing required parameter: '{where}.image_url.url'.",
+            f"{where}.image_url.url",
+        )
 
 
 async def _input_audio(spec: Any, where: str, budget_s: float) -> bytes:

@@ -213,7 +213,7 @@ async def _refuse(
             await ws.send_text(encode(EventBuilder(dialect).error(report)))
     except (TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
         return
-    await close_socket(ws, Ending(close_code, report.code))
+    await close_socket(ws, Ending(close_code, report.code or ""))
 
 
 async def close_socket(ws: WebSocket, ending: Ending) -> None:

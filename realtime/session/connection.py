@@ -26,9 +26,9 @@ from realtime.errors import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
+    CODE_INVALID_EVENT,
     CODE_SEND_TIMEOUT,
     CODE_SESSION_EXPIRED,
-    CODE_UNKNOWN_EVENT,
     PeerGone,
     PeerStalled,
     ProtocolViolation,
@@ -166,8 +166,8 @@ async def _receive_loop(session: Session, ws: WebSocket) -> int | None:
         text = message.get("text")
         try:
             if text is None:
-                raise ProtocolViolation(
-                    CODE_UNKNOWN_EVENT, "Binary frames are not supported: send JSON text frames."
+                raise ProtocolViolation(  # OpenAI's code and words (docs/PROTOCOL.md §8.3)
+                    CODE_INVALID_EVENT, "Expected a text WebSocket message; binary frames are not supported."
                 )
             await session.handle(decode_client_frame(text, session.events.dialect))
         except (PeerStalled, PeerGone):

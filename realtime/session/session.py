@@ -22,8 +22,8 @@ from realtime.errors import (
     CODE_ACTIVE_RESPONSE,
     CODE_CANCEL_NOT_ACTIVE,
     CODE_COMMIT_EMPTY,
-    CODE_INVALID_FOR_TRANSPORT,
     CODE_INVALID_VALUE,
+    CODE_NULL,
     CODE_SHUTTING_DOWN,
     CODE_TOO_MANY_RESPONSES,
     ErrorReport,
@@ -46,6 +46,7 @@ from realtime.session.response import ResponseContext, ResponseRun
 from realtime.session.response_lifecycle import CancelReason
 from realtime.session.response_plan import plan_response
 from realtime.session.transcription import FirstOutputGate, InputTranscriptions
+from realtime.session.unused_content import UnusedContent
 from realtime.session.vad import VadEvent
 from realtime.speech.runtime import Runtime
 from realtime.wire.client_events import (
@@ -110,6 +111,7 @@ class Session:
             runtime.backend, self.events, self.outbox, self._gate, runtime.transcriptions
         )
         self.idle = IdleTimer(self._idle_timeout)
+        self.unused = UnusedContent(runtime.metrics, self.id)
         self.quiet = asyncio.Event()  # set while no response is in progress (the shutdown drain waits on it)
         self.quiet.set()
 
@@ -168,11 +170,6 @@ class Session:
             await self._delete(event.item_id)
         elif event.type == "response.cancel":
             await self._cancel(event.response_id)
-        elif event.type == "output_audio_buffer.clear":
-            raise ProtocolViolation(
-                CODE_INVALID_FOR_TRANSPORT,
-                "output_audio_buffer.clear is only supported for WebRTC and SIP connections.",
-            )
 
     # session ---------------------------------------------------------------------------------------------
     def _session_update(self, event: SessionUpdate) -> None:
@@ -191,8 +188,8 @@ class Session:
     def _resolve_voice(self, param: str) -> Callable[[str], str]:
         voices = self.runtime.voices
 
-        def resolve(name: str) -> str:
-            return resolve_voice(name, set(voices.names()), voices.default, param)
+        def resolve(name: str) -> str:  # the name is kept and echoed; the speech layer maps it to a voice
+            return resolve_voice(name, voices.accepted_names(), param)
 
         return resolve
 
@@ -301,6 +298,7 @@ class Session:
     async def _item_create(self, event: ItemCreate) -> None:
         item = item_from_client(event.item, self.config.input_format)
         previous = self.conversation.insert(item, event.previous_item_id)
+        self.unused.note([item])
         await self.outbox.put(self.events.item_added(item, previous))
         for done in self.events.item_done(item):
             await self.outbox.put(done)
@@ -312,7 +310,7 @@ class Session:
         return None
 
     async def _truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> None:
-        item = self.conversation.get(item_id)
+        item = self.conversation.get(item_id, "truncate")
         if item.role != "assistant" or not item.content or item.content[0].kind != "output_audio":
             raise ProtocolViolation(
                 CODE_INVALID_VALUE, "Only assistant messages with audio can be truncated.", "item_id"
@@ -322,11 +320,9 @@ class Session:
                 CODE_INVALID_VALUE, "Invalid value: content_index must be 0.", "content_index"
             )
         sent = sent_audio_ms(item)
-        if audio_end_ms < 0 or audio_end_ms > sent:
+        if audio_end_ms < 0 or audio_end_ms > sent:  # OpenAI sends this one with code and param null
             raise ProtocolViolation(
-                CODE_INVALID_VALUE,
-                f"Audio content of {sent}ms is shorter than {audio_end_ms}ms.",
-                "audio_end_ms",
+                CODE_NULL, f"Audio content of {sent}ms is already shorter than {audio_end_ms}ms"
             )
         # OpenAI semantics: a truncate edits the item and leaves a running response alone (stopping it is
         # the client's response.cancel or the server VAD's job); the cut is applied again when it closes
@@ -362,6 +358,7 @@ class Session:
             resolve_voice=self._resolve_voice("response.audio.output.voice"),
             beta=self.events.beta,
         )
+        self.unused.note_input(event.input or ())
         if plan.in_band and self._default is not None:
             raise ProtocolViolation(
                 CODE_ACTIVE_RESPONSE,

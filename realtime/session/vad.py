@@ -171,3 +171,38 @@ class TurnDetector:
 
     def _ms(self, samples: int) -> int:
         return self._start_ms + samples * MS_PER_SECOND // VAD_RATE
+
+
+SEGMENT_PAD_MS = 200  # audio kept around each detected stretch of speech (word onsets and tails)
+
+
+async def speech_segments(pcm16: bytes, settings: TurnDetection | None = None) -> list[tuple[int, int]]:
+    """The stretches of speech in a whole recording (PCM16 at 24 kHz), as ``(start_ms, end_ms)``, in order
+    and disjoint.
+
+    The server VAD (`TurnDetector`, ``settings`` or the server_vad defaults) runs over the audio; each
+    stretch from a speech start to its stop is widened by `SEGMENT_PAD_MS` on both sides (clipped to the
+    audio, merged where they then touch). Speech still going at the end runs to the end. No speech: [].
+    """
+    fmt = AudioFormat.PCM16
+    detector = TurnDetector(settings or TurnDetection(), fmt)
+    events = await detector.feed(pcm16)
+    total_ms = len(pcm16) // fmt.bytes_per_sample * MS_PER_SECOND // fmt.sample_rate
+    spans: list[tuple[int, int]] = []
+    start: int | None = None
+    for event in events:
+        if event.kind == "start":
+            start = event.ms
+        elif start is not None:
+            spans.append((start, event.ms))
+            start = None
+    if start is not None:
+        spans.append((start, total_ms))
+    segments: list[tuple[int, int]] = []
+    for begin, end in spans:
+        begin, end = max(begin - SEGMENT_PAD_MS, 0), min(end + SEGMENT_PAD_MS, total_ms)
+        if segments and begin <= segments[-1][1]:
+            segments[-1] = (segments[-1][0], max(end, segments[-1][1]))
+        elif end > begin:
+            segments.append((begin, end))
+    return segments

@@ -219,9 +219,10 @@ def test_markdown_table_lists_the_section() -> None:
 
 def test_server_defaults_equal_the_defaults_of_what_they_configure() -> None:
     """A library part used without the server (tests, benchmarks) behaves as the server's default does."""
+    from realtime.backends.base import SamplingParams
     from realtime.backends.context import DEFAULT_MIN_ANSWER_TOKENS
     from realtime.backends.sglang.http import SGLangHTTPConfig
-    from realtime.backends.synthetic import DEFAULT_TOKENS_PER_SECOND
+    from realtime.backends.synthetic import DEFAULT_CONTEXT_LENGTH, DEFAULT_TOKENS_PER_SECOND
     from realtime.speech.worker import DEFAULT_MAX_BATCH, DEFAULT_MAX_PENDING
     from token2wav.stream import ChunkSchedule
 
@@ -240,3 +241,7 @@ def test_server_defaults_equal_the_defaults_of_what_they_configure() -> None:
         http.affinity_header,
     )
     assert defaults["sglang_url"] == "http://127.0.0.1:30000"  # SGLang's own default port
+    shown = {spec.name: spec.shown_default for spec in SPECS}  # defaults described in words
+    assert f"synthetic: {DEFAULT_CONTEXT_LENGTH}" in shown["context_length"]
+    assert f"{SamplingParams().top_p:g}" in shown["top_p"]
+    assert f"{SamplingParams().repetition_penalty:g}" in shown["repetition_penalty"]
