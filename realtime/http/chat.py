@@ -41,7 +41,7 @@ from realtime.http.chat_request import (
     check_audio_options,
     clean_body,
     prompt_from_messages,
-    tools_turn,
+    tools_part,
 )
 from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
 from realtime.http.realtime_ws import SessionCount
@@ -223,11 +223,12 @@ def chat_endpoint(
             if body.audio is not None:
                 names = set(runtime.voices.names())
                 voice = resolve_voice(body.audio.voice, names, runtime.voices.default, "audio.voice")
+            tools = tools_part(body)
             instructions, turns, audio_seconds = await prompt_from_messages(body.messages, audio_store)
             generation = GenerationInput(
                 rid=f"chatcmpl_{uuid.uuid4().hex}",
-                turns=[*tools_turn(body), *turns],
-                instructions=instructions,
+                turns=[*tools.turns, *turns],
+                instructions="\n".join([instructions, *tools.directives]).strip(),
                 speak=body.speaks,
                 sampling=chat_sampling(
                     body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p

@@ -1,12 +1,16 @@
 """One Realtime session: its state (settings, conversation, input audio, responses) and the dispatch of
-client events onto it.
+client events onto it, whatever the transport.
 
-The connection (realtime/session/connection.py) feeds `Session.handle` one decoded client event at a time; a
-cancel is processed synchronously (its ``response.done`` is queued before the next client event is read,
-docs/PROTOCOL.md §6.1). Each response runs as a task of the connection's task group.
+The connection (realtime/session/connection.py) feeds `Session.handle` one inbound message at a time; a cancel
+is processed synchronously (its ``response.done`` is queued before the next client event is read,
+docs/PROTOCOL.md §6.1). Each response runs as a task of the connection's task group and reports back through
+the `ResponseHost` methods this class implements (`audio_started`, `first_output`, `truncate`, `delivered`).
+Where the transport plays the output audio itself (`Playback`), the session knows what the peer heard
+(realtime/session/played_audio.py).
 
 Size: over 400 lines because it dispatches every client event of the protocol onto one session's
-state; connection loops, input audio, transcription, idle timer and response planning live apart.
+state; connection loops, input audio, transcription, idle timer, played audio and response planning live
+apart.
 """
 
 from __future__ import annotations
@@ -16,8 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from realtime.audio import PCM_RATE
-from realtime.backends.context import TruncationPolicy
+from realtime.audio import PCM_RATE, AudioFormat, encode_output
 from realtime.errors import (
     CODE_ACTIVE_RESPONSE,
     CODE_CANCEL_NOT_ACTIVE,
@@ -35,55 +38,40 @@ from realtime.session.context_fit import ConversationFit
 from realtime.session.conversation import Conversation, ConversationLimits
 from realtime.session.idle import IdleTimer
 from realtime.session.input_audio import InputAudioBuffer
-from realtime.session.items import (
-    item_from_client,
-    sent_audio_ms,
-    truncate_item,
-    user_audio_item,
-)
+from realtime.session.items import item_from_client, sent_audio_ms, truncate_item, user_audio_item
 from realtime.session.outbox import Outbox
-from realtime.session.response import ResponseContext, ResponseRun
+from realtime.session.played_audio import PlayedAudio
+from realtime.session.response import ResponseRun, ResponseServices
 from realtime.session.response_lifecycle import CancelReason
 from realtime.session.response_plan import plan_response
+from realtime.session.tool_calls import check_tool_choice
 from realtime.session.transcription import FirstOutputGate, InputTranscriptions
+from realtime.session.transport import Inbound, PeerAudio, Playback, Undecodable
 from realtime.session.vad import VadEvent
 from realtime.speech.runtime import Runtime
-from realtime.wire.client_events import (
-    AudioAppend,
-    ClientEvent,
-    ItemCreate,
-    ResponseCreate,
-    SessionUpdate,
-)
+from realtime.wire.client_events import AudioAppend, ItemCreate, ResponseCreate, SessionUpdate
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import Item, new_id
 from realtime.wire.server_events import EventBuilder
-from realtime.wire.session_config import (
-    SessionConfig,
-    apply_session_update,
-    resolve_voice,
-)
+from realtime.wire.session_config import SessionConfig, apply_session_update, resolve_voice
 
 log = logging.getLogger(__name__)
 
-OUTBOX_FRAMES = 256  # frames queued for the socket before producers wait
+OUTBOX_FRAMES = 256  # frames queued for the transport before producers wait
 MIN_COMMIT_MS = 100  # OpenAI: a commit needs at least 100 ms of audio
 MS_PER_SECOND = 1000
 BYTES_PER_MB = 1024 * 1024
 
 
-def _nothing() -> None:
-    """No-op hook of out-of-band responses."""
-
-
-def _ignore(run: ResponseRun) -> None:
-    """No-op delivery hook of out-of-band responses."""
-
-
 class Session:
     """State of one connection: config, conversation, input audio buffer, VAD and active responses.
 
-    Only the connection's own tasks touch it (single event loop, no locks).
+    Only the connection's own tasks touch it (single event loop, no locks). It is the `ResponseHost` of its
+    responses.
+
+    Attributes:
+        services: what every response of the session shares.
+        quiet: set while no response is in progress (the shutdown drain waits on it).
     """
 
     def __init__(self, runtime: Runtime, dialect: Dialect, model: str) -> None:
@@ -100,20 +88,38 @@ class Session:
             )
         )
         self.outbox = Outbox(OUTBOX_FRAMES, config.send_timeout)
+        self.services = ResponseServices(
+            reply=runtime.reply,
+            events=self.events,
+            outbox=self.outbox,
+            metrics=runtime.metrics,
+            streams=runtime.decoder_streams,
+            stream_wait_s=config.decoder_wait_seconds,
+            vocab=runtime.backend.vocab,
+            max_delta_ms=config.max_audio_delta_ms,
+        )
         self.voice_locked = False
         self.input_audio = InputAudioBuffer(self.config.input_format)
         self._default: ResponseRun | None = None
         self._runs: dict[str, tuple[ResponseRun, asyncio.Task[None]]] = {}
         self._tasks: asyncio.TaskGroup | None = None
+        self._played: PlayedAudio | None = None
         self._gate = FirstOutputGate()
         self.transcriptions = InputTranscriptions(runtime.backend, self.events, self.outbox, self._gate)
         self.idle = IdleTimer(self._idle_timeout)
-        self.quiet = asyncio.Event()  # set while no response is in progress (the shutdown drain waits on it)
+        self.quiet = asyncio.Event()
         self.quiet.set()
 
-    async def open(self, tasks: asyncio.TaskGroup) -> None:
-        """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends."""
+    async def open(self, tasks: asyncio.TaskGroup, playback: Playback | None = None) -> None:
+        """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends.
+
+        Args:
+            tasks: the connection's task group.
+            playback: the transport's `Playback`, when it plays the output audio itself (WebRTC).
+        """
         self._tasks = tasks
+        if playback is not None:
+            self._played = PlayedAudio(playback, self.events, self.outbox)
         for event in self.events.session_created(self.config, self.id):
             await self.outbox.put(event)
         for event in self.events.conversation_created(self.conversation.id):
@@ -124,8 +130,10 @@ class Session:
         """Stop every response and transcription without closing events; the sender drops queued audio."""
         self.idle.disarm()
         self.transcriptions.cancel_all()
+        if self._played is not None:
+            self._played.close()
         for run, task in list(self._runs.values()):
-            run.cancelled = True
+            run.drop_audio()
             task.cancel()
 
     async def report(self, report: ErrorReport) -> None:
@@ -134,16 +142,22 @@ class Session:
         await self.outbox.put(self.events.error(report))
 
     # dispatch --------------------------------------------------------------------------------------------
-    async def handle(self, event: ClientEvent) -> None:
-        """Apply one client event. Raises `RealtimeError` subclasses for the client to see."""
+    async def handle(self, inbound: Inbound) -> None:
+        """Apply one message from the transport. Raises `RealtimeError` subclasses for the client to see, and
+        re-raises what an `Undecodable` frame carries."""
+        if isinstance(inbound, Undecodable):
+            raise inbound.error
+        if isinstance(inbound, PeerAudio):
+            await self._append(await self._from_track(inbound.pcm16))
+            return
         try:
-            await self._dispatch(event)
+            await self._dispatch(inbound)
         except RealtimeError as exc:
             if exc.event_id is None:
-                exc.event_id = getattr(event, "event_id", None)
+                exc.event_id = getattr(inbound, "event_id", None)
             raise
 
-    async def _dispatch(self, event: ClientEvent) -> None:
+    async def _dispatch(self, event: Inbound) -> None:
         if isinstance(event, AudioAppend):
             await self._append(event.audio)
         elif isinstance(event, SessionUpdate):
@@ -153,6 +167,8 @@ class Session:
             await self._item_create(event)
         elif isinstance(event, ResponseCreate):
             await self._response_create(event)
+        elif isinstance(event, Undecodable | PeerAudio):
+            raise AssertionError("handled by `handle`")
         elif event.type == "input_audio_buffer.commit":
             await self._commit()
         elif event.type == "input_audio_buffer.clear":
@@ -167,15 +183,17 @@ class Session:
         elif event.type == "response.cancel":
             await self._cancel(event.response_id)
         elif event.type == "output_audio_buffer.clear":
-            raise ProtocolViolation(
-                CODE_INVALID_FOR_TRANSPORT,
-                "output_audio_buffer.clear is only supported for WebRTC and SIP connections.",
-            )
+            if self._played is None:
+                raise ProtocolViolation(
+                    CODE_INVALID_FOR_TRANSPORT,
+                    "output_audio_buffer.clear is only supported for WebRTC and SIP connections.",
+                )
+            await self._cut_playback()
 
     # session ---------------------------------------------------------------------------------------------
     def _session_update(self, event: SessionUpdate) -> None:
         old = self.config
-        self.config = apply_session_update(
+        config = apply_session_update(
             old,
             event.session,
             voice_locked=self.voice_locked,
@@ -183,7 +201,9 @@ class Session:
             beta=self.events.beta,
             extensions=event.extensions,
         )
-        if (old.turn_detection, old.input_format) != (self.config.turn_detection, self.config.input_format):
+        check_tool_choice(config.tools, config.tool_choice, "session.tool_choice")
+        self.config = config
+        if (old.turn_detection, old.input_format) != (config.turn_detection, config.input_format):
             self._configure_vad()
 
     def _resolve_voice(self, param: str) -> Callable[[str], str]:
@@ -199,6 +219,13 @@ class Session:
         self.input_audio.configure(self.config.turn_detection, self.config.input_format)
 
     # input audio -----------------------------------------------------------------------------------------
+    async def _from_track(self, pcm16: bytes) -> bytes:
+        """Track audio (24 kHz PCM16) in the session's input format."""
+        fmt = self.config.input_format
+        if fmt is AudioFormat.PCM16:
+            return pcm16
+        return await asyncio.to_thread(encode_output, pcm16, fmt, PCM_RATE)
+
     async def _append(self, wire: bytes) -> None:
         for vad_event in await self.input_audio.append(wire):
             await self._on_vad(vad_event)
@@ -243,6 +270,8 @@ class Session:
             # keep prefix padding before the detected start, drop older audio
             start_ms = max(event.ms - settings.prefix_padding_ms, 0)
             await self.outbox.put(self.events.speech_started(self.input_audio.speech_item_id, start_ms))
+            if settings.interrupt_response and self._played is not None and self._played.playing:
+                await self._cut_playback()  # the transport knows what was heard: truncate there, clear
             return
         item_id = self.input_audio.speech_item_id or new_id("item")
         self.input_audio.speech_item_id = None
@@ -256,7 +285,7 @@ class Session:
         item = await self._commit_item(item_id)
         try:
             if respond:  # refused with conversation_already_has_active_response while one runs
-                await self._response_create(ResponseCreate(None, None, None, None))
+                await self._response_create(ResponseCreate.with_session_defaults())
         finally:
             self._transcribe(item)
 
@@ -288,12 +317,18 @@ class Session:
             or self._default not in (None, run)  # (its task may not have finished when its done is out)
         ):
             return
-        now = time.perf_counter()
-        playback_end = now
-        if run.first_audio_sent is not None and run.record.output:
-            played_s = run.record.output[0].audio_samples / PCM_RATE
-            playback_end = max(now, run.first_audio_sent + played_s)
-        self.idle.arm(self._tasks, playback_end - now + settings.idle_timeout_ms / MS_PER_SECOND)
+        self.idle.arm(self._tasks, self._playback_left_s(run) + settings.idle_timeout_ms / MS_PER_SECOND)
+
+    def _playback_left_s(self, run: ResponseRun) -> float:
+        """Seconds until the peer has played ``run``'s audio: known where the transport plays it, else
+        estimated as played from its first delivered piece on, at the pace it was delivered."""
+        if self._played is not None:
+            return self._played.pending_s
+        first = run.delivery.first_at
+        if first is None or not run.record.output:
+            return 0.0
+        played_s = run.record.output[0].audio_samples / PCM_RATE
+        return max(first + played_s - time.perf_counter(), 0.0)
 
     # items -----------------------------------------------------------------------------------------------
     async def _item_create(self, event: ItemCreate) -> None:
@@ -303,7 +338,8 @@ class Session:
         for done in self.events.item_done(item):
             await self.outbox.put(done)
 
-    def _run_of(self, item_id: str) -> ResponseRun | None:
+    def run_of(self, item_id: str) -> ResponseRun | None:
+        """The response in progress that produced ``item_id``, if any."""
         for run, _ in self._runs.values():
             if any(item.id == item_id for item in run.record.output):
                 return run
@@ -328,18 +364,34 @@ class Session:
             )
         # OpenAI semantics: a truncate edits the item and leaves a running response alone (stopping it is
         # the client's response.cancel or the server VAD's job); the cut is applied again when it closes
-        run = self._run_of(item_id)
+        await self.cut_item(item, audio_end_ms)
+
+    async def _cut_playback(self) -> None:
+        """Drop the output audio the peer has not heard; truncate its item where the peer stopped hearing it
+        (``conversation.item.truncated``), then ``output_audio_buffer.cleared``."""
+        assert self._played is not None
+        cut = self._played.clear()
+        if cut is None:
+            return
+        item = cut.run.record.output[0]
+        if (
+            cut.run.in_default_conversation
+            and item.id in self.conversation
+            and cut.played_ms < sent_audio_ms(item)
+        ):
+            await self.cut_item(item, cut.played_ms)
+        await self.outbox.put(self.events.output_audio_buffer("cleared", cut.run.record.id))
+
+    async def cut_item(self, item: Item, audio_end_ms: int) -> None:
+        """Truncate ``item`` at ``audio_end_ms`` (again when its response closes) and say so."""
+        run = self.run_of(item.id)
         if run is not None:
             run.truncated_ms = audio_end_ms
-        self._truncate_item(item, audio_end_ms)
-        await self.outbox.put(self.events.item_truncated(item_id, content_index, audio_end_ms))
-
-    def _truncate_item(self, item: Item, audio_end_ms: int) -> None:
-        backend = self.runtime.backend
-        truncate_item(item, audio_end_ms, self.config.output_format, backend.vocab, backend.text_codec)
+        self.truncate(item, audio_end_ms)
+        await self.outbox.put(self.events.item_truncated(item.id, 0, audio_end_ms))
 
     async def _delete(self, item_id: str) -> None:
-        if self._run_of(item_id) is not None:
+        if self.run_of(item_id) is not None:
             raise ProtocolViolation(
                 CODE_INVALID_VALUE, "This item belongs to a response in progress; cancel it first.", "item_id"
             )
@@ -375,17 +427,22 @@ class Session:
             )
         if plan.in_band:
             self.conversation.check_room()  # the reply's item must fit
-        conversation = self.conversation if plan.in_band else None
-        fitter = ConversationFit(
-            counter=self.runtime.backend,
-            policy=TruncationPolicy.from_wire(self.config.truncation),
-            min_answer_tokens=self.runtime.config.min_answer_tokens,
-            turn_items=plan.turn_items,
-            conversation=self.conversation if plan.from_conversation else None,
+        fitter = ConversationFit.for_response(
+            self.runtime.backend,
+            self.config.context_truncation,
+            self.runtime.config.min_answer_tokens,
+            plan.turn_items,
+            self.conversation if plan.from_conversation else None,
         )
-        context = self._response_context(plan.in_band)
+        conversation = self.conversation if plan.in_band else None
         run = ResponseRun(
-            context, plan.record, plan.request, conversation, fitter=fitter, max_calls=plan.max_calls
+            self.services,
+            self,
+            plan.record,
+            plan.request,
+            conversation,
+            fitter=fitter,
+            max_calls=plan.max_calls,
         )
         run.event_id = event.event_id
         self._start(run)
@@ -393,33 +450,13 @@ class Session:
     def _out_of_band(self) -> int:
         return sum(1 for run, _ in self._runs.values() if not run.in_default_conversation)
 
-    def _response_context(self, in_band: bool) -> ResponseContext:
-        if in_band:  # transcriptions hold their requests back until this response has output
-            self._gate.response_started()
-        return ResponseContext(
-            reply=self.runtime.reply,
-            events=self.events,
-            outbox=self.outbox,
-            vocab=self.runtime.backend.vocab,
-            max_delta_ms=self.runtime.config.max_audio_delta_ms,
-            on_audio=self._lock_voice,
-            metrics=self.runtime.metrics,
-            streams=self.runtime.decoder_streams,
-            stream_wait=self.runtime.config.decoder_wait_seconds,
-            on_first_output=self._gate.response_output if in_band else _nothing,
-            truncate=self._truncate_item,
-            on_delivered=self._arm_idle if in_band else _ignore,
-        )
-
-    def _lock_voice(self) -> None:
-        self.voice_locked = True
-
     def _start(self, run: ResponseRun) -> None:
         assert self._tasks is not None
         task = self._tasks.create_task(run.run(), name=f"response {run.record.id}")
         self._runs[run.record.id] = (run, task)
         self.quiet.clear()
         if run.in_default_conversation:
+            self._gate.response_started()  # transcriptions hold their requests back until it has output
             self._default = run
             self.idle.disarm()
         task.add_done_callback(lambda _: self._forget(run))
@@ -447,3 +484,27 @@ class Session:
         run.cancel(reason)
         if entry is not None:
             await asyncio.wait({entry[1]})
+
+    # ResponseHost: what a response tells its session -------------------------------------------------------
+    async def audio_started(self, run: ResponseRun) -> None:
+        """A response queues its first audio: the voice can no longer change (OpenAI's rule)."""
+        self.voice_locked = True
+        if self._played is not None:
+            await self._played.started(run)
+
+    def first_output(self, run: ResponseRun) -> None:
+        """An in-band response has output: held-back input transcriptions may send their requests."""
+        if run.in_default_conversation:
+            self._gate.response_output()
+
+    def truncate(self, item: Item, audio_end_ms: int) -> None:
+        """Cut ``item`` at ``audio_end_ms`` with the session's output format and the backend's vocabulary."""
+        backend = self.runtime.backend
+        truncate_item(item, audio_end_ms, self.config.output_format, backend.vocab, backend.text_codec)
+
+    def delivered(self, run: ResponseRun) -> None:
+        """A response's ``response.done`` went out: the idle timer starts from its playback's end."""
+        if self._played is not None and self._tasks is not None:
+            self._played.delivered(run, self._tasks)
+        if run.in_default_conversation:
+            self._arm_idle(run)

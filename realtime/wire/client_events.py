@@ -93,6 +93,11 @@ class ResponseCreate:
     input: tuple[ConversationItemModel | ItemReference, ...] | None
     temperature: float | None
 
+    @classmethod
+    def with_session_defaults(cls) -> ResponseCreate:
+        """A response the server starts itself (a server-VAD turn end, the idle timeout): no overrides."""
+        return cls(event_id=None, params=None, input=None, temperature=None)
+
 
 @dataclass(frozen=True)
 class SessionUpdate:
