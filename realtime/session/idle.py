@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from realtime.audio import PCM_RATE
+
 
 class IdleTimer:
     """One pending timeout at a time, run as a task of the connection's task group (event loop only).
@@ -44,3 +46,11 @@ class IdleTimer:
         await asyncio.sleep(delay_s)
         self._task = None  # from here on, a disarm from inside `fire` must not cancel this task
         await self._fire()
+
+
+def estimated_playback_left_s(first_sent_at: float | None, samples: int, now: float) -> float:
+    """Seconds until a client has played audio it is sent as it arrives: from the first piece written
+    (``first_sent_at``, `time.perf_counter()`; None: nothing written) on, ``samples`` at 24 kHz."""
+    if first_sent_at is None:
+        return 0.0
+    return max(first_sent_at + samples / PCM_RATE - now, 0.0)

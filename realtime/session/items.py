@@ -153,6 +153,28 @@ def sent_audio_ms(item: Item) -> int:
     return -(-item.audio_samples * MS_PER_SECOND // PCM_RATE)
 
 
+def check_truncate(item: Item, content_index: int, audio_end_ms: int) -> None:
+    """Refuse a ``conversation.item.truncate`` of ``item`` that OpenAI refuses.
+
+    Raises:
+        ProtocolViolation: not an assistant audio message, a content index other than 0, or an
+            ``audio_end_ms`` outside the audio sent so far.
+    """
+    if item.role != "assistant" or not item.content or item.content[0].kind != "output_audio":
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, "Only assistant messages with audio can be truncated.", "item_id"
+        )
+    if content_index != 0:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, "Invalid value: content_index must be 0.", "content_index"
+        )
+    sent = sent_audio_ms(item)
+    if audio_end_ms < 0 or audio_end_ms > sent:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, f"Audio content of {sent}ms is shorter than {audio_end_ms}ms.", "audio_end_ms"
+        )
+
+
 def truncate_item(
     item: Item, audio_end_ms: int, fmt: AudioFormat, vocab: VocabLayout, codec: TextCodec
 ) -> None:

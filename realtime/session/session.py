@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from realtime.audio import PCM_RATE, AudioFormat, encode_output
 from realtime.errors import (
     CODE_ACTIVE_RESPONSE,
     CODE_CANCEL_NOT_ACTIVE,
@@ -36,20 +35,26 @@ from realtime.errors import (
 )
 from realtime.session.context_fit import ConversationFit
 from realtime.session.conversation import Conversation, ConversationLimits
-from realtime.session.idle import IdleTimer
+from realtime.session.idle import IdleTimer, estimated_playback_left_s
 from realtime.session.input_audio import InputAudioBuffer
-from realtime.session.items import item_from_client, sent_audio_ms, truncate_item, user_audio_item
+from realtime.session.items import (
+    check_truncate,
+    item_from_client,
+    sent_audio_ms,
+    truncate_item,
+    user_audio_item,
+)
 from realtime.session.outbox import Outbox
 from realtime.session.played_audio import PlayedAudio
 from realtime.session.response import ResponseRun, ResponseServices
-from realtime.session.response_lifecycle import CancelReason
 from realtime.session.response_plan import plan_response
+from realtime.session.responses import ResponseTasks
 from realtime.session.tool_calls import check_tool_choice
 from realtime.session.transcription import FirstOutputGate, InputTranscriptions
 from realtime.session.transport import Inbound, PeerAudio, Playback, Undecodable
 from realtime.session.vad import VadEvent
 from realtime.speech.runtime import Runtime
-from realtime.wire.client_events import AudioAppend, ItemCreate, ResponseCreate, SessionUpdate
+from realtime.wire.client_events import AudioAppend, ClientEvent, ItemCreate, ResponseCreate, SessionUpdate
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import Item, new_id
 from realtime.wire.server_events import EventBuilder
@@ -100,15 +105,13 @@ class Session:
         )
         self.voice_locked = False
         self.input_audio = InputAudioBuffer(self.config.input_format)
-        self._default: ResponseRun | None = None
-        self._runs: dict[str, tuple[ResponseRun, asyncio.Task[None]]] = {}
+        self.responses = ResponseTasks()
+        self.quiet = self.responses.quiet
         self._tasks: asyncio.TaskGroup | None = None
         self._played: PlayedAudio | None = None
         self._gate = FirstOutputGate()
         self.transcriptions = InputTranscriptions(runtime.backend, self.events, self.outbox, self._gate)
         self.idle = IdleTimer(self._idle_timeout)
-        self.quiet = asyncio.Event()
-        self.quiet.set()
 
     async def open(self, tasks: asyncio.TaskGroup, playback: Playback | None = None) -> None:
         """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends.
@@ -132,9 +135,7 @@ class Session:
         self.transcriptions.cancel_all()
         if self._played is not None:
             self._played.close()
-        for run, task in list(self._runs.values()):
-            run.drop_audio()
-            task.cancel()
+        self.responses.abort_all()
 
     async def report(self, report: ErrorReport) -> None:
         """Count and queue an ``error`` event."""
@@ -148,7 +149,7 @@ class Session:
         if isinstance(inbound, Undecodable):
             raise inbound.error
         if isinstance(inbound, PeerAudio):
-            await self._append(await self._from_track(inbound.pcm16))
+            await self._append(await self.input_audio.from_track(inbound.pcm16))
             return
         try:
             await self._dispatch(inbound)
@@ -157,7 +158,7 @@ class Session:
                 exc.event_id = getattr(inbound, "event_id", None)
             raise
 
-    async def _dispatch(self, event: Inbound) -> None:
+    async def _dispatch(self, event: ClientEvent) -> None:
         if isinstance(event, AudioAppend):
             await self._append(event.audio)
         elif isinstance(event, SessionUpdate):
@@ -167,8 +168,6 @@ class Session:
             await self._item_create(event)
         elif isinstance(event, ResponseCreate):
             await self._response_create(event)
-        elif isinstance(event, Undecodable | PeerAudio):
-            raise AssertionError("handled by `handle`")
         elif event.type == "input_audio_buffer.commit":
             await self._commit()
         elif event.type == "input_audio_buffer.clear":
@@ -219,13 +218,6 @@ class Session:
         self.input_audio.configure(self.config.turn_detection, self.config.input_format)
 
     # input audio -----------------------------------------------------------------------------------------
-    async def _from_track(self, pcm16: bytes) -> bytes:
-        """Track audio (24 kHz PCM16) in the session's input format."""
-        fmt = self.config.input_format
-        if fmt is AudioFormat.PCM16:
-            return pcm16
-        return await asyncio.to_thread(encode_output, pcm16, fmt, PCM_RATE)
-
     async def _append(self, wire: bytes) -> None:
         for vad_event in await self.input_audio.append(wire):
             await self._on_vad(vad_event)
@@ -265,8 +257,8 @@ class Session:
         if event.kind == "start":
             self.idle.disarm()
             self.input_audio.speech_item_id = new_id("item")
-            if settings.interrupt_response and self._default is not None:
-                await self._cancel_run(self._default, "turn_detected")
+            if settings.interrupt_response and self.responses.default is not None:
+                await self.responses.cancel(self.responses.default, "turn_detected")
             # keep prefix padding before the detected start, drop older audio
             start_ms = max(event.ms - settings.prefix_padding_ms, 0)
             await self.outbox.put(self.events.speech_started(self.input_audio.speech_item_id, start_ms))
@@ -292,7 +284,7 @@ class Session:
     async def _idle_timeout(self) -> None:
         """The idle timer fired: ``timeout_triggered``, commit the (silent) buffer, respond."""
         settings = self.config.turn_detection
-        if settings is None or settings.idle_timeout_ms is None or self._default is not None:
+        if settings is None or settings.idle_timeout_ms is None or self.responses.default is not None:
             return
         if self.input_audio.speech_item_id is not None:  # the user is speaking: the VAD will end the turn
             return
@@ -314,21 +306,17 @@ class Session:
             or settings.idle_timeout_ms is None
             or self.events.beta  # beta has no timeout_triggered event
             or self._tasks is None
-            or self._default not in (None, run)  # (its task may not have finished when its done is out)
+            or self.responses.default not in (None, run)  # (its task may still run when its done is out)
         ):
             return
         self.idle.arm(self._tasks, self._playback_left_s(run) + settings.idle_timeout_ms / MS_PER_SECOND)
 
     def _playback_left_s(self, run: ResponseRun) -> float:
-        """Seconds until the peer has played ``run``'s audio: known where the transport plays it, else
-        estimated as played from its first delivered piece on, at the pace it was delivered."""
+        """Seconds until the peer has played ``run``'s audio: known where the transport plays it."""
         if self._played is not None:
             return self._played.pending_s
-        first = run.delivery.first_at
-        if first is None or not run.record.output:
-            return 0.0
-        played_s = run.record.output[0].audio_samples / PCM_RATE
-        return max(first + played_s - time.perf_counter(), 0.0)
+        samples = run.record.output[0].audio_samples if run.record.output else 0
+        return estimated_playback_left_s(run.delivery.first_at, samples, time.perf_counter())
 
     # items -----------------------------------------------------------------------------------------------
     async def _item_create(self, event: ItemCreate) -> None:
@@ -338,33 +326,12 @@ class Session:
         for done in self.events.item_done(item):
             await self.outbox.put(done)
 
-    def run_of(self, item_id: str) -> ResponseRun | None:
-        """The response in progress that produced ``item_id``, if any."""
-        for run, _ in self._runs.values():
-            if any(item.id == item_id for item in run.record.output):
-                return run
-        return None
-
     async def _truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> None:
         item = self.conversation.get(item_id)
-        if item.role != "assistant" or not item.content or item.content[0].kind != "output_audio":
-            raise ProtocolViolation(
-                CODE_INVALID_VALUE, "Only assistant messages with audio can be truncated.", "item_id"
-            )
-        if content_index != 0:
-            raise ProtocolViolation(
-                CODE_INVALID_VALUE, "Invalid value: content_index must be 0.", "content_index"
-            )
-        sent = sent_audio_ms(item)
-        if audio_end_ms < 0 or audio_end_ms > sent:
-            raise ProtocolViolation(
-                CODE_INVALID_VALUE,
-                f"Audio content of {sent}ms is shorter than {audio_end_ms}ms.",
-                "audio_end_ms",
-            )
+        check_truncate(item, content_index, audio_end_ms)
         # OpenAI semantics: a truncate edits the item and leaves a running response alone (stopping it is
         # the client's response.cancel or the server VAD's job); the cut is applied again when it closes
-        await self.cut_item(item, audio_end_ms)
+        await self._cut_item(item, audio_end_ms)
 
     async def _cut_playback(self) -> None:
         """Drop the output audio the peer has not heard; truncate its item where the peer stopped hearing it
@@ -379,19 +346,19 @@ class Session:
             and item.id in self.conversation
             and cut.played_ms < sent_audio_ms(item)
         ):
-            await self.cut_item(item, cut.played_ms)
+            await self._cut_item(item, cut.played_ms)
         await self.outbox.put(self.events.output_audio_buffer("cleared", cut.run.record.id))
 
-    async def cut_item(self, item: Item, audio_end_ms: int) -> None:
+    async def _cut_item(self, item: Item, audio_end_ms: int) -> None:
         """Truncate ``item`` at ``audio_end_ms`` (again when its response closes) and say so."""
-        run = self.run_of(item.id)
+        run = self.responses.of_item(item.id)
         if run is not None:
             run.truncated_ms = audio_end_ms
         self.truncate(item, audio_end_ms)
         await self.outbox.put(self.events.item_truncated(item.id, 0, audio_end_ms))
 
     async def _delete(self, item_id: str) -> None:
-        if self.run_of(item_id) is not None:
+        if self.responses.of_item(item_id) is not None:
             raise ProtocolViolation(
                 CODE_INVALID_VALUE, "This item belongs to a response in progress; cancel it first.", "item_id"
             )
@@ -412,14 +379,15 @@ class Session:
             resolve_voice=self._resolve_voice("response.audio.output.voice"),
             beta=self.events.beta,
         )
-        if plan.in_band and self._default is not None:
+        active = self.responses.default
+        if plan.in_band and active is not None:
             raise ProtocolViolation(
                 CODE_ACTIVE_RESPONSE,
                 "Conversation already has an active response in progress: "
-                f"{self._default.record.id}. Wait until the response is finished before creating a new one.",
+                f"{active.record.id}. Wait until the response is finished before creating a new one.",
             )
         limit = self.runtime.config.max_out_of_band_responses
-        if not plan.in_band and self._out_of_band() >= limit:
+        if not plan.in_band and self.responses.out_of_band >= limit:
             raise ProtocolViolation(
                 CODE_TOO_MANY_RESPONSES,
                 f"This session already has {limit} out-of-band responses in progress (the maximum): wait "
@@ -445,45 +413,17 @@ class Session:
             max_calls=plan.max_calls,
         )
         run.event_id = event.event_id
-        self._start(run)
-
-    def _out_of_band(self) -> int:
-        return sum(1 for run, _ in self._runs.values() if not run.in_default_conversation)
-
-    def _start(self, run: ResponseRun) -> None:
         assert self._tasks is not None
-        task = self._tasks.create_task(run.run(), name=f"response {run.record.id}")
-        self._runs[run.record.id] = (run, task)
-        self.quiet.clear()
         if run.in_default_conversation:
             self._gate.response_started()  # transcriptions hold their requests back until it has output
-            self._default = run
             self.idle.disarm()
-        task.add_done_callback(lambda _: self._forget(run))
-
-    def _forget(self, run: ResponseRun) -> None:
-        self._runs.pop(run.record.id, None)
-        if self._default is run:
-            self._default = None
-        if not self._runs:
-            self.quiet.set()
+        self.responses.start(run, self._tasks)
 
     async def _cancel(self, response_id: str | None) -> None:
-        if response_id is not None:
-            entry = self._runs.get(response_id)
-            run = entry[0] if entry is not None else None
-        else:
-            run = self._default or next((r for r, _ in reversed(self._runs.values())), None)
+        run = self.responses.find(response_id)
         if run is None:
             raise ProtocolViolation(CODE_CANCEL_NOT_ACTIVE, "Cancellation failed: no active response found")
-        await self._cancel_run(run, "client_cancelled")
-
-    async def _cancel_run(self, run: ResponseRun, reason: CancelReason) -> None:
-        """Cancel and wait until the response's closing events are queued."""
-        entry = self._runs.get(run.record.id)
-        run.cancel(reason)
-        if entry is not None:
-            await asyncio.wait({entry[1]})
+        await self.responses.cancel(run, "client_cancelled")
 
     # ResponseHost: what a response tells its session -------------------------------------------------------
     async def audio_started(self, run: ResponseRun) -> None:
