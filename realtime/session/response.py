@@ -172,7 +172,7 @@ class ResponseRun:
         self._conversation = conversation
         self._fitter = fitter
         self._cancelled = False  # generation was cancelled
-        self._audio_dropped = False  # audio still queued for the transport must not go out
+        self._audio_cleared = False  # audio still queued for the transport must not go out
         self._cancel_reason: CancelReason = "client_cancelled"
         self._meter = UsageMeter()  # token counts so far: usage of a response that ends cancelled
         self._child: asyncio.Task[GenerationDone | None] | None = None
@@ -195,7 +195,7 @@ class ResponseRun:
     @property
     def cancelled(self) -> bool:
         """True once its audio still queued must be dropped: it was cancelled, or its audio was cleared."""
-        return self._cancelled or self._audio_dropped
+        return self._cancelled or self._audio_cleared
 
     @property
     def has_audio(self) -> bool:
@@ -215,7 +215,7 @@ class ResponseRun:
 
     def drop_audio(self) -> None:
         """Audio of this response still queued for the transport is dropped (the peer's buffer was cleared)."""
-        self._audio_dropped = True
+        self._audio_cleared = True
 
     def _advance(self, target: ResponsePhase) -> None:
         self.phase = advance(self.phase, target)

@@ -49,7 +49,7 @@ from realtime.session.played_audio import PlayedAudio
 from realtime.session.response import ResponseRun, ResponseServices
 from realtime.session.response_plan import plan_response
 from realtime.session.responses import ResponseTasks
-from realtime.session.tool_calls import check_tool_choice
+from realtime.session.tool_calls import check_tool_choice, realtime_tool_choice
 from realtime.session.transcription import FirstOutputGate, InputTranscriptions
 from realtime.session.transport import Inbound, PeerAudio, Playback, Undecodable
 from realtime.session.vad import VadEvent
@@ -200,7 +200,7 @@ class Session:
             beta=self.events.beta,
             extensions=event.extensions,
         )
-        check_tool_choice(config.tools, config.tool_choice, "session.tool_choice")
+        check_tool_choice(config.tools, realtime_tool_choice(config.tool_choice), "session.tool_choice")
         self.config = config
         if (old.turn_detection, old.input_format) != (config.turn_detection, config.input_format):
             self._configure_vad()
