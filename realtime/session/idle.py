@@ -1,8 +1,8 @@
 """The server VAD's idle timeout (``turn_detection.idle_timeout_ms``): a one-shot timer per session.
 
-GA semantics: the timer starts when the last response's audio has finished playing on the client (estimated
-as the time its first audio delta was written plus the duration of the audio sent: clients play audio as it
-arrives), and fires ``idle_timeout_ms`` later unless the user starts speaking or another response starts
+GA semantics: the timer starts when the last response's audio has finished playing on the client (known where
+the transport plays the audio itself; else estimated by `estimated_playback_left_s` as the time its first audio
+was written plus the duration of the audio sent: clients play audio as it arrives), and fires ``idle_timeout_ms`` later unless the user starts speaking or another response starts
 first. Firing is the session's business (``input_audio_buffer.timeout_triggered``, a commit of the silent
 buffer, a response); this module only owns the timer task.
 """

@@ -4,7 +4,12 @@ One ONNX session (silero-vad's packaged ``silero_vad.onnx``) is shared by every 
 ``run`` is thread-safe and the model is stateless apart from the recurrent state and 64-sample context that we
 pass in and out, which each `TurnDetector` owns. All inference runs on one dedicated thread (`VadEngine`);
 sessions await it, one slice of at most `SLICE_MS` at a time, so one huge append queues behind other sessions'
-slices instead of holding the thread for its whole length. ``semantic_vad`` uses the same detector with the longer silence window of its eagerness.
+slices instead of holding the thread for its whole length. ``semantic_vad`` uses the same detector with the
+longer silence window of its eagerness.
+
+The engine is process-wide (`SharedEngine`): a server holds it from start-up (realtime/http/app.py's lifespan:
+loaded and warmed up off the event loop, so the first session does not pay for it) to shutdown (the last
+server to stop closes its thread).
 """
 
 from __future__ import annotations
