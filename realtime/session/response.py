@@ -197,11 +197,6 @@ class ResponseRun:
         """True once its audio still queued must be dropped: it was cancelled, or its audio was cleared."""
         return self._cancelled or self._audio_cleared
 
-    @property
-    def has_audio(self) -> bool:
-        """True once it has queued audio (its voice is in use)."""
-        return self._audio_started
-
     def cancel(self, reason: CancelReason) -> None:
         """Stop generating now; `run` then closes the response as cancelled with ``reason``."""
         if self.phase in (ResponsePhase.CLOSING, ResponsePhase.DONE):
@@ -385,7 +380,7 @@ class ResponseRun:
         """The sender handed ``frame`` to the transport: count delivered audio; after ``response.done``
         (queued behind all of this response's audio), store the audio and tell the host."""
         item = self.record.output[0]
-        if isinstance(frame, AudioFrame):
+        if isinstance(frame, AudioFrame):  # the only event frame a response owns is its response.done
             now = time.perf_counter()
             self.delivery.add(frame.audio, now)
             item.audio_samples += frame.audio.samples

@@ -39,6 +39,10 @@ from tests.support.speech_double import ScheduleDecoder
 PCM_RATE = 24_000
 FAST_TOKENS_PER_SECOND = 50_000.0
 SESSION_GUARD_S = 30.0  # only a hang guard
+USER_TEXT = {  # a user text item, as a client creates it
+    "type": "conversation.item.create",
+    "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "tell me"}]},
+}
 
 
 def tone_ms(ms: int) -> bytes:

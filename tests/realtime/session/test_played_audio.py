@@ -10,29 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import soundfile as sf
 
 from realtime.speech.runtime import Runtime
 from realtime.speech.voices import default_voice_path
 from tests.support.fake_transport import FakePlayback, FakeTransport
-from tests.support.session_harness import Script, light_runtime, running, scripted, spoken
+from tests.support.session_harness import USER_TEXT, Script, running, scripted, spoken
 
 BYTES_PER_MS = 48  # 24 kHz PCM16
 CHUNK_MS = 100
-USER_TEXT = {
-    "type": "conversation.item.create",
-    "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "tell me"}]},
-}
-
-
-@pytest.fixture
-async def runtime() -> AsyncIterator[Runtime]:
-    async with light_runtime() as rt:
-        yield rt
 
 
 def _kinds(events: list[dict[str, Any]]) -> list[str]:

@@ -13,8 +13,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from realtime.backends.base import GenerationInput, TokenChunk
 from realtime.backends.synthetic import SyntheticBackend
 from realtime.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
@@ -22,20 +20,10 @@ from realtime.session.connection import Drain
 from realtime.session.transport import OutputAudio
 from realtime.speech.runtime import Runtime
 from tests.support.fake_transport import FakeTransport
-from tests.support.session_harness import Script, light_runtime, running, scripted, spoken
+from tests.support.session_harness import USER_TEXT, Script, light_runtime, running, scripted, spoken
 
 MS_PER_SECOND = 1000
 BYTES_PER_MS = 48  # 24 kHz PCM16
-USER_TEXT = {
-    "type": "conversation.item.create",
-    "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "tell me"}]},
-}
-
-
-@pytest.fixture
-async def runtime() -> AsyncIterator[Runtime]:
-    async with light_runtime() as rt:
-        yield rt
 
 
 def _of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

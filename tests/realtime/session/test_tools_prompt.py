@@ -10,7 +10,6 @@ used to send no tools and chat all of them.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from realtime.speech.runtime import Runtime
 from realtime.wire.client_events import ResponseCreate
 from realtime.wire.session_config import DEFAULT_INSTRUCTIONS, SessionConfig
 from tests.support.fake_transport import FakeTransport
-from tests.support.session_harness import light_runtime, running
+from tests.support.session_harness import running
 
 WEATHER = {
     "name": "get_weather",
@@ -113,12 +112,6 @@ def test_a_forced_function_missing_from_the_tools_is_refused_the_same_way_on_bot
         and "'get_stock_price' not found in 'tools'" in chat.value.message
     )
     assert (realtime.value.param, chat.value.param) == ("session.tool_choice", "tool_choice")
-
-
-@pytest.fixture
-async def runtime() -> AsyncIterator[Runtime]:
-    async with light_runtime() as rt:
-        yield rt
 
 
 async def test_realtime_refuses_it_at_session_update_and_keeps_the_session(runtime: Runtime) -> None:
