@@ -134,7 +134,7 @@ async def serve(config: ServerConfig) -> int:
         uvicorn_config = uvicorn.Config(
             app,
             log_level=config.log_level,
-            lifespan="off",
+            lifespan="on",  # the app loads the VAD model before the first session
             access_log=False,
             # after the drain, uvicorn closes what is left; it never waits forever on a stuck task
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,

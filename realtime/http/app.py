@@ -69,7 +69,7 @@ from realtime.http.request_limits import BodyBudget, RequestLimits, RunningReque
 from realtime.http.speech import speech_endpoint
 from realtime.http.transcriptions import transcriptions_endpoint, translations_endpoint
 from realtime.http.voices_api import VoicesAPI
-from realtime.session.vad import load_shared_engine
+from realtime.session.vad import held_engine
 from realtime.speech.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -275,6 +275,7 @@ def create_app(
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    # load the shared VAD model (onnxruntime) in a thread at start-up, not in the first session
-    await load_shared_engine()
-    yield
+    # the shared VAD model (onnxruntime) is loaded in a thread at start-up, not in the first session, and its
+    # thread stops with the server (`realtime serve` runs uvicorn with this lifespan on)
+    async with held_engine():
+        yield

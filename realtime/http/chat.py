@@ -41,7 +41,7 @@ from realtime.http.chat_request import (
     check_audio_options,
     clean_body,
     prompt_from_messages,
-    tools_turn,
+    tools_part,
 )
 from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
 from realtime.http.realtime_ws import SessionCount
@@ -224,14 +224,15 @@ def chat_endpoint(
             voice = runtime.voices.default
             if body.audio is not None:
                 voice = resolve_voice(body.audio.voice, runtime.voices.accepted_names(), "audio.voice")
+            tools = tools_part(body)
             unused = UnusedContent(runtime.metrics, rid, door="chat")
             instructions, turns, audio_seconds = await prompt_from_messages(
                 body.messages, audio_store, unused.note_kind
             )
             generation = GenerationInput(
                 rid=rid,
-                turns=[*tools_turn(body), *turns],
-                instructions=instructions,
+                turns=[*tools.turns, *turns],
+                instructions="\n".join([instructions, *tools.directives]).strip(),
                 speak=body.speaks,
                 sampling=chat_sampling(
                     body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p

@@ -26,11 +26,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from realtime.audio import PCM_RATE
-from realtime.backends.base import TOOL_SCHEMAS_ROLE, PromptTurn
+from realtime.backends.base import PromptTurn
 from realtime.codecs import UndecodableAudio, decode_audio
 from realtime.errors import CODE_INVALID_TYPE, CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation
 from realtime.http.audio_store import AudioStore
-from realtime.session.tool_calls import call_text, tool_schemas_json
+from realtime.session.tool_calls import ForcedFunction, ToolChoice, ToolsPrompt, call_text, tools_prompt
 
 MAX_INPUT_AUDIO_SECONDS = 600.0  # all input_audio parts of one request together (bounds decoded PCM: 29 MB)
 IGNORED_PARAMETERS = frozenset(
@@ -164,16 +164,27 @@ def check_audio_options(body: ChatRequest) -> None:
         )
 
 
-def tools_turn(body: ChatRequest) -> list[PromptTurn]:
-    """The ``tool_json_schemas`` turn for the request's tools (none for ``tool_choice: "none"``)."""
-    if not body.tools or body.tool_choice == "none":
-        return []
-    tools = [{"type": "function", **t.function.model_dump(exclude_none=True)} for t in body.tools]
-    if isinstance(body.tool_choice, dict):  # {"type": "function", "function": {"name": ...}}: only that one
-        wanted = (body.tool_choice.get("function") or {}).get("name")
-        tools = [t for t in tools if t["name"] == wanted] or tools
-    schemas = tool_schemas_json(tools)
-    return [] if schemas is None else [PromptTurn(role="system", name=TOOL_SCHEMAS_ROLE, text=schemas)]
+def chat_tool_choice(value: str | dict[str, Any] | None) -> ToolChoice:
+    """Chat's ``tool_choice`` (``"auto"``, ``{"type": "function", "function": {"name": ...}}``, ...) as the
+    shared `ToolChoice`; absent means ``auto``, a choice that names no function leaves the tools optional."""
+    if value in ("auto", "none", "required"):
+        return value  # type: ignore[return-value]
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = (value.get("function") or {}).get("name")
+        if isinstance(name, str) and name:
+            return ForcedFunction(name)
+    return "auto"
+
+
+def tools_part(body: ChatRequest) -> ToolsPrompt:
+    """The tools turn and directives of the prompt: `realtime.session.tool_calls.tools_prompt`, the builder the
+    Realtime door uses too.
+
+    Raises:
+        ProtocolViolation: ``tool_choice`` forces a function that is not among ``tools``.
+    """
+    tools = [{"type": "function", **t.function.model_dump(exclude_none=True)} for t in body.tools or []]
+    return tools_prompt(tools, chat_tool_choice(body.tool_choice), param="tool_choice")
 
 
 def _ignore(kind: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from realtime.audio import PCM_RATE, AudioFormat, wire_to_pcm16
 from realtime.backends.base import PromptTurn, TextCodec
-from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation
+from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, CODE_NULL, ProtocolViolation
 from realtime.session.tool_calls import call_text
 from realtime.wire.client_events import ConversationItemModel
 from realtime.wire.records import UNUSED_CONTENT, ContentPart, Item, new_id
@@ -161,6 +161,28 @@ def _text_form(part: ContentPart) -> str:
 def sent_audio_ms(item: Item) -> int:
     """Milliseconds of assistant audio sent for ``item`` (rounded up, so a client's own count never exceeds it)."""
     return -(-item.audio_samples * MS_PER_SECOND // PCM_RATE)
+
+
+def check_truncate(item: Item, content_index: int, audio_end_ms: int) -> None:
+    """Refuse a ``conversation.item.truncate`` of ``item`` that OpenAI refuses.
+
+    Raises:
+        ProtocolViolation: not an assistant audio message, a content index other than 0, or an
+            ``audio_end_ms`` outside the audio sent so far.
+    """
+    if item.role != "assistant" or not item.content or item.content[0].kind != "output_audio":
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, "Only assistant messages with audio can be truncated.", "item_id"
+        )
+    if content_index != 0:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, "Invalid value: content_index must be 0.", "content_index"
+        )
+    sent = sent_audio_ms(item)
+    if audio_end_ms < 0 or audio_end_ms > sent:  # OpenAI sends this one with code and param null
+        raise ProtocolViolation(
+            CODE_NULL, f"Audio content of {sent}ms is already shorter than {audio_end_ms}ms"
+        )
 
 
 def truncate_item(

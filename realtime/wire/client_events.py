@@ -20,6 +20,7 @@ from openai.types.realtime import (
     ConversationItemTruncateEvent,
     InputAudioBufferClearEvent,
     InputAudioBufferCommitEvent,
+    OutputAudioBufferClearEvent,
     RealtimeConversationItemAssistantMessage,
     RealtimeConversationItemFunctionCall,
     RealtimeConversationItemFunctionCallOutput,
@@ -93,6 +94,11 @@ class ResponseCreate:
     input: tuple[ConversationItemModel | ItemReference, ...] | None
     temperature: float | None
 
+    @classmethod
+    def with_session_defaults(cls) -> ResponseCreate:
+        """A response the server starts itself (a server-VAD turn end, the idle timeout): no overrides."""
+        return cls(event_id=None, params=None, input=None, temperature=None)
+
 
 @dataclass(frozen=True)
 class SessionUpdate:
@@ -124,6 +130,7 @@ ClientEvent: TypeAlias = (
     | ConversationItemDeleteEvent
     | ResponseCreate
     | ResponseCancelEvent
+    | OutputAudioBufferClearEvent
 )
 
 _SIMPLE_EVENTS: dict[str, type[BaseModel]] = {
@@ -133,6 +140,9 @@ _SIMPLE_EVENTS: dict[str, type[BaseModel]] = {
     "conversation.item.truncate": ConversationItemTruncateEvent,
     "conversation.item.delete": ConversationItemDeleteEvent,
     "response.cancel": ResponseCancelEvent,
+    # decoded on every transport; a session whose transport does not play the audio itself refuses it
+    # (`unsupported_event_type`), as OpenAI refuses it over a WebSocket
+    "output_audio_buffer.clear": OutputAudioBufferClearEvent,
 }
 # The event types a WebSocket session accepts, in the order OpenAI lists them when it refuses another one
 # (``output_audio_buffer.clear`` is WebRTC/SIP only: over a WebSocket OpenAI refuses it like any unknown type).
@@ -188,6 +198,16 @@ def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
         raise
 
 
+def unsupported_event_type(kind: str) -> ProtocolViolation:
+    """OpenAI's refusal of an event type a WebSocket session does not take (docs/PROTOCOL.md §8.3)."""
+    supported = ", ".join(f"'{name}'" for name in SUPPORTED_EVENT_TYPES[:-1])
+    return ProtocolViolation(
+        CODE_INVALID_VALUE,
+        f"Invalid value: '{quote(kind)}'. Supported values are: {supported}, and '{SUPPORTED_EVENT_TYPES[-1]}'.",
+        "type",
+    )
+
+
 def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
     kind = raw.get("type")
     if kind is None:  # OpenAI's own example of an error event (API reference, `error`)
@@ -213,13 +233,7 @@ def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
         return _decode_response_create(raw, dialect)
     model = _SIMPLE_EVENTS.get(kind)
     if model is None:
-        supported = ", ".join(f"'{name}'" for name in SUPPORTED_EVENT_TYPES[:-1])
-        raise ProtocolViolation(
-            CODE_INVALID_VALUE,
-            f"Invalid value: '{quote(kind)}'. Supported values are: {supported}, and "
-            f"'{SUPPORTED_EVENT_TYPES[-1]}'.",
-            "type",
-        )
+        raise unsupported_event_type(kind)
     event = validate_model(model, raw, "")
     reject_extras(event, "", frozenset())
     return cast(ClientEvent, event)

@@ -92,7 +92,6 @@ class Item:
         output_ids: raw LLM output ids of an assistant reply (cut at the truncation point).
         spoken: the assistant reply was spoken.
         audio_samples: samples of assistant audio actually sent to the client, at 24 kHz.
-        audio_dropped: stored audio exceeded the retrieve limit and was dropped (transcript kept).
         calls_in_output_ids: ids of the function-call items whose text is inside ``output_ids`` (the model
             wrote them in this reply), so the prompt does not repeat them.
     """
@@ -109,7 +108,6 @@ class Item:
     output_ids: tuple[int, ...] | None = None
     spoken: bool = False
     audio_samples: int = 0
-    audio_dropped: bool = False
     calls_in_output_ids: tuple[str, ...] = ()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from openai.types.beta.realtime.realtime_server_event import RealtimeServerEvent as BetaServerEvent
 from openai.types.realtime.audio_transcription import AudioTranscription
@@ -204,6 +204,12 @@ class EventBuilder:
     def cleared(self) -> BaseModel:
         """``input_audio_buffer.cleared``."""
         return self.event("input_audio_buffer.cleared")
+
+    def output_audio_buffer(
+        self, change: Literal["started", "stopped", "cleared"], response_id: str
+    ) -> BaseModel:
+        """``output_audio_buffer.started`` / ``.stopped`` / ``.cleared`` (transports that play audio: WebRTC)."""
+        return self.event(f"output_audio_buffer.{change}", response_id=response_id)
 
     def speech_started(self, item_id: str, audio_start_ms: int) -> BaseModel:
         """``input_audio_buffer.speech_started``."""

@@ -61,6 +61,33 @@ class TurnDetection:
 
 
 @dataclass(frozen=True)
+class Truncation:
+    """The session's ``truncation`` read from its wire shape (which `check_truncation` validated).
+
+    Attributes:
+        mode: ``auto``, ``retention_ratio`` or ``disabled`` (realtime/session/context_fit.py applies it).
+        retention_ratio: fraction of the post-instruction room kept when a cut is needed.
+        post_instructions_tokens: ``token_limits.post_instructions``, or None.
+    """
+
+    mode: Literal["auto", "retention_ratio", "disabled"] = "auto"
+    retention_ratio: float = 1.0
+    post_instructions_tokens: int | None = None
+
+    @classmethod
+    def from_wire(cls, value: str | dict[str, Any]) -> Truncation:
+        """The setting of a validated ``truncation`` value (``"auto"``, ``"disabled"`` or the object)."""
+        if value == "disabled":
+            return cls("disabled")
+        if isinstance(value, dict) and value.get("type") == "retention_ratio":
+            post = (value.get("token_limits") or {}).get("post_instructions")
+            return cls(
+                "retention_ratio", float(value["retention_ratio"]), None if post is None else int(post)
+            )
+        return cls()
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     """Everything a client can configure on a session (GA names; the beta view is built in server_events.py).
 
@@ -98,6 +125,11 @@ class SessionConfig:
     def speaks(self) -> bool:
         """True when responses are spoken (audio + transcript), False for text only."""
         return "audio" in self.output_modalities
+
+    @property
+    def context_truncation(self) -> Truncation:
+        """``truncation`` as a typed setting (the stored value stays the JSON the client sent, for echoes)."""
+        return Truncation.from_wire(self.truncation)
 
 
 VoiceResolver = Callable[[str], str]

@@ -299,6 +299,15 @@ def _bad(messages: Any = None, **kwargs: Any) -> dict[str, Any]:
             "messages[0].tool_call_id",
         ),
         (_bad(extra_body={"frobnicate": 1}), "unknown_parameter", "frobnicate"),
+        # the same refusal as Realtime's (one tools-prompt builder, tests/realtime/session/test_tools_prompt.py)
+        (
+            _bad(
+                tools=[{"type": "function", "function": {"name": "get_weather"}}],
+                tool_choice={"type": "function", "function": {"name": "get_time"}},
+            ),
+            "invalid_value",
+            "tool_choice",
+        ),
         # OpenAI parameters the server knows but cannot honour: unsupported, not "unrecognized"
         (_bad(stop=["."]), "unsupported_parameter", "stop"),
         (_bad(logprobs=True, top_logprobs=2), "unsupported_parameter", "logprobs"),

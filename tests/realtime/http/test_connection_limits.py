@@ -292,7 +292,7 @@ def test_a_non_utf8_frame_is_one_line_and_counted(tight: ServedProcess) -> None:
         )
     finally:
         client.close()
-    assert "not UTF-8; closed with 1007" in tight.log
+    wait_until(lambda: "not UTF-8; closed with 1007" in tight.log, 5)  # the log arrives through a pipe
     assert "Traceback" not in tight.log and "UnicodeDecodeError" not in tight.log
 
 
