@@ -319,3 +319,37 @@ def test_at_the_cap_a_body_that_does_not_arrive_makes_room_for_a_new_client(tigh
     finally:
         for sock in slow:
             sock.close()
+
+
+async def _sessions_fill_the_cap(port: int) -> tuple[bytes, bytes]:
+    """`TIGHT_CAP` WebSocket sessions (busy: never closed to make room), then a health check and an API call."""
+    url = f"ws://127.0.0.1:{port}/v1/realtime?model=x"
+    sockets = []
+    try:
+        for index in range(TIGHT_CAP):
+            ws = await websockets.connect(
+                url,
+                local_addr=(f"127.0.0.{40 + index % 4}", 0),
+                additional_headers={"Authorization": f"Bearer {KEY}"},
+            )
+            sockets.append(ws)
+            await asyncio.wait_for(ws.recv(), 5)
+        health = await asyncio.to_thread(
+            lambda: _answer(_connect(port, "127.0.0.9", b"GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n"), 5)[
+                0
+            ]
+        )
+        api = await asyncio.to_thread(
+            lambda: _answer(_connect(port, "127.0.0.9", b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"), 5)[0]
+        )
+    finally:
+        for ws in sockets:
+            await ws.close()
+    return health, api
+
+
+def test_health_still_answers_when_busy_connections_fill_the_cap(tight: ServedProcess) -> None:
+    health, api = asyncio.run(_sessions_fill_the_cap(tight.port))
+    assert health.startswith(b"HTTP/1.1 200") and b'"ready"' in health, health[:300]
+    status, error = _status_and_error(api)
+    assert status == 503 and error["code"] == "connection_limit_reached", api[:300]
