@@ -252,10 +252,10 @@ class ServerConfig:
         0,
         Section.LIMITS,
         "open TCP connections across every door (HTTP, WebSocket, health). At the cap, a new connection "
-        "closes the oldest one still waiting for its request (an idle or slow client: 408 when it had begun "
-        "one); with none to close it gets 503 connection_limit_reached, except GET /health* which a small "
-        "reserve keeps answering. The open-file limit is raised to its hard limit at start-up and the log "
-        "says what it allows",
+        "closes the one that has waited longest for its client (an idle connection, or a request head or body "
+        "that does not arrive: 408 request_timeout); with none to close it gets 503 "
+        "connection_limit_reached, except GET /health* which a small reserve keeps answering. The open-file "
+        "limit is raised to its hard limit at start-up and the log says what it allows",
         shown_default="0 = what the open-file limit leaves after the files the server itself needs",
         ge=0,
     )
