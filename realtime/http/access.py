@@ -4,7 +4,7 @@ Every request and WebSocket passes here before a route runs (docs/PROTOCOL.md §
 (found the way Starlette's router finds it) opens one of four doors:
 
 - open (`OPEN_ROUTES`): the health checks, the favicon and the demo page's files: no key; a foreign Origin is
-  not refused there (they are public reads) and gets no CORS headers.
+  not refused there (they are public reads), only left without CORS headers.
 - realtime (`REALTIME_ROUTES`): the Realtime WebSocket, WebRTC calls and ``/v1/voices``: the server's key or
   an ephemeral key (realtime/http/keys.py); the route reads the resulting `Grant` with `grant_of`.
 - demo (`DEMO_ROUTES`): the demo page's own key minting: no key when the server has none or runs with
@@ -13,9 +13,10 @@ Every request and WebSocket passes here before a route runs (docs/PROTOCOL.md §
 
 Past the open door, in order: a request carrying an ``Origin`` that `origin_allowed` refuses gets 403
 ``origin_not_allowed``; a key that does not open the door gets 401 ``invalid_api_key``; a ``POST``, ``PUT``
-or ``PATCH`` must say ``application/json`` or ``multipart/form-data`` (``application/sdp`` too on
+or ``PATCH`` with a body must say ``application/json`` or ``multipart/form-data`` (``application/sdp`` too on
 ``/v1/realtime/calls``), else 400 ``unsupported_content_type``, so a cross-site HTML form (form-encoded or
-``text/plain``) cannot write. ``DELETE`` needs no body, and no browser sends it cross-site without a preflight.
+``text/plain``) cannot write. A bodiless write (OpenAI's ``curl -X POST .../hangup``) has nothing to declare;
+``DELETE`` needs no body, and no browser sends it cross-site without a preflight.
 
 For an allowed origin the layer speaks CORS: a preflight (``OPTIONS`` with ``Access-Control-Request-Method``)
 is answered here for any path, routed or not (so a route another module adds later already has one), and
@@ -250,7 +251,9 @@ class AccessLayer:
             return
         template = route_template(self._router.routes, scope)
         door = door_of(template)
-        if door is Door.OPEN:
+        if door is Door.OPEN:  # public reads: a foreign page is not refused, an allowed one gets CORS
+            if origin is not None and self._origin_ok(origin, headers, door):
+                send = _with_cors(send, origin)
             await self.app(scope, receive, send)
             return
         if not self._origin_ok(origin, headers, door):
@@ -264,7 +267,7 @@ class AccessLayer:
             message = refusal_message(exc.reason, websocket=False)
             await self._refusal(401, CODE_INVALID_API_KEY, message)(scope, receive, send)
             return
-        if scope["method"] in WRITE_METHODS:
+        if scope["method"] in WRITE_METHODS and _has_body(headers):
             refused = self._content_type_refusal(headers, template)
             if refused is not None:
                 await refused(scope, receive, send)
@@ -340,6 +343,11 @@ class AccessLayer:
         ws = WebSocket(scope, receive, send)
         await ws.accept(subprotocol=handshake.subprotocol)
         await WebSocketTransport(ws, handshake.dialect).refuse(report, CLOSE_POLICY_VIOLATION)
+
+
+def _has_body(headers: Headers) -> bool:
+    """Whether a request carries a body (a bodiless write, ``POST .../hangup``, has nothing to declare)."""
+    return "transfer-encoding" in headers or headers.get("content-length", "0").strip() not in ("", "0")
 
 
 def _foreign(origin: str | None, what: str) -> str:

@@ -10,7 +10,7 @@ added later, the preflight of a route no module serves yet (WebRTC calls).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,11 +213,26 @@ async def test_allowed_pages_read_answers_and_refusals(server: ServerHandle) -> 
         refused = await http.get(
             server.http_url("/v1/audio/voices", APP_KEYED), headers={"Origin": ALLOWED_ORIGIN}
         )
-    for response in (voices, refused):
+        health = await http.get(server.http_url("/health"), headers={"Origin": ALLOWED_ORIGIN})
+    for response in (voices, refused, health):
         assert response.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
         assert response.headers["access-control-expose-headers"] == "Location"
         assert "Origin" in response.headers["vary"]
     assert voices.status_code == 200 and refused.status_code == 401
+
+
+async def test_a_write_without_a_body_needs_no_content_type(server: ServerHandle) -> None:
+    # OpenAI's own example: curl -X POST .../hangup with only the key; a body must declare its type
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"a=b"
+
+    async with httpx.AsyncClient() as http:
+        bodiless = await http.post(server.http_url("/v1/audio/speech", APP_KEYED), headers=BEARER)
+        chunked = await http.post(
+            server.http_url("/v1/audio/speech", APP_KEYED), headers=BEARER, content=chunks()
+        )
+    assert bodiless.status_code == 400 and _error(bodiless) == "invalid_json"  # the route read it
+    assert chunked.status_code == 400 and _error(chunked) == "unsupported_content_type"
 
 
 async def test_a_preflight_from_a_foreign_page_is_refused(server: ServerHandle) -> None:

@@ -17,11 +17,9 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
-from realtime.config import ServerConfig
 from realtime.http.app import create_app
 from realtime.http.keys import Keys
-from realtime.speech.voices import default_voice_path
-from tests.realtime.conftest import FAST_TOKENS_PER_SECOND, SECOND_VOICE
+from tests.realtime.conftest import FAST_TOKENS_PER_SECOND, SECOND_VOICE, synthetic_config
 from tests.support.server_harness import AppFactory, RuntimeView, ServerHandle, start_server
 from tests.support.wire_check import RawClient, validate_frame
 
@@ -64,15 +62,8 @@ def _app(**changes: Any) -> AppFactory:
 
 @pytest.fixture(scope="module")
 def secrets_server(t2w_cache: Path) -> Iterator[ServerHandle]:
-    config = ServerConfig(
-        backend="synthetic",
-        synthetic_tokens_per_second=FAST_TOKENS_PER_SECOND,
-        cache_dir=t2w_cache,
-        max_audio_delta_ms=100,
-        voices=((SECOND_VOICE, default_voice_path()),),
-    )
     apps = [_app(api_key=SERVER_KEY), _app(), _app(api_key=SERVER_KEY, public_demo=True)]
-    handle = start_server(config, apps)
+    handle = start_server(synthetic_config(t2w_cache, FAST_TOKENS_PER_SECOND), apps)
     yield handle
     handle.stop()
 
