@@ -249,8 +249,9 @@ class ServerConfig:
     max_client_secrets: int = setting(
         1024,
         Section.LIMITS,
-        "ephemeral keys held at once (32 MiB of bound session configurations at most); expired keys are "
-        "purged, and when live keys fill the store the oldest one stops working",
+        "ephemeral keys held at once (32 MiB of bound session configurations at most), and as many again "
+        "for the demo page's own; expired keys are purged, and when live keys fill a store the oldest one "
+        "stops working",
         ge=1,
     )
     allowed_origins: tuple[str, ...] = setting(

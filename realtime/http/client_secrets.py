@@ -82,14 +82,14 @@ class ClientSecretsAPI:
 
     async def demo(self, request: Request) -> Response:
         """``POST /demo/client_secrets``: a key for the demo page, at most `DEMO_KEY_SECONDS`, no session."""
-        return await self._mint(request, DEMO_KEY_SECONDS, DEMO_KEY_SECONDS, with_session=False)
+        return await self._mint(request, DEMO_KEY_SECONDS, DEMO_KEY_SECONDS, demo=True)
 
     async def _mint(
-        self, request: Request, max_seconds: int, default_seconds: int, *, with_session: bool = True
+        self, request: Request, max_seconds: int, default_seconds: int, *, demo: bool = False
     ) -> Response:
         try:
             raw = drop_nulls(await read_json(request, MAX_BODY_BYTES))
-            if not with_session and "session" in raw:  # the demo's keys never carry a configuration
+            if demo and "session" in raw:  # the demo's keys never carry a configuration
                 raise ProtocolViolation(
                     CODE_UNKNOWN_PARAMETER,
                     "The demo's keys carry no session; send session.update.",
@@ -106,7 +106,7 @@ class ClientSecretsAPI:
         bound, size = None, 0
         if body.session is not None:
             bound, size = config, len(json.dumps(body.session))
-        value, expires_at = self._keys.mint(seconds, bound, size)
+        value, expires_at = self._keys.mint(seconds, bound, size, demo=demo)
         return JSONResponse(
             {"value": value, "expires_at": expires_at, "session": ga_session(config, new_id("sess"))},
             headers={"Cache-Control": "no-store"},  # a credential: no cache may keep it

@@ -9,7 +9,8 @@ a session started in time runs to its own limits.
 
 The store is bounded: at most ``capacity`` keys holding at most `STORE_BYTES` of bound configuration
 (counted as the size of the request that minted each), each for at most the configured lifetime. Expired keys
-are purged at each mint; when the live ones fill either bound, the oldest make room. Keys are kept only as SHA-256
+are purged at each mint; when the live ones fill either bound, the oldest make room. The demo page's keys have
+a store of their own, so an open demo cannot crowd out an application's keys. Keys are kept only as SHA-256
 digests, so neither a lookup's timing nor a dump of the store gives a key away, and no key is ever logged.
 
 Event loop only (no locks): the access layer and the client-secrets routes run on the server's loop.
@@ -96,12 +97,53 @@ class _Minted:
     size: int  # bytes charged against STORE_BYTES
 
 
+class _Pool:
+    """Keys of one issuer, oldest first, under a count and a byte bound (event loop only)."""
+
+    def __init__(self, capacity: int, clock: Clock) -> None:
+        self._capacity = capacity
+        self._clock = clock
+        self._minted: OrderedDict[bytes, _Minted] = OrderedDict()  # digest -> key
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._minted)
+
+    def add(self, digest: bytes, minted: _Minted) -> None:
+        self.purge()
+        while self._minted and (
+            len(self._minted) >= self._capacity or self._bytes + minted.size > STORE_BYTES
+        ):
+            _, oldest = self._minted.popitem(last=False)  # full of live keys: the oldest goes
+            self._bytes -= oldest.size
+        self._minted[digest] = minted
+        self._bytes += minted.size
+
+    def live(self, digest: bytes) -> _Minted | None:
+        minted = self._minted.get(digest)
+        if minted is not None and minted.deadline <= self._clock():
+            self._drop(digest)
+            return None
+        return minted
+
+    def purge(self) -> None:
+        now = self._clock()
+        for digest in [d for d, minted in self._minted.items() if minted.deadline <= now]:
+            self._drop(digest)
+
+    def _drop(self, digest: bytes) -> None:
+        self._bytes -= self._minted.pop(digest).size
+
+
 class Keys:
-    """The server's API key and the bounded store of ephemeral keys minted under it.
+    """The server's API key and the bounded stores of ephemeral keys minted under it.
+
+    The demo page's keys (``POST /demo/client_secrets``, which ``--public-demo`` opens to anyone) have a store
+    of their own, so a flood of them cannot push out the keys an application's backend minted.
 
     Args:
         server_key: the server's ``--api-key``, or None for an open server.
-        capacity: ephemeral keys held at once (``--max-client-secrets``).
+        capacity: ephemeral keys held at once per store (``--max-client-secrets``).
         clock: monotonic seconds (expiry); tests pass their own.
         wall: Unix seconds (the ``expires_at`` a client is shown).
     """
@@ -110,11 +152,10 @@ class Keys:
         self, server_key: str | None, *, capacity: int, clock: Clock = time.monotonic, wall: Clock = time.time
     ) -> None:
         self._server_key = server_key or None
-        self._capacity = capacity
         self._clock = clock
         self._wall = wall
-        self._minted: OrderedDict[bytes, _Minted] = OrderedDict()  # digest -> key, oldest first
-        self._bytes = 0
+        self._minted = _Pool(capacity, clock)
+        self._demo = _Pool(capacity, clock)
 
     @property
     def keyed(self) -> bool:
@@ -122,8 +163,8 @@ class Keys:
         return self._server_key is not None
 
     def __len__(self) -> int:
-        """Ephemeral keys held now (expired ones included until the next purge)."""
-        return len(self._minted)
+        """Ephemeral keys held now, both stores (expired ones included until the next purge)."""
+        return len(self._minted) + len(self._demo)
 
     def is_server_key(self, presented: str | None) -> bool:
         """True when the server has no key, or ``presented`` is it (compared in constant time)."""
@@ -161,7 +202,8 @@ class Keys:
         if self._server_key is not None and self.is_server_key(presented):
             return Grant()
         if presented is not None and presented.startswith(EPHEMERAL_PREFIX):
-            minted = self._live(presented)
+            digest = _digest(presented)
+            minted = self._minted.live(digest) or self._demo.live(digest)
             if minted is None:
                 raise KeyRefused(Refusal.EPHEMERAL_UNKNOWN)
             return Grant(ephemeral=True, session=minted.session)
@@ -169,44 +211,24 @@ class Keys:
             return Grant()
         raise KeyRefused(Refusal.MISSING if presented is None else Refusal.WRONG)
 
-    def mint(self, lifetime_s: float, session: SessionConfig | None, size: int = 0) -> tuple[str, int]:
+    def mint(
+        self, lifetime_s: float, session: SessionConfig | None, size: int = 0, *, demo: bool = False
+    ) -> tuple[str, int]:
         """A new ephemeral key living ``lifetime_s`` seconds, bound to ``session``.
 
         Args:
             lifetime_s: seconds until the key stops opening sessions.
             session: the configuration every session it opens starts with, or None.
             size: bytes of the request that described ``session`` (its charge against `STORE_BYTES`).
+            demo: the key is the demo page's (its own store).
 
         Returns:
             The key (``ek_`` + 32 hex digits) and its expiry in Unix seconds.
         """
-        self._purge()
-        charge = size + KEY_OVERHEAD_BYTES
-        while self._minted and (len(self._minted) >= self._capacity or self._bytes + charge > STORE_BYTES):
-            _, oldest = self._minted.popitem(last=False)  # the store is full of live keys: the oldest goes
-            self._bytes -= oldest.size
         value = EPHEMERAL_PREFIX + secrets.token_hex(KEY_RANDOM_BYTES)
-        self._minted[_digest(value)] = _Minted(self._clock() + lifetime_s, session, charge)
-        self._bytes += charge
+        minted = _Minted(self._clock() + lifetime_s, session, size + KEY_OVERHEAD_BYTES)
+        (self._demo if demo else self._minted).add(_digest(value), minted)
         return value, int(self._wall() + lifetime_s)
-
-    def _live(self, value: str) -> _Minted | None:
-        digest = _digest(value)
-        minted = self._minted.get(digest)
-        if minted is None:
-            return None
-        if minted.deadline <= self._clock():
-            self._drop(digest)
-            return None
-        return minted
-
-    def _purge(self) -> None:
-        now = self._clock()
-        for digest in [d for d, minted in self._minted.items() if minted.deadline <= now]:
-            self._drop(digest)
-
-    def _drop(self, digest: bytes) -> None:
-        self._bytes -= self._minted.pop(digest).size
 
 
 def _digest(value: str) -> bytes:

@@ -107,11 +107,20 @@ def test_bound_configurations_are_held_under_a_byte_budget(monkeypatch: pytest.M
     assert all(keys.verify_for_realtime(value).ephemeral for value in minted[1:])
 
 
+def test_the_demos_keys_cannot_crowd_out_an_applications() -> None:
+    keys, _ = _keys(capacity=2)
+    app_key, _ = keys.mint(600, PRESET)
+    demo_keys = [keys.mint(60, None, demo=True)[0] for _ in range(5)]  # an open demo, flooded
+    assert keys.verify_for_realtime(app_key).session == PRESET
+    assert len(keys) == 3 and keys.verify_for_realtime(demo_keys[-1]).ephemeral
+    assert _refusal(lambda: keys.verify_for_realtime(demo_keys[0])) is Refusal.EPHEMERAL_UNKNOWN
+
+
 def test_keys_are_held_as_digests_only() -> None:
     keys, _ = _keys()
     value, _ = keys.mint(600, None)
-    assert value not in repr(vars(keys))
-    assert value.encode() not in repr(vars(keys)).encode()
+    held = repr(vars(keys)) + repr(vars(vars(keys)["_minted"]))
+    assert value not in held and value[3:] not in held
 
 
 @pytest.mark.parametrize("reason", list(Refusal))
