@@ -32,7 +32,7 @@ from realtime.audio import PCM_RATE
 from realtime.backends.base import BackendError
 from realtime.codecs import AudioTooLong, UndecodableAudio, decode_audio
 from realtime.errors import SERVER_ERROR, ResponseFailure
-from realtime.http.errors import HTTPError, check_api_key, error_body, error_response
+from realtime.http.errors import HTTPError, error_body, error_response
 from realtime.http.streaming import ClientGone, DisconnectAwareStreamingResponse, sse_data, until_disconnect
 from realtime.http.transcript_formats import TimedText, language_name, srt, verbose_json, vtt
 from realtime.session.vad import speech_segments
@@ -70,11 +70,8 @@ def translations_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Res
 
 
 def _endpoint(runtime: Runtime, task: Task) -> Callable[[Request], Awaitable[Response]]:
-    server_key = runtime.config.api_key or None
-
     async def handle(request: Request) -> Response:
         try:
-            check_api_key(request, server_key)
             form = await _read_form(request, task)
             audio = await _decode(form["file"])
             settings = form["settings"]
