@@ -219,22 +219,49 @@ class ServerConfig:
     api_key: str | None = setting(
         None,
         Section.LIMITS,
-        "require this key: a WebSocket client presents it as Authorization: Bearer KEY (the openai SDKs' "
-        "api_key), an api-key header, the openai-insecure-api-key.KEY subprotocol (never echoed) or "
-        "?api_key=KEY, else it gets invalid_api_key and close 1008; /metrics and every /v1 HTTP route then "
-        "need Bearer or api-key too (401 invalid_api_key); /health, /favicon.ico and the demo page stay open "
-        "(open it as http://HOST:PORT/?key=KEY). Log lines never show it (nor Bearer tokens or ek_ keys: "
-        "redacted). Prefer the variable: flags show up in ps",
+        "require this key on every route but /health*, /favicon.ico and the demo page: HTTP clients send "
+        "Authorization: Bearer KEY (the openai SDKs' api_key) or an api-key header, else 401 invalid_api_key; "
+        "a WebSocket client may also use the openai-insecure-api-key.KEY subprotocol (never echoed) or "
+        "?api_key=KEY, else it gets invalid_api_key and close 1008. Realtime sessions also take the ephemeral "
+        "keys POST /v1/realtime/client_secrets mints (docs/PROTOCOL.md §1.8). Log lines never show a key (nor Bearer tokens or ek_ "
+        "keys: redacted). Prefer the variable: flags show up in ps",
         shown_default="none: every client is accepted",
         metavar="KEY",
+    )
+    public_demo: bool = setting(
+        False,
+        Section.LIMITS,
+        "with --api-key: the demo page gets its short-lived keys (60 s, Realtime only) from "
+        "POST /demo/client_secrets without the server's key, so anyone who can load the page can hold "
+        "sessions; without it the page asks its user for the key once and keeps only the short-lived one. "
+        "A server without --api-key is public anyway",
+        shown_default="off",
+    )
+    client_secret_max_seconds: int = setting(
+        7200,
+        Section.LIMITS,
+        "longest lifetime an ephemeral key may ask for in expires_after.seconds (10 and above; longer "
+        "requests get integer_above_max_value). A key opens sessions until it expires; a session started in "
+        "time runs to --max-session-seconds",
+        ge=10,
+        le=86400,
+    )
+    max_client_secrets: int = setting(
+        1024,
+        Section.LIMITS,
+        "ephemeral keys held at once (32 MiB of bound session configurations at most), and as many again "
+        "for the demo page's own; expired keys are purged, and when live keys fill a store the oldest one "
+        "stops working",
+        ge=1,
     )
     allowed_origins: tuple[str, ...] = setting(
         (),
         Section.LIMITS,
-        "browser origins (scheme://host[:port]) allowed to open WebSocket sessions, or '*' for any; a page "
-        "from another origin gets origin_not_allowed and close 1008. Clients that send no Origin header (SDKs, "
-        "servers) are not checked. Serving the demo under a DNS name without a key needs this (a DNS name "
-        "could be rebound by a hostile site)",
+        "browser origins (scheme://host[:port]) allowed to call this server, or '*' for any; a page from "
+        "another origin gets origin_not_allowed (HTTP 403; on a WebSocket the error event, then close 1008). "
+        "Allowed origins get CORS answers (preflights, Access-Control-Allow-Origin). Clients that send no "
+        "Origin header (SDKs, servers) are not checked. Serving the demo under a DNS name without a key needs "
+        "this (a DNS name could be rebound by a hostile site)",
         shown_default="loopback pages, and this server's own page under an IP address (under any name when a "
         "key is set)",
         item=parse_origin,

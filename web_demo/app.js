@@ -1,6 +1,8 @@
 // streamvoice browser demo: push-to-talk over the OpenAI Realtime GA protocol.
 // Capture and playback run in AudioWorklets on one 24 kHz AudioContext; the page only moves PCM16
 // between the worklets and the WebSocket and renders the conversation and live figures.
+// The page never holds the server's long-lived key: it connects with an ephemeral key (ek_...) from the
+// server (docs/PROTOCOL.md §1.8), asking its user for the server's key only when the server requires it.
 const SAMPLE_RATE = 24000;
 const CAPTURE_FRAME_SAMPLES = 960; // 40 ms per input_audio_buffer.append
 const MIN_COMMIT_MS = 100; // the server rejects shorter commits (input_audio_buffer_commit_empty)
@@ -9,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   status: $("status"), banner: $("banner"), voice: $("voice"), talk: $("talk"), reconnect: $("reconnect"),
   form: $("text-form"), input: $("text-input"), send: $("send"), transcript: $("transcript"), log: $("log"),
+  keyForm: $("key-form"), keyInput: $("key-input"),
   ttfa: $("ttfa"), received: $("received"), played: $("played"), underruns: $("underruns"),
   responseStatus: $("response-status"),
 };
@@ -21,6 +24,7 @@ const demo = {
   lastResponseCreateAt: 0,
   stats: { played: 0, buffered: 0, underruns: 0, ttfaMs: null, receivedSamples: 0 },
   sessionCreated: false, events: [], embeddedDemo: null,
+  secret: null, // { value, expiresAt (ms) }: the ephemeral key sessions open with
   pendingVoice: [], // user bubbles of sent voice messages, waiting for their committed item id
   voiceBubbles: new Map(), // item id -> user bubble that its transcription fills in
 };
@@ -324,14 +328,67 @@ function configureSession() {
   send({ type: "session.update", session });
 }
 
-// ---- connection --------------------------------------------------------------------------------
-function connect() {
+// ---- keys and connection -----------------------------------------------------------------------
+const KEY_MARGIN_MS = 5000; // a key this close to its expiry is not used to open a session
+const TYPED_KEY_SECONDS = 3600; // a key minted with the user's typed server key serves reconnects for an hour
+
+async function mint(url, headers, body) {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+  if (res.status === 401) return null;
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  const data = await res.json();
+  return { value: data.value, expiresAt: data.expires_at * 1000 };
+}
+
+function askForServerKey() {
+  // resolves with what the user typed; the field is cleared at once and the value is never stored
+  return new Promise((resolve) => {
+    setStatus("closed", "this server needs its API key");
+    ui.keyForm.hidden = false;
+    ui.keyInput.focus();
+    ui.keyForm.onsubmit = (e) => {
+      e.preventDefault();
+      const key = ui.keyInput.value.trim();
+      ui.keyInput.value = "";
+      if (!key) return;
+      ui.keyForm.hidden = true;
+      resolve(key);
+    };
+  });
+}
+
+async function clientSecret() {
+  if (demo.secret && demo.secret.expiresAt - Date.now() > KEY_MARGIN_MS) return demo.secret.value;
+  // the demo's own door: open on a server without a key, or one started with --public-demo
+  demo.secret = await mint("/demo/client_secrets", {}, {});
+  while (!demo.secret) {
+    const key = await askForServerKey();
+    const body = { expires_after: { anchor: "created_at", seconds: TYPED_KEY_SECONDS } };
+    demo.secret = await mint("/v1/realtime/client_secrets", { Authorization: `Bearer ${key}` }, body);
+  }
+  return demo.secret.value;
+}
+
+async function connect() {
   const params = new URLSearchParams(location.search);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const model = params.get("model") || "step-audio-2-mini";
-  const protocols = ["realtime"];
-  if (params.get("key")) protocols.push(`openai-insecure-api-key.${params.get("key")}`);
   setStatus("connecting", "connecting…");
+  let key;
+  try {
+    key = await clientSecret();
+  } catch (err) {
+    console.warn("no ephemeral key", err);
+    setStatus("error", "could not get a key from the server");
+    ui.reconnect.hidden = false;
+    return;
+  }
+  // browsers cannot set headers on a WebSocket: the key travels as a subprotocol, as OpenAI's SDKs send it
+  const protocols = ["realtime", `openai-insecure-api-key.${key}`];
   const ws = new WebSocket(`${scheme}://${location.host}/v1/realtime?model=${encodeURIComponent(model)}`, protocols);
   demo.ws = ws;
   demo.sessionCreated = false;
@@ -352,9 +409,9 @@ function connect() {
 
 async function loadServerInfo() {
   try {
-    const key = new URLSearchParams(location.search).get("key");
-    const res = await fetch("/v1/voices", key ? { headers: { Authorization: `Bearer ${key}` } } : {});
-    if (!res.ok) throw new Error(`HTTP ${res.status}`); // behind the server's API key when one is set
+    // a realtime route: the ephemeral key opens it
+    const res = await fetch("/v1/voices", { headers: { Authorization: `Bearer ${await clientSecret()}` } });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const info = await res.json();
     const list = Array.isArray(info) ? info : info.voices || [];
     const names = list.map((v) => (typeof v === "string" ? v : v.name || v.id));

@@ -7,9 +7,11 @@
   ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` (realtime/http/transcriptions.py),
   ``GET/POST /v1/audio/voices``, ``DELETE /v1/audio/voices/{name}`` (realtime/http/voices_api.py), ``GET /v1/models`` (realtime/http/models.py):
   OpenAI's audio HTTP API on the same runtime; every error in OpenAI's shape (realtime/http/errors.py).
-- With ``config.api_key`` set, a WebSocket client must present that key (docs/PROTOCOL.md §1.2), and so must
-  ``/metrics`` and every ``/v1/`` HTTP route (``Authorization: Bearer`` or ``api-key``); ``/health`` and the
-  demo stay open.
+- ``POST /v1/realtime/client_secrets``: ephemeral keys for Realtime sessions, and ``POST /demo/client_secrets``,
+  the demo page's own (realtime/http/client_secrets.py).
+- Who may call what is one layer in front of every route (realtime/http/access.py, docs/PROTOCOL.md §1.7): with
+  ``config.api_key`` set, every route needs the key but the open ones it lists (``/health*``, the favicon,
+  the demo's files); pages from foreign origins are refused; allowed origins get CORS.
 - ``GET /health``: JSON status, readiness (``ready`` / ``not_ready`` with the reasons / ``draining``: the
   same answer as ``/health/ready``), what the server runs, sessions, decoder streams, connections, and the
   process's RSS and task count.
@@ -23,7 +25,8 @@
 
 Every request passes the connection limits first: the transport guard (realtime/http/connections.py: open
 connection caps, header timeout, the health reserve), then the ASGI layer `RequestLimits`
-(realtime/http/request_limits.py: body timeout, body memory budget, the SIGTERM end of HTTP answers).
+(realtime/http/request_limits.py: body timeout, body memory budget, the SIGTERM end of HTTP answers), the
+outermost one so it sees every request (those the access layer refuses too).
 
 Serve it with uvicorn and `uvicorn_options` (frame size, queue, keepalive pings, the guarded HTTP protocol) so
 oversized client frames reach the protocol layer (which answers with an ``error`` event) instead of the
@@ -37,14 +40,13 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
@@ -52,17 +54,18 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ExceptionHandler
 
 from realtime.config import ServerConfig
+from realtime.http.access import DEMO_CLIENT_SECRETS_PATH, AccessLayer
 from realtime.http.capacity import ACCEPT_BATCH, OpenFiles, connection_capacity, open_files
 from realtime.http.chat import chat_endpoint
+from realtime.http.client_secrets import ClientSecretsAPI
 from realtime.http.connections import ConnectionLimits, ConnectionTable, guarded_protocol_class
 from realtime.http.errors import (
     HTTPError,
-    check_api_key,
-    error_response,
     handle_http_error,
     handle_starlette_http_exception,
     handle_unexpected,
 )
+from realtime.http.keys import Keys
 from realtime.http.models import model_routes
 from realtime.http.realtime_ws import SessionCount, realtime_endpoint, served_model_name
 from realtime.http.request_limits import BodyBudget, RequestLimits, RunningRequests
@@ -71,6 +74,7 @@ from realtime.http.transcriptions import transcriptions_endpoint, translations_e
 from realtime.http.voices_api import VoicesAPI
 from realtime.session.vad import held_engine
 from realtime.speech.runtime import Runtime
+from realtime.wire.handshake import forced
 
 log = logging.getLogger(__name__)
 
@@ -130,24 +134,12 @@ def process_figures() -> dict[str, int]:
     return {"rss_bytes": rss, "peak_rss_bytes": peak, "tasks": len(asyncio.all_tasks())}
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _keyed(server_key: str | None, handler: Handler) -> Handler:
-    """``handler`` behind the server's API key (when one is set), refused in OpenAI's error shape."""
-
-    async def guarded(request: Request) -> Response:
-        try:
-            check_api_key(request, server_key)
-        except HTTPError as exc:
-            return error_response(exc)
-        return await handler(request)
-
-    return guarded
-
-
 def create_app(
-    runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR, files: OpenFiles | None = None
+    runtime: Runtime,
+    *,
+    web_demo_dir: Path | None = WEB_DEMO_DIR,
+    keys: Keys | None = None,
+    files: OpenFiles | None = None,
 ) -> Starlette:
     """Build the ASGI app around a started runtime (the caller owns its lifecycle).
 
@@ -158,6 +150,7 @@ def create_app(
     Args:
         runtime: the server's shared runtime.
         web_demo_dir: static folder served at ``/``; None or a missing folder disables it.
+        keys: the key store (tests pass one with their own clock); by default one from the config.
         files: the open-file limits the connection cap is sized from (measured now when None).
     """
     config = runtime.config
@@ -168,7 +161,10 @@ def create_app(
     model = served_model_name(runtime)
     realtime_socket = realtime_endpoint(runtime, sessions)
     voice_api = VoicesAPI(runtime)
-    list_models, retrieve_model = model_routes(model, int(time.time()), runtime.config.api_key or None)
+    list_models, retrieve_model = model_routes(model, int(time.time()))
+    if keys is None:
+        keys = Keys(config.api_key, capacity=config.max_client_secrets)
+    client_secrets = ClientSecretsAPI(runtime, keys, model)
 
     async def not_ready_because() -> list[str]:
         """Why this replica should get no new sessions: the one answer of /health and /health/ready."""
@@ -209,10 +205,6 @@ def create_app(
         return Response(body, media_type=content_type)
 
     async def voices(request: Request) -> Response:
-        try:
-            check_api_key(request, runtime.config.api_key or None)
-        except HTTPError as exc:
-            return error_response(exc)
         registry = runtime.voices
         return JSONResponse(
             {
@@ -233,6 +225,7 @@ def create_app(
         Route("/audio/voices/{name}", voice_api.delete, methods=["DELETE"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/models/{model:path}", retrieve_model, methods=["GET"]),
+        Route("/realtime/client_secrets", client_secrets.create, methods=["POST"]),
     ]
     icon = web_demo_dir / FAVICON if web_demo_dir is not None else None
 
@@ -247,8 +240,9 @@ def create_app(
         Route("/health", health),
         Route("/health/live", live),
         Route("/health/ready", ready),
-        Route("/metrics", _keyed(runtime.config.api_key or None, metrics)),
+        Route("/metrics", metrics),
         Route("/favicon.ico", favicon),
+        Route(DEMO_CLIENT_SECRETS_PATH, client_secrets.demo, methods=["POST"]),
         Mount("/v1", routes=api),
     ]
     if web_demo_dir is not None and web_demo_dir.is_dir():
@@ -258,14 +252,23 @@ def create_app(
         HTTPError: handle_http_error,
         Exception: handle_unexpected,
     }
-    limits = Middleware(
+    app = Starlette(routes=routes, lifespan=_lifespan, exception_handlers=handlers)
+    app.add_middleware(
+        AccessLayer,
+        router=app.router,
+        keys=keys,
+        allowed_origins=config.allowed_origins,
+        public_demo=config.public_demo,
+        dialect=forced(config.dialect),
+        metrics=runtime.metrics,
+    )
+    app.add_middleware(  # added last: the outermost layer, it sees every request
         RequestLimits,
         body_timeout=config.body_timeout,
         budget=budget,
         running=running,
         metrics=runtime.metrics,
     )
-    app = Starlette(routes=routes, lifespan=_lifespan, exception_handlers=handlers, middleware=[limits])
     app.state.sessions = sessions  # the shutdown path drains them (realtime/commands/serve.py)
     app.state.requests = running
     app.state.connections = connections

@@ -24,12 +24,17 @@ from typing import Any
 REDACTED = "[REDACTED]"
 # names of query parameters (and form fields) whose value is a credential
 _SECRET_PARAMS = r"api[_-]?key|key|token|access[_-]?token|client[_-]?secret|secret|password|ephemeral[_-]?key"
+# a %-style placeholder is not a secret: `key=%s` in a format string keeps its argument (redacted in turn)
+_NOT_PLACEHOLDER = r"(?!%[-#0 +]*\d*(?:\.\d+)?[a-zA-Z%])"
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"(?i)((?:^|[?&;\s\"'(,])(?:{_SECRET_PARAMS})=)[^&;#\s\"'\])]+"), rf"\1{REDACTED}"),
-    (re.compile(rf"(?i)(\"(?:{_SECRET_PARAMS})\"\s*:\s*\")[^\"]+"), rf"\1{REDACTED}"),
-    (re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+"), rf"\1{REDACTED}"),
-    (re.compile(r"(?i)(\bapi-key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"), rf"\1{REDACTED}"),
-    (re.compile(r"(openai-insecure-api-key\.)[^\s\"',;]+"), rf"\1{REDACTED}"),
+    (
+        re.compile(rf"(?i)((?:^|[?&;\s\"'(,])(?:{_SECRET_PARAMS})=){_NOT_PLACEHOLDER}[^&;#\s\"'\])]+"),
+        rf"\1{REDACTED}",
+    ),
+    (re.compile(rf"(?i)(\"(?:{_SECRET_PARAMS})\"\s*:\s*\"){_NOT_PLACEHOLDER}[^\"]+"), rf"\1{REDACTED}"),
+    (re.compile(rf"(?i)(\bbearer\s+){_NOT_PLACEHOLDER}[^\s\"',;]+"), rf"\1{REDACTED}"),
+    (re.compile(rf"(?i)(\bapi-key[\"']?\s*[:=]\s*[\"']?){_NOT_PLACEHOLDER}[^\s\"',;&]+"), rf"\1{REDACTED}"),
+    (re.compile(rf"(openai-insecure-api-key\.){_NOT_PLACEHOLDER}[^\s\"',;]+"), rf"\1{REDACTED}"),
     (re.compile(r"\bek_[A-Za-z0-9_-]{6,}"), f"ek_{REDACTED}"),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{6,}"), f"sk-{REDACTED}"),
 )

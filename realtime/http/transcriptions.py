@@ -32,7 +32,7 @@ from realtime.audio import PCM_RATE
 from realtime.backends.base import BackendError
 from realtime.codecs import AudioTooLong, UndecodableAudio, decode_audio
 from realtime.errors import CODE_SHUTTING_DOWN, SERVER_ERROR, ResponseFailure, quote
-from realtime.http.errors import HTTPError, check_api_key, error_body, error_response
+from realtime.http.errors import HTTPError, error_body, error_response
 from realtime.http.streaming import (
     ClientGone,
     DisconnectAwareStreamingResponse,
@@ -76,11 +76,8 @@ def translations_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Res
 
 
 def _endpoint(runtime: Runtime, task: Task) -> Callable[[Request], Awaitable[Response]]:
-    server_key = runtime.config.api_key or None
-
     async def handle(request: Request) -> Response:
         try:
-            check_api_key(request, server_key)
             form = await _read_form(request, task)
             audio = await _decode(form["file"])
             settings = form["settings"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 from realtime.errors import (
     CODE_ACTIVE_RESPONSE,
@@ -45,10 +44,10 @@ from realtime.session.items import (
 )
 from realtime.session.outbox import Outbox
 from realtime.session.played_audio import PlayedAudio
+from realtime.session.presets import updated_config, voice_resolver
 from realtime.session.response import ResponseRun, ResponseServices
 from realtime.session.response_plan import plan_response
 from realtime.session.responses import ResponseTasks
-from realtime.session.tool_calls import check_tool_choice, realtime_tool_choice
 from realtime.session.transcription import FirstOutputGate, InputTranscriptions
 from realtime.session.transport import Inbound, PeerAudio, Playback, Undecodable
 from realtime.session.unused_content import UnusedContent
@@ -65,7 +64,7 @@ from realtime.wire.client_events import (
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import Item, new_id
 from realtime.wire.server_events import EventBuilder
-from realtime.wire.session_config import SessionConfig, apply_session_update, resolve_voice
+from realtime.wire.session_config import SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +80,25 @@ class Session:
     Only the connection's own tasks touch it (single event loop, no locks). It is the `ResponseHost` of its
     responses.
 
+    Args:
+        runtime: the server's shared runtime.
+        dialect: the event family of the connection.
+        model: the model id ``session.model`` reports.
+        preset: the configuration the session starts with (the one an ephemeral key carries,
+            realtime/http/keys.py) instead of the defaults; ``session.update`` changes it as usual.
+
     Attributes:
         services: what every response of the session shares.
         quiet: set while no response is in progress (the shutdown drain waits on it).
     """
 
-    def __init__(self, runtime: Runtime, dialect: Dialect, model: str) -> None:
+    def __init__(
+        self, runtime: Runtime, dialect: Dialect, model: str, preset: SessionConfig | None = None
+    ) -> None:
         self.runtime = runtime
         self.id = new_id("sess")
         self.events = EventBuilder(dialect)
-        self.config = SessionConfig(model=model, voice=runtime.voices.default)
+        self.config = preset or SessionConfig(model=model, voice=runtime.voices.default)
         config = runtime.config
         self.conversation = Conversation(
             ConversationLimits(
@@ -199,26 +207,16 @@ class Session:
     # session ---------------------------------------------------------------------------------------------
     def _session_update(self, event: SessionUpdate) -> None:
         old = self.config
-        config = apply_session_update(
+        config = updated_config(
             old,
-            event.session,
+            event,
+            voices=self.runtime.voices.accepted_names(),
             voice_locked=self.voice_locked,
-            resolve=self._resolve_voice("session.audio.output.voice"),
             beta=self.events.beta,
-            extensions=event.extensions,
         )
-        check_tool_choice(config.tools, realtime_tool_choice(config.tool_choice), "session.tool_choice")
         self.config = config
         if (old.turn_detection, old.input_format) != (config.turn_detection, config.input_format):
             self._configure_vad()
-
-    def _resolve_voice(self, param: str) -> Callable[[str], str]:
-        voices = self.runtime.voices
-
-        def resolve(name: str) -> str:  # the name is kept and echoed; the speech layer maps it to a voice
-            return resolve_voice(name, voices.accepted_names(), param)
-
-        return resolve
 
     def _configure_vad(self) -> None:
         self.idle.disarm()
@@ -384,7 +382,7 @@ class Session:
             event,
             self.config,
             self.conversation,
-            resolve_voice=self._resolve_voice("response.audio.output.voice"),
+            resolve_voice=voice_resolver(self.runtime.voices.accepted_names(), "response.audio.output.voice"),
             beta=self.events.beta,
         )
         self.unused.note_input(event.input or ())

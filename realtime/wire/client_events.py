@@ -222,7 +222,8 @@ def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
     if kind == "input_audio_buffer.append":
         return _decode_append(raw)
     if kind == "session.update":
-        return SessionUpdate(event_id, *_decode_session(raw, dialect))
+        check_keys(raw, {"type", "event_id", "session"}, "")
+        return decode_session(raw.get("session"), dialect, event_id)
     if kind == "conversation.item.create":
         check_keys(raw, {"type", "event_id", "item", "previous_item_id"}, "")
         if not isinstance(raw.get("item"), dict):
@@ -260,13 +261,15 @@ def _decode_append(raw: dict[str, Any]) -> AudioAppend:
     return AudioAppend(raw.get("event_id"), data)
 
 
-def _decode_session(
-    raw: dict[str, Any], dialect: Dialect
-) -> tuple[RealtimeSessionCreateRequest, SessionExtensions]:
-    check_keys(raw, {"type", "event_id", "session"}, "")
-    session = raw.get("session")
+def decode_session(session: Any, dialect: Dialect, event_id: str | None = None) -> SessionUpdate:
+    """A GA (or beta) ``session`` object as the `SessionUpdate` it makes: the ``session`` of a
+    ``session.update``, and of ``POST /v1/realtime/client_secrets`` (errors name ``session.<field>``).
+
+    Raises:
+        ProtocolViolation: a missing or invalid field, an unknown one, or a session type not served.
+    """
     if not isinstance(session, dict):
-        raise missing_or_invalid(raw, "session")
+        raise missing_or_invalid({"session": session}, "session")
     session = beta_session_to_ga(session)
     kind = session.get("type")
     if kind is None:
@@ -278,13 +281,13 @@ def _decode_session(
     elif kind != "realtime":
         raise ProtocolViolation(
             CODE_INVALID_SESSION_TYPE,
-            f"Invalid value: '{kind}'. Only 'realtime' sessions are supported.",
+            f"Invalid value: '{quote(kind)}'. Only 'realtime' sessions are supported.",
             "session.type",
         )
     session, extensions = split_extensions(session)
     model = validate_model(RealtimeSessionCreateRequest, session, "session")
     reject_extras(model, "session", _SESSION_READ_ONLY)
-    return model, extensions
+    return SessionUpdate(event_id, model, extensions)
 
 
 def decode_item(raw: dict[str, Any], param: str, dialect: Dialect = Dialect.GA) -> ConversationItemModel:

@@ -42,6 +42,11 @@ class Handshake:
     api_key: str | None
 
 
+def forced(name: str) -> Dialect | None:
+    """The dialect ``--dialect`` forces on every connection (``ga`` or ``beta``), or None for ``auto``."""
+    return Dialect(name) if name in (Dialect.GA.value, Dialect.BETA.value) else None
+
+
 def negotiate(
     headers: Mapping[str, str],
     subprotocols: Sequence[str],

@@ -25,6 +25,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("STREAMVOICE_ARTIFACTS", REPO / "artifacts"))
 SERVER_START_TIMEOUT_S = 180.0
+SERVER_KEY = "sk-browser-demo-key"
 
 
 def _free_port() -> int:
@@ -49,11 +50,15 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def browser_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the module's servers (the tiny decoder is generated once)."""
+    return tmp_path_factory.mktemp("browser-cache")
+
+
+def _serve(work: Path, cache: Path, env: dict[str, str]) -> Iterator[str]:
     port = _free_port()
-    work = tmp_path_factory.mktemp("browser-server")
     log_path = work / "server.log"
-    env = dict(os.environ, STREAMVOICE_CACHE=str(work / "cache"), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, STREAMVOICE_CACHE=str(cache), PYTHONUNBUFFERED="1", **env)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -71,6 +76,19 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory, browser_cache: Path) -> Iterator[str]:
+    yield from _serve(tmp_path_factory.mktemp("browser-server"), browser_cache, {})
+
+
+@pytest.fixture(scope="module")
+def keyed_server_url(tmp_path_factory: pytest.TempPathFactory, browser_cache: Path) -> Iterator[str]:
+    """A server started with an API key (the variable, as docs recommend)."""
+    yield from _serve(
+        tmp_path_factory.mktemp("keyed-server"), browser_cache, {"STREAMVOICE_API_KEY": SERVER_KEY}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -159,4 +177,36 @@ def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: obj
     page.wait_for_function("window.demo.stats.buffered === 0", timeout=5_000)
     page.mouse.up()
     assert not [e for e in console_errors if "bad server event" in e]
+    context.close()
+
+
+def test_a_keyed_server_asks_for_its_key_once_and_the_page_keeps_only_an_ephemeral_key(
+    keyed_server_url: str, browser: object
+) -> None:
+    context = browser.new_context(permissions=["microphone"])  # type: ignore[attr-defined]
+    page = context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(keyed_server_url + "/")
+    # the demo's own door is closed on a keyed server (no --public-demo): the page asks for the key
+    page.wait_for_selector("#key-form:not([hidden])", timeout=30_000)
+    assert page.get_attribute("#status", "data-state") == "closed"
+    page.fill("#key-input", "sk-wrong")
+    page.press("#key-input", "Enter")
+    page.wait_for_selector("#key-form:not([hidden])", timeout=10_000)  # asked again
+    page.fill("#key-input", SERVER_KEY)
+    page.press("#key-input", "Enter")
+    page.wait_for_selector("#status[data-state=open]", timeout=30_000)
+    assert page.input_value("#key-input") == ""
+    secret = page.evaluate("window.demo.secret.value")
+    assert secret.startswith("ek_")
+    assert page.locator("#voice option").count() >= 1  # /v1/voices read with the ephemeral key
+    # the long-lived key is nowhere the page keeps things: not in a URL, not in storage
+    assert not [url for url in requests if SERVER_KEY in url]
+    assert SERVER_KEY not in page.evaluate(
+        "JSON.stringify({...localStorage, ...sessionStorage}) + location.href"
+    )
+    page.fill("#text-input", "Hello there.")
+    page.press("#text-input", "Enter")
+    page.wait_for_function("window.demo.response && window.demo.response.done", timeout=60_000)
     context.close()

@@ -78,7 +78,8 @@ async def test_a_body_larger_than_the_budget_is_413_before_it_is_read(server: Se
             for _ in range(40):
                 yield b"x" * (64 * 1024)
 
-        streamed = await http.post("/v1/chat/completions", content=chunked())
+        json_type = {"content-type": "application/json"}
+        streamed = await http.post("/v1/chat/completions", content=chunked(), headers=json_type)
         assert streamed.status_code == 413, streamed.text
     assert app.state.body_budget.used == 0
 
@@ -233,3 +234,18 @@ def test_a_non_utf8_frame_is_one_counted_line() -> None:
 def test_secrets_in_json_are_redacted() -> None:
     text = '{"api_key": "SECRET123", "model": "x"}'
     assert redact(text) == f'{{"api_key": "{REDACTED}", "model": "x"}}'
+
+
+def test_format_placeholders_survive_redaction() -> None:
+    """``key=%s`` in a format string is no secret: its argument is redacted instead, and the line formats."""
+    record = logging.LogRecord(
+        "realtime",
+        logging.INFO,
+        "",
+        0,
+        "session model=%s key=%s bearer %s",
+        ("x", "server", "Bearer abcdef"),
+        None,
+    )
+    assert RedactSecrets().filter(record)
+    assert record.getMessage() == f"session model=x key=server bearer Bearer {REDACTED}"
