@@ -244,10 +244,30 @@ async def _present_the_key_every_way(port: int) -> None:
         await http.get("/?key=" + KEY)
 
 
-def test_the_key_never_reaches_the_log(tight: ServedProcess) -> None:
+async def _present_an_ephemeral_key_every_way(port: int) -> str:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        minted = await http.post(
+            "/v1/realtime/client_secrets", json={}, headers={"Authorization": f"Bearer {KEY}"}
+        )
+    ephemeral: str = minted.json()["value"]
+    base = f"ws://127.0.0.1:{port}/v1/realtime?model=x"
+    for url, headers, protocols in (
+        (f"{base}&api_key={ephemeral}", {}, None),
+        (base, {"Authorization": f"Bearer {ephemeral}"}, None),
+        (base, {}, ["realtime", f"openai-insecure-api-key.{ephemeral}"]),
+    ):
+        async with websockets.connect(url, additional_headers=headers, subprotocols=protocols) as ws:  # type: ignore[arg-type]
+            await asyncio.wait_for(ws.recv(), 5)
+    return ephemeral
+
+
+def test_no_key_reaches_the_log(tight: ServedProcess) -> None:
+    """The server key and an ephemeral key, presented every way a client may, are redacted in every line."""
     asyncio.run(_present_the_key_every_way(tight.port))
-    wait_until(lambda: "api_key=[REDACTED]" in tight.log, 5)
+    ephemeral = asyncio.run(_present_an_ephemeral_key_every_way(tight.port))
+    wait_until(lambda: tight.log.count("api_key=[REDACTED]") >= 2, 5)
     assert KEY not in tight.log
+    assert ephemeral not in tight.log and ephemeral[len("ek_") :] not in tight.log
 
 
 def test_accept_failures_are_one_line_and_a_counter(t2w_cache: Path) -> None:
