@@ -44,7 +44,7 @@ from realtime.wire.server_events import EventBuilder, encode
 log = logging.getLogger(__name__)
 
 SERVED_MODEL = "step-audio-2-mini"
-_IGNORED_QUERY = ("call_id", "intent")
+_IGNORED_QUERY = ("call_id",)
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -156,7 +156,14 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
         for name in _IGNORED_QUERY:
             if name in ws.query_params:
                 log.info("ignoring unsupported query parameter %s", name)
-        log.info("session requested model=%s dialect=%s", requested, handshake.dialect.value)
+        # a transcription session's model is its transcription model (session.update): a ?model= beside
+        # ?intent=transcription (LiveKit sends one to hosts other than OpenAI's) is ignored like any other
+        log.info(
+            "session requested model=%s dialect=%s type=%s",
+            requested,
+            handshake.dialect.value,
+            handshake.session_type,
+        )
         await ws.accept(subprotocol=handshake.subprotocol)
         transport = WebSocketTransport(ws, handshake.dialect)
         origin = ws.headers.get("origin")
@@ -194,7 +201,7 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
         sessions.opened()
         runtime.metrics.session_opened()
         try:
-            session = Session(runtime, handshake.dialect, model)
+            session = Session(runtime, handshake.dialect, model, handshake.session_type)
             await serve_connection(session, transport, sessions.drain)
         finally:
             sessions.closed()

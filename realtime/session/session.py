@@ -6,7 +6,8 @@ is processed synchronously (its ``response.done`` is queued before the next clie
 docs/PROTOCOL.md §6.1). Each response runs as a task of the connection's task group and reports back through
 the `ResponseHost` methods this class implements (`audio_started`, `first_output`, `truncate`, `delivered`).
 Where the transport plays the output audio itself (`Playback`), the session knows what the peer heard
-(realtime/session/played_audio.py).
+(realtime/session/played_audio.py). A transcription session (``?intent=transcription``, docs/PROTOCOL.md §4.8)
+is the same state with no responses: committed audio is transcribed, and its items form a rolling history.
 
 Size: over 400 lines because it dispatches every client event of the protocol onto one session's
 state; connection loops, input audio, transcription, idle timer, played audio and response planning live
@@ -65,7 +66,13 @@ from realtime.wire.client_events import (
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import Item, new_id
 from realtime.wire.server_events import EventBuilder
-from realtime.wire.session_config import SessionConfig, apply_session_update, resolve_voice
+from realtime.wire.session_config import SessionConfig, SessionType, apply_session_update, resolve_voice
+from realtime.wire.transcription_session import (
+    TranscriptionSessionUpdate,
+    apply_transcription_update,
+    responses_refused,
+    session_type_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +93,13 @@ class Session:
         quiet: set while no response is in progress (the shutdown drain waits on it).
     """
 
-    def __init__(self, runtime: Runtime, dialect: Dialect, model: str) -> None:
+    def __init__(
+        self, runtime: Runtime, dialect: Dialect, model: str, session_type: SessionType = "realtime"
+    ) -> None:
         self.runtime = runtime
         self.id = new_id("sess")
         self.events = EventBuilder(dialect)
-        self.config = SessionConfig(model=model, voice=runtime.voices.default)
+        self.config = SessionConfig(model=model, voice=runtime.voices.default, type=session_type)
         config = runtime.config
         self.conversation = Conversation(
             ConversationLimits(
@@ -121,6 +130,11 @@ class Session:
         self.idle = IdleTimer(self._idle_timeout)
         self.unused = UnusedContent(runtime.metrics, self.id)
 
+    @property
+    def transcribes_only(self) -> bool:
+        """A transcription session (``?intent=transcription``): input audio is transcribed, never answered."""
+        return self.config.type == "transcription"
+
     async def open(self, tasks: asyncio.TaskGroup, playback: Playback | None = None) -> None:
         """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends.
 
@@ -133,7 +147,7 @@ class Session:
             self._played = PlayedAudio(playback, self.events, self.outbox)
         for event in self.events.session_created(self.config, self.id):
             await self.outbox.put(event)
-        for event in self.events.conversation_created(self.conversation.id):
+        for event in self.events.conversation_created(self.config, self.conversation.id):
             await self.outbox.put(event)
         self._configure_vad()
 
@@ -169,7 +183,7 @@ class Session:
     async def _dispatch(self, event: ClientEvent) -> None:
         if isinstance(event, AudioAppend):
             await self._append(event.audio)
-        elif isinstance(event, SessionUpdate):
+        elif isinstance(event, SessionUpdate | TranscriptionSessionUpdate):
             self._session_update(event)
             await self.outbox.put(self.events.session_updated(self.config, self.id))
         elif isinstance(event, ItemCreate):
@@ -195,17 +209,23 @@ class Session:
             await self._cut_playback()
 
     # session ---------------------------------------------------------------------------------------------
-    def _session_update(self, event: SessionUpdate) -> None:
+    def _session_update(self, event: SessionUpdate | TranscriptionSessionUpdate) -> None:
         old = self.config
-        config = apply_session_update(
-            old,
-            event.session,
-            voice_locked=self.voice_locked,
-            resolve=self._resolve_voice("session.audio.output.voice"),
-            beta=self.events.beta,
-            extensions=event.extensions,
-        )
-        check_tool_choice(config.tools, realtime_tool_choice(config.tool_choice), "session.tool_choice")
+        transcription = isinstance(event, TranscriptionSessionUpdate)
+        if transcription != self.transcribes_only:  # the type is fixed when the session opens
+            raise session_type_mismatch(old.type, beta=self.events.beta)
+        if isinstance(event, TranscriptionSessionUpdate):
+            config = apply_transcription_update(old, event.session, event.extensions)
+        else:
+            config = apply_session_update(
+                old,
+                event.session,
+                voice_locked=self.voice_locked,
+                resolve=self._resolve_voice("session.audio.output.voice"),
+                beta=self.events.beta,
+                extensions=event.extensions,
+            )
+            check_tool_choice(config.tools, realtime_tool_choice(config.tool_choice), "session.tool_choice")
         self.config = config
         if (old.turn_detection, old.input_format) != (config.turn_detection, config.input_format):
             self._configure_vad()
@@ -242,6 +262,8 @@ class Session:
     async def _commit_item(self, item_id: str) -> Item:
         item = user_audio_item(self.input_audio.peek(), self.config.input_format)
         item.id = item_id
+        if self.transcribes_only:  # a rolling history: the oldest items make room (docs/PROTOCOL.md §4.8)
+            self.conversation.evict_for(item)
         previous = self.conversation.insert(item)  # a full conversation refuses it: the audio stays buffered
         self.input_audio.clear()
         await self.outbox.put(self.events.committed(item.id, previous))
@@ -275,7 +297,7 @@ class Session:
         await self.outbox.put(self.events.speech_stopped(item_id, event.ms))
         if self.input_audio.buffered_ms < MIN_COMMIT_MS:
             return
-        await self._commit_and_respond(item_id, settings.create_response)
+        await self._commit_and_respond(item_id, settings.create_response and not self.transcribes_only)
 
     async def _commit_and_respond(self, item_id: str, respond: bool) -> None:
         """A server-VAD turn end: commit, start the response, then the transcription (so it goes second)."""
@@ -374,6 +396,8 @@ class Session:
 
     # responses -------------------------------------------------------------------------------------------
     async def _response_create(self, event: ResponseCreate) -> None:
+        if self.transcribes_only:
+            raise responses_refused()
         if self.runtime.draining:
             raise ProtocolViolation(
                 CODE_SHUTTING_DOWN, "The server is shutting down: no new responses are started."
