@@ -57,7 +57,8 @@ CODE_ITEM_DUPLICATE_ID = "item_create_duplicate_item_id"
 CODE_ITEM_UNKNOWN_PREVIOUS = "item_create_invalid_previous_item_id"
 CODE_SESSION_EXPIRED = "session_expired"
 CODE_SESSION_LIMIT = "session_limit_reached"
-CODE_INVALID_PARAMETER = "invalid_parameter"  # an event that does not fit the session type (PROTOCOL.md §8.3 R23, R55-R58)
+# an event that does not fit the session type (PROTOCOL.md §8.3 R23, R55-R58)
+CODE_INVALID_PARAMETER = "invalid_parameter"
 CODE_CANNOT_UPDATE_VOICE = "cannot_update_voice"
 CODE_INVALID_API_KEY = "invalid_api_key"
 CODE_INTERNAL = "internal_error"
