@@ -39,6 +39,8 @@ _PROBES = {
     "openai>=3 / openai-agents": "import agents, openai; assert int(openai.__version__.split('.')[0]) >= 3",
     "pipecat-ai[openai]": "import pipecat.services.openai.realtime.llm",
     "livekit-agents[openai]": "import livekit.plugins.openai.realtime",
+    # the voice pipeline's numpy and websockets come with pipecat-ai / livekit-agents and openai[realtime]
+    "openai-agents voice": "import agents.voice",
 }
 
 
@@ -65,10 +67,11 @@ def _client_venv_problems() -> dict[str, str]:
 
 
 _PROBLEMS = _client_venv_problems()
-_OPENAI, _PIPECAT, _LIVEKIT = (_PROBLEMS.get(name) for name in _PROBES)
+_OPENAI, _PIPECAT, _LIVEKIT, _AGENTS_VOICE = (_PROBLEMS.get(name) for name in _PROBES)
 needs_openai = pytest.mark.skipif(_OPENAI is not None, reason=_OPENAI or "")
 needs_pipecat = pytest.mark.skipif(_PIPECAT is not None, reason=_PIPECAT or "")
 needs_livekit = pytest.mark.skipif(_LIVEKIT is not None, reason=_LIVEKIT or "")
+needs_agents_voice = pytest.mark.skipif(_AGENTS_VOICE is not None, reason=_AGENTS_VOICE or "")
 
 
 def _speech_wav(tmp_path: Path) -> tuple[Path, bytes]:
@@ -289,7 +292,7 @@ def test_openai_sdk_transcription_session(server: ServerHandle, tmp_path: Path, 
     assert checks["after_refusal"] == ["input_audio_buffer.cleared"]  # no response was started
 
 
-@needs_openai
+@needs_agents_voice
 def test_agents_voice_stt_transcription_session(server: ServerHandle, tmp_path: Path) -> None:
     wav, _pcm = _speech_wav(tmp_path)
     turns = _run("agents_stt.py", server.http_url("/v1"), str(wav))["checks"]["turns"]
