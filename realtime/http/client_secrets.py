@@ -34,8 +34,9 @@ from realtime.speech.runtime import Runtime
 from realtime.wire.client_events import decode_session
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import new_id
-from realtime.wire.session_config import SessionConfig
+from realtime.wire.session_config import SessionConfig, SessionType
 from realtime.wire.session_echo import ga_session
+from realtime.wire.transcription_session import TranscriptionSessionUpdate
 from realtime.wire.validation import check_range
 
 MIN_KEY_SECONDS = 10  # OpenAI's bounds: 10 s to 2 h, 600 s by default
@@ -120,7 +121,9 @@ class ClientSecretsAPI:
                 `error_response`, naming ``session.<field>``).
         """
         voices = self._runtime.voices
-        config = SessionConfig(model=self._model, voice=voices.default)
         if raw is None:
-            return config
-        return updated_config(config, decode_session(dict(raw), Dialect.GA), voices=voices.accepted_names())
+            return SessionConfig(model=self._model, voice=voices.default)
+        update = decode_session(dict(raw), Dialect.GA)
+        kind: SessionType = "transcription" if isinstance(update, TranscriptionSessionUpdate) else "realtime"
+        config = SessionConfig(model=self._model, voice=voices.default, type=kind)
+        return updated_config(config, update, voices=voices.accepted_names())

@@ -36,7 +36,7 @@ from realtime.wire.handshake import forced, negotiate
 log = logging.getLogger(__name__)
 
 SERVED_MODEL = "step-audio-2-mini"
-_IGNORED_QUERY = ("call_id", "intent")
+_IGNORED_QUERY = ("call_id",)
 
 
 @dataclass
@@ -95,10 +95,13 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
         for name in _IGNORED_QUERY:
             if name in ws.query_params:
                 log.info("ignoring unsupported query parameter %s", name)
+        # a transcription session's model is its transcription model (session.update): a ?model= beside
+        # ?intent=transcription (LiveKit sends one to hosts other than OpenAI's) is ignored like any other
         log.info(
-            "session requested model=%s dialect=%s key=%s",
+            "session requested model=%s dialect=%s type=%s key=%s",
             requested,
             handshake.dialect.value,
+            handshake.session_type,
             "ephemeral" if grant.ephemeral else "server",
         )
         await ws.accept(subprotocol=handshake.subprotocol)
@@ -116,7 +119,7 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
         sessions.opened()
         runtime.metrics.session_opened()
         try:
-            session = Session(runtime, handshake.dialect, model, preset=grant.session)
+            session = Session(runtime, handshake.dialect, model, handshake.session_type, preset=grant.session)
             await serve_connection(session, transport, sessions.drain)
         finally:
             sessions.closed()

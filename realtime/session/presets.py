@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection
 from realtime.session.tool_calls import check_tool_choice, realtime_tool_choice
 from realtime.wire.client_events import SessionUpdate
 from realtime.wire.session_config import SessionConfig, apply_session_update, resolve_voice
+from realtime.wire.transcription_session import TranscriptionSessionUpdate, apply_transcription_update
 
 SESSION_VOICE_PARAM = "session.audio.output.voice"
 
@@ -32,7 +33,7 @@ def voice_resolver(accepted: Collection[str], param: str) -> Callable[[str], str
 
 def updated_config(
     config: SessionConfig,
-    update: SessionUpdate,
+    update: SessionUpdate | TranscriptionSessionUpdate,
     *,
     voices: Collection[str],
     voice_locked: bool = False,
@@ -42,11 +43,14 @@ def updated_config(
 
     Args:
         config: the configuration in force.
-        update: a decoded ``session.update`` (or a minted key's ``session``, decoded the same way).
+        update: a decoded ``session.update`` (or a minted key's ``session``, decoded the same way); a
+            transcription session's update applies only its fields (the caller checks the session's type).
         voices: the voice names a client may ask for.
         voice_locked: the session has produced audio, so its voice can no longer change.
         beta: the session speaks beta (temperature is clamped instead of refused).
     """
+    if isinstance(update, TranscriptionSessionUpdate):
+        return apply_transcription_update(config, update.session, update.extensions)
     updated = apply_session_update(
         config,
         update.session,

@@ -6,7 +6,8 @@ is processed synchronously (its ``response.done`` is queued before the next clie
 docs/PROTOCOL.md §6.1). Each response runs as a task of the connection's task group and reports back through
 the `ResponseHost` methods this class implements (`audio_started`, `first_output`, `truncate`, `delivered`).
 Where the transport plays the output audio itself (`Playback`), the session knows what the peer heard
-(realtime/session/played_audio.py).
+(realtime/session/played_audio.py). A transcription session (``?intent=transcription``, docs/PROTOCOL.md §4.8)
+is the same state with no responses: committed audio is transcribed, and its items form a rolling history.
 
 Size: over 400 lines because it dispatches every client event of the protocol onto one session's
 state; connection loops, input audio, transcription, idle timer, played audio and response planning live
@@ -64,7 +65,12 @@ from realtime.wire.client_events import (
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import Item, new_id
 from realtime.wire.server_events import EventBuilder
-from realtime.wire.session_config import SessionConfig
+from realtime.wire.session_config import SessionConfig, SessionType
+from realtime.wire.transcription_session import (
+    TranscriptionSessionUpdate,
+    responses_refused,
+    session_type_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +99,18 @@ class Session:
     """
 
     def __init__(
-        self, runtime: Runtime, dialect: Dialect, model: str, preset: SessionConfig | None = None
+        self,
+        runtime: Runtime,
+        dialect: Dialect,
+        model: str,
+        session_type: SessionType = "realtime",
+        preset: SessionConfig | None = None,
     ) -> None:
         self.runtime = runtime
         self.id = new_id("sess")
         self.events = EventBuilder(dialect)
-        self.config = preset or SessionConfig(model=model, voice=runtime.voices.default)
+        # a minted key's configuration (its type included) wins over the URL's ?intent=
+        self.config = preset or SessionConfig(model=model, voice=runtime.voices.default, type=session_type)
         config = runtime.config
         self.conversation = Conversation(
             ConversationLimits(
@@ -131,6 +143,11 @@ class Session:
         self.idle = IdleTimer(self._idle_timeout)
         self.unused = UnusedContent(runtime.metrics, self.id)
 
+    @property
+    def transcribes_only(self) -> bool:
+        """A transcription session (``?intent=transcription``): input audio is transcribed, never answered."""
+        return self.config.type == "transcription"
+
     async def open(self, tasks: asyncio.TaskGroup, playback: Playback | None = None) -> None:
         """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends.
 
@@ -143,7 +160,7 @@ class Session:
             self._played = PlayedAudio(playback, self.events, self.outbox)
         for event in self.events.session_created(self.config, self.id):
             await self.outbox.put(event)
-        for event in self.events.conversation_created(self.conversation.id):
+        for event in self.events.conversation_created(self.config, self.conversation.id):
             await self.outbox.put(event)
         self._configure_vad()
 
@@ -179,7 +196,7 @@ class Session:
     async def _dispatch(self, event: ClientEvent) -> None:
         if isinstance(event, AudioAppend):
             await self._append(event.audio)
-        elif isinstance(event, SessionUpdate):
+        elif isinstance(event, SessionUpdate | TranscriptionSessionUpdate):
             self._session_update(event)
             await self.outbox.put(self.events.session_updated(self.config, self.id))
         elif isinstance(event, ItemCreate):
@@ -205,8 +222,11 @@ class Session:
             await self._cut_playback()
 
     # session ---------------------------------------------------------------------------------------------
-    def _session_update(self, event: SessionUpdate) -> None:
+    def _session_update(self, event: SessionUpdate | TranscriptionSessionUpdate) -> None:
         old = self.config
+        transcription = isinstance(event, TranscriptionSessionUpdate)
+        if transcription != self.transcribes_only:  # the type is fixed when the session opens
+            raise session_type_mismatch(old.type, beta=self.events.beta)
         config = updated_config(
             old,
             event,
@@ -242,6 +262,8 @@ class Session:
     async def _commit_item(self, item_id: str) -> Item:
         item = user_audio_item(self.input_audio.peek(), self.config.input_format)
         item.id = item_id
+        if self.transcribes_only:  # a rolling history: the oldest items make room (docs/PROTOCOL.md §4.8)
+            self.conversation.evict_for(item)
         previous = self.conversation.insert(item)  # a full conversation refuses it: the audio stays buffered
         self.input_audio.clear()
         await self.outbox.put(self.events.committed(item.id, previous))
@@ -275,7 +297,7 @@ class Session:
         await self.outbox.put(self.events.speech_stopped(item_id, event.ms))
         if self.input_audio.buffered_ms < MIN_COMMIT_MS:
             return
-        await self._commit_and_respond(item_id, settings.create_response)
+        await self._commit_and_respond(item_id, settings.create_response and not self.transcribes_only)
 
     async def _commit_and_respond(self, item_id: str, respond: bool) -> None:
         """A server-VAD turn end: commit, start the response, then the transcription (so it goes second)."""
@@ -374,6 +396,8 @@ class Session:
 
     # responses -------------------------------------------------------------------------------------------
     async def _response_create(self, event: ResponseCreate) -> None:
+        if self.transcribes_only:
+            raise responses_refused()
         if self.runtime.draining:
             raise ProtocolViolation(
                 CODE_SHUTTING_DOWN, "The server is shutting down: no new responses are started."

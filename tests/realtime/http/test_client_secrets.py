@@ -150,6 +150,24 @@ async def test_every_way_of_presenting_it_opens_a_session_with_the_bound_config(
         await ws.close()
 
 
+async def test_a_key_bound_to_a_transcription_session_opens_one(secrets_server: ServerHandle) -> None:
+    """A key minted for ``type: "transcription"`` starts a transcription session without ``?intent=``."""
+    transcription = {"type": "transcription", "audio": {"input": {"transcription": {"language": "en"}}}}
+    secret = await _mint(secrets_server, session=transcription)
+    ws = await _open(secrets_server, **_presentations(secret.value)[0])
+    try:
+        created = validate_frame(await ws.recv(), "ga")
+        assert created["type"] == "session.created"
+        session = created["session"]
+        assert (session["type"], session["object"]) == ("transcription", "realtime.transcription_session")
+        assert session["audio"]["input"]["transcription"]["language"] == "en"
+        await ws.send('{"type": "response.create", "event_id": "evt_r"}')
+        error = validate_frame(await ws.recv(), "ga")
+        assert (error["type"], error["error"]["code"]) == ("error", "invalid_parameter")
+    finally:
+        await ws.close()
+
+
 async def test_the_bound_config_governs_responses_and_session_update_still_changes_it(
     secrets_server: ServerHandle,
 ) -> None:
@@ -251,7 +269,6 @@ async def test_the_key_opens_nothing_but_realtime(secrets_server: ServerHandle) 
         ({"ttl": 60}, "unknown_parameter", "ttl"),
         ({"session": {"instructions": "x"}}, "missing_required_parameter", "session.type"),
         ({"session": {"type": "realtime", "voice_id": "x"}}, "unknown_parameter", "session.voice_id"),
-        ({"session": {"type": "transcription"}}, "invalid_session_type", "session.type"),
         (
             {"session": {"type": "realtime", "audio": {"output": {"voice": "nobody"}}}},
             "invalid_value",
