@@ -223,8 +223,8 @@ class ServerConfig:
         "Authorization: Bearer KEY (the openai SDKs' api_key) or an api-key header, else 401 invalid_api_key; "
         "a WebSocket client may also use the openai-insecure-api-key.KEY subprotocol (never echoed) or "
         "?api_key=KEY, else it gets invalid_api_key and close 1008. Realtime sessions also take the ephemeral "
-        "keys POST /v1/realtime/client_secrets mints (docs/PROTOCOL.md §1.8). Prefer the variable: flags show "
-        "up in ps",
+        "keys POST /v1/realtime/client_secrets mints (docs/PROTOCOL.md §1.8). Log lines never show a key (nor Bearer tokens or ek_ "
+        "keys: redacted). Prefer the variable: flags show up in ps",
         shown_default="none: every client is accepted",
         metavar="KEY",
     )
@@ -274,6 +274,65 @@ class ServerConfig:
         "later). HTTP speech and chat answers count against it while they are generated; a full server "
         "answers them 503 session_limit_reached",
         ge=1,
+    )
+    max_connections: int = setting(
+        0,
+        Section.LIMITS,
+        "open TCP connections across every door (HTTP, WebSocket, health). At the cap, a new connection "
+        "closes the one that has waited longest for its client (an idle connection, or a request head or body "
+        "that does not arrive: 408 request_timeout); with none to close it gets 503 "
+        "connection_limit_reached, except GET /health* which a small reserve keeps answering. The open-file "
+        "limit is raised to its hard limit at start-up and the log says what it allows",
+        shown_default="0 = what the open-file limit leaves after the files the server itself needs",
+        ge=0,
+    )
+    max_connections_per_ip: int = setting(
+        256,
+        Section.LIMITS,
+        "open connections from one client address; one more gets 429 rate_limit_exceeded (GET /health* "
+        "still answered) and is closed. Behind a proxy every client has the proxy's address: raise it or "
+        "use 0 (off) and limit clients at the proxy",
+        ge=0,
+    )
+    header_timeout: float = setting(
+        10.0,
+        Section.LIMITS,
+        "seconds a client has to send a request's line and headers, from the moment it connects (or its "
+        "first byte after an earlier answer); then 408 request_timeout and the connection closes",
+        gt=0,
+    )
+    body_timeout: float = setting(
+        30.0,
+        Section.LIMITS,
+        "seconds the server may wait for a request body that does not arrive, plus one second per 16 KiB "
+        "that does (a slow but steady upload goes on, a stalled or trickling one does not); then 408 "
+        "request_timeout (or a closed connection once the answer began)",
+        gt=0,
+    )
+    body_memory_mb: int = setting(
+        256,
+        Section.LIMITS,
+        "memory for request bodies over 64 KiB being read and decoded at once (uploads, transcriptions, chat "
+        "with audio): each reserves its declared length (a chunked one what has arrived) until its answer "
+        "starts; one that finds no room within 10 s gets 503 upload_capacity_reached, one larger than the "
+        "whole budget 413 request_too_large",
+        ge=1,
+    )
+    max_transcriptions: int = setting(
+        16,
+        Section.LIMITS,
+        "transcriptions running at once across the server (POST /v1/audio/transcriptions and Realtime input "
+        "transcription); one that finds none free within --transcription-wait gets 503 "
+        "transcription_capacity_reached (HTTP) or conversation.item.input_audio_transcription.failed with "
+        "that code (Realtime)",
+        ge=1,
+    )
+    transcription_wait_seconds: float = setting(
+        10.0,
+        Section.LIMITS,
+        "seconds a transcription waits for a free slot",
+        flag="--transcription-wait",
+        gt=0,
     )
     max_session_seconds: float = setting(
         3600.0,
@@ -352,9 +411,12 @@ class ServerConfig:
     drain_seconds: float = setting(
         10.0,
         Section.LIMITS,
-        "on SIGTERM: new sessions get server_shutting_down (close 1001), new responses "
-        "server_shutting_down, /health says ready: draining; active responses get this long to finish, then "
-        "every session closes with 1001. A second SIGTERM or Ctrl-C stops at once",
+        "on SIGTERM: new sessions get server_shutting_down (close 1001), new responses and HTTP speech, chat "
+        "and transcription requests server_shutting_down (503), /health says ready: draining; active "
+        "responses and HTTP answers get this long to finish, then every session closes with 1001 and an HTTP "
+        "answer still running ends so its client can tell: an SSE stream with an error event "
+        "server_shutting_down, a chunked audio stream without its final chunk, one not begun with 503. A "
+        "second SIGTERM or Ctrl-C stops at once",
         ge=0,
     )
 

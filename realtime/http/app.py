@@ -12,8 +12,9 @@
 - Who may call what is one layer in front of every route (realtime/http/access.py, docs/PROTOCOL.md §1.7): with
   ``config.api_key`` set, every route needs the key but the open ones it lists (``/health*``, the favicon,
   the demo's files); pages from foreign origins are refused; allowed origins get CORS.
-- ``GET /health``: JSON status, readiness (``ready`` / ``draining``), what the server runs, sessions, decoder
-  streams, and the process's RSS and task count.
+- ``GET /health``: JSON status, readiness (``ready`` / ``not_ready`` with the reasons / ``draining``: the
+  same answer as ``/health/ready``), what the server runs, sessions, decoder streams, connections, and the
+  process's RSS and task count.
 - ``GET /health/live``: 200 while the process serves HTTP (restart it when this fails).
 - ``GET /health/ready``: 200 when this replica should get new sessions: decoder running, LLM backend
   answering, not draining, below ``max_sessions``; else 503 with the reasons (docs/DEPLOY.md).
@@ -22,8 +23,14 @@
 - ``/``: the static ``web_demo/`` page, when the folder exists (source checkouts and editable installs), and
   ``/favicon.ico``.
 
-Serve it with uvicorn and `uvicorn_options` (frame size, queue, keepalive pings) so oversized client frames
-reach the protocol layer (which answers with an ``error`` event) instead of the transport closing the socket.
+Every request passes the connection limits first: the transport guard (realtime/http/connections.py: open
+connection caps, header timeout, the health reserve), then the ASGI layer `RequestLimits`
+(realtime/http/request_limits.py: body timeout, body memory budget, the SIGTERM end of HTTP answers), the
+outermost one so it sees every request (those the access layer refuses too).
+
+Serve it with uvicorn and `uvicorn_options` (frame size, queue, keepalive pings, the guarded HTTP protocol) so
+oversized client frames reach the protocol layer (which answers with an ``error`` event) instead of the
+transport closing the socket, and every connection is counted.
 """
 
 from __future__ import annotations
@@ -48,8 +55,10 @@ from starlette.types import ExceptionHandler
 
 from realtime.config import ServerConfig
 from realtime.http.access import DEMO_CLIENT_SECRETS_PATH, AccessLayer
+from realtime.http.capacity import ACCEPT_BATCH, OpenFiles, connection_capacity, open_files
 from realtime.http.chat import chat_endpoint
 from realtime.http.client_secrets import ClientSecretsAPI
+from realtime.http.connections import ConnectionLimits, ConnectionTable, guarded_protocol_class
 from realtime.http.errors import (
     HTTPError,
     handle_http_error,
@@ -59,6 +68,7 @@ from realtime.http.errors import (
 from realtime.http.keys import Keys
 from realtime.http.models import model_routes
 from realtime.http.realtime_ws import SessionCount, realtime_endpoint, served_model_name
+from realtime.http.request_limits import BodyBudget, RequestLimits, RunningRequests
 from realtime.http.speech import speech_endpoint
 from realtime.http.transcriptions import transcriptions_endpoint, translations_endpoint
 from realtime.http.voices_api import VoicesAPI
@@ -78,20 +88,37 @@ WEB_DEMO_DIR = Path(__file__).resolve().parents[2] / "web_demo"
 FAVICON = "favicon.svg"
 HTTP_NOT_FOUND = 404
 RSS_PAGE_FIELD = 1  # /proc/self/statm: the second field is resident pages
+KEEP_ALIVE_S = 5  # uvicorn closes a kept-alive HTTP connection idle this long (its default, fixed here)
+BYTES_PER_MB = 1024 * 1024
 
 
-def uvicorn_options(config: ServerConfig) -> dict[str, Any]:
-    """The uvicorn settings the Realtime endpoint relies on: frame size, queue and keepalive pings.
+def uvicorn_options(config: ServerConfig, connections: ConnectionTable | None = None) -> dict[str, Any]:
+    """The uvicorn settings the server relies on: frame size, queue, keepalive pings, the kept-alive idle
+    time and, given the app's ``connections`` (``app.state.connections``), the guarded HTTP protocol.
 
     A dead or stuck peer is dropped within ``ws_ping_interval + ws_ping_timeout`` seconds.
     """
     interval = config.ws_ping_interval or None
-    return {
+    options: dict[str, Any] = {
         "ws_max_size": WS_MAX_FRAME_BYTES,
         "ws_max_queue": WS_MAX_QUEUE,
         "ws_ping_interval": interval,
         "ws_ping_timeout": config.ws_ping_timeout if interval else None,
+        "timeout_keep_alive": KEEP_ALIVE_S,
     }
+    if connections is not None:
+        options["http"] = guarded_protocol_class(connections)
+        options["backlog"] = ACCEPT_BATCH  # asyncio's accepts per loop turn (capacity.py says why)
+    return options
+
+
+def connection_limits(config: ServerConfig, files: OpenFiles) -> ConnectionLimits:
+    """The connection caps for ``config`` under the open-file limits ``files``."""
+    return ConnectionLimits(
+        max_open=connection_capacity(config.max_connections, files, config.max_sessions),
+        max_per_address=config.max_connections_per_ip,
+        header_timeout=config.header_timeout,
+    )
 
 
 def process_figures() -> dict[str, int]:
@@ -108,17 +135,29 @@ def process_figures() -> dict[str, int]:
 
 
 def create_app(
-    runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR, keys: Keys | None = None
+    runtime: Runtime,
+    *,
+    web_demo_dir: Path | None = WEB_DEMO_DIR,
+    keys: Keys | None = None,
+    files: OpenFiles | None = None,
 ) -> Starlette:
     """Build the ASGI app around a started runtime (the caller owns its lifecycle).
+
+    ``app.state`` holds what the server around it needs: ``sessions`` (drained on SIGTERM), ``requests`` (the
+    HTTP requests running, ended at the drain deadline), ``connections`` (for `uvicorn_options`) and
+    ``body_budget``.
 
     Args:
         runtime: the server's shared runtime.
         web_demo_dir: static folder served at ``/``; None or a missing folder disables it.
         keys: the key store (tests pass one with their own clock); by default one from the config.
+        files: the open-file limits the connection cap is sized from (measured now when None).
     """
     config = runtime.config
     sessions = SessionCount(config.max_sessions)
+    connections = ConnectionTable(connection_limits(config, files or open_files()), runtime.metrics)
+    budget = BodyBudget(config.body_memory_mb * BYTES_PER_MB, runtime.metrics)
+    running = RunningRequests()
     model = served_model_name(runtime)
     realtime_socket = realtime_endpoint(runtime, sessions)
     voice_api = VoicesAPI(runtime)
@@ -127,17 +166,37 @@ def create_app(
         keys = Keys(config.api_key, capacity=config.max_client_secrets)
     client_secrets = ClientSecretsAPI(runtime, keys, model)
 
+    async def not_ready_because() -> list[str]:
+        """Why this replica should get no new sessions: the one answer of /health and /health/ready."""
+        reasons = await runtime.readiness()
+        if sessions.open >= sessions.limit:
+            reasons.append(f"sessions: at the limit of {sessions.limit}")
+        return reasons
+
     async def health(request: Request) -> Response:
+        reasons = await not_ready_because()
+        readiness = "draining" if runtime.draining else ("not_ready" if reasons else "ready")
         info = {"status": "ok", "model": model, "sessions": sessions.open, **runtime.describe()}
-        return JSONResponse({**info, **process_figures()})
+        limits = connections.limits
+        figures = {
+            "ready": readiness,
+            "not_ready_reasons": reasons,
+            "connections": {
+                "open": connections.open,
+                "limit": limits.max_open,
+                "per_address_limit": limits.max_per_address,
+                "health_reserve_in_use": connections.reserve,
+            },
+            "http_requests": len(running) - 1,  # running now, this one excluded
+            "body_memory": {"used_bytes": budget.used, "limit_bytes": budget.limit},
+        }
+        return JSONResponse({**info, **figures, **process_figures()})
 
     async def live(request: Request) -> JSONResponse:
         return JSONResponse({"status": "live"})
 
     async def ready(request: Request) -> JSONResponse:
-        reasons = await runtime.readiness()
-        if sessions.open >= sessions.limit:
-            reasons.append(f"sessions: at the limit of {sessions.limit}")
+        reasons = await not_ready_because()
         body = {"status": "not_ready" if reasons else "ready", "reasons": reasons, "sessions": sessions.open}
         return JSONResponse(body, status_code=503 if reasons else 200)
 
@@ -203,7 +262,17 @@ def create_app(
         dialect=forced(config.dialect),
         metrics=runtime.metrics,
     )
+    app.add_middleware(  # added last: the outermost layer, it sees every request
+        RequestLimits,
+        body_timeout=config.body_timeout,
+        budget=budget,
+        running=running,
+        metrics=runtime.metrics,
+    )
     app.state.sessions = sessions  # the shutdown path drains them (realtime/commands/serve.py)
+    app.state.requests = running
+    app.state.connections = connections
+    app.state.body_budget = budget
     return app
 
 

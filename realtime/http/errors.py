@@ -29,10 +29,13 @@ from realtime.errors import (
     CODE_INTERNAL,
     INTERNAL_MESSAGE,
     INVALID_REQUEST,
+    MAX_QUOTED_CHARS,
     SERVER_ERROR,
     ProtocolViolation,
     RealtimeError,
     ResponseFailure,
+    bounded_message,
+    quote,
 )
 
 log = logging.getLogger(__name__)
@@ -74,8 +77,17 @@ class HTTPError(Exception):
 
 
 def error_body(error_type: str, code: str | None, message: str, param: str | None = None) -> dict[str, Any]:
-    """The JSON body of an OpenAI error (also the ``error`` payload of an SSE ``error`` event)."""
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    """The JSON body of an OpenAI error (also the ``error`` payload of an SSE ``error`` event): the message
+    bounded (`realtime.errors.bounded_message`), a long ``param`` quoted."""
+    shown = param if param is None or len(param) <= MAX_QUOTED_CHARS else quote(param)
+    return {
+        "error": {
+            "message": bounded_message(message, param),
+            "type": error_type,
+            "param": shown,
+            "code": code,
+        }
+    }
 
 
 def as_http_error(exc: BaseException) -> HTTPError:
@@ -109,7 +121,9 @@ async def handle_starlette_http_exception(request: Request, exc: Exception) -> R
     """Starlette's 404/405/... in OpenAI's shape (the SDK shows ``error.message``)."""
     assert isinstance(exc, HTTPException)
     code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    message = exc.detail if exc.status_code != 404 else f"Unknown route: {request.method} {request.url.path}"
+    message = (
+        exc.detail if exc.status_code != 404 else f"Unknown route: {request.method} {quote(request.url.path)}"
+    )
     response = JSONResponse(error_body(INVALID_REQUEST, code, message), exc.status_code)
     if exc.headers:
         response.headers.update(exc.headers)

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from realtime.errors import quote
 from realtime.http.errors import HTTPError, error_response
 
 OWNER = "stepfun-ai"
@@ -27,7 +28,7 @@ def model_routes(model: str, created: int) -> tuple[Handler, Handler]:
                 raise HTTPError(
                     404,
                     "model_not_found",
-                    f"The model '{request.path_params['model']}' does not exist.",
+                    f"The model '{quote(request.path_params['model'])}' does not exist.",
                     "model",
                 )
         except HTTPError as exc:

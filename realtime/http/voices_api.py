@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message
 
-from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation, SpeechError
+from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation, SpeechError, quote
 from realtime.http.body import read_body, too_large
 from realtime.http.errors import HTTPError, error_response
 from realtime.speech.runtime import Runtime
@@ -107,7 +107,7 @@ class VoicesAPI:
         try:
             async with self._lock:
                 if name not in self._runtime.voices:
-                    raise HTTPError(404, "voice_not_found", f"No voice named {name!r}.", "name")
+                    raise HTTPError(404, "voice_not_found", f"No voice named {quote(name)!r}.", "name")
                 if name not in self._runtime.uploaded_voices or name == self._runtime.voices.default:
                     raise HTTPError(
                         400,

@@ -137,7 +137,9 @@ class Session:
         self._tasks: asyncio.TaskGroup | None = None
         self._played: PlayedAudio | None = None
         self._gate = FirstOutputGate()
-        self.transcriptions = InputTranscriptions(runtime.backend, self.events, self.outbox, self._gate)
+        self.transcriptions = InputTranscriptions(
+            runtime.backend, self.events, self.outbox, self._gate, runtime.transcriptions
+        )
         self.idle = IdleTimer(self._idle_timeout)
         self.unused = UnusedContent(runtime.metrics, self.id)
 
