@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from realtime.bench import token2wav_steps as steps_bench
+
 HELP = "streaming Token2Wav speed: time to first PCM, per-chunk time, RTF, growth with length"
 DESCRIPTION = __doc__ or HELP
 
@@ -69,6 +71,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also time, on the same weights in the same run: 'reference' = the reference's streaming "
         "algorithm (re-primes per response, concatenated caches, hop 25), interleaved with ours; 'naive' = "
         "recompute everything per chunk; 'all' (the default when no value is given) = both",
+    )
+    parser.add_argument(
+        "--arms", nargs="+", choices=tuple(steps_bench.ARMS), default=None, help=steps_bench.ARM_HELP
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[1, 4, 8],
+        help="with --arms: numbers of streams whose steady windows are decoded as one batch",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="with --arms: timed rounds per arm and batch size (medians)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
@@ -132,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     prime_s = time.perf_counter() - t0
     _log(f"loaded in {load_s:.1f}s, voice primed in {prime_s:.1f}s ({prompt_tokens} prompt codes)")
     schedule = ChunkSchedule(first_hop_tokens=args.first_chunk, hop_tokens=args.chunk)
+    if args.arms:
+        return _run_steps(args, t2w, voice, prompt_tokens, rng, load_s, prime_s)
     t2w.warmup(voice)
     if t2w.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(t2w.device)
@@ -150,13 +167,7 @@ def run(args: argparse.Namespace) -> int:
         _log(json.dumps(rows[-1]))
     result: dict[str, Any] = {
         "benchmark": "token2wav",
-        "size": args.size if args.model_dir is None else str(args.model_dir),
-        "device": str(t2w.device),
-        "dtype": args.dtype,
-        "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "cpu": platform.processor() or platform.machine(),
-        "prompt_seconds": args.prompt_seconds,
+        **_header(args, t2w),
         "first_chunk": args.first_chunk,
         "chunk": args.chunk,
         "load_s": round(load_s, 3),
@@ -168,6 +179,43 @@ def run(args: argparse.Namespace) -> int:
     if t2w.device.type == "cuda":
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(t2w.device) / 1e6, 1)
     print(json.dumps(result, indent=2) if args.json else _table(result))
+    return 0
+
+
+def _header(args: argparse.Namespace, t2w: Any) -> dict[str, Any]:
+    import torch
+
+    return {
+        "size": args.size if args.model_dir is None else str(args.model_dir),
+        "device": str(t2w.device),
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "cpu": platform.processor() or platform.machine(),
+        "prompt_seconds": args.prompt_seconds,
+    }
+
+
+def _run_steps(
+    args: argparse.Namespace, t2w: Any, voice: Any, prompt_codes: int, rng: Any, load_s: float, prime_s: float
+) -> int:
+    """`--arms`: the per-step cost table (realtime/bench/token2wav_steps.py) instead of the utterance table."""
+
+    def codes(n: int) -> list[int]:
+        return [int(c) for c in rng.integers(0, VOCAB, n)]
+
+    steps = steps_bench.measure_steps(
+        t2w, voice, list(args.arms), args.batch_sizes, args.chunk, args.repeats, prompt_codes, codes, _log
+    )
+    result: dict[str, Any] = {
+        "benchmark": "token2wav-steps",
+        **_header(args, t2w),
+        "load_s": round(load_s, 3),
+        "voice_prime_s": round(prime_s, 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "steps": steps,
+    }
+    print(json.dumps(result, indent=2) if args.json else steps_bench.step_table(result))
     return 0
 
 
