@@ -212,26 +212,27 @@ class NSFSource(nn.Module):
         skip = min(overwritten)  # samples every row overwrites: no sine is computed for them
         multiples = torch.arange(1, self.num_sines + 1, dtype=f0.dtype, device=f0.device)
         phase = frame_phase(f0, multiples, self.sampling_rate, self.upsample_scale)[:, :, skip:]
-        sines = torch.sin(phase).transpose(1, 2) * self.sine_amp  # [B, L - skip, H]
+        # Channel-major `[B, H, L - skip]`, the layout the phase comes in: every pass below reads it
+        # contiguously (the noise, drawn sample-major like the reference's, is read through a transposed view).
+        sines = torch.sin(phase).mul_(self.sine_amp)
         uv_frames = (f0 > self.voiced_threshold).to(f0.dtype)
-        uv = uv_frames.repeat_interleave(self.upsample_scale, dim=1)[:, skip:, None]  # [B, L - skip, 1]
-        if deterministic:
-            sines = sines * uv
-        else:
-            noise = sines.new_empty(batch, samples, self.num_sines)
+        sines.mul_(uv_frames.repeat_interleave(self.upsample_scale, dim=1)[:, None, skip:])
+        if not deterministic:
+            amp_frames = (
+                uv_frames * self.noise_std + (1 - uv_frames) * self.sine_amp / _UNVOICED_NOISE_DIVISOR
+            )
+            noise_amp = amp_frames.repeat_interleave(self.upsample_scale, dim=1)[:, None, skip:]
+            noise = sines.new_empty(samples, self.num_sines)  # one row's draws, reused (stays in cache)
             for row, generator in enumerate(generators):
                 # The reference's draws in its order: the initial phases (no effect, see frame_phase), then
                 # the noise of every sample, overwritten ones included, so seeded streams keep their values.
                 torch.rand(1, self.num_sines, generator=generator, device=f0.device, dtype=f0.dtype)
-                noise[row].normal_(generator=generator)
-            amp_frames = (
-                uv_frames * self.noise_std + (1 - uv_frames) * self.sine_amp / _UNVOICED_NOISE_DIVISOR
-            )
-            noise_amp = amp_frames.repeat_interleave(self.upsample_scale, dim=1)[:, skip:, None]
-            sines = sines * uv + noise_amp * noise[:, skip:]
-        tail = torch.tanh(self.l_linear(sines)).transpose(1, 2)  # [B, 1, L - skip]
-        out = tail.new_empty(batch, 1, samples)
-        out[:, :, skip:] = tail
+                noise.normal_(generator=generator)
+                sines[row].addcmul_(noise_amp[row], noise[skip:].T)
+        # l_linear (H -> 1) as one [1, H] x [B, H, L] product, then tanh, written after the skipped samples.
+        out = sines.new_empty(batch, 1, samples)
+        merged = torch.matmul(self.l_linear.weight, sines).add_(self.l_linear.bias.view(1, 1, 1))
+        torch.tanh(merged, out=out[:, :, skip:])
         for row, prefix in enumerate(prefixes):
             if prefix is not None and prefix.shape[-1] > 0:
                 out[row, :, : prefix.shape[-1]] = prefix[0]
