@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
@@ -24,11 +25,16 @@ from token2wav.hift import (
 )
 from token2wav.nsf import harmonic_phase
 
-# Acceptance of docs/TOKEN2WAV.md §7.2 for HiFT fed the oracle's mel with the reference phase arithmetic
-# (we are in fact bit-identical on the same CPU build; the tolerance allows other BLAS/thread counts).
+# Acceptance of docs/TOKEN2WAV.md §7.2. Each stage fed the oracle's own input: the source from the oracle's
+# f0 (the phase arithmetic in reference order) and the filter from the oracle's source, within 1e-5 (bit-
+# identical on the machine that recorded the oracle, ~1e-6 elsewhere). The f0 predictor's convolutions sum
+# in another order on another CPU's kernels (4.5e-6 relative on an Intel AVX-512 machine, bit-identical on
+# the AMD one that recorded the oracle), and the float32 phase, accumulated over the window, amplifies that:
+# mel -> waveform holds to 5e-4 and a few int16 LSB across CPUs.
 WAV_ATOL = 1e-5
-F0_ATOL = 1e-4  # Hz, on values of ~150
 SOURCE_ATOL = 1e-5
+F0_RTOL, F0_ATOL = 1e-5, 1e-4  # Hz: relative on voiced values of ~150 Hz, absolute near 0
+MEL_TO_WAV_ATOL = 5e-4
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +142,8 @@ def test_f0_matches_oracle(
     with torch.inference_mode():
         f0 = tiny_hift.f0_predictor(torch.from_numpy(offline["mel"])).numpy()
         f0_chunk0 = tiny_hift.f0_predictor(torch.from_numpy(stream["chunk0_hift_mel_in"])).numpy()
-    np.testing.assert_allclose(f0, offline["f0"], rtol=0, atol=F0_ATOL)
-    np.testing.assert_allclose(f0_chunk0, debug["chunk0_f0"], rtol=0, atol=F0_ATOL)
+    np.testing.assert_allclose(f0, offline["f0"], rtol=F0_RTOL, atol=F0_ATOL)
+    np.testing.assert_allclose(f0_chunk0, debug["chunk0_f0"], rtol=F0_RTOL, atol=F0_ATOL)
 
 
 def test_source_matches_oracle(
@@ -145,11 +151,15 @@ def test_source_matches_oracle(
 ) -> None:
     debug = np.load(reference_tiny_dir / "debug.npz")
     stream = np.load(reference_tiny_dir / "stream.npz")
+    spf = samples_per_frame(tiny_hift.config)
     with torch.inference_mode():
+        f0_up = F.interpolate(torch.from_numpy(offline["f0"])[:, None], scale_factor=spf, mode="nearest")
+        from_f0 = tiny_hift.m_source(f0_up.transpose(1, 2), deterministic=True).transpose(1, 2).numpy()
         source = tiny_hift.source(torch.from_numpy(offline["mel"])).numpy()
         source_chunk0 = tiny_hift.source(torch.from_numpy(stream["chunk0_hift_mel_in"])).numpy()
-    np.testing.assert_allclose(source, offline["source"], rtol=0, atol=SOURCE_ATOL)
-    np.testing.assert_allclose(source_chunk0, debug["chunk0_source"], rtol=0, atol=SOURCE_ATOL)
+    np.testing.assert_allclose(from_f0, offline["source"], rtol=0, atol=SOURCE_ATOL)
+    np.testing.assert_allclose(source, offline["source"], rtol=0, atol=MEL_TO_WAV_ATOL)
+    np.testing.assert_allclose(source_chunk0, debug["chunk0_source"], rtol=0, atol=MEL_TO_WAV_ATOL)
 
 
 def test_offline_waveform_matches_oracle(tiny_hift: HiFTGenerator, offline: dict[str, np.ndarray]) -> None:
@@ -157,7 +167,10 @@ def test_offline_waveform_matches_oracle(tiny_hift: HiFTGenerator, offline: dict
     speech, source = tiny_hift.inference(mel)
     assert speech.shape == (1, samples_per_frame(tiny_hift.config) * mel.shape[-1])
     assert source.shape == (1, 1, speech.shape[-1])
-    np.testing.assert_allclose(speech.numpy(), offline["wav"], rtol=0, atol=WAV_ATOL)
+    np.testing.assert_allclose(speech.numpy(), offline["wav"], rtol=0, atol=MEL_TO_WAV_ATOL)
+    with torch.inference_mode():
+        filtered = tiny_hift.decode(mel, torch.from_numpy(offline["source"]))
+    np.testing.assert_allclose(filtered.numpy(), offline["wav"], rtol=0, atol=WAV_ATOL)
 
 
 def test_cache_source_overrides_the_start(tiny_hift: HiFTGenerator, offline: dict[str, np.ndarray]) -> None:
