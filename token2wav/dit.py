@@ -11,11 +11,13 @@ Speed-ups that keep the reference's numbers:
   and trimming only updates the slot bookkeeping: nothing is copied.
 * Several streams run as one batched pass (`DiT.forward_cached` over `StreamRows`): every per-frame operation
   (projections, norms, convs, MLP) runs once on the right-padded batch `[2 N, F_max, h]`; only the attention
-  and the cache writes are per stream, because each stream reads its own keys. Right padding is exact for
-  the valid frames: the convs are causal and padded frames never become keys.
+  reads each stream's own keys (token2wav/dit_attention.py: per stream, or one call over a padded layout).
+  Right padding is exact for the valid frames: the convs are causal and padded frames never become keys.
+* The pass itself (`DiT.dense_pass`) is a function of tensors only (modulations as tensors, conv contexts
+  returned, the caches reached through the attention), so it compiles as one graph (token2wav/compiled.py).
 
-Size: just over 400 lines: the DiT estimator's blocks and its two-part attention; its caches live in
-`token2wav.dit_cache`.
+Size: just over 400 lines: the DiT estimator's blocks and its pass; its caches live in `token2wav.dit_cache`,
+its attention over them in `token2wav.dit_attention`.
 """
 
 from __future__ import annotations

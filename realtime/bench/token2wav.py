@@ -12,6 +12,11 @@ split) for the steady hop, real-time factor, per-stream state size, process peak
 priming, concatenated and copied caches, hop 25; its windows run interleaved with ours), `naive` re-decodes
 the whole utterance so far offline for every chunk, prompt included, then keeps only the new samples. Per-chunk
 cost must not grow with the length of the past: compare the lengths.
+
+With `--arms`, the cost per step by batch size of the decoder's execution arms instead
+(realtime/bench/token2wav_steps.py).
+
+Size: just over 400 lines: the utterance benchmark, its two same-run baselines and its table belong together.
 """
 
 from __future__ import annotations
@@ -72,19 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "algorithm (re-primes per response, concatenated caches, hop 25), interleaved with ours; 'naive' = "
         "recompute everything per chunk; 'all' (the default when no value is given) = both",
     )
-    parser.add_argument(
-        "--arms", nargs="+", choices=tuple(steps_bench.ARMS), default=None, help=steps_bench.ARM_HELP
-    )
-    parser.add_argument(
-        "--batch-sizes",
-        type=int,
-        nargs="+",
-        default=[1, 4, 8],
-        help="with --arms: numbers of streams whose steady windows are decoded as one batch",
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=5, help="with --arms: timed rounds per arm and batch size (medians)"
-    )
+    steps_bench.add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -204,19 +197,8 @@ def _run_steps(
     def codes(n: int) -> list[int]:
         return [int(c) for c in rng.integers(0, VOCAB, n)]
 
-    steps = steps_bench.measure_steps(
-        t2w, voice, list(args.arms), args.batch_sizes, args.chunk, args.repeats, prompt_codes, codes, _log
-    )
-    result: dict[str, Any] = {
-        "benchmark": "token2wav-steps",
-        **_header(args, t2w),
-        "load_s": round(load_s, 3),
-        "voice_prime_s": round(prime_s, 3),
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
-        "steps": steps,
-    }
-    print(json.dumps(result, indent=2) if args.json else steps_bench.step_table(result))
-    return 0
+    figures = {"load_s": round(load_s, 3), "voice_prime_s": round(prime_s, 3)}
+    return steps_bench.run(args, t2w, voice, prompt_codes, codes, {**_header(args, t2w), **figures}, _log)
 
 
 def _measure(

@@ -15,9 +15,13 @@ reported too (for a compile arm, building its graph: the start-up cost); it is n
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import resource
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 # Arm name -> `DecodeOptions` keyword arguments (`before` is `DecodeOptions.before()`). Names only here: this
@@ -41,6 +45,40 @@ ARM_HELP = (
 LOOKAHEAD = 3
 MEL_FRAMES_PER_CODE = 2
 DIT_KEEP_TAIL = 100  # frames of the prompt the trimmed DiT cache keeps (docs/TOKEN2WAV.md §4.4)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--arms` flags of `realtime bench token2wav`."""
+    parser.add_argument("--arms", nargs="+", choices=tuple(ARMS), default=None, help=ARM_HELP)
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[1, 4, 8],
+        help="with --arms: numbers of streams whose steady windows are decoded as one batch",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="with --arms: timed rounds per arm and batch size (medians)"
+    )
+
+
+def run(
+    args: argparse.Namespace,
+    t2w: Any,
+    voice: Any,
+    prompt_codes: int,
+    codes: Callable[[int], list[int]],
+    header: dict[str, Any],
+    log: Callable[[str], None],
+) -> int:
+    """Measure the arms of `args` and print the table (or JSON with `--json`)."""
+    steps = measure_steps(
+        t2w, voice, list(args.arms), args.batch_sizes, args.chunk, args.repeats, prompt_codes, codes, log
+    )
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    result = {"benchmark": "token2wav-steps", **header, "peak_rss_mb": round(peak_rss_mb, 1), "steps": steps}
+    print(json.dumps(result, indent=2) if args.json else step_table(result))
+    return 0
 
 
 def steady_rounds(prompt_codes: int, hop: int) -> int:
