@@ -1,58 +1,39 @@
-"""Server configuration: one frozen dataclass, filled from defaults, ``STREAMVOICE_*`` env vars and CLI flags.
+"""Server configuration: every ``realtime serve`` setting, each declared once as a field of a frozen dataclass.
 
-Precedence (lowest to highest): dataclass defaults < environment variables < explicit CLI flags. Every field
-has an environment variable named ``STREAMVOICE_<FIELD NAME IN UPPER CASE>``; see `ENV_PREFIX` and
-`ServerConfig.from_env`.
+Each field made with `realtime.settings.setting` is at once the flag, the ``STREAMVOICE_*`` environment
+variable, the ``--help`` line (with its default and variable), the bounds checked on every build, and a row of
+the docs' tables; `realtime.settings` derives them all. To add a setting, add a field here (the docstring of
+`realtime.settings` shows one). Precedence, lowest to highest: defaults < environment variables < flags
+(`ServerConfig.from_env`, `realtime.commands.serve.config_from_args`).
+
+Size: over 400 lines because it is the one list of the server's ~50 settings, each with its help text; splitting
+it would scatter what this module exists to keep together.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast, get_args
+from typing import Literal
+
+from realtime.settings import ENV_PREFIX, Section, build, check, group, setting
 
 BackendKind = Literal["synthetic", "sglang", "sglang-engine"]
 DialectName = Literal["auto", "ga", "beta"]
 DtypeName = Literal["float32", "float16", "bfloat16"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
-ENV_PREFIX = "STREAMVOICE_"
-CACHE_ENV = "STREAMVOICE_CACHE"
+CACHE_ENV = ENV_PREFIX + "CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/streamvoice")
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8000
-# Token2Wav hops (docs/TOKEN2WAV.md §4.1): a short first hop for latency, then the reference hop of 25.
-DEFAULT_FIRST_HOP_TOKENS = 10
-DEFAULT_HOP_TOKENS = 25
-DEFAULT_HOP_GROWTH = 1.5  # hops ramp 10 -> 15 -> 23 -> 25 so no chunk starves the player (token2wav.stream)
 MIN_HOP_TOKENS = 5  # below this the first Token2Wav call emits no audio (960*H - 3840 <= 0)
-# A GPU-served 7B model streams roughly 60-100 tokens/s; real time needs >= ~32 tokens/s in TA4.
-DEFAULT_SYNTHETIC_TOKENS_PER_SECOND = 80.0
-DEFAULT_MAX_SESSIONS = 32
-DEFAULT_WORKER_QUEUE = 64  # pending Token2Wav steps across all streams before submit() waits
-# Streams decoded in one batched Token2Wav call. A batch's wall time grows with its size, and a first chunk
-# that arrives meanwhile waits for the running batch: 16 keeps that wait near one steady batch on CPU.
-DEFAULT_WORKER_BATCH = 16
-DEFAULT_MAX_AUDIO_DELTA_MS = 100  # docs/PROTOCOL.md §7.2: 20-100 ms per output_audio.delta
-DEFAULT_SGLANG_URL = "http://127.0.0.1:30000"
-DEFAULT_MAX_SESSION_SECONDS = 60 * 60.0  # OpenAI GA: sessions end after 60 minutes (docs/PROTOCOL.md §1.4)
-DEFAULT_MIN_ANSWER_TOKENS = 64  # smallest answer budget before older turns are dropped (~1.5 s of speech)
 MAX_AUTO_TORCH_THREADS = 4  # small per-chunk kernels stop scaling beyond a few threads
-# Limits that keep one client from wedging a session or exhausting memory (README "Security and limits").
-DEFAULT_SEND_TIMEOUT_S = 30.0  # a client that reads nothing for this long loses its session (close 1008)
-DEFAULT_WS_PING_INTERVAL_S = 20.0  # keepalive ping period; a dead peer is found within interval + timeout
-DEFAULT_WS_PING_TIMEOUT_S = 20.0
-DEFAULT_MAX_OUT_OF_BAND = 2  # concurrent conversation:"none" responses per session
-DEFAULT_MAX_DECODER_STREAMS = 0  # 0 = sized from DEFAULT_DECODER_MEMORY_MB and the measured stream size
-DEFAULT_DECODER_MEMORY_MB = 8192  # memory budget for live Token2Wav stream states (auto stream cap)
-DEFAULT_DECODER_WAIT_S = 2.0  # how long a spoken response waits for a free decoder stream
-DEFAULT_MAX_CONVERSATION_ITEMS = 1000
-DEFAULT_MAX_CONVERSATION_MB = 64  # text and stored audio of one conversation
-DEFAULT_MAX_CONVERSATION_AUDIO_S = 1800.0  # 30 minutes of stored speech, beyond any model context
-DEFAULT_DRAIN_SECONDS = 10.0  # SIGTERM: how long active responses may finish before sessions close
+MAX_PORT = 65535
+# docs/PROTOCOL.md §7.2: 20-100 ms of audio per output_audio.delta
+MIN_AUDIO_DELTA_MS = 20
+MAX_AUDIO_DELTA_MS = 100
 
 
 def default_cache_dir() -> Path:
@@ -66,152 +47,410 @@ def default_torch_threads() -> int:
     return max(1, min(MAX_AUTO_TORCH_THREADS, (os.cpu_count() or 1) // 2))
 
 
+def parse_voice_spec(spec: str) -> tuple[str, Path]:
+    """Parse ``name=path.wav`` (one ``--voice``, one element of ``STREAMVOICE_VOICES``).
+
+    Raises:
+        ValueError: no ``=``, empty name or empty path.
+    """
+    name, sep, path = spec.partition("=")
+    name, path = name.strip(), path.strip()
+    if not sep or not name or not path:
+        raise ValueError(f"voice must be NAME=PATH.wav, got {spec!r}")
+    return name, Path(path).expanduser()
+
+
+def parse_origin(text: str) -> str:
+    """One browser origin of ``--allowed-origins`` (``scheme://host[:port]`` or ``*``), trailing slash dropped."""
+    return text.strip().rstrip("/")
+
+
+def parse_http_url(text: str) -> str:
+    """One ``http(s)://`` URL.
+
+    Raises:
+        ValueError: another scheme, or none.
+    """
+    url = text.strip()
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    return url
+
+
+def parse_header_name(text: str) -> str:
+    """An HTTP header name (letters, digits, ``-``, ``_``), or empty for none.
+
+    Raises:
+        ValueError: any other character.
+    """
+    name = text.strip()
+    if name and not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"{name!r} is not an HTTP header name")
+    return name
+
+
+def parse_engine_arg(spec: str) -> tuple[str, object]:
+    """``mem_fraction_static=0.6`` -> ``("mem_fraction_static", 0.6)``: the value parses as JSON when it can.
+
+    Raises:
+        ValueError: no ``=`` or an empty key.
+    """
+    key, sep, raw = spec.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"must be KEY=VALUE, got {spec!r}")
+    try:
+        value: object = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().replace("-", "_"), value
+
+
+@dataclass(frozen=True)
+class LLMOptions:
+    """How to reach and drive the SGLang backends (``--backend sglang`` and ``sglang-engine``).
+
+    Read by `realtime.backends.factory.create_backend` only. Attributes: the settings below (their ``help``).
+    """
+
+    sglang_url: str = setting(
+        "http://127.0.0.1:30000",
+        Section.LLM,
+        "base URL of a running SGLang server for --backend sglang",
+        metavar="URL",
+    )
+    model_dir: Path | None = setting(
+        None,
+        Section.LLM,
+        "local model folder with tokenizer.json for prompt ids and transcripts",
+        shown_default="--model-path when it is a local folder, else the server's tokenizer_path if local",
+    )
+    sglang_api_key: str | None = setting(
+        None,
+        Section.LLM,
+        "bearer token of an SGLang started with --api-key (prefer the variable: flags show up in ps)",
+        metavar="KEY",
+    )
+    sglang_admin_api_key: str | None = setting(
+        None,
+        Section.LLM,
+        "bearer token for /abort_request on an SGLang started with --admin-api-key",
+        shown_default="--sglang-api-key",
+        metavar="KEY",
+    )
+    sglang_worker_urls: tuple[str, ...] = setting(
+        (),
+        Section.LLM,
+        "when --sglang-url is an SGLang Model Gateway (smg), the SGLang workers behind it: a cancelled "
+        "response is aborted on them directly (smg does not route /abort_request)",
+        shown_default="the gateway's own GET /workers list",
+        item=parse_http_url,
+        metavar="URL[,URL...]",
+    )
+    sglang_affinity_header: str = setting(
+        "x-smg-routing-key",
+        Section.LLM,
+        "request header carrying the session's id on every /generate, so a gateway started with "
+        "--routing-key-override keeps a session on the worker holding its prompt prefix; an empty flag value "
+        "sends none",
+        item=parse_header_name,
+        metavar="HEADER",
+    )
+    sglang_timeout: float = setting(
+        60.0, Section.LLM, "seconds to wait for SGLang's next chunk before failing the response", gt=0
+    )
+    top_p: float | None = setting(
+        None,
+        Section.LLM,
+        "server-wide nucleus sampling top_p (the Realtime API has no such field)",
+        shown_default="the model's 0.9",
+        gt=0,
+        le=1,
+    )
+    repetition_penalty: float | None = setting(
+        None,
+        Section.LLM,
+        "server-wide repetition penalty (the Realtime API has no such field)",
+        shown_default="the model's 1.05",
+        gt=0,
+    )
+    audio_check: bool = setting(
+        True,
+        Section.LLM,
+        "fail a response whose reported prompt length shows SGLang dropped the user audio (audio_dropped); "
+        "--no-audio-check, or the variable set to false, turns the check off",
+        flag="--no-audio-check",
+        shown_default="on",
+    )
+    engine_args: tuple[tuple[str, object], ...] = setting(
+        (),
+        Section.LLM,
+        "extra sglang.Engine / ServerArgs argument for --backend sglang-engine, e.g. mem_fraction_static=0.6 or "
+        "load_format=dummy (JSON values are parsed); repeatable",
+        flag="--engine-arg",
+        item=parse_engine_arg,
+        repeat=True,
+        separator=";",
+        metavar="KEY=VALUE",
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything the server process needs at start-up. Immutable; build a new one with `dataclasses.replace`.
 
-    Attributes:
-        host: interface to bind (127.0.0.1 by default; 0.0.0.0 to expose it).
-        port: TCP port.
-        backend: which LLM token source to use: ``synthetic`` (no model), ``sglang`` (HTTP server) or
-            ``sglang-engine`` (in-process ``sglang.Engine``).
-        model_path: Step-Audio-2 model folder or hub id (tokenizer + LLM weights) for the SGLang backends.
-        sglang_url: base URL of a running SGLang server for ``backend="sglang"``.
-        token2wav_dir: folder of Token2Wav weights (flow.pt, hift.pt, campplus.onnx, ...). ``None`` means the
-            embedded demo: a tiny random-weight model generated once into ``cache_dir``.
-        cache_dir: where the embedded tiny model is written.
-        device: torch device of the Token2Wav model (``cpu``, ``cuda``, ``cuda:1``).
-        dtype: torch dtype name of the Token2Wav model.
-        first_hop_tokens: audio tokens in the first Token2Wav chunk (latency lever).
-        hop_tokens: audio tokens per later chunk.
-        hop_growth: each hop is at most this factor larger than the one before, until `hop_tokens`.
-        voices: extra voices as (name, wav path) pairs; the shipped ``default`` voice is always present.
-        default_voice: voice used when a session does not choose one.
-        synthetic_tokens_per_second: emission rate of the synthetic backend.
-        synthetic_seed: base seed of the synthetic backend's deterministic stream.
-        max_sessions: concurrent WebSocket sessions accepted before new ones are refused.
-        worker_queue: bounded number of pending Token2Wav steps on the inference worker.
-        worker_batch: most streams the inference worker decodes in one batched Token2Wav call.
-        max_audio_delta_ms: longest audio slice per ``output_audio.delta``.
-        torch_threads: torch intra-op threads for Token2Wav; 0 picks `default_torch_threads()`. More threads
-            than free cores makes OpenMP spin and can slow a CPU decode by 10x.
-        log_level: logging level name.
-        max_session_seconds: longest a WebSocket session may last; then it gets an ``error`` with code
-            ``session_expired`` and is closed with 1000 (OpenAI's GA limit is 60 minutes).
-        dialect: ``auto`` (GA unless the client asks for beta by header or subprotocol), or ``ga`` / ``beta``
-            to force one event family for every connection (docs/PROTOCOL.md §2.1).
-        api_key: when set, every WebSocket session must present this key (``Authorization: Bearer``, an
-            ``api-key`` header, the ``openai-insecure-api-key.<key>`` subprotocol or ``?api_key=``); None
-            (the default) accepts every client. ``/metrics`` and every ``/v1/`` HTTP route then need it too (Bearer
-            or ``api-key`` header); ``/health`` and the demo page stay open.
-        context_length: the LLM's context length in tokens; 0 (the default) uses what the backend reports
-            (SGLang) or declares (synthetic: 16384). A smaller value caps every request below the model's limit.
-        min_answer_tokens: the smallest answer budget a response may start with; when less of the context is
-            left, the session's ``truncation`` setting drops the oldest turns or the response fails with
-            ``context_length_exceeded``.
-        send_timeout: seconds one frame may wait for a client that does not read (and a producer for room
-            in the session's outbox); then the session closes with 1008 ``send_timeout``. Streamed HTTP
-            answers use it for each chunk too.
-        ws_ping_interval: seconds between WebSocket keepalive pings (0 disables them).
-        ws_ping_timeout: seconds a pong may take; a dead or stuck peer is dropped within
-            ``ws_ping_interval + ws_ping_timeout``.
-        max_out_of_band_responses: concurrent ``conversation: "none"`` responses per session.
-        max_decoder_streams: live Token2Wav streams (spoken responses) across the server; 0 sizes it from
-            ``decoder_memory_mb`` and the measured state size of one stream.
-        decoder_memory_mb: memory budget for live stream states when ``max_decoder_streams`` is 0.
-        decoder_wait_seconds: how long a spoken response waits for a free stream before it is refused with
-            ``decoder_capacity_reached``.
-        max_conversation_items: items one conversation may hold.
-        max_conversation_mb: text and audio bytes one conversation may hold.
-        max_conversation_audio_seconds: seconds of audio one conversation may hold.
-        allowed_origins: browser origins (``scheme://host[:port]``) allowed to open a WebSocket; ``*``
-            allows any. Empty (the default): only pages served by this server and loopback pages. Clients
-            that send no ``Origin`` header (SDKs, servers) are not affected.
-        drain_seconds: on SIGTERM, how long active responses may finish before sessions close with 1001.
-        backend_options: extra options of the SGLang backends (flags added by
-            `realtime.backends.factory.add_backend_arguments` that are not fields here), by argparse dest.
+    Attributes: the settings below (each one's ``help`` says what it is; ``realtime serve --help`` lists them
+    with their defaults and variables), and ``llm``, the SGLang backends' options (`LLMOptions`).
     """
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    backend: BackendKind = "synthetic"
-    model_path: str | None = None
-    sglang_url: str = DEFAULT_SGLANG_URL
-    token2wav_dir: Path | None = None
-    cache_dir: Path = field(default_factory=default_cache_dir)
-    device: str = "cpu"
-    dtype: DtypeName = "float32"
-    first_hop_tokens: int = DEFAULT_FIRST_HOP_TOKENS
-    hop_tokens: int = DEFAULT_HOP_TOKENS
-    hop_growth: float = DEFAULT_HOP_GROWTH
-    voices: tuple[tuple[str, Path], ...] = ()
-    default_voice: str = "default"
-    synthetic_tokens_per_second: float = DEFAULT_SYNTHETIC_TOKENS_PER_SECOND
-    synthetic_seed: int = 0
-    max_sessions: int = DEFAULT_MAX_SESSIONS
-    worker_queue: int = DEFAULT_WORKER_QUEUE
-    worker_batch: int = DEFAULT_WORKER_BATCH
-    max_audio_delta_ms: int = DEFAULT_MAX_AUDIO_DELTA_MS
-    torch_threads: int = 0
-    log_level: str = "info"
-    backend_options: Mapping[str, object] = field(default_factory=dict)
-    api_key: str | None = None
-    max_session_seconds: float = DEFAULT_MAX_SESSION_SECONDS
-    dialect: DialectName = "auto"
-    context_length: int = 0
-    min_answer_tokens: int = DEFAULT_MIN_ANSWER_TOKENS
-    send_timeout: float = DEFAULT_SEND_TIMEOUT_S
-    ws_ping_interval: float = DEFAULT_WS_PING_INTERVAL_S
-    ws_ping_timeout: float = DEFAULT_WS_PING_TIMEOUT_S
-    max_out_of_band_responses: int = DEFAULT_MAX_OUT_OF_BAND
-    max_decoder_streams: int = DEFAULT_MAX_DECODER_STREAMS
-    decoder_memory_mb: int = DEFAULT_DECODER_MEMORY_MB
-    decoder_wait_seconds: float = DEFAULT_DECODER_WAIT_S
-    max_conversation_items: int = DEFAULT_MAX_CONVERSATION_ITEMS
-    max_conversation_mb: int = DEFAULT_MAX_CONVERSATION_MB
-    max_conversation_audio_seconds: float = DEFAULT_MAX_CONVERSATION_AUDIO_S
-    allowed_origins: tuple[str, ...] = ()
-    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    # network
+    host: str = setting("127.0.0.1", Section.NETWORK, "interface to bind; 0.0.0.0 exposes it")
+    port: int = setting(8000, Section.NETWORK, "TCP port; 0 picks a free one", ge=0, le=MAX_PORT)
+    dialect: DialectName = setting(
+        "auto",
+        Section.NETWORK,
+        "Realtime event family: auto = GA unless a client sends OpenAI-Beta: realtime=v1 or the "
+        "openai-beta.realtime-v1 subprotocol; ga or beta force one for every connection (docs/PROTOCOL.md §2.1)",
+    )
+
+    # security and limits: README "Security and limits" is generated from these
+    api_key: str | None = setting(
+        None,
+        Section.LIMITS,
+        "require this key: a WebSocket client presents it as Authorization: Bearer KEY (the openai SDKs' "
+        "api_key), an api-key header, the openai-insecure-api-key.KEY subprotocol (never echoed) or "
+        "?api_key=KEY, else it gets invalid_api_key and close 1008; /metrics and every /v1 HTTP route then "
+        "need Bearer or api-key too (401 invalid_api_key); /health, /favicon.ico and the demo page stay open "
+        "(open it as http://HOST:PORT/?key=KEY). Prefer the variable: flags show up in ps",
+        shown_default="none: every client is accepted",
+        metavar="KEY",
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        (),
+        Section.LIMITS,
+        "browser origins (scheme://host[:port]) allowed to open WebSocket sessions, or '*' for any; a page "
+        "from another origin gets origin_not_allowed and close 1008. Clients that send no Origin header (SDKs, "
+        "servers) are not checked. Serving the demo under a DNS name without a key needs this (a DNS name "
+        "could be rebound by a hostile site)",
+        shown_default="loopback pages, and this server's own page under an IP address (under any name when a "
+        "key is set)",
+        item=parse_origin,
+        metavar="ORIGIN[,ORIGIN...]",
+    )
+    max_sessions: int = setting(
+        32,
+        Section.LIMITS,
+        "concurrent WebSocket sessions; one more gets session_limit_reached and close 1013 (SDKs retry "
+        "later). HTTP speech and chat answers count against it while they are generated; a full server "
+        "answers them 503 session_limit_reached",
+        ge=1,
+    )
+    max_session_seconds: float = setting(
+        3600.0,
+        Section.LIMITS,
+        "how long a session may last; then it gets a session_expired error and close 1000 (OpenAI's GA "
+        "limit is 60 minutes, docs/PROTOCOL.md §1.4)",
+        gt=0,
+    )
+    send_timeout: float = setting(
+        30.0,
+        Section.LIMITS,
+        "seconds one frame, or one producer waiting for room in the session's outbox, may wait for a client "
+        "that does not read; then the session ends (responses abort, the slot is freed; close 1008 "
+        "send_timeout if the socket still takes it). A streamed HTTP answer (speech, chat, transcription) "
+        "whose next chunk waits that long ends the same way: its generation stops and its connection closes",
+        gt=0,
+    )
+    ws_ping_interval: float = setting(
+        20.0,
+        Section.LIMITS,
+        "seconds between WebSocket keepalive pings; 0 disables them. A peer that vanished without a FIN, or "
+        "never reads, is dropped within interval + timeout (close 1011) and its session ends",
+        ge=0,
+    )
+    ws_ping_timeout: float = setting(
+        20.0, Section.LIMITS, "seconds a pong may take before the peer counts as dead", gt=0
+    )
+    max_out_of_band_responses: int = setting(
+        2,
+        Section.LIMITS,
+        "concurrent conversation:'none' responses per session; one more gets too_many_out_of_band_responses "
+        "(in-band responses stay one at a time: conversation_already_has_active_response)",
+        flag="--max-out-of-band",
+        ge=0,
+    )
+    max_decoder_streams: int = setting(
+        0,
+        Section.LIMITS,
+        "live speech decoder streams (spoken responses) across the server; a spoken response that finds none "
+        "free within --decoder-wait gets decoder_capacity_reached (type server_error) instead of "
+        "response.created. One stream holds ~0.8-0.9 GB at full size, a few MB in the embedded demo; /health "
+        "shows decoder_streams",
+        shown_default="0 = --decoder-memory-mb / one stream's measured state, at most sessions x (1 + "
+        "out-of-band)",
+        ge=0,
+    )
+    decoder_memory_mb: int = setting(
+        8192,
+        Section.LIMITS,
+        "memory budget for live decoder stream states when --max-decoder-streams is 0",
+        ge=1,
+    )
+    decoder_wait_seconds: float = setting(
+        2.0,
+        Section.LIMITS,
+        "seconds a spoken response waits for a free decoder stream",
+        flag="--decoder-wait",
+        gt=0,
+    )
+    max_conversation_items: int = setting(
+        1000,
+        Section.LIMITS,
+        "items one conversation may hold; an item, a commit or an in-band response.create past a "
+        "conversation cap gets conversation_limit_reached (the audio stays buffered; delete items to go on)",
+        ge=1,
+    )
+    max_conversation_mb: int = setting(
+        64,
+        Section.LIMITS,
+        "MiB of text and audio one conversation may hold (audio stored once, as sent)",
+        ge=1,
+    )
+    max_conversation_audio_seconds: float = setting(
+        1800.0, Section.LIMITS, "seconds of audio one conversation may hold", gt=0
+    )
+    drain_seconds: float = setting(
+        10.0,
+        Section.LIMITS,
+        "on SIGTERM: new sessions get server_shutting_down (close 1001), new responses "
+        "server_shutting_down, /health says ready: draining; active responses get this long to finish, then "
+        "every session closes with 1001. A second SIGTERM or Ctrl-C stops at once",
+        ge=0,
+    )
+
+    # LLM backend
+    backend: BackendKind = setting(
+        "synthetic",
+        Section.LLM,
+        "token source: synthetic (no model, the embedded demo), sglang (a running SGLang HTTP server) or "
+        "sglang-engine (SGLang in this process)",
+    )
+    model_path: str | None = setting(
+        None,
+        Section.LLM,
+        "Step-Audio-2-mini model folder or hub id: the model SGLang must serve (checked at start-up with "
+        "/model_info), and the weights for --backend sglang-engine",
+        metavar="PATH",
+    )
+    synthetic_tokens_per_second: float = setting(
+        80.0,  # like a 7B model served by SGLang on one GPU (60-100 tokens/s); real time needs >= ~32
+        Section.LLM,
+        "tokens per second the synthetic backend emits (a GPU-served 7B model does ~60-100)",
+        flag="--synthetic-rate",
+        gt=0,
+    )
+    synthetic_seed: int = setting(0, Section.LLM, "seed of the synthetic backend's deterministic replies")
+    context_length: int = setting(
+        0,
+        Section.LLM,
+        "LLM context length in tokens (prompt + answer); a value below the model's caps every request",
+        shown_default="0 = what the backend reports (synthetic: 16384)",
+        ge=0,
+    )
+    min_answer_tokens: int = setting(
+        64,  # ~1.5 s of speech: below this a spoken answer is cut short, so older turns are dropped instead
+        Section.LLM,
+        "smallest answer budget a response starts with: with less context left, the session's truncation "
+        "setting drops the oldest turns, or the response fails with context_length_exceeded",
+        ge=1,
+    )
+    llm: LLMOptions = group(LLMOptions)
+
+    # speech decoder
+    token2wav_dir: Path | None = setting(
+        None,
+        Section.SPEECH,
+        "folder with the Token2Wav weights (flow.yaml, flow.pt, hift.pt, campplus.onnx, "
+        "speech_tokenizer_v2_25hz.onnx)",
+        shown_default="the embedded tiny random-weight model, generated into --cache-dir",
+    )
+    cache_dir: Path = setting(
+        None,
+        Section.SPEECH,
+        "where the embedded tiny Token2Wav is generated on first start, and uploaded voices are kept",
+        default_factory=default_cache_dir,
+        shown_default=f"${CACHE_ENV} or {DEFAULT_CACHE_DIR}",
+    )
+    device: str = setting("cpu", Section.SPEECH, "torch device of Token2Wav: cpu, cuda, cuda:1")
+    dtype: DtypeName = setting("float32", Section.SPEECH, "torch dtype of Token2Wav")
+    first_hop_tokens: int = setting(
+        10,  # docs/TOKEN2WAV.md §4.1: a short first hop for latency
+        Section.SPEECH,
+        "audio tokens in the first Token2Wav chunk (smaller = earlier first audio)",
+        flag="--first-chunk",
+        ge=MIN_HOP_TOKENS,
+    )
+    hop_tokens: int = setting(
+        25,
+        Section.SPEECH,
+        "audio tokens per later Token2Wav chunk (the reference uses 25)",
+        flag="--hop",
+        ge=MIN_HOP_TOKENS,
+    )
+    hop_growth: float = setting(
+        1.5,
+        Section.SPEECH,
+        "each hop may be at most this factor larger than the previous one until --hop (10 -> 15 -> 23 -> 25 "
+        "by default), so the second chunk is ready before the first has played; a large value jumps "
+        "straight to --hop",
+        ge=1,
+    )
+    torch_threads: int = setting(
+        0,
+        Section.SPEECH,
+        "torch intra-op threads for Token2Wav on CPU (more than the free cores makes OpenMP spin: a CPU decode "
+        "can get 10x slower)",
+        shown_default=f"0 = half the CPUs, 1..{MAX_AUTO_TORCH_THREADS}",
+        ge=0,
+    )
+    worker_queue: int = setting(
+        64, Section.SPEECH, "bound on pending decode steps on the inference worker", ge=1
+    )
+    worker_batch: int = setting(
+        16,  # a first chunk arriving meanwhile waits for the running batch: 16 keeps that near one batch on CPU
+        Section.SPEECH,
+        "most streams decoded in one batched Token2Wav call (the scheduler picks the most urgent)",
+        ge=1,
+    )
+    voices: tuple[tuple[str, Path], ...] = setting(
+        (),
+        Section.SPEECH,
+        "add a voice: a prompt wav (3-10 s of clean speech) selectable as audio.output.voice; repeatable",
+        flag="--voice",
+        shown_default="only the shipped 'default' voice",
+        item=parse_voice_spec,
+        repeat=True,
+        metavar="NAME=PATH.wav",
+    )
+    default_voice: str = setting(
+        "default", Section.SPEECH, "voice used when a session does not choose one", metavar="NAME"
+    )
+    max_audio_delta_ms: int = setting(
+        100,
+        Section.SPEECH,
+        "longest audio slice per response.output_audio.delta, in ms",
+        flag="--max-delta-ms",
+        ge=MIN_AUDIO_DELTA_MS,
+        le=MAX_AUDIO_DELTA_MS,
+    )
+
+    # logging
+    log_level: LogLevel = setting("info", Section.LOGGING, "logging level")
 
     def __post_init__(self) -> None:
-        if self.backend not in get_args(BackendKind):
-            raise ValueError(f"backend must be one of {get_args(BackendKind)}, got {self.backend!r}")
-        if self.dtype not in get_args(DtypeName):
-            raise ValueError(f"dtype must be one of {get_args(DtypeName)}, got {self.dtype!r}")
-        if not MIN_HOP_TOKENS <= self.first_hop_tokens:
-            raise ValueError(f"first_hop_tokens must be >= {MIN_HOP_TOKENS}, got {self.first_hop_tokens}")
-        if not MIN_HOP_TOKENS <= self.hop_tokens:
-            raise ValueError(f"hop_tokens must be >= {MIN_HOP_TOKENS}, got {self.hop_tokens}")
-        if not self.hop_growth >= 1.0:
-            raise ValueError(f"hop_growth must be >= 1, got {self.hop_growth}")
-        if self.synthetic_tokens_per_second <= 0:
-            raise ValueError("synthetic_tokens_per_second must be > 0")
-        if self.max_sessions < 1 or self.worker_queue < 1 or self.worker_batch < 1:
-            raise ValueError("max_sessions, worker_queue and worker_batch must be >= 1")
-        if self.dialect not in get_args(DialectName):
-            raise ValueError(f"dialect must be one of {get_args(DialectName)}, got {self.dialect!r}")
-        if self.max_session_seconds <= 0:
-            raise ValueError("max_session_seconds must be > 0")
-        if self.context_length < 0:
-            raise ValueError("context_length must be >= 0 (0 = what the backend reports)")
-        if self.min_answer_tokens < 1:
-            raise ValueError("min_answer_tokens must be >= 1")
-        if self.torch_threads < 0:
-            raise ValueError("torch_threads must be >= 0 (0 = automatic)")
-        if not 20 <= self.max_audio_delta_ms <= 100:  # docs/PROTOCOL.md §7.2
-            raise ValueError("max_audio_delta_ms must be within 20..100")
-        if min(self.send_timeout, self.ws_ping_timeout, self.decoder_wait_seconds) <= 0:
-            raise ValueError("send_timeout, ws_ping_timeout and decoder_wait_seconds must be > 0")
-        if self.ws_ping_interval < 0 or self.drain_seconds < 0:
-            raise ValueError("ws_ping_interval and drain_seconds must be >= 0")
-        if self.max_out_of_band_responses < 0 or self.max_decoder_streams < 0:
-            raise ValueError("max_out_of_band_responses and max_decoder_streams must be >= 0")
-        if min(self.decoder_memory_mb, self.max_conversation_items, self.max_conversation_mb) < 1:
-            raise ValueError("decoder_memory_mb, max_conversation_items and max_conversation_mb must be >= 1")
-        if self.max_conversation_audio_seconds <= 0:
-            raise ValueError("max_conversation_audio_seconds must be > 0")
-        if not 0 < self.port < 65536 and self.port != 0:
-            raise ValueError(f"port out of range: {self.port}")
+        check(self)
 
     @property
     def effective_torch_threads(self) -> int:
@@ -225,64 +464,10 @@ class ServerConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
-        """Defaults, then ``STREAMVOICE_*`` variables, then ``overrides`` (None values are ignored).
-
-        ``STREAMVOICE_VOICES`` is a comma-separated list of ``name=path.wav``.
+        """Defaults, then ``STREAMVOICE_*`` variables, then ``overrides`` by setting name (None values ignored).
 
         Raises:
-            ValueError: a variable or override does not parse or fails validation.
+            realtime.settings.SettingError: a variable or override does not parse or is out of bounds (a
+                ValueError naming the flag and the variable).
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            if f.name == "backend_options":
-                continue
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None and raw != "":
-                values[f.name] = _parse_field(f.name, raw)
-        for name, value in overrides.items():
-            if value is not None:
-                values[name] = value
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def parse_voice_spec(spec: str) -> tuple[str, Path]:
-    """Parse ``name=path.wav`` (the ``--voice`` flag).
-
-    Raises:
-        ValueError: no ``=``, empty name or empty path.
-    """
-    name, sep, path = spec.partition("=")
-    name, path = name.strip(), path.strip()
-    if not sep or not name or not path:
-        raise ValueError(f"voice must be NAME=PATH.wav, got {spec!r}")
-    return name, Path(path).expanduser()
-
-
-_INT_FIELDS = {"port", "first_hop_tokens", "hop_tokens", "synthetic_seed", "max_sessions", "worker_queue"}
-_INT_FIELDS |= {"max_audio_delta_ms", "torch_threads", "context_length", "min_answer_tokens", "worker_batch"}
-_INT_FIELDS |= {"max_out_of_band_responses", "max_decoder_streams"}
-_INT_FIELDS |= {"decoder_memory_mb", "max_conversation_items", "max_conversation_mb"}
-_FLOAT_FIELDS = {"synthetic_tokens_per_second", "max_session_seconds", "hop_growth", "send_timeout"}
-_FLOAT_FIELDS |= {"ws_ping_interval", "ws_ping_timeout", "decoder_wait_seconds", "drain_seconds"}
-_FLOAT_FIELDS |= {"max_conversation_audio_seconds"}
-_PATH_FIELDS = {"token2wav_dir", "cache_dir"}
-
-
-def _parse_field(name: str, raw: str) -> object:
-    try:
-        if name in _INT_FIELDS:
-            return int(raw)
-        if name in _FLOAT_FIELDS:
-            return float(raw)
-        if name == "allowed_origins":
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-        if name in _PATH_FIELDS:
-            return Path(raw).expanduser()
-        if name == "voices":
-            return tuple(parse_voice_spec(part) for part in raw.split(",") if part.strip())
-        if name == "backend":
-            return cast(BackendKind, raw)
-        return raw
-    except ValueError as exc:
-        raise ValueError(f"{ENV_PREFIX}{name.upper()}: {exc}") from exc
+        return build(cls, os.environ if environ is None else environ, overrides=overrides)

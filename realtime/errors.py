@@ -1,4 +1,4 @@
-"""The small error taxonomy of the realtime server, and the one place it becomes an ``error`` event.
+"""The small error taxonomy of the realtime server, and how it becomes a session's ``error`` event.
 
 Everything that can go wrong while serving a connection is one of:
 
@@ -11,8 +11,10 @@ Everything that can go wrong while serving a connection is one of:
 - anything else is a bug: it is logged with its traceback here and reported to the client as a generic
   ``server_error`` without details.
 
-`describe_exception` is the single mapping from exceptions (including `ExceptionGroup`s from task groups) to
-what the client sees (docs/PROTOCOL.md §8).
+`describe_exception` maps exceptions (including `ExceptionGroup`s from task groups) to a session's ``error``
+event and close code (docs/PROTOCOL.md §8). The same taxonomy has two more mappers, one per kind of answer
+(docs/ARCHITECTURE.md §6): `realtime.session.response_lifecycle.settle` (a response's ``response.done``) and
+`realtime.http.errors.as_http_error` (an HTTP error).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 
-# Exact OpenAI codes (docs/PROTOCOL.md §8.2) and the peer codes we adopted where OpenAI's is unverified.
+# OpenAI's codes (docs/PROTOCOL.md §8.3 says where each was read): real clients end their session on a code
+# they do not know, so a refusal OpenAI also makes carries OpenAI's code, type and param.
 CODE_ACTIVE_RESPONSE = "conversation_already_has_active_response"
 CODE_CANCEL_NOT_ACTIVE = "response_cancel_not_active"
 CODE_COMMIT_EMPTY = "input_audio_buffer_commit_empty"
@@ -40,15 +43,25 @@ CODE_MISSING_PARAMETER = "missing_required_parameter"
 CODE_UNKNOWN_PARAMETER = "unknown_parameter"
 CODE_INVALID_VALUE = "invalid_value"
 CODE_INVALID_TYPE = "invalid_type"
+CODE_INVALID_JSON = "invalid_json"
+CODE_INVALID_EVENT = "invalid_event"
 CODE_STRING_TOO_LONG = "string_above_max_length"
+CODE_INTEGER_BELOW_MIN = "integer_below_min_value"
+CODE_INTEGER_ABOVE_MAX = "integer_above_max_value"
+CODE_DECIMAL_BELOW_MIN = "decimal_below_min_value"
+CODE_DECIMAL_ABOVE_MAX = "decimal_above_max_value"
+CODE_ITEM_RETRIEVE_UNKNOWN = "item_retrieve_invalid_item_id"
+CODE_ITEM_DELETE_UNKNOWN = "item_delete_invalid_item_id"
+CODE_ITEM_TRUNCATE_UNKNOWN = "item_truncate_invalid_item_id"
+CODE_ITEM_DUPLICATE_ID = "item_create_duplicate_item_id"
+CODE_ITEM_UNKNOWN_PREVIOUS = "item_create_invalid_previous_item_id"
 CODE_SESSION_EXPIRED = "session_expired"
 CODE_SESSION_LIMIT = "session_limit_reached"
-CODE_UNKNOWN_EVENT = "unknown_or_invalid_event"
 CODE_INVALID_SESSION_TYPE = "invalid_session_type"
-CODE_INVALID_FOR_TRANSPORT = "invalid_event_for_transport"
 CODE_CANNOT_UPDATE_VOICE = "cannot_update_voice"
 CODE_INVALID_API_KEY = "invalid_api_key"
 CODE_INTERNAL = "internal_error"
+CODE_NULL = ""  # OpenAI sends ``"code": null`` for this refusal; the report carries None
 INTERNAL_MESSAGE = "The server had an internal error."
 # Our limits (README "Security and limits"): OpenAI publishes no codes for these.
 CODE_TOO_MANY_RESPONSES = "too_many_out_of_band_responses"
@@ -76,7 +89,7 @@ class RealtimeError(Exception):
     """Base of every error the server reports to a client.
 
     Attributes:
-        code: OpenAI error code (``error.code``).
+        code: OpenAI error code (``error.code``); `CODE_NULL` where OpenAI sends ``null`` for the same refusal.
         message: text safe to show to the client; never internal details.
         param: the offending parameter path (``error.param``), e.g. ``session.audio.output.voice``.
         error_type: ``invalid_request_error`` or ``server_error``.
@@ -155,7 +168,7 @@ class ErrorReport:
     """
 
     error_type: str
-    code: str
+    code: str | None
     message: str
     param: str | None = None
     event_id: str | None = None
@@ -180,7 +193,7 @@ def describe_exception(exc: BaseException) -> ErrorReport:
     event_id = found.event_id if isinstance(found.event_id, str) else None
     if event_id is not None and len(event_id) > MAX_QUOTED_CHARS:
         event_id = quote(event_id)
-    return ErrorReport(found.error_type, found.code, message, param, event_id, close_code)
+    return ErrorReport(found.error_type, found.code or None, message, param, event_id, close_code)
 
 
 def _first_realtime_error(exc: BaseException) -> RealtimeError | None:

@@ -44,6 +44,13 @@ class Metrics:
             f"{p}_response_cancels", "Responses cancelled, by reason", ["reason"], registry=self.registry
         )
         self._errors = Counter(f"{p}_errors", "Errors, by code", ["code"], registry=self.registry)
+        self._unused_content = Counter(
+            f"{p}_unused_content_parts",
+            "Content parts accepted and stored but left out of the prompt (the model cannot use them), by type "
+            "and door",
+            ["kind", "door"],
+            registry=self.registry,
+        )
         self._ttfa = Histogram(
             f"{p}_time_to_first_audio_seconds",
             "Time from response start to the first decoded audio chunk",
@@ -114,9 +121,14 @@ class Metrics:
         """A response was cancelled (``client_cancelled``, ``turn_detected``, ``disconnected``...)."""
         self._cancels.labels(reason=reason).inc()
 
-    def error(self, code: str) -> None:
-        """An error event was sent or a response failed with ``code``."""
-        self._errors.labels(code=code).inc()
+    def error(self, code: str | None) -> None:
+        """An error event was sent or a response failed with ``code`` (``none`` when OpenAI's code is null)."""
+        self._errors.labels(code=code or "none").inc()
+
+    def unused_content(self, kind: str, door: str, count: int = 1) -> None:
+        """``count`` parts of ``kind`` (``input_image``, ``image_url``, ``file``) were accepted through ``door``
+        (``realtime``, ``chat``) but cannot reach the model."""
+        self._unused_content.labels(kind=kind, door=door).inc(count)
 
     # pipeline (called by realtime.speech.pipeline)
     def observe_time_to_first_audio(self, seconds: float) -> None:

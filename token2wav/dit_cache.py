@@ -1,4 +1,4 @@
-"""Per-stream DiT key/value caches that share the voice's primed prompt keys (docs/TOKEN2WAV.md §6.4, §6.6).
+"""Per-stream DiT key/value caches that share the voice's primed prompt keys (docs/TOKEN2WAV.md §4.3, §4.4).
 
 A stream's DiT cache holds, for every ODE step and block, the keys of the voice prompt (P frames, written
 once when the voice is primed) and the keys of the frames the stream generated. The prompt keys never change

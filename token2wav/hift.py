@@ -1,6 +1,6 @@
 """HiFT vocoder (NSF + iSTFTNet): mel [B, 80, T] at 50 Hz -> waveform [B, 480 T] at 24 kHz.
 
-Architecture: docs/TOKEN2WAV.md §3.4; checkpoint layout and its two weight-norm namings: §1.3.
+Architecture: docs/TOKEN2WAV.md §3.4; checkpoint layout and its two weight-norm namings: TOKEN2WAV.md §1.3.
 Parameter names and shapes equal the released `hift.pt` after weight norm is folded into plain `.weight`
 tensors (`load_hift_state_dict` does the folding), so inference pays no parametrization overhead.
 

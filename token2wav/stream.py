@@ -1,9 +1,9 @@
 """Per-stream streaming state and the chunk schedule (docs/TOKEN2WAV.md §4.1, §4.3, §5.3).
 
 A `Token2WavStream` owns everything that changes while one response is decoded: pending codes, the flow
-caches (a deep copy of the voice's primed caches), the vocoder caches, the call counter and the hop
-schedule. The model object holds only weights and constants, so any number of streams interleave on one
-model with the same results as each alone.
+caches (they share the voice's primed caches read-only, so nothing large is copied at start), the vocoder
+caches, the call counter and the hop schedule. The model object holds only weights and constants, so any
+number of streams interleave on one model with the same results as each alone.
 """
 
 from __future__ import annotations

@@ -97,8 +97,9 @@ class GenerationInput:
         instructions: the session instructions (the system turn); empty for none.
         speak: True for a spoken reply (prompt ends with ``<tts_start>``), False for text only.
         sampling: sampling parameters.
-        purpose: ``reply`` (an assistant answer) or ``transcription`` (Step-Audio-2 as ASR: the instructions
-            are its ASR prompt, the one user turn is the audio, the reply is the transcript as text). Model
+        purpose: ``reply`` (an assistant answer) or ``transcription`` (Step-Audio-2 as ASR or as speech
+            translator: the instructions are its ASR or translation prompt, the one user turn is the audio,
+            the reply is text). Model
             backends build the prompt the same way for both; the synthetic backend answers a transcription
             request with its deterministic stand-in transcript (realtime/backends/synthetic.py).
         read_aloud: text-to-speech: the reply must speak the last user turn's text verbatim, nothing else.

@@ -23,7 +23,7 @@ Pure: the only outside call is `PromptCounter.count_prompt_tokens`, which backen
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -88,25 +88,6 @@ class TruncationPolicy:
             raise ValueError(f"retention_ratio must be within 0..1, got {self.retention_ratio}")
         if self.post_instructions_tokens is not None and self.post_instructions_tokens < 0:
             raise ValueError("post_instructions_tokens must be >= 0")
-
-    @classmethod
-    def from_wire(cls, value: object) -> TruncationPolicy:
-        """The policy of a validated GA ``truncation`` value (``"auto"``, ``"disabled"`` or the object).
-
-        Raises:
-            ValueError: any other shape (the wire layer validates first, so this is a bug).
-        """
-        if value in ("auto", None):
-            return cls()
-        if value == "disabled":
-            return cls(mode="disabled")
-        if isinstance(value, Mapping) and value.get("type") == "retention_ratio":
-            limits = value.get("token_limits") or {}
-            post = limits.get("post_instructions") if isinstance(limits, Mapping) else None
-            return cls(
-                "retention_ratio", float(value["retention_ratio"]), None if post is None else int(post)
-            )
-        raise ValueError(f"not a truncation setting: {value!r}")
 
     def needs_cut(self, history: int, room: int) -> bool:
         """Whether ``history`` post-instruction tokens must shrink, given ``room`` for them."""

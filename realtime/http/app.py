@@ -4,8 +4,8 @@
 
 - ``GET /v1/realtime?model=...`` and ``/realtime``: the OpenAI Realtime WebSocket (docs/PROTOCOL.md §1).
 - ``POST /v1/audio/speech`` (realtime/http/speech.py), ``POST /v1/chat/completions`` (realtime/http/chat.py),
-  ``POST /v1/audio/transcriptions`` (realtime/http/transcriptions.py), ``GET/POST /v1/audio/voices``,
-  ``DELETE /v1/audio/voices/{name}`` (realtime/http/voices_api.py), ``GET /v1/models`` (realtime/http/models.py):
+  ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` (realtime/http/transcriptions.py),
+  ``GET/POST /v1/audio/voices``, ``DELETE /v1/audio/voices/{name}`` (realtime/http/voices_api.py), ``GET /v1/models`` (realtime/http/models.py):
   OpenAI's audio HTTP API on the same runtime; every error in OpenAI's shape (realtime/http/errors.py).
 - With ``config.api_key`` set, a WebSocket client must present that key (docs/PROTOCOL.md §1.2), and so must
   ``/metrics`` and every ``/v1/`` HTTP route (``Authorization: Bearer`` or ``api-key``); ``/health`` and the
@@ -57,9 +57,9 @@ from realtime.http.errors import (
 from realtime.http.models import model_routes
 from realtime.http.realtime_ws import SessionCount, realtime_endpoint, served_model_name
 from realtime.http.speech import speech_endpoint
-from realtime.http.transcriptions import transcriptions_endpoint
+from realtime.http.transcriptions import transcriptions_endpoint, translations_endpoint
 from realtime.http.voices_api import VoicesAPI
-from realtime.session.vad import load_shared_engine
+from realtime.session.vad import held_engine
 from realtime.speech.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         Route("/voices", voices),
         Route("/audio/speech", speech_endpoint(runtime, sessions), methods=["POST"]),
         Route("/audio/transcriptions", transcriptions_endpoint(runtime), methods=["POST"]),
+        Route("/audio/translations", translations_endpoint(runtime), methods=["POST"]),
         Route("/chat/completions", chat_endpoint(runtime, model, sessions), methods=["POST"]),
         Route("/audio/voices", voice_api.list, methods=["GET"]),
         Route("/audio/voices", voice_api.upload, methods=["POST"]),
@@ -206,6 +207,7 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    # load the shared VAD model (onnxruntime) in a thread at start-up, not in the first session
-    await load_shared_engine()
-    yield
+    # the shared VAD model (onnxruntime) is loaded in a thread at start-up, not in the first session, and its
+    # thread stops with the server (`realtime serve` runs uvicorn with this lifespan on)
+    async with held_engine():
+        yield

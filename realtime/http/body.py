@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
 from realtime.errors import (
+    CODE_INVALID_JSON,
     CODE_INVALID_VALUE,
     CODE_UNKNOWN_PARAMETER,
     ProtocolViolation,
@@ -20,7 +21,6 @@ from realtime.http.errors import CODE_TOO_LARGE, HTTPError
 from realtime.wire.json_text import load_untrusted_json, refuse_unpaired_surrogates
 from realtime.wire.validation import violation_from
 
-CODE_INVALID_JSON = "invalid_json"
 # pydantic error types that mean "right type, wrong value" (the shared validator covers the others)
 _VALUE_ERRORS = frozenset(
     {"too_short", "too_long", "string_too_short", "string_too_long", "greater_than", "less_than"}

@@ -41,7 +41,7 @@ from realtime.http.chat_request import (
     check_audio_options,
     clean_body,
     prompt_from_messages,
-    tools_turn,
+    tools_part,
 )
 from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
 from realtime.http.realtime_ws import SessionCount
@@ -56,6 +56,7 @@ from realtime.http.streaming import (
     until_disconnect,
 )
 from realtime.session.tool_calls import CallArguments, CallFinished, CallStarted, PlainText, ToolCallScanner
+from realtime.session.unused_content import UnusedContent
 from realtime.speech.reply import AudioChunk, GenerationDone, PipelineEvent, TextDelta, TranscriptDelta
 from realtime.speech.runtime import Runtime
 from realtime.wire.session_config import resolve_voice
@@ -219,15 +220,19 @@ def chat_endpoint(
             check_api_key(request, runtime.config.api_key or None)
             body = parse_request(ChatRequest, clean_body(await read_json(request, MAX_BODY_BYTES)))
             check_audio_options(body)
+            rid = f"chatcmpl_{uuid.uuid4().hex}"
             voice = runtime.voices.default
             if body.audio is not None:
-                names = set(runtime.voices.names())
-                voice = resolve_voice(body.audio.voice, names, runtime.voices.default, "audio.voice")
-            instructions, turns, audio_seconds = await prompt_from_messages(body.messages, audio_store)
+                voice = resolve_voice(body.audio.voice, runtime.voices.accepted_names(), "audio.voice")
+            tools = tools_part(body)
+            unused = UnusedContent(runtime.metrics, rid, door="chat")
+            instructions, turns, audio_seconds = await prompt_from_messages(
+                body.messages, audio_store, unused.note_kind
+            )
             generation = GenerationInput(
-                rid=f"chatcmpl_{uuid.uuid4().hex}",
-                turns=[*tools_turn(body), *turns],
-                instructions=instructions,
+                rid=rid,
+                turns=[*tools.turns, *turns],
+                instructions="\n".join([instructions, *tools.directives]).strip(),
                 speak=body.speaks,
                 sampling=chat_sampling(
                     body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p

@@ -20,16 +20,17 @@ import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from realtime.audio import PCM_RATE
-from realtime.backends.base import TOOL_SCHEMAS_ROLE, PromptTurn
+from realtime.backends.base import PromptTurn
 from realtime.codecs import UndecodableAudio, decode_audio
 from realtime.errors import CODE_INVALID_TYPE, CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation
 from realtime.http.audio_store import AudioStore
-from realtime.session.tool_calls import call_text, tool_schemas_json
+from realtime.session.tool_calls import ForcedFunction, ToolChoice, ToolsPrompt, call_text, tools_prompt
 
 MAX_INPUT_AUDIO_SECONDS = 600.0  # all input_audio parts of one request together (bounds decoded PCM: 29 MB)
 IGNORED_PARAMETERS = frozenset(
@@ -62,6 +63,8 @@ UNSUPPORTED_PARAMETERS = {
     "function_call": "use 'tool_choice'",
 }
 CODE_UNSUPPORTED_PARAMETER = "unsupported_parameter"
+# User content parts OpenAI's chat accepts that this model cannot use (docs/PROTOCOL.md §3.1).
+UNUSABLE_PARTS = frozenset({"image_url", "file"})
 AudioOutFormat = Literal["wav", "mp3", "flac", "opus", "aac", "pcm16"]
 
 
@@ -161,22 +164,41 @@ def check_audio_options(body: ChatRequest) -> None:
         )
 
 
-def tools_turn(body: ChatRequest) -> list[PromptTurn]:
-    """The ``tool_json_schemas`` turn for the request's tools (none for ``tool_choice: "none"``)."""
-    if not body.tools or body.tool_choice == "none":
-        return []
-    tools = [{"type": "function", **t.function.model_dump(exclude_none=True)} for t in body.tools]
-    if isinstance(body.tool_choice, dict):  # {"type": "function", "function": {"name": ...}}: only that one
-        wanted = (body.tool_choice.get("function") or {}).get("name")
-        tools = [t for t in tools if t["name"] == wanted] or tools
-    schemas = tool_schemas_json(tools)
-    return [] if schemas is None else [PromptTurn(role="system", name=TOOL_SCHEMAS_ROLE, text=schemas)]
+def chat_tool_choice(value: str | dict[str, Any] | None) -> ToolChoice:
+    """Chat's ``tool_choice`` (``"auto"``, ``{"type": "function", "function": {"name": ...}}``, ...) as the
+    shared `ToolChoice`; absent means ``auto``, a choice that names no function leaves the tools optional."""
+    if value in ("auto", "none", "required"):
+        return value  # type: ignore[return-value]
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = (value.get("function") or {}).get("name")
+        if isinstance(name, str) and name:
+            return ForcedFunction(name)
+    return "auto"
+
+
+def tools_part(body: ChatRequest) -> ToolsPrompt:
+    """The tools turn and directives of the prompt: `realtime.session.tool_calls.tools_prompt`, the builder the
+    Realtime door uses too.
+
+    Raises:
+        ProtocolViolation: ``tool_choice`` forces a function that is not among ``tools``.
+    """
+    tools = [{"type": "function", **t.function.model_dump(exclude_none=True)} for t in body.tools or []]
+    return tools_prompt(tools, chat_tool_choice(body.tool_choice), param="tool_choice")
+
+
+def _ignore(kind: str) -> None:
+    """Default `prompt_from_messages` hook: unusable parts go uncounted."""
 
 
 async def prompt_from_messages(
-    messages: list[dict[str, Any]], store: AudioStore
+    messages: list[dict[str, Any]], store: AudioStore, on_unused: Callable[[str], None] = _ignore
 ) -> tuple[str, list[PromptTurn], float]:
     """(instructions, turns, seconds of input audio) for ``messages``.
+
+    ``image_url`` and ``file`` parts of user messages (OpenAI accepts them; this model cannot see) are
+    checked, reported to ``on_unused`` by type, and left out of the turns (docs/PROTOCOL.md §3.1); a user
+    message holding nothing else gives no turn.
 
     Raises:
         ProtocolViolation: a malformed message, an unsupported content part, undecodable audio, or an
@@ -197,9 +219,12 @@ async def prompt_from_messages(
             instructions.append(_text_of(message.get("content"), f"{where}.content"))
         elif role == "user":
             budget = MAX_INPUT_AUDIO_SECONDS - audio_seconds
-            text, pcm = await _user_content(message.get("content"), f"{where}.content", budget)
+            text, pcm, only_unused = await _user_content(
+                message.get("content"), f"{where}.content", budget, on_unused
+            )
             audio_seconds += len(pcm) / (2 * PCM_RATE)
-            turns.append(PromptTurn(role="user", text=text or None, audio_pcm16=pcm or None))
+            if not only_unused:
+                turns.append(PromptTurn(role="user", text=text or None, audio_pcm16=pcm or None))
         elif role == "assistant":
             turns.extend(_assistant_turns(message, where, store, call_names))
         elif role == "tool":
@@ -247,15 +272,19 @@ def _text_of(content: Any, where: str) -> str:
     )
 
 
-async def _user_content(content: Any, where: str, budget_s: float) -> tuple[str, bytes]:
+async def _user_content(
+    content: Any, where: str, budget_s: float, on_unused: Callable[[str], None]
+) -> tuple[str, bytes, bool]:
+    """(text, PCM16, whether the parts were all unusable ones) of a user message's content."""
     if isinstance(content, str):
-        return content, b""
+        return content, b"", False
     if not isinstance(content, list):
         raise ProtocolViolation(
             CODE_INVALID_TYPE, f"Invalid type for '{where}': expected a string or parts.", where
         )
     texts: list[str] = []
     audio: list[bytes] = []
+    unused = 0
     for j, part in enumerate(content):
         here = f"{where}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
@@ -265,13 +294,33 @@ async def _user_content(content: Any, where: str, budget_s: float) -> tuple[str,
             pcm = await _input_audio(part.get("input_audio"), f"{here}.input_audio", budget_s)
             budget_s -= len(pcm) / (2 * PCM_RATE)
             audio.append(pcm)
+        elif kind in UNUSABLE_PARTS:
+            _check_unusable(part, kind, here)
+            on_unused(kind)
+            unused += 1
         else:
             raise ProtocolViolation(
                 CODE_INVALID_VALUE,
-                f"Invalid content part at '{here}': this model accepts 'text' and 'input_audio' parts.",
-                here,
+                f"Invalid value: '{kind}'. Supported values are: 'text', 'image_url', 'input_audio', and "
+                "'file'.",
+                f"{here}.type",
             )
-    return "".join(texts), b"".join(audio)
+    return "".join(texts), b"".join(audio), bool(content) and unused == len(content)
+
+
+def _check_unusable(part: dict[str, Any], kind: str, where: str) -> None:
+    """The shape OpenAI requires of an ``image_url`` / ``file`` part (its data is never read here)."""
+    spec = part.get(kind)
+    if not isinstance(spec, dict):
+        raise ProtocolViolation(
+            CODE_MISSING_PARAMETER, f"Missing required parameter: '{where}.{kind}'.", f"{where}.{kind}"
+        )
+    if kind == "image_url" and not isinstance(spec.get("url"), str):
+        raise ProtocolViolation(
+            CODE_MISSING_PARAMETER,
+            f"Missing required parameter: '{where}.image_url.url'.",
+            f"{where}.image_url.url",
+        )
 
 
 async def _input_audio(spec: Any, where: str, budget_s: float) -> bytes:

@@ -1,6 +1,9 @@
-"""The Realtime WebSocket endpoint: handshake, origin, API key, session cap, then one `Session` until it closes.
+"""The Realtime WebSocket endpoint: handshake, origin, API key, session cap, then the session core.
 
-Mounted at ``/v1/realtime`` and ``/realtime`` by realtime/http/app.py (docs/PROTOCOL.md §1).
+Mounted at ``/v1/realtime`` and ``/realtime`` by realtime/http/app.py (docs/PROTOCOL.md §1). This module is the
+WebSocket adapter only: it accepts (or refuses) the socket, wraps it in a `WebSocketTransport`
+(realtime/http/ws_transport.py) and hands that to `serve_connection`, which runs the `Session` over it and
+closes it (realtime/session/connection.py).
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
 from realtime.errors import (
     CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL_ERROR,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
     CODE_INVALID_API_KEY,
@@ -28,10 +30,13 @@ from realtime.errors import (
     INVALID_REQUEST,
     SERVER_ERROR,
     ErrorReport,
+    PeerGone,
     quote,
 )
-from realtime.session.connection import Drain, Ending, serve_connection
+from realtime.http.ws_transport import CLOSE_WAIT_S, WebSocketTransport
+from realtime.session.connection import Drain, serve_connection
 from realtime.session.session import Session
+from realtime.session.transport import Ending
 from realtime.speech.runtime import Runtime
 from realtime.wire.handshake import Dialect, negotiate
 from realtime.wire.server_events import EventBuilder, encode
@@ -40,7 +45,6 @@ log = logging.getLogger(__name__)
 
 SERVED_MODEL = "step-audio-2-mini"
 _IGNORED_QUERY = ("call_id", "intent")
-CLOSE_WAIT_S = 2.0  # longest wait to hand the close frame to a socket that is not being read
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -154,6 +158,7 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
                 log.info("ignoring unsupported query parameter %s", name)
         log.info("session requested model=%s dialect=%s", requested, handshake.dialect.value)
         await ws.accept(subprotocol=handshake.subprotocol)
+        transport = WebSocketTransport(ws, handshake.dialect)
         origin = ws.headers.get("origin")
         if not origin_allowed(origin, ws.headers.get("host"), config.allowed_origins, keyed=bool(server_key)):
             report = ErrorReport(
@@ -162,7 +167,7 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
                 f"Pages from origin '{quote(origin)}' may not open sessions on this server; start it with "
                 "--allowed-origins to allow them.",
             )
-            await _refuse(ws, handshake.dialect, report, CLOSE_POLICY_VIOLATION, runtime)
+            await _refuse(transport, handshake.dialect, report, CLOSE_POLICY_VIOLATION, runtime)
             return
         if not key_accepted(handshake.api_key, server_key):
             # accept first, then refuse: a browser cannot read the status of a refused upgrade
@@ -174,63 +179,39 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
                 f"{presented} API key was provided. Pass the server's key as 'Authorization: Bearer <key>', "
                 "an 'api-key' header, the 'openai-insecure-api-key.<key>' subprotocol or '?api_key=<key>'.",
             )
-            await _refuse(ws, handshake.dialect, report, CLOSE_POLICY_VIOLATION, runtime)
+            await _refuse(transport, handshake.dialect, report, CLOSE_POLICY_VIOLATION, runtime)
             return
         if sessions.drain.started.is_set():
             report = ErrorReport(SERVER_ERROR, CODE_SHUTTING_DOWN, "The server is shutting down.")
-            await _refuse(ws, handshake.dialect, report, CLOSE_GOING_AWAY, runtime)
+            await _refuse(transport, handshake.dialect, report, CLOSE_GOING_AWAY, runtime)
             return
         if sessions.open >= sessions.limit:
             report = ErrorReport(
                 SERVER_ERROR, CODE_SESSION_LIMIT, f"The server is at its limit of {sessions.limit} sessions."
             )
-            await _refuse(ws, handshake.dialect, report, CLOSE_TRY_AGAIN_LATER, runtime)
+            await _refuse(transport, handshake.dialect, report, CLOSE_TRY_AGAIN_LATER, runtime)
             return
         sessions.opened()
         runtime.metrics.session_opened()
-        ending = Ending(CLOSE_INTERNAL_ERROR)
         try:
             session = Session(runtime, handshake.dialect, model)
-            ending = await serve_connection(session, ws, sessions.drain)
-        except Exception:
-            log.exception("session failed")
+            await serve_connection(session, transport, sessions.drain)
         finally:
             sessions.closed()
             runtime.metrics.session_closed()
-        await close_socket(ws, ending)
 
     return realtime_socket
 
 
 async def _refuse(
-    ws: WebSocket, dialect: Dialect, report: ErrorReport, close_code: int, runtime: Runtime
+    transport: WebSocketTransport, dialect: Dialect, report: ErrorReport, close_code: int, runtime: Runtime
 ) -> None:
     """Tell a client why it gets no session, then close (accepted first: a browser cannot read the status
     of a refused upgrade, docs/PROTOCOL.md §1.2)."""
     runtime.metrics.error(report.code)
     try:
         async with asyncio.timeout(CLOSE_WAIT_S):
-            await ws.send_text(encode(EventBuilder(dialect).error(report)))
-    except (TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
+            await transport.send_event(encode(EventBuilder(dialect).error(report)))
+    except (TimeoutError, PeerGone):
         return
-    await close_socket(ws, Ending(close_code, report.code))
-
-
-async def close_socket(ws: WebSocket, ending: Ending) -> None:
-    """Send the close frame if the socket can still take it; never waits more than `CLOSE_WAIT_S`.
-
-    A peer that does not read keeps the transport's buffer full: the close frame then cannot be written, and
-    the server lets go of the connection anyway (uvicorn closes the transport when the handler returns).
-    """
-    if (
-        ws.client_state is not WebSocketState.CONNECTED
-        or ws.application_state is not WebSocketState.CONNECTED
-    ):
-        return
-    if ending.code in (1005, 1006):  # the peer is gone: there is nobody to send a close frame to
-        return
-    try:
-        async with asyncio.timeout(CLOSE_WAIT_S):
-            await ws.close(ending.code, reason=ending.reason or None)
-    except (TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
-        pass  # the client left while we were closing, or does not read
+    await transport.close(Ending(close_code, report.code or ""))

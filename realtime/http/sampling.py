@@ -16,7 +16,7 @@ from realtime.backends.context import TruncationPolicy, fit
 from realtime.speech.runtime import Runtime
 
 _DEFAULT = SamplingParams()
-_NO_TRUNCATION = TruncationPolicy.from_wire("disabled")
+_NO_TRUNCATION = TruncationPolicy(mode="disabled")
 # Reading text aloud: Step-Audio-2 writes one text token per 4 audio tokens (TA4) at 25 audio tokens/s, and a
 # reader speaks ~15 characters/s. A UTF-8 byte is an upper bound on text tokens, and 8 tokens per byte leaves
 # room for ~32 audio codes per character: more than twice the slowest natural reading pace.

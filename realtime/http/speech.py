@@ -109,7 +109,7 @@ def speech_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Reque
         try:
             check_api_key(request, runtime.config.api_key or None)
             body = parse_request(SpeechRequest, drop_nulls(await read_json(request, MAX_BODY_BYTES)))
-            voice = resolve_voice(body.voice, set(runtime.voices.names()), runtime.voices.default, "voice")
+            voice = resolve_voice(body.voice, runtime.voices.accepted_names(), "voice")
             fmt = SpeechFormat(body.response_format)
             encoder = StreamEncoder(fmt, speed=body.speed, sample_rate=runtime.sample_rate)
             generation = await fit_to_context(runtime, read_aloud_input(body.input, body.instructions))

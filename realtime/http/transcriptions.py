@@ -1,15 +1,19 @@
-"""``POST /v1/audio/transcriptions``: OpenAI's transcription endpoint on Step-Audio-2's own ASR.
+"""``POST /v1/audio/transcriptions`` and ``POST /v1/audio/translations``: OpenAI's speech-to-text endpoints on
+Step-Audio-2's own ASR and speech-translation prompts.
 
 Multipart form fields (as the ``openai`` SDK sends them): ``file`` (required: any audio FFmpeg reads, decoded
 by `realtime.codecs.decode_audio` like every other upload), ``model`` (required, any name: the server's model
-transcribes), ``language``, ``prompt``, ``response_format`` (``json`` or ``text``), ``stream`` (``true``:
-Server-Sent Events ``transcript.text.delta`` then ``transcript.text.done``), ``temperature`` (accepted; ASR
-runs at temperature 0). ``include[]=logprobs``, ``timestamp_granularities[]`` and the ``srt`` / ``vtt`` /
-``verbose_json`` / ``diarized_json`` formats are refused with a 400 naming the field.
+answers), ``prompt``, ``response_format`` (``json``, ``text``, ``verbose_json``, ``srt``, ``vtt``),
+``temperature`` (accepted; the model decodes at 0); transcriptions also take ``language``, ``stream``
+(``true`` with ``json`` / ``text``: Server-Sent Events ``transcript.text.delta`` then ``transcript.text.done``;
+ignored with the timed formats, as OpenAI's ``whisper-1`` ignores it) and ``timestamp_granularities[]``
+(``segment``; ``word`` is refused: the model gives no word timing). ``include[]=logprobs`` and
+``diarized_json`` are refused with a 400 naming the field.
 
-The audio goes through the same path as the Realtime input transcription (realtime/speech/transcribe.py).
-Errors are OpenAI-shaped (realtime/http/errors.py, shared with the other ``/v1`` routes); with an API key
-configured, requests must present it.
+``json`` and ``text`` transcribe the whole file in one request. The timed formats segment the audio with the
+server VAD and transcribe each segment on its own (realtime/http/transcript_formats.py). Everything goes
+through the same model path as the Realtime input transcription (realtime/speech/transcribe.py). Errors are
+OpenAI-shaped (realtime/http/errors.py); with an API key configured, requests must present it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -29,6 +34,8 @@ from realtime.codecs import AudioTooLong, UndecodableAudio, decode_audio
 from realtime.errors import SERVER_ERROR, ResponseFailure
 from realtime.http.errors import HTTPError, check_api_key, error_body, error_response
 from realtime.http.streaming import ClientGone, DisconnectAwareStreamingResponse, sse_data, until_disconnect
+from realtime.http.transcript_formats import TimedText, language_name, srt, verbose_json, vtt
+from realtime.session.vad import speech_segments
 from realtime.speech.runtime import Runtime
 from realtime.speech.transcribe import TranscriptionDelta, TranscriptionDone, TranscriptionRequest, transcribe
 from realtime.wire.records import new_id
@@ -37,9 +44,14 @@ from realtime.wire.session_extensions import MAX_LANGUAGE_CHARS, MAX_TRANSCRIPTI
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # OpenAI's file limit
 MAX_AUDIO_SECONDS = 300  # the transcript token budget covers about this much speech
 MAX_FIELD_BYTES = 64 * 1024  # form fields other than the file (a long prompt fits)
-FORMATS = ("json", "text")
-REFUSED_FORMATS = ("srt", "vtt", "verbose_json", "diarized_json")
+FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+TIMED_FORMATS = frozenset({"srt", "verbose_json", "vtt"})
+GRANULARITIES = ("segment",)  # "word" would need word timing the model does not give
+SEGMENTS_AT_ONCE = 4  # segment requests of one answer in flight together (the LLM batches them)
 HTTP_BAD_GATEWAY = 502
+PCM16_BYTES = 2
+MS_PER_SECOND = 1000
+Task = Literal["transcribe", "translate"]
 
 
 def _refused(message: str, param: str | None, code: str, status: int = 400) -> HTTPError:
@@ -48,39 +60,83 @@ def _refused(message: str, param: str | None, code: str, status: int = 400) -> H
 
 
 def transcriptions_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
-    """The route handler for ``runtime`` (register it for POST)."""
+    """The ``/v1/audio/transcriptions`` handler for ``runtime`` (register it for POST)."""
+    return _endpoint(runtime, "transcribe")
+
+
+def translations_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
+    """The ``/v1/audio/translations`` handler for ``runtime``: English text of speech in any language."""
+    return _endpoint(runtime, "translate")
+
+
+def _endpoint(runtime: Runtime, task: Task) -> Callable[[Request], Awaitable[Response]]:
     server_key = runtime.config.api_key or None
 
-    async def transcriptions(request: Request) -> Response:
+    async def handle(request: Request) -> Response:
         try:
             check_api_key(request, server_key)
-            form = await _read_form(request)
+            form = await _read_form(request, task)
             audio = await _decode(form["file"])
             settings = form["settings"]
         except HTTPError as exc:
             return error_response(exc)
         pcm, rate = audio
         job = TranscriptionRequest(
-            new_id("asr"), pcm, rate, language=settings["language"], prompt=settings["prompt"]
+            new_id("asr"), pcm, rate, language=settings["language"], prompt=settings["prompt"], task=task
         )
-        if settings["stream"]:
+        fmt = settings["response_format"]
+        if settings["stream"] and fmt not in TIMED_FORMATS:
             return DisconnectAwareStreamingResponse(
                 _sse(runtime, job), send_timeout=runtime.config.send_timeout, media_type="text/event-stream"
             )
+        work = _timed(runtime, job, fmt) if fmt in TIMED_FORMATS else _whole(runtime, job, fmt)
         try:
-            done = await until_disconnect(request, _collect(runtime, job))
+            return await until_disconnect(request, work)
         except ClientGone:
             return Response(status_code=499)  # nobody to answer; the transcription was stopped
         except ResponseFailure as exc:
             return error_response(HTTPError(HTTP_BAD_GATEWAY, exc.code, exc.message, None, SERVER_ERROR))
-        if settings["response_format"] == "text":
-            return PlainTextResponse(done.transcript)
-        return JSONResponse({"text": done.transcript, "usage": _usage(done)})
 
-    return transcriptions
+    return handle
 
 
-async def _read_form(request: Request) -> dict[str, Any]:
+async def _whole(runtime: Runtime, job: TranscriptionRequest, fmt: str) -> Response:
+    """``json`` / ``text``: the whole file in one request."""
+    done = await _collect(runtime, job)
+    if fmt == "text":
+        return PlainTextResponse(done.transcript)
+    return JSONResponse({"text": done.transcript, "usage": _usage(done)})
+
+
+async def _timed(runtime: Runtime, job: TranscriptionRequest, fmt: str) -> Response:
+    """``verbose_json`` / ``srt`` / ``vtt``: the VAD's segments, each transcribed on its own."""
+    spans = await speech_segments(job.pcm16)
+    segments: list[TimedText | None] = [None] * len(spans)
+    gate = asyncio.Semaphore(SEGMENTS_AT_ONCE)
+
+    async def one(index: int, start_ms: int, end_ms: int) -> None:
+        bytes_per_ms = job.sample_rate * PCM16_BYTES // MS_PER_SECOND
+        piece = replace(
+            job, rid=new_id("asr"), pcm16=job.pcm16[start_ms * bytes_per_ms : end_ms * bytes_per_ms]
+        )
+        async with gate:
+            done = await _collect(runtime, piece)
+        segments[index] = TimedText(start_ms, end_ms, done.transcript, done.text_ids)
+
+    async with asyncio.TaskGroup() as tasks:  # a failure or a cancel stops every segment request
+        for index, (start_ms, end_ms) in enumerate(spans):
+            tasks.create_task(one(index, start_ms, end_ms))
+    timed = [segment for segment in segments if segment is not None]
+    if fmt == "srt":
+        return PlainTextResponse(srt(timed))
+    if fmt == "vtt":
+        return PlainTextResponse(vtt(timed))
+    text = " ".join(segment.text for segment in timed)
+    language = "english" if job.task == "translate" else language_name(job.language, text)
+    return JSONResponse(verbose_json(job.task, language, job.seconds, timed))
+
+
+async def _read_form(request: Request, task: Task) -> dict[str, Any]:
     length = request.headers.get("content-length")
     if length is None or not length.isdigit():  # the body is bounded by its declared length (h11 enforces it)
         raise _refused("A Content-Length header is required for uploads.", None, "length_required", 411)
@@ -104,11 +160,10 @@ async def _read_form(request: Request) -> dict[str, Any]:
         raise _refused("Missing required parameter: 'model'.", "model", "missing_required_parameter")
     fmt = _text(form, "response_format") or "json"
     if fmt not in FORMATS:
-        detail = "is not supported by this server" if fmt in REFUSED_FORMATS else "is not a valid format"
         raise _refused(
-            f"Invalid value: '{fmt}' {detail}. Supported values are: 'json' and 'text'.",
+            f"Invalid value: '{fmt}'. Supported values are: 'json', 'text', 'srt', 'verbose_json', and 'vtt'.",
             "response_format",
-            "unsupported_value",
+            "invalid_value",
         )
     if form.getlist("include[]") or form.getlist("include"):
         raise _refused(
@@ -117,12 +172,11 @@ async def _read_form(request: Request) -> dict[str, Any]:
             "include",
             "unsupported_value",
         )
-    if form.getlist("timestamp_granularities[]") or form.getlist("timestamp_granularities"):
-        raise _refused(
-            "Invalid value: timestamps are not supported by this server.",
-            "timestamp_granularities",
-            "unsupported_value",
-        )
+    _check_granularities(form, fmt, task)
+    if task == "translate":  # OpenAI's translations take neither: English is the output, nothing streams
+        for name in ("stream", "language"):
+            if form.get(name) is not None:
+                raise _refused(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
     stream = (_text(form, "stream") or "false").lower()
     if stream not in ("true", "false"):
         raise _refused("Invalid value for 'stream': expected true or false.", "stream", "invalid_value")
@@ -154,6 +208,36 @@ async def _read_form(request: Request) -> dict[str, Any]:
         "stream": stream == "true",
     }
     return {"file": upload, "settings": settings}
+
+
+def _check_granularities(form: Any, fmt: str, task: Task) -> None:
+    """``timestamp_granularities[]`` as OpenAI documents it: transcriptions only, with ``verbose_json``."""
+    granularities = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    if not granularities:
+        return
+    param = "timestamp_granularities"
+    if task == "translate":
+        raise _refused(f"Unrecognized request argument supplied: {param}", param, "unknown_parameter")
+    if fmt != "verbose_json":
+        raise _refused(
+            "Invalid value: timestamp_granularities needs response_format 'verbose_json'.",
+            param,
+            "invalid_value",
+        )
+    for value in granularities:
+        if value == "word":
+            raise _refused(
+                "Invalid value: 'word'. Word timestamps are not available: this server's model gives no word "
+                "timing, only the segments the server finds in the audio. Ask for 'segment'.",
+                param,
+                "invalid_value",
+            )
+        if value not in GRANULARITIES:
+            raise _refused(
+                f"Invalid value: '{value}'. Supported values are: 'word' and 'segment'.",
+                param,
+                "invalid_value",
+            )
 
 
 def _text(form: Any, name: str) -> str | None:

@@ -39,7 +39,7 @@ from realtime.speech.voice_store import (
     check_name,
     prepare_voice,
 )
-from realtime.wire.session_config import OPENAI_VOICES
+from realtime.speech.voices import OPENAI_VOICE_NAMES
 
 MAX_FORM_BYTES = MAX_UPLOAD_BYTES + 64 * 1024  # the file plus the multipart framing and the name field
 FILE_FIELDS = ("file", "audio_sample")
@@ -140,7 +140,7 @@ def _check_new_name(name: str) -> None:
         check_name(name)
     except InvalidVoice as exc:
         raise ProtocolViolation(CODE_INVALID_VALUE, str(exc), "name") from None
-    if name in OPENAI_VOICES:
+    if name in OPENAI_VOICE_NAMES:
         raise ProtocolViolation(
             CODE_INVALID_VALUE,
             f"{name!r} is an OpenAI voice name (it selects the default voice); pick another.",

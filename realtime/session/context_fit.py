@@ -1,7 +1,9 @@
 """The Realtime front door of `realtime.backends.context.fit`: the session's ``truncation`` and its memory.
 
-A response's request is fitted just before it is sent (`ConversationFit.fit`, on a worker thread: counting
-tokenises the whole prompt). When the prompt had to be cut, the default conversation remembers the first item
+The one route from a Realtime session to the context rule: the session builds a `ConversationFit` per response
+(`ConversationFit.for_response`, which maps the session's typed ``truncation`` onto a `TruncationPolicy`), and
+the response awaits `ConversationFit.apply` just before its request is sent (the fit runs on a worker thread:
+counting tokenises the whole prompt). When the prompt had to be cut, the default conversation remembers the first item
 still in the prompt (`Conversation.prompt_start`); the next response starts from there instead of from the
 first item, so the prompt's prefix stays the same between cuts and SGLang's prefix cache is reused. Items
 before that point stay in the conversation (the client still sees them) but no longer reach the model. The
@@ -10,13 +12,16 @@ Realtime protocol has no event that tells a client an item left the model's cont
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from realtime.backends.base import GenerationInput, PromptTurn
-from realtime.backends.context import FitResult, PromptCounter, TruncationPolicy, fit
+from realtime.backends.context import ContextLengthExceeded, FitResult, PromptCounter, TruncationPolicy, fit
 from realtime.session.conversation import Conversation
+from realtime.speech.reply import UsageMeter
+from realtime.wire.session_config import Truncation
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,38 @@ class ConversationFit:
     min_answer_tokens: int
     turn_items: tuple[str | None, ...]
     conversation: Conversation | None
+
+    @classmethod
+    def for_response(
+        cls,
+        counter: PromptCounter,
+        truncation: Truncation,
+        min_answer_tokens: int,
+        turn_items: tuple[str | None, ...],
+        conversation: Conversation | None,
+    ) -> ConversationFit:
+        """The fit of one response under the session's ``truncation`` (see the attributes)."""
+        policy = TruncationPolicy(
+            truncation.mode, truncation.retention_ratio, truncation.post_instructions_tokens
+        )
+        return cls(counter, policy, min_answer_tokens, turn_items, conversation)
+
+    async def apply(self, request: GenerationInput, meter: UsageMeter) -> GenerationInput:
+        """``request`` fitted to the context (off the event loop), its cut remembered; ``meter.input_tokens``
+        is set to the prompt length, also when it cannot fit (a failed response still reports it).
+
+        Raises:
+            ContextLengthExceeded: the request cannot fit (the response fails with that code).
+        """
+        floor = self.floor(request)
+        try:
+            result = await asyncio.to_thread(self.fit, request, floor)
+        except ContextLengthExceeded as exc:
+            meter.input_tokens = exc.prompt_tokens or 0
+            raise
+        self.remember(request, result)
+        meter.input_tokens = result.prompt_tokens
+        return result.request
 
     def floor(self, request: GenerationInput) -> int:
         """Droppable turns an earlier cut already left out (event loop: reads the conversation)."""

@@ -4,21 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from realtime.audio import PCM_RATE
-from realtime.errors import CODE_CONVERSATION_LIMIT, CODE_INVALID_VALUE, ProtocolViolation, quote
+from realtime.errors import (
+    CODE_CONVERSATION_LIMIT,
+    CODE_ITEM_DELETE_UNKNOWN,
+    CODE_ITEM_DUPLICATE_ID,
+    CODE_ITEM_RETRIEVE_UNKNOWN,
+    CODE_ITEM_TRUNCATE_UNKNOWN,
+    CODE_ITEM_UNKNOWN_PREVIOUS,
+    ProtocolViolation,
+    quote,
+)
 from realtime.wire.records import ROOT, Item, new_id
 
 BYTES_PER_MB = 1024 * 1024
 
+ItemAction = Literal["retrieve", "delete", "truncate"]
+# OpenAI names an unknown id by what the client tried (docs/PROTOCOL.md §8.3): code and message verb.
+_UNKNOWN_ITEM: dict[ItemAction, tuple[str, str]] = {
+    "retrieve": (CODE_ITEM_RETRIEVE_UNKNOWN, "retrieving"),
+    "delete": (CODE_ITEM_DELETE_UNKNOWN, "deleting"),
+    "truncate": (CODE_ITEM_TRUNCATE_UNKNOWN, "truncating"),
+}
 
-def item_not_found(item_id: str, param: str = "item_id") -> ProtocolViolation:
-    """The error for an unknown item id (OpenAI's code is unverified: we use ``invalid_value``)."""
-    return ProtocolViolation(
-        CODE_INVALID_VALUE,
-        f"Invalid value: '{quote(item_id)}'. No item with this id in the conversation.",
-        param,
-    )
+
+def item_not_found(item_id: str, action: ItemAction) -> ProtocolViolation:
+    """OpenAI's error for an unknown item id in a retrieve, delete or truncate (``param`` is null, as there)."""
+    code, verb = _UNKNOWN_ITEM[action]
+    return ProtocolViolation(code, f"Error {verb} item: the item with id '{quote(item_id)}' does not exist.")
 
 
 @dataclass(frozen=True)
@@ -72,16 +87,16 @@ class Conversation:
     def __contains__(self, item_id: object) -> bool:
         return any(item.id == item_id for item in self._items)
 
-    def get(self, item_id: str) -> Item:
-        """The item with ``item_id``.
+    def get(self, item_id: str, action: ItemAction = "retrieve") -> Item:
+        """The item with ``item_id``, for ``action`` (which names the error when there is none).
 
         Raises:
-            ProtocolViolation: no such item.
+            ProtocolViolation: no such item (``item_<action>_invalid_item_id``).
         """
         for item in self._items:
             if item.id == item_id:
                 return item
-        raise item_not_found(item_id)
+        raise item_not_found(item_id, action)
 
     def check_room(self, item: Item | None = None) -> None:
         """Raise unless the conversation can take ``item`` (None: one more, still empty, item).
@@ -127,16 +142,21 @@ class Conversation:
         """
         if item.id in self:
             raise ProtocolViolation(
-                CODE_INVALID_VALUE,
-                f"Invalid value: '{quote(item.id)}'. An item with this id already exists.",
-                "item.id",
+                CODE_ITEM_DUPLICATE_ID,
+                f"Error adding item: an item with id '{quote(item.id)}' already exists.",
             )
         if previous_item_id is None:
             index = len(self._items)
         elif previous_item_id == ROOT:
             index = 0
         else:
-            index = self._index(previous_item_id, "previous_item_id") + 1
+            before = self._index(previous_item_id)
+            if before is None:
+                raise ProtocolViolation(
+                    CODE_ITEM_UNKNOWN_PREVIOUS,
+                    f"Error adding item: the previous item with id '{quote(previous_item_id)}' does not exist.",
+                )
+            index = before + 1
         if not admitted:
             self.check_room(item)
         self._items.insert(index, item)
@@ -146,12 +166,15 @@ class Conversation:
         """Remove and return the item.
 
         Raises:
-            ProtocolViolation: no such item.
+            ProtocolViolation: no such item (``item_delete_invalid_item_id``).
         """
-        return self._items.pop(self._index(item_id, "item_id"))
+        index = self._index(item_id)
+        if index is None:
+            raise item_not_found(item_id, "delete")
+        return self._items.pop(index)
 
-    def _index(self, item_id: str, param: str) -> int:
+    def _index(self, item_id: str) -> int | None:
         for index, item in enumerate(self._items):
             if item.id == item_id:
                 return index
-        raise item_not_found(item_id, param)
+        return None

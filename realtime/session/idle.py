@@ -1,8 +1,8 @@
 """The server VAD's idle timeout (``turn_detection.idle_timeout_ms``): a one-shot timer per session.
 
-GA semantics: the timer starts when the last response's audio has finished playing on the client (estimated
-as the time its first audio delta was written plus the duration of the audio sent: clients play audio as it
-arrives), and fires ``idle_timeout_ms`` later unless the user starts speaking or another response starts
+GA semantics: the timer starts when the last response's audio has finished playing on the client (known where
+the transport plays the audio itself; else estimated by `estimated_playback_left_s` as the time its first audio
+was written plus the duration of the audio sent: clients play audio as it arrives), and fires ``idle_timeout_ms`` later unless the user starts speaking or another response starts
 first. Firing is the session's business (``input_audio_buffer.timeout_triggered``, a commit of the silent
 buffer, a response); this module only owns the timer task.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+
+from realtime.audio import PCM_RATE
 
 
 class IdleTimer:
@@ -44,3 +46,11 @@ class IdleTimer:
         await asyncio.sleep(delay_s)
         self._task = None  # from here on, a disarm from inside `fire` must not cancel this task
         await self._fire()
+
+
+def estimated_playback_left_s(first_sent_at: float | None, samples: int, now: float) -> float:
+    """Seconds until a client has played audio it is sent as it arrives: from the first piece written
+    (``first_sent_at``, `time.perf_counter()`; None: nothing written) on, ``samples`` at 24 kHz."""
+    if first_sent_at is None:
+        return 0.0
+    return max(first_sent_at + samples / PCM_RATE - now, 0.0)

@@ -7,7 +7,9 @@ idle session holds bounded audio; the buffer never grows past `MAX_BUFFER_SECOND
 
 from __future__ import annotations
 
-from realtime.audio import AudioFormat, wire_to_pcm16
+import asyncio
+
+from realtime.audio import PCM_RATE, AudioFormat, encode_output, wire_to_pcm16
 from realtime.errors import CODE_BUFFER_FULL, ProtocolViolation
 from realtime.session.vad import TurnDetector, VadEvent
 from realtime.wire.session_config import TurnDetection
@@ -73,6 +75,13 @@ class InputAudioBuffer:
         if not self._detector.speaking and not any(event.kind == "stop" for event in events):
             self._trim_to_padding()
         return events
+
+    async def from_track(self, pcm16: bytes) -> bytes:
+        """Audio from a media track (24 kHz PCM16, realtime/session/transport.py `PeerAudio`) in this buffer's
+        format, ready for `append` (G.711 is resampled off the event loop)."""
+        if self._fmt is AudioFormat.PCM16:
+            return pcm16
+        return await asyncio.to_thread(encode_output, pcm16, self._fmt, PCM_RATE)
 
     def take(self) -> bytes:
         """The buffered audio, leaving the buffer empty (a commit)."""

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 
 from realtime.audio import PCM_RATE, AudioFormat, wire_to_pcm16
 from realtime.backends.base import PromptTurn, TextCodec
-from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation
+from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, CODE_NULL, ProtocolViolation
 from realtime.session.tool_calls import call_text
 from realtime.wire.client_events import ConversationItemModel
-from realtime.wire.records import ContentPart, Item, new_id
+from realtime.wire.records import UNUSED_CONTENT, ContentPart, Item, new_id
 from streaming_parser import AudioTokenParser, TextTokens, VocabLayout
 
 MS_PER_AUDIO_CODE = 40  # Step-Audio-2 audio codes run at 25 Hz
@@ -24,8 +24,10 @@ MS_PER_SECOND = 1000
 def item_from_client(model: ConversationItemModel, input_format: AudioFormat) -> Item:
     """Turn a validated client item into our record (client ids kept, missing ids generated).
 
+    ``input_image`` parts are kept as sent (OpenAI accepts them) but never reach the prompt (`prompt_turns`).
+
     Raises:
-        ProtocolViolation: content we cannot use (images, audio that is not valid base64, empty parts).
+        ProtocolViolation: content of an unknown type, audio that is not valid base64, empty parts.
     """
     item_id = model.id or new_id("item")
     if model.type == "function_call":
@@ -58,6 +60,11 @@ def item_from_client(model: ConversationItemModel, input_format: AudioFormat) ->
                 _input_audio(
                     getattr(content, "audio", None), getattr(content, "transcript", None), input_format, param
                 )
+            )
+        elif kind == "input_image" and model.role == "user":  # kept for retrieve; the model cannot see it
+            image_url = _required(getattr(content, "image_url", None), f"{param}.image_url")
+            parts.append(
+                ContentPart("input_image", image_url=image_url, detail=getattr(content, "detail", None))
             )
         else:
             raise ProtocolViolation(
@@ -106,7 +113,8 @@ def prompt_turns_with_ids(items: Iterable[Item]) -> list[tuple[PromptTurn, str]]
     A function call the model wrote is already inside its reply's raw ``output_ids``; other calls (made by
     the client, or whose reply is gone) become an assistant turn in the model's ``<tool_call>`` format.
     Function outputs become ``tool`` turns. Every item gives at most one turn. User audio is carried as audio; a
-    transcript is the text form of an audio part only when its samples are gone (`_text_form`).
+    transcript is the text form of an audio part only when its samples are gone (`_text_form`). Content the
+    model cannot use (`UNUSED_CONTENT`: images) is left out; a message holding nothing else gives no turn.
     """
     items = list(items)
     names = {item.call_id: item.name for item in items if item.kind == "function_call"}
@@ -120,6 +128,8 @@ def prompt_turns_with_ids(items: Iterable[Item]) -> list[tuple[PromptTurn, str]]
         elif item.kind == "function_call_output":
             turns.append((PromptTurn(role="tool", text=item.output, name=names.get(item.call_id)), item.id))
         elif item.role is not None:
+            if item.content and all(p.kind in UNUSED_CONTENT for p in item.content):
+                continue  # only content the model cannot use (an image): nothing to say
             text = "".join(_text_form(p) for p in item.content)
             audio = b"".join(chunk for chunk in (p.pcm16 for p in item.content) if chunk)
             rate = next((p.pcm_rate for p in item.content if p.kind == "input_audio" and p.audio), PCM_RATE)
@@ -151,6 +161,28 @@ def _text_form(part: ContentPart) -> str:
 def sent_audio_ms(item: Item) -> int:
     """Milliseconds of assistant audio sent for ``item`` (rounded up, so a client's own count never exceeds it)."""
     return -(-item.audio_samples * MS_PER_SECOND // PCM_RATE)
+
+
+def check_truncate(item: Item, content_index: int, audio_end_ms: int) -> None:
+    """Refuse a ``conversation.item.truncate`` of ``item`` that OpenAI refuses.
+
+    Raises:
+        ProtocolViolation: not an assistant audio message, a content index other than 0, or an
+            ``audio_end_ms`` outside the audio sent so far.
+    """
+    if item.role != "assistant" or not item.content or item.content[0].kind != "output_audio":
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, "Only assistant messages with audio can be truncated.", "item_id"
+        )
+    if content_index != 0:
+        raise ProtocolViolation(
+            CODE_INVALID_VALUE, "Invalid value: content_index must be 0.", "content_index"
+        )
+    sent = sent_audio_ms(item)
+    if audio_end_ms < 0 or audio_end_ms > sent:  # OpenAI sends this one with code and param null
+        raise ProtocolViolation(
+            CODE_NULL, f"Audio content of {sent}ms is already shorter than {audio_end_ms}ms"
+        )
 
 
 def truncate_item(

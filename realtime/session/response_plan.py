@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel
 
 from realtime.audio import AudioFormat
-from realtime.backends.base import TOOL_SCHEMAS_ROLE, GenerationInput, PromptTurn, SamplingParams
+from realtime.backends.base import GenerationInput, SamplingParams
 from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation
 from realtime.session.conversation import Conversation
 from realtime.session.items import item_from_client, prompt_turns_with_ids
-from realtime.session.tool_calls import tool_schemas_json
+from realtime.session.tool_calls import realtime_tool_choice, tools_prompt
 from realtime.wire.client_events import ConversationItemModel, ItemReference, ResponseCreate
 from realtime.wire.records import Item, ResponseRecord, new_id
 from realtime.wire.session_config import (
@@ -108,12 +107,19 @@ def plan_response(
             voice = resolve_voice(str(output.voice))
         if output is not None and output.format is not None:
             fmt = AudioFormat.from_ga_type(output.format.type)
-    tools, tool_choice = config.tools, config.tool_choice
+    tools, tool_choice, choice_param = config.tools, config.tool_choice, "session.tool_choice"
     if params is not None and "tools" in fields:
         tools = check_tools(list(params.tools or []), "response.tools")
     if params is not None and "tool_choice" in fields and params.tool_choice is not None:
         choice = params.tool_choice
         tool_choice = choice.model_dump(exclude_unset=True) if isinstance(choice, BaseModel) else choice
+        choice_param = "response.tool_choice"
+    tools_part = tools_prompt(
+        tools,
+        realtime_tool_choice(tool_choice),
+        param=choice_param,
+        single_call=config.parallel_tool_calls is False,
+    )
     temperature = config.temperature
     if event.temperature is not None:
         temperature = check_temperature(event.temperature, beta=beta, param="response.temperature")
@@ -133,47 +139,19 @@ def plan_response(
         max_new_tokens=None if max_tokens == "inf" else max_tokens,  # "inf": what the context leaves
         **({"temperature": temperature} if temperature is not None else {}),
     )
-    tools_turn = _tools_turn(tools, tool_choice)
     history = prompt_turns_with_ids(items)
-    directives = [_TOOL_DIRECTIVES[key] for key in _directive_keys(tool_choice, config) if tools_turn]
     request = GenerationInput(
         rid=record.id,
-        turns=[*tools_turn, *(turn for turn, _ in history)],
-        instructions="\n".join([render_instructions(instructions, prompt), *directives]).strip(),
+        turns=[*tools_part.turns, *(turn for turn, _ in history)],
+        instructions="\n".join([render_instructions(instructions, prompt), *tools_part.directives]).strip(),
         speak="audio" in modalities,
         sampling=sampling,
         affinity_key=conversation.id,  # out-of-band replies share the session's instructions prefix too
     )
-    turn_items = (*(None for _ in tools_turn), *(item_id for _, item_id in history))
+    turn_items = (*(None for _ in tools_part.turns), *(item_id for _, item_id in history))
     from_conversation = in_band and event.input is None
     max_calls = 1 if config.parallel_tool_calls is False else None
     return ResponsePlan(record, request, in_band, turn_items, from_conversation, max_calls)
-
-
-# tool_choice "required" and parallel_tool_calls=false have no sampling switch here: the model is told
-_TOOL_DIRECTIVES = {
-    "required": "Answer by calling one of the tools.",
-    "single": "Call at most one tool in a reply.",
-}
-
-
-def _directive_keys(tool_choice: Any, config: SessionConfig) -> list[str]:
-    keys = []
-    if tool_choice == "required" or isinstance(tool_choice, dict):
-        keys.append("required")
-    if config.parallel_tool_calls is False:
-        keys.append("single")
-    return keys
-
-
-def _tools_turn(tools: tuple[dict[str, Any], ...], tool_choice: Any) -> list[PromptTurn]:
-    """The ``tool_json_schemas`` turn for the tools the model may call (none for ``tool_choice: "none"``)."""
-    if tool_choice == "none":
-        return []
-    if isinstance(tool_choice, dict) and tool_choice.get("name"):  # one forced function
-        tools = tuple(tool for tool in tools if tool.get("name") == tool_choice["name"])
-    schemas = tool_schemas_json(tools)
-    return [] if schemas is None else [PromptTurn(role="system", name=TOOL_SCHEMAS_ROLE, text=schemas)]
 
 
 def _input_items(

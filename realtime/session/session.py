@@ -1,12 +1,16 @@
 """One Realtime session: its state (settings, conversation, input audio, responses) and the dispatch of
-client events onto it.
+client events onto it, whatever the transport.
 
-The connection (realtime/session/connection.py) feeds `Session.handle` one decoded client event at a time; a
-cancel is processed synchronously (its ``response.done`` is queued before the next client event is read,
-docs/PROTOCOL.md §6.1). Each response runs as a task of the connection's task group.
+The connection (realtime/session/connection.py) feeds `Session.handle` one inbound message at a time; a cancel
+is processed synchronously (its ``response.done`` is queued before the next client event is read,
+docs/PROTOCOL.md §6.1). Each response runs as a task of the connection's task group and reports back through
+the `ResponseHost` methods this class implements (`audio_started`, `first_output`, `truncate`, `delivered`).
+Where the transport plays the output audio itself (`Playback`), the session knows what the peer heard
+(realtime/session/played_audio.py).
 
 Size: over 400 lines because it dispatches every client event of the protocol onto one session's
-state; connection loops, input audio, transcription, idle timer and response planning live apart.
+state; connection loops, input audio, transcription, idle timer, played audio and response planning live
+apart.
 """
 
 from __future__ import annotations
@@ -16,13 +20,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from realtime.audio import PCM_RATE
-from realtime.backends.context import TruncationPolicy
 from realtime.errors import (
     CODE_ACTIVE_RESPONSE,
     CODE_CANCEL_NOT_ACTIVE,
     CODE_COMMIT_EMPTY,
-    CODE_INVALID_FOR_TRANSPORT,
     CODE_INVALID_VALUE,
     CODE_SHUTTING_DOWN,
     CODE_TOO_MANY_RESPONSES,
@@ -33,19 +34,24 @@ from realtime.errors import (
 )
 from realtime.session.context_fit import ConversationFit
 from realtime.session.conversation import Conversation, ConversationLimits
-from realtime.session.idle import IdleTimer
+from realtime.session.idle import IdleTimer, estimated_playback_left_s
 from realtime.session.input_audio import InputAudioBuffer
 from realtime.session.items import (
+    check_truncate,
     item_from_client,
     sent_audio_ms,
     truncate_item,
     user_audio_item,
 )
 from realtime.session.outbox import Outbox
-from realtime.session.response import ResponseContext, ResponseRun
-from realtime.session.response_lifecycle import CancelReason
+from realtime.session.played_audio import PlayedAudio
+from realtime.session.response import ResponseRun, ResponseServices
 from realtime.session.response_plan import plan_response
+from realtime.session.responses import ResponseTasks
+from realtime.session.tool_calls import check_tool_choice, realtime_tool_choice
 from realtime.session.transcription import FirstOutputGate, InputTranscriptions
+from realtime.session.transport import Inbound, PeerAudio, Playback, Undecodable
+from realtime.session.unused_content import UnusedContent
 from realtime.session.vad import VadEvent
 from realtime.speech.runtime import Runtime
 from realtime.wire.client_events import (
@@ -54,36 +60,30 @@ from realtime.wire.client_events import (
     ItemCreate,
     ResponseCreate,
     SessionUpdate,
+    unsupported_event_type,
 )
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import Item, new_id
 from realtime.wire.server_events import EventBuilder
-from realtime.wire.session_config import (
-    SessionConfig,
-    apply_session_update,
-    resolve_voice,
-)
+from realtime.wire.session_config import SessionConfig, apply_session_update, resolve_voice
 
 log = logging.getLogger(__name__)
 
-OUTBOX_FRAMES = 256  # frames queued for the socket before producers wait
+OUTBOX_FRAMES = 256  # frames queued for the transport before producers wait
 MIN_COMMIT_MS = 100  # OpenAI: a commit needs at least 100 ms of audio
 MS_PER_SECOND = 1000
 BYTES_PER_MB = 1024 * 1024
 
 
-def _nothing() -> None:
-    """No-op hook of out-of-band responses."""
-
-
-def _ignore(run: ResponseRun) -> None:
-    """No-op delivery hook of out-of-band responses."""
-
-
 class Session:
     """State of one connection: config, conversation, input audio buffer, VAD and active responses.
 
-    Only the connection's own tasks touch it (single event loop, no locks).
+    Only the connection's own tasks touch it (single event loop, no locks). It is the `ResponseHost` of its
+    responses.
+
+    Attributes:
+        services: what every response of the session shares.
+        quiet: set while no response is in progress (the shutdown drain waits on it).
     """
 
     def __init__(self, runtime: Runtime, dialect: Dialect, model: str) -> None:
@@ -100,20 +100,37 @@ class Session:
             )
         )
         self.outbox = Outbox(OUTBOX_FRAMES, config.send_timeout)
+        self.services = ResponseServices(
+            reply=runtime.reply,
+            events=self.events,
+            outbox=self.outbox,
+            metrics=runtime.metrics,
+            streams=runtime.decoder_streams,
+            stream_wait_s=config.decoder_wait_seconds,
+            vocab=runtime.backend.vocab,
+            max_delta_ms=config.max_audio_delta_ms,
+        )
         self.voice_locked = False
         self.input_audio = InputAudioBuffer(self.config.input_format)
-        self._default: ResponseRun | None = None
-        self._runs: dict[str, tuple[ResponseRun, asyncio.Task[None]]] = {}
+        self.responses = ResponseTasks()
+        self.quiet = self.responses.quiet
         self._tasks: asyncio.TaskGroup | None = None
+        self._played: PlayedAudio | None = None
         self._gate = FirstOutputGate()
         self.transcriptions = InputTranscriptions(runtime.backend, self.events, self.outbox, self._gate)
         self.idle = IdleTimer(self._idle_timeout)
-        self.quiet = asyncio.Event()  # set while no response is in progress (the shutdown drain waits on it)
-        self.quiet.set()
+        self.unused = UnusedContent(runtime.metrics, self.id)
 
-    async def open(self, tasks: asyncio.TaskGroup) -> None:
-        """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends."""
+    async def open(self, tasks: asyncio.TaskGroup, playback: Playback | None = None) -> None:
+        """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends.
+
+        Args:
+            tasks: the connection's task group.
+            playback: the transport's `Playback`, when it plays the output audio itself (WebRTC).
+        """
         self._tasks = tasks
+        if playback is not None:
+            self._played = PlayedAudio(playback, self.events, self.outbox)
         for event in self.events.session_created(self.config, self.id):
             await self.outbox.put(event)
         for event in self.events.conversation_created(self.conversation.id):
@@ -124,9 +141,9 @@ class Session:
         """Stop every response and transcription without closing events; the sender drops queued audio."""
         self.idle.disarm()
         self.transcriptions.cancel_all()
-        for run, task in list(self._runs.values()):
-            run.cancelled = True
-            task.cancel()
+        if self._played is not None:
+            self._played.close()
+        self.responses.abort_all()
 
     async def report(self, report: ErrorReport) -> None:
         """Count and queue an ``error`` event."""
@@ -134,13 +151,19 @@ class Session:
         await self.outbox.put(self.events.error(report))
 
     # dispatch --------------------------------------------------------------------------------------------
-    async def handle(self, event: ClientEvent) -> None:
-        """Apply one client event. Raises `RealtimeError` subclasses for the client to see."""
+    async def handle(self, inbound: Inbound) -> None:
+        """Apply one message from the transport. Raises `RealtimeError` subclasses for the client to see, and
+        re-raises what an `Undecodable` frame carries."""
+        if isinstance(inbound, Undecodable):
+            raise inbound.error
+        if isinstance(inbound, PeerAudio):
+            await self._append(await self.input_audio.from_track(inbound.pcm16))
+            return
         try:
-            await self._dispatch(event)
+            await self._dispatch(inbound)
         except RealtimeError as exc:
             if exc.event_id is None:
-                exc.event_id = getattr(event, "event_id", None)
+                exc.event_id = getattr(inbound, "event_id", None)
             raise
 
     async def _dispatch(self, event: ClientEvent) -> None:
@@ -167,15 +190,14 @@ class Session:
         elif event.type == "response.cancel":
             await self._cancel(event.response_id)
         elif event.type == "output_audio_buffer.clear":
-            raise ProtocolViolation(
-                CODE_INVALID_FOR_TRANSPORT,
-                "output_audio_buffer.clear is only supported for WebRTC and SIP connections.",
-            )
+            if self._played is None:  # the WebSocket: OpenAI refuses it like an unknown type
+                raise unsupported_event_type(event.type)
+            await self._cut_playback()
 
     # session ---------------------------------------------------------------------------------------------
     def _session_update(self, event: SessionUpdate) -> None:
         old = self.config
-        self.config = apply_session_update(
+        config = apply_session_update(
             old,
             event.session,
             voice_locked=self.voice_locked,
@@ -183,14 +205,16 @@ class Session:
             beta=self.events.beta,
             extensions=event.extensions,
         )
-        if (old.turn_detection, old.input_format) != (self.config.turn_detection, self.config.input_format):
+        check_tool_choice(config.tools, realtime_tool_choice(config.tool_choice), "session.tool_choice")
+        self.config = config
+        if (old.turn_detection, old.input_format) != (config.turn_detection, config.input_format):
             self._configure_vad()
 
     def _resolve_voice(self, param: str) -> Callable[[str], str]:
         voices = self.runtime.voices
 
-        def resolve(name: str) -> str:
-            return resolve_voice(name, set(voices.names()), voices.default, param)
+        def resolve(name: str) -> str:  # the name is kept and echoed; the speech layer maps it to a voice
+            return resolve_voice(name, voices.accepted_names(), param)
 
         return resolve
 
@@ -238,11 +262,13 @@ class Session:
         if event.kind == "start":
             self.idle.disarm()
             self.input_audio.speech_item_id = new_id("item")
-            if settings.interrupt_response and self._default is not None:
-                await self._cancel_run(self._default, "turn_detected")
+            if settings.interrupt_response and self.responses.default is not None:
+                await self.responses.cancel(self.responses.default, "turn_detected")
             # keep prefix padding before the detected start, drop older audio
             start_ms = max(event.ms - settings.prefix_padding_ms, 0)
             await self.outbox.put(self.events.speech_started(self.input_audio.speech_item_id, start_ms))
+            if settings.interrupt_response and self._played is not None and self._played.playing:
+                await self._cut_playback()  # the transport knows what was heard: truncate there, clear
             return
         item_id = self.input_audio.speech_item_id or new_id("item")
         self.input_audio.speech_item_id = None
@@ -256,14 +282,14 @@ class Session:
         item = await self._commit_item(item_id)
         try:
             if respond:  # refused with conversation_already_has_active_response while one runs
-                await self._response_create(ResponseCreate(None, None, None, None))
+                await self._response_create(ResponseCreate.with_session_defaults())
         finally:
             self._transcribe(item)
 
     async def _idle_timeout(self) -> None:
         """The idle timer fired: ``timeout_triggered``, commit the (silent) buffer, respond."""
         settings = self.config.turn_detection
-        if settings is None or settings.idle_timeout_ms is None or self._default is not None:
+        if settings is None or settings.idle_timeout_ms is None or self.responses.default is not None:
             return
         if self.input_audio.speech_item_id is not None:  # the user is speaking: the VAD will end the turn
             return
@@ -285,61 +311,60 @@ class Session:
             or settings.idle_timeout_ms is None
             or self.events.beta  # beta has no timeout_triggered event
             or self._tasks is None
-            or self._default not in (None, run)  # (its task may not have finished when its done is out)
+            or self.responses.default not in (None, run)  # (its task may still run when its done is out)
         ):
             return
-        now = time.perf_counter()
-        playback_end = now
-        if run.first_audio_sent is not None and run.record.output:
-            played_s = run.record.output[0].audio_samples / PCM_RATE
-            playback_end = max(now, run.first_audio_sent + played_s)
-        self.idle.arm(self._tasks, playback_end - now + settings.idle_timeout_ms / MS_PER_SECOND)
+        self.idle.arm(self._tasks, self._playback_left_s(run) + settings.idle_timeout_ms / MS_PER_SECOND)
+
+    def _playback_left_s(self, run: ResponseRun) -> float:
+        """Seconds until the peer has played ``run``'s audio: known where the transport plays it."""
+        if self._played is not None:
+            return self._played.pending_s
+        samples = run.record.output[0].audio_samples if run.record.output else 0
+        return estimated_playback_left_s(run.delivery.first_at, samples, time.perf_counter())
 
     # items -----------------------------------------------------------------------------------------------
     async def _item_create(self, event: ItemCreate) -> None:
         item = item_from_client(event.item, self.config.input_format)
         previous = self.conversation.insert(item, event.previous_item_id)
+        self.unused.note([item])
         await self.outbox.put(self.events.item_added(item, previous))
         for done in self.events.item_done(item):
             await self.outbox.put(done)
 
-    def _run_of(self, item_id: str) -> ResponseRun | None:
-        for run, _ in self._runs.values():
-            if any(item.id == item_id for item in run.record.output):
-                return run
-        return None
-
     async def _truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> None:
-        item = self.conversation.get(item_id)
-        if item.role != "assistant" or not item.content or item.content[0].kind != "output_audio":
-            raise ProtocolViolation(
-                CODE_INVALID_VALUE, "Only assistant messages with audio can be truncated.", "item_id"
-            )
-        if content_index != 0:
-            raise ProtocolViolation(
-                CODE_INVALID_VALUE, "Invalid value: content_index must be 0.", "content_index"
-            )
-        sent = sent_audio_ms(item)
-        if audio_end_ms < 0 or audio_end_ms > sent:
-            raise ProtocolViolation(
-                CODE_INVALID_VALUE,
-                f"Audio content of {sent}ms is shorter than {audio_end_ms}ms.",
-                "audio_end_ms",
-            )
+        item = self.conversation.get(item_id, "truncate")
+        check_truncate(item, content_index, audio_end_ms)
         # OpenAI semantics: a truncate edits the item and leaves a running response alone (stopping it is
         # the client's response.cancel or the server VAD's job); the cut is applied again when it closes
-        run = self._run_of(item_id)
+        await self._cut_item(item, audio_end_ms)
+
+    async def _cut_playback(self) -> None:
+        """Drop the output audio the peer has not heard; truncate its item where the peer stopped hearing it
+        (``conversation.item.truncated``), then ``output_audio_buffer.cleared``."""
+        assert self._played is not None
+        cut = self._played.clear()
+        if cut is None:
+            return
+        item = cut.run.record.output[0]
+        if (
+            cut.run.in_default_conversation
+            and item.id in self.conversation
+            and cut.played_ms < sent_audio_ms(item)
+        ):
+            await self._cut_item(item, cut.played_ms)
+        await self.outbox.put(self.events.output_audio_buffer("cleared", cut.run.record.id))
+
+    async def _cut_item(self, item: Item, audio_end_ms: int) -> None:
+        """Truncate ``item`` at ``audio_end_ms`` (again when its response closes) and say so."""
+        run = self.responses.of_item(item.id)
         if run is not None:
             run.truncated_ms = audio_end_ms
-        self._truncate_item(item, audio_end_ms)
-        await self.outbox.put(self.events.item_truncated(item_id, content_index, audio_end_ms))
-
-    def _truncate_item(self, item: Item, audio_end_ms: int) -> None:
-        backend = self.runtime.backend
-        truncate_item(item, audio_end_ms, self.config.output_format, backend.vocab, backend.text_codec)
+        self.truncate(item, audio_end_ms)
+        await self.outbox.put(self.events.item_truncated(item.id, 0, audio_end_ms))
 
     async def _delete(self, item_id: str) -> None:
-        if self._run_of(item_id) is not None:
+        if self.responses.of_item(item_id) is not None:
             raise ProtocolViolation(
                 CODE_INVALID_VALUE, "This item belongs to a response in progress; cancel it first.", "item_id"
             )
@@ -360,14 +385,16 @@ class Session:
             resolve_voice=self._resolve_voice("response.audio.output.voice"),
             beta=self.events.beta,
         )
-        if plan.in_band and self._default is not None:
+        self.unused.note_input(event.input or ())
+        active = self.responses.default
+        if plan.in_band and active is not None:
             raise ProtocolViolation(
                 CODE_ACTIVE_RESPONSE,
                 "Conversation already has an active response in progress: "
-                f"{self._default.record.id}. Wait until the response is finished before creating a new one.",
+                f"{active.record.id}. Wait until the response is finished before creating a new one.",
             )
         limit = self.runtime.config.max_out_of_band_responses
-        if not plan.in_band and self._out_of_band() >= limit:
+        if not plan.in_band and self.responses.out_of_band >= limit:
             raise ProtocolViolation(
                 CODE_TOO_MANY_RESPONSES,
                 f"This session already has {limit} out-of-band responses in progress (the maximum): wait "
@@ -375,75 +402,56 @@ class Session:
             )
         if plan.in_band:
             self.conversation.check_room()  # the reply's item must fit
-        conversation = self.conversation if plan.in_band else None
-        fitter = ConversationFit(
-            counter=self.runtime.backend,
-            policy=TruncationPolicy.from_wire(self.config.truncation),
-            min_answer_tokens=self.runtime.config.min_answer_tokens,
-            turn_items=plan.turn_items,
-            conversation=self.conversation if plan.from_conversation else None,
+        fitter = ConversationFit.for_response(
+            self.runtime.backend,
+            self.config.context_truncation,
+            self.runtime.config.min_answer_tokens,
+            plan.turn_items,
+            self.conversation if plan.from_conversation else None,
         )
-        context = self._response_context(plan.in_band)
+        conversation = self.conversation if plan.in_band else None
         run = ResponseRun(
-            context, plan.record, plan.request, conversation, fitter=fitter, max_calls=plan.max_calls
+            self.services,
+            self,
+            plan.record,
+            plan.request,
+            conversation,
+            fitter=fitter,
+            max_calls=plan.max_calls,
         )
         run.event_id = event.event_id
-        self._start(run)
-
-    def _out_of_band(self) -> int:
-        return sum(1 for run, _ in self._runs.values() if not run.in_default_conversation)
-
-    def _response_context(self, in_band: bool) -> ResponseContext:
-        if in_band:  # transcriptions hold their requests back until this response has output
-            self._gate.response_started()
-        return ResponseContext(
-            reply=self.runtime.reply,
-            events=self.events,
-            outbox=self.outbox,
-            vocab=self.runtime.backend.vocab,
-            max_delta_ms=self.runtime.config.max_audio_delta_ms,
-            on_audio=self._lock_voice,
-            metrics=self.runtime.metrics,
-            streams=self.runtime.decoder_streams,
-            stream_wait=self.runtime.config.decoder_wait_seconds,
-            on_first_output=self._gate.response_output if in_band else _nothing,
-            truncate=self._truncate_item,
-            on_delivered=self._arm_idle if in_band else _ignore,
-        )
-
-    def _lock_voice(self) -> None:
-        self.voice_locked = True
-
-    def _start(self, run: ResponseRun) -> None:
         assert self._tasks is not None
-        task = self._tasks.create_task(run.run(), name=f"response {run.record.id}")
-        self._runs[run.record.id] = (run, task)
-        self.quiet.clear()
         if run.in_default_conversation:
-            self._default = run
+            self._gate.response_started()  # transcriptions hold their requests back until it has output
             self.idle.disarm()
-        task.add_done_callback(lambda _: self._forget(run))
-
-    def _forget(self, run: ResponseRun) -> None:
-        self._runs.pop(run.record.id, None)
-        if self._default is run:
-            self._default = None
-        if not self._runs:
-            self.quiet.set()
+        self.responses.start(run, self._tasks)
 
     async def _cancel(self, response_id: str | None) -> None:
-        if response_id is not None:
-            entry = self._runs.get(response_id)
-            run = entry[0] if entry is not None else None
-        else:
-            run = self._default or next((r for r, _ in reversed(self._runs.values())), None)
+        run = self.responses.find(response_id)
         if run is None:
             raise ProtocolViolation(CODE_CANCEL_NOT_ACTIVE, "Cancellation failed: no active response found")
-        await self._cancel_run(run, "client_cancelled")
+        await self.responses.cancel(run, "client_cancelled")
 
-    async def _cancel_run(self, run: ResponseRun, reason: CancelReason) -> None:
-        """Cancel and wait until the response's closing events are queued."""
-        entry = self._runs.get(run.record.id)
-        run.cancel(reason)
-        if entry is not None:
-            await asyncio.wait({entry[1]})
+    # ResponseHost: what a response tells its session -------------------------------------------------------
+    async def audio_started(self, run: ResponseRun) -> None:
+        """A response queues its first audio: the voice can no longer change (OpenAI's rule)."""
+        self.voice_locked = True
+        if self._played is not None:
+            await self._played.started(run)
+
+    def first_output(self, run: ResponseRun) -> None:
+        """An in-band response has output: held-back input transcriptions may send their requests."""
+        if run.in_default_conversation:
+            self._gate.response_output()
+
+    def truncate(self, item: Item, audio_end_ms: int) -> None:
+        """Cut ``item`` at ``audio_end_ms`` with the session's output format and the backend's vocabulary."""
+        backend = self.runtime.backend
+        truncate_item(item, audio_end_ms, self.config.output_format, backend.vocab, backend.text_codec)
+
+    def delivered(self, run: ResponseRun) -> None:
+        """A response's ``response.done`` went out: the idle timer starts from its playback's end."""
+        if self._played is not None and self._tasks is not None:
+            self._played.delivered(run, self._tasks)
+        if run.in_default_conversation:
+            self._arm_idle(run)

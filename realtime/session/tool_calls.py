@@ -1,5 +1,11 @@
 """Function calls in the model's text: incremental scanning, and the prompt forms of tools and calls.
 
+`tools_prompt` is the one builder of the tools part of a prompt (the ``tool_json_schemas`` turn and the
+directives added to the instructions), shared by Realtime (realtime/session/response_plan.py) and
+``/v1/chat/completions`` (realtime/http/chat_request.py): each door reads its own wire shape of ``tool_choice``
+into a `ToolChoice` and both get the same turn, and the same refusal of a forced function that is not among the
+tools (OpenAI refuses it: "Tool choice ... not found in 'tools' parameter").
+
 Step-Audio-2 writes a tool call as plain text after ``<tts_end>`` (or anywhere in a text-only reply)
 (docs/SGLANG.md §3.4)::
 
@@ -16,9 +22,12 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeAlias
+
+from realtime.backends.base import TOOL_SCHEMAS_ROLE, PromptTurn
+from realtime.errors import CODE_INVALID_VALUE, ProtocolViolation, quote
 
 OPEN_TAG = "<tool_call>"
 CLOSE_TAG = "</tool_call>"
@@ -203,3 +212,84 @@ def tool_schemas_json(tools: Iterable[Mapping[str, Any]]) -> str | None:
         function = {key: tool[key] for key in ("name", "description", "parameters") if key in tool}
         schemas.append({"type": CALL_KIND, "function": function})
     return json.dumps(schemas, ensure_ascii=False) if schemas else None
+
+
+@dataclass(frozen=True)
+class ForcedFunction:
+    """``tool_choice`` naming one function the model must call."""
+
+    name: str
+
+
+ToolChoice: TypeAlias = Literal["auto", "none", "required"] | ForcedFunction
+# tool_choice "required" and parallel_tool_calls=false have no sampling switch here: the model is told
+REQUIRED_DIRECTIVE = "Answer by calling one of the tools."
+SINGLE_CALL_DIRECTIVE = "Call at most one tool in a reply."
+
+
+@dataclass(frozen=True)
+class ToolsPrompt:
+    """The tools part of one prompt.
+
+    Attributes:
+        turns: the ``tool_json_schemas`` system turn (empty when no tool is offered).
+        directives: lines appended to the instructions (only when a tool is offered).
+    """
+
+    turns: tuple[PromptTurn, ...] = ()
+    directives: tuple[str, ...] = ()
+
+
+def realtime_tool_choice(value: Any) -> ToolChoice:
+    """A Realtime ``tool_choice`` (``"auto"``, ``{"type": "function", "name": ...}``, ...) as a `ToolChoice`.
+
+    A choice of another tool type (``mcp``) offers nothing this model can call: the tools stay optional.
+    """
+    if value in ("auto", "none", "required"):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, Mapping) and value.get("type", CALL_KIND) == CALL_KIND and value.get("name"):
+        return ForcedFunction(str(value["name"]))
+    return "auto"
+
+
+def check_tool_choice(tools: Sequence[Mapping[str, Any]], choice: ToolChoice, param: str) -> None:
+    """Refuse a forced function that is not among the function ``tools`` (as OpenAI does).
+
+    Raises:
+        ProtocolViolation: ``invalid_value`` on ``param``.
+    """
+    if not isinstance(choice, ForcedFunction):
+        return
+    if any(tool.get("type", CALL_KIND) == CALL_KIND and tool.get("name") == choice.name for tool in tools):
+        return
+    raise ProtocolViolation(
+        CODE_INVALID_VALUE,
+        f"Tool choice 'function' with name '{quote(choice.name)}' not found in 'tools' parameter.",
+        param,
+    )
+
+
+def tools_prompt(
+    tools: Sequence[Mapping[str, Any]], choice: ToolChoice, *, param: str, single_call: bool = False
+) -> ToolsPrompt:
+    """The tools turn and directives for ``tools`` (Realtime's flat function shape) under ``choice``.
+
+    ``none`` offers no tool; a forced function offers only that one and requires a call, as ``required``
+    does; ``single_call`` (``parallel_tool_calls: false``) asks for one call at most.
+
+    Raises:
+        ProtocolViolation: the forced function is not among ``tools`` (see `check_tool_choice`).
+    """
+    check_tool_choice(tools, choice, param)
+    if choice == "none":
+        return ToolsPrompt()
+    if isinstance(choice, ForcedFunction):
+        tools = [tool for tool in tools if tool.get("name") == choice.name]
+    schemas = tool_schemas_json(tools)
+    if schemas is None:
+        return ToolsPrompt()
+    directives = [REQUIRED_DIRECTIVE] if choice == "required" or isinstance(choice, ForcedFunction) else []
+    if single_call:
+        directives.append(SINGLE_CALL_DIRECTIVE)
+    turn = PromptTurn(role="system", name=TOOL_SCHEMAS_ROLE, text=schemas)
+    return ToolsPrompt((turn,), tuple(directives))

@@ -4,14 +4,23 @@ One ONNX session (silero-vad's packaged ``silero_vad.onnx``) is shared by every 
 ``run`` is thread-safe and the model is stateless apart from the recurrent state and 64-sample context that we
 pass in and out, which each `TurnDetector` owns. All inference runs on one dedicated thread (`VadEngine`);
 sessions await it, one slice of at most `SLICE_MS` at a time, so one huge append queues behind other sessions'
-slices instead of holding the thread for its whole length. ``semantic_vad`` uses the same detector with the longer silence window of its eagerness.
+slices instead of holding the thread for its whole length. ``semantic_vad`` uses the same detector with the
+longer silence window of its eagerness.
+
+The engine is process-wide (`SharedEngine`): a server holds it from start-up (realtime/http/app.py's lifespan:
+loaded and warmed up off the event loop, so the first session does not pay for it) to shutdown (the last
+server to stop closes its thread).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -22,6 +31,8 @@ import numpy.typing as npt
 
 from realtime.audio import AudioFormat, pcm16_to_float, resample, wire_to_pcm16
 from realtime.wire.session_config import TurnDetection
+
+log = logging.getLogger(__name__)
 
 VAD_RATE = 16_000
 WINDOW = 512  # samples per silero-vad step at 16 kHz (32 ms)
@@ -64,6 +75,12 @@ class VadEngine:
         out, next_state = self._session.run(None, inputs)
         return float(out.reshape(-1)[0]), next_state
 
+    def warm_up(self) -> None:
+        """One inference on silence (the first ``run`` of an ONNX session is the slow one)."""
+        self.probability(
+            np.zeros(CONTEXT + WINDOW, dtype=np.float32), np.zeros(STATE_SHAPE, dtype=np.float32)
+        )
+
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run ``fn(*args)`` on the VAD thread."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -81,22 +98,78 @@ def model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))).joinpath(*_MODEL_FILE)
 
 
-_engine: VadEngine | None = None
-_engine_lock = threading.Lock()
+class SharedEngine:
+    """One `VadEngine` for the whole process, shared by every session (thread-safe: the servers of one
+    process may run on different threads, as in the test harness).
+
+    Args:
+        load: builds the engine (blocking: it loads the ONNX model).
+    """
+
+    def __init__(self, load: Callable[[], VadEngine] = VadEngine) -> None:
+        self._load = load
+        self._engine: VadEngine | None = None
+        self._holders = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> VadEngine:
+        """The engine, loaded on first use (blocking: call it off the event loop)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._load()
+            return self._engine
+
+    async def load(self) -> VadEngine:
+        """`get` without blocking the event loop."""
+        engine = self._engine
+        return engine if engine is not None else await asyncio.to_thread(self.get)
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[VadEngine]:
+        """Hold the engine for a server's lifetime: loaded and warmed up (one inference on its thread) off the
+        event loop before the server takes its first session; the last holder to leave stops its thread."""
+        started = time.perf_counter()
+        engine = await asyncio.to_thread(self._hold)
+        try:
+            await engine.run(engine.warm_up)
+            log.info("server VAD: silero-vad loaded and warmed up in %.2f s", time.perf_counter() - started)
+            yield engine
+        finally:
+            self._let_go()
+
+    def _hold(self) -> VadEngine:
+        engine = self.get()
+        with self._lock:
+            self._holders += 1
+        return engine
+
+    def _let_go(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            engine = self._engine if self._holders == 0 else None
+            if engine is not None:
+                self._engine = None  # a later session or server loads a fresh one
+        if engine is not None:
+            engine.close()
+
+
+_SHARED = SharedEngine()
 
 
 def shared_engine() -> VadEngine:
     """The process-wide engine, loaded on first use (blocking: call it off the event loop)."""
-    global _engine
-    with _engine_lock:
-        if _engine is None:
-            _engine = VadEngine()
-        return _engine
+    return _SHARED.get()
 
 
 async def load_shared_engine() -> VadEngine:
-    """`shared_engine` without blocking the event loop (model loading runs in a thread)."""
-    return _engine if _engine is not None else await asyncio.to_thread(shared_engine)
+    """The process-wide engine without blocking the event loop (a session outside a server loads it here)."""
+    return await _SHARED.load()
+
+
+def held_engine() -> AbstractAsyncContextManager[VadEngine]:
+    """Hold the process-wide engine for a server's lifetime (realtime/http/app.py's lifespan): see
+    `SharedEngine.held`. No session pays for loading it."""
+    return _SHARED.held()
 
 
 class TurnDetector:
@@ -171,3 +244,38 @@ class TurnDetector:
 
     def _ms(self, samples: int) -> int:
         return self._start_ms + samples * MS_PER_SECOND // VAD_RATE
+
+
+SEGMENT_PAD_MS = 200  # audio kept around each detected stretch of speech (word onsets and tails)
+
+
+async def speech_segments(pcm16: bytes, settings: TurnDetection | None = None) -> list[tuple[int, int]]:
+    """The stretches of speech in a whole recording (PCM16 at 24 kHz), as ``(start_ms, end_ms)``, in order
+    and disjoint.
+
+    The server VAD (`TurnDetector`, ``settings`` or the server_vad defaults) runs over the audio; each
+    stretch from a speech start to its stop is widened by `SEGMENT_PAD_MS` on both sides (clipped to the
+    audio, merged where they then touch). Speech still going at the end runs to the end. No speech: [].
+    """
+    fmt = AudioFormat.PCM16
+    detector = TurnDetector(settings or TurnDetection(), fmt)
+    events = await detector.feed(pcm16)
+    total_ms = len(pcm16) // fmt.bytes_per_sample * MS_PER_SECOND // fmt.sample_rate
+    spans: list[tuple[int, int]] = []
+    start: int | None = None
+    for event in events:
+        if event.kind == "start":
+            start = event.ms
+        elif start is not None:
+            spans.append((start, event.ms))
+            start = None
+    if start is not None:
+        spans.append((start, total_ms))
+    segments: list[tuple[int, int]] = []
+    for begin, end in spans:
+        begin, end = max(begin - SEGMENT_PAD_MS, 0), min(end + SEGMENT_PAD_MS, total_ms)
+        if segments and begin <= segments[-1][1]:
+            segments[-1] = (segments[-1][0], max(end, segments[-1][1]))
+        elif end > begin:
+            segments.append((begin, end))
+    return segments

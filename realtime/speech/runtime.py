@@ -248,9 +248,10 @@ class Runtime:
 
         Args:
             request: the generation input (``request.rid`` is the abort handle).
-            voice: a registered voice name.
+            voice: a registered voice name, or an OpenAI name (spoken by the default voice).
             meter: filled with token counts as they arrive (usage of a response that gets cancelled).
         """
+        voice = self.voices.speaker(voice)
         if voice not in self.voices:
             return _raise(self.voices.check, voice)
         if self._closed:

@@ -4,6 +4,8 @@ Step-Audio-2 is an ASR model too. Its own examples transcribe with the system pr
 turn holding only the audio, and an empty assistant turn the model completes in text (no ``<tts_start>``),
 at temperature 0. `transcribe` sends that request to the server's LLM backend, as a request of its own
 beside any response, and yields the transcript as text deltas then a `TranscriptionDone` with the usage.
+A request with ``task="translate"`` is the same request with the model's speech-translation prompt
+(`TRANSLATE_PROMPT`): English text out, whatever language is spoken (``POST /v1/audio/translations``).
 
 Both the Realtime input transcription (realtime/session/transcription.py) and ``POST
 /v1/audio/transcriptions`` (realtime/http/transcriptions.py) go through here. Closing the iterator (or
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Literal
 
 from realtime.backends.base import (
     BackendError,
@@ -30,6 +33,10 @@ from streaming_parser import AudioTokenParser, TextTokens
 
 # Step-Audio-2's ASR instruction ("write down the speech you hear"), as in stepfun-ai/Step-Audio2's examples.
 ASR_PROMPT = "请记录下你所听到的语音内容。"
+# Its speech-to-text translation instruction ("listen carefully to this speech, then translate its content
+# into ..."): stepfun-ai/Step-Audio2's examples and README ask for Chinese this way (...翻译成中文 / 普通话);
+# the target here is English (英文), the language OpenAI's translations endpoint writes.
+TRANSLATE_PROMPT = "请仔细聆听这段语音，然后将其内容翻译成英文。"
 # A transcript needs few tokens: ~4 tokens/s of speech; 1024 covers the longest audio the model accepts.
 MAX_TRANSCRIPT_TOKENS = 1024
 ASR_SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=MAX_TRANSCRIPT_TOKENS)
@@ -46,6 +53,7 @@ class TranscriptionRequest:
         sample_rate: rate of ``pcm16`` in Hz.
         language: ISO-639-1 hint (``en``, ``zh``...), or None to let the model decide.
         prompt: text to guide spelling and style (names, terms), or None.
+        task: ``transcribe`` (text in the spoken language) or ``translate`` (English text).
     """
 
     rid: str
@@ -53,6 +61,7 @@ class TranscriptionRequest:
     sample_rate: int
     language: str | None = None
     prompt: str | None = None
+    task: Literal["transcribe", "translate"] = "transcribe"
 
     @property
     def seconds(self) -> float:
@@ -76,24 +85,28 @@ class TranscriptionDone:
         input_tokens: prompt tokens the backend reported (audio patches included).
         output_tokens: tokens generated.
         audio_seconds: duration of the transcribed audio.
+        text_ids: the model's ids of the transcript text (Whisper-style ``tokens`` of a segment).
     """
 
     transcript: str
     input_tokens: int
     output_tokens: int
     audio_seconds: float
+    text_ids: tuple[int, ...] = ()
 
 
 TranscriptionEvent = TranscriptionDelta | TranscriptionDone
 
 
-def asr_instructions(language: str | None, prompt: str | None) -> str:
-    """The system turn: the ASR prompt, then the language hint and the client's prompt when given.
+def asr_instructions(
+    language: str | None, prompt: str | None, task: Literal["transcribe", "translate"] = "transcribe"
+) -> str:
+    """The system turn: the ASR (or translation) prompt, then the language hint and the client's prompt.
 
     The hints are appended as plain lines after the model's own instruction, so without them the request
     is exactly the one Step-Audio-2 was shown in its examples.
     """
-    lines = [ASR_PROMPT]
+    lines = [ASR_PROMPT if task == "transcribe" else TRANSLATE_PROMPT]
     if language:
         lines.append(f"语言：{language}")  # "language:"
     if prompt:
@@ -115,7 +128,7 @@ async def transcribe(
     generation = GenerationInput(
         rid=request.rid,
         turns=[PromptTurn(role="user", audio_pcm16=request.pcm16, audio_sample_rate=request.sample_rate)],
-        instructions=asr_instructions(request.language, request.prompt),
+        instructions=asr_instructions(request.language, request.prompt, request.task),
         speak=False,
         sampling=ASR_SAMPLING,
         purpose="transcription",
@@ -123,6 +136,7 @@ async def transcribe(
     parser = AudioTokenParser(backend.vocab, starts_in_speech=False)
     detok = IncrementalDetokenizer(backend.text_codec)
     pieces: list[str] = []
+    text_ids: list[int] = []
     prompt_tokens = output_tokens = 0
     finish: FinishReason | None = None
     async with aclosing(generation_chunks(backend, generation)) as chunks:
@@ -132,6 +146,7 @@ async def transcribe(
             output_tokens = chunk.completion_tokens or output_tokens + len(chunk.ids)
             for event in parse_ids(parser, chunk.ids):
                 if isinstance(event, TextTokens):  # audio codes or markers would be a model slip: ignored
+                    text_ids.extend(event.ids)
                     text = _lead_trimmed(detok.feed(event.ids), pieces)
                     if text:
                         pieces.append(text)
@@ -145,7 +160,8 @@ async def transcribe(
     if tail:
         pieces.append(tail)
         yield TranscriptionDelta(tail)
-    yield TranscriptionDone("".join(pieces).strip(), prompt_tokens, output_tokens, request.seconds)
+    transcript = "".join(pieces).strip()
+    yield TranscriptionDone(transcript, prompt_tokens, output_tokens, request.seconds, tuple(text_ids))
 
 
 def _lead_trimmed(text: str, pieces: list[str]) -> str:

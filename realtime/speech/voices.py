@@ -15,6 +15,12 @@ from typing import Generic, TypeVar
 from realtime.errors import SpeechError
 
 DEFAULT_VOICE_NAME = "default"
+# OpenAI's voice names: a client may ask for any of them (the Agents SDK sends "ash", newer SDKs "marin"); the
+# session echoes the name it was given and the default voice speaks it, unless a voice of that name is
+# registered (docs/PROTOCOL.md §4.3).
+OPENAI_VOICE_NAMES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
+)
 _ASSET_PACKAGE = "realtime"
 _DEFAULT_VOICE_ASSET = ("assets", "voices", "default.wav")
 
@@ -100,6 +106,16 @@ class VoiceRegistry(Generic[VoiceT]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._paths
+
+    def accepted_names(self) -> frozenset[str]:
+        """Every name a client may ask for: the registered voices and OpenAI's names."""
+        return frozenset(self._paths) | OPENAI_VOICE_NAMES
+
+    def speaker(self, name: str) -> str:
+        """The registered voice that speaks for ``name``: itself, or the default for an OpenAI name."""
+        if name not in self._paths and name in OPENAI_VOICE_NAMES:
+            return self.default
+        return name
 
     def __len__(self) -> int:
         return len(self._paths)

@@ -33,12 +33,13 @@ from openai.types.realtime import (
 from pydantic import BaseModel
 
 from realtime.errors import (
+    CODE_INVALID_EVENT,
+    CODE_INVALID_JSON,
     CODE_INVALID_SESSION_TYPE,
     CODE_INVALID_TYPE,
     CODE_INVALID_VALUE,
     CODE_MISSING_PARAMETER,
     CODE_STRING_TOO_LONG,
-    CODE_UNKNOWN_EVENT,
     ProtocolViolation,
     quote,
 )
@@ -93,6 +94,11 @@ class ResponseCreate:
     input: tuple[ConversationItemModel | ItemReference, ...] | None
     temperature: float | None
 
+    @classmethod
+    def with_session_defaults(cls) -> ResponseCreate:
+        """A response the server starts itself (a server-VAD turn end, the idle timeout): no overrides."""
+        return cls(event_id=None, params=None, input=None, temperature=None)
+
 
 @dataclass(frozen=True)
 class SessionUpdate:
@@ -134,8 +140,24 @@ _SIMPLE_EVENTS: dict[str, type[BaseModel]] = {
     "conversation.item.truncate": ConversationItemTruncateEvent,
     "conversation.item.delete": ConversationItemDeleteEvent,
     "response.cancel": ResponseCancelEvent,
+    # decoded on every transport; a session whose transport does not play the audio itself refuses it
+    # (`unsupported_event_type`), as OpenAI refuses it over a WebSocket
     "output_audio_buffer.clear": OutputAudioBufferClearEvent,
 }
+# The event types a WebSocket session accepts, in the order OpenAI lists them when it refuses another one
+# (``output_audio_buffer.clear`` is WebRTC/SIP only: over a WebSocket OpenAI refuses it like any unknown type).
+SUPPORTED_EVENT_TYPES = (
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "conversation.item.create",
+    "conversation.item.truncate",
+    "conversation.item.delete",
+    "conversation.item.retrieve",
+    "response.create",
+    "response.cancel",
+)
 _MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "system": RealtimeConversationItemSystemMessage,
     "user": RealtimeConversationItemUserMessage,
@@ -159,12 +181,12 @@ def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
         )
     try:
         raw = load_untrusted_json(text)
-    except ValueError:
+    except ValueError as exc:
         raise ProtocolViolation(
-            CODE_UNKNOWN_EVENT, "Invalid JSON: the message could not be parsed."
+            CODE_INVALID_JSON, f"Invalid event: failed to parse JSON value. {quote(str(exc))}"
         ) from None
     if not isinstance(raw, dict):
-        raise ProtocolViolation(CODE_UNKNOWN_EVENT, "Invalid event: expected a JSON object.")
+        raise ProtocolViolation(CODE_INVALID_EVENT, "Invalid event: expected a JSON object.")
     sent_id = raw.get("event_id")
     # echoed in any error, so only when it is text UTF-8 can carry
     event_id = sent_id if isinstance(sent_id, str) and is_valid_text(sent_id) else None
@@ -176,8 +198,20 @@ def decode_client_frame(text: str, dialect: Dialect) -> ClientEvent:
         raise
 
 
+def unsupported_event_type(kind: str) -> ProtocolViolation:
+    """OpenAI's refusal of an event type a WebSocket session does not take (docs/PROTOCOL.md §8.3)."""
+    supported = ", ".join(f"'{name}'" for name in SUPPORTED_EVENT_TYPES[:-1])
+    return ProtocolViolation(
+        CODE_INVALID_VALUE,
+        f"Invalid value: '{quote(kind)}'. Supported values are: {supported}, and '{SUPPORTED_EVENT_TYPES[-1]}'.",
+        "type",
+    )
+
+
 def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
     kind = raw.get("type")
+    if kind is None:  # OpenAI's own example of an error event (API reference, `error`)
+        raise ProtocolViolation(CODE_INVALID_EVENT, "The 'type' field is missing.")
     if not isinstance(kind, str):
         raise missing_or_invalid(raw, "type")
     event_id = raw.get("event_id")
@@ -194,14 +228,12 @@ def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
         if not isinstance(raw.get("item"), dict):
             raise missing_or_invalid(raw, "item")
         previous = raw.get("previous_item_id")
-        return ItemCreate(event_id, decode_item(raw["item"], "item"), previous)
+        return ItemCreate(event_id, decode_item(raw["item"], "item", dialect), previous)
     if kind == "response.create":
-        return _decode_response_create(raw)
+        return _decode_response_create(raw, dialect)
     model = _SIMPLE_EVENTS.get(kind)
     if model is None:
-        raise ProtocolViolation(
-            CODE_UNKNOWN_EVENT, f"Invalid value: '{quote(kind)}'. Unknown or unsupported event type.", "type"
-        )
+        raise unsupported_event_type(kind)
     event = validate_model(model, raw, "")
     reject_extras(event, "", frozenset())
     return cast(ClientEvent, event)
@@ -255,11 +287,12 @@ def _decode_session(
     return model, extensions
 
 
-def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:
+def decode_item(raw: dict[str, Any], param: str, dialect: Dialect = Dialect.GA) -> ConversationItemModel:
     """Validate one conversation item (GA or beta shape) as its specific GA item model.
 
     Raises:
-        ProtocolViolation: unsupported item type or invalid fields.
+        ProtocolViolation: unsupported item type or invalid fields; an image on a beta connection (images
+            came with GA: beta's content types do not have them).
     """
     item = dict(raw)
     kind = item.get("type") or ("message" if "role" in item else None)
@@ -289,10 +322,19 @@ def decode_item(raw: dict[str, Any], param: str) -> ConversationItemModel:
     item["type"] = kind
     validated = validate_model(model, item, param)
     reject_extras(validated, param, frozenset({"id"}))
+    if dialect is Dialect.BETA:
+        for index, content in enumerate(getattr(validated, "content", None) or ()):
+            if getattr(content, "type", None) == "input_image":
+                raise ProtocolViolation(
+                    CODE_INVALID_VALUE,
+                    "Invalid value: 'input_image'. Supported values are: 'input_text', 'input_audio', "
+                    "'item_reference', 'text', and 'audio'.",
+                    f"{param}.content[{index}].type",
+                )
     return cast(ConversationItemModel, validated)
 
 
-def _decode_response_create(raw: dict[str, Any]) -> ResponseCreate:
+def _decode_response_create(raw: dict[str, Any], dialect: Dialect) -> ResponseCreate:
     check_keys(raw, {"type", "event_id", "response"}, "")
     response = raw.get("response")
     event_id = raw.get("event_id")
@@ -304,7 +346,7 @@ def _decode_response_create(raw: dict[str, Any]) -> ResponseCreate:
     temperature = params.pop("temperature", None)
     items: tuple[ConversationItemModel | ItemReference, ...] | None = None
     if "input" in params:
-        items = _decode_input(params.pop("input"))
+        items = _decode_input(params.pop("input"), dialect)
     params = beta_response_to_ga(params)
     model = validate_model(RealtimeResponseCreateParams, params, "response")
     reject_extras(model, "response", frozenset())
@@ -317,7 +359,7 @@ def _decode_response_create(raw: dict[str, Any]) -> ResponseCreate:
     return ResponseCreate(event_id, model, items, None if temperature is None else float(temperature))
 
 
-def _decode_input(value: Any) -> tuple[ConversationItemModel | ItemReference, ...]:
+def _decode_input(value: Any, dialect: Dialect) -> tuple[ConversationItemModel | ItemReference, ...]:
     if not isinstance(value, list):
         raise ProtocolViolation(
             CODE_INVALID_TYPE, "Invalid type for 'response.input': expected an array.", "response.input"
@@ -334,5 +376,5 @@ def _decode_input(value: Any) -> tuple[ConversationItemModel | ItemReference, ..
                 raise missing_or_invalid(entry, "id", param)
             out.append(ItemReference(entry["id"]))
         else:
-            out.append(decode_item(entry, param))
+            out.append(decode_item(entry, param, dialect))
     return tuple(out)

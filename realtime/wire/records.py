@@ -17,7 +17,10 @@ from realtime.audio import AudioFormat, wire_to_pcm16
 ItemKind = Literal["message", "function_call", "function_call_output"]
 Role = Literal["system", "user", "assistant"]
 ItemStatus = Literal["completed", "incomplete", "in_progress"]
-ContentKind = Literal["input_text", "input_audio", "output_text", "output_audio"]
+ContentKind = Literal["input_text", "input_audio", "input_image", "output_text", "output_audio"]
+# Content OpenAI accepts that this model cannot use: stored and echoed, left out of the prompt
+# (docs/PROTOCOL.md §3.1).
+UNUSED_CONTENT: frozenset[ContentKind] = frozenset({"input_image"})
 ROOT = "root"  # previous_item_id that inserts at the start of the conversation
 
 
@@ -36,6 +39,8 @@ class ContentPart:
         transcript: transcript of ``input_audio`` / ``output_audio`` (None when unknown).
         audio: wire bytes of the audio in ``audio_format`` (None when not kept).
         audio_format: the wire format of ``audio`` (input audio: the session's input format).
+        image_url: the data URI of an ``input_image`` (stored and returned, never shown to the model).
+        detail: the ``detail`` of an ``input_image`` as the client sent it.
     """
 
     kind: ContentKind
@@ -43,6 +48,8 @@ class ContentPart:
     transcript: str | None = None
     audio: bytes | None = None
     audio_format: AudioFormat = AudioFormat.PCM16
+    image_url: str | None = None
+    detail: str | None = None
 
     @property
     def pcm16(self) -> bytes | None:
@@ -58,8 +65,9 @@ class ContentPart:
 
     @property
     def stored_bytes(self) -> int:
-        """Bytes of text and audio this part holds (conversation caps)."""
-        return len(self.text or "") + len(self.transcript or "") + len(self.audio or b"")
+        """Bytes of text, audio and images this part holds (conversation caps)."""
+        texts = (self.text, self.transcript, self.image_url)
+        return sum(len(text or "") for text in texts) + len(self.audio or b"")
 
     @property
     def audio_seconds(self) -> float:
@@ -84,7 +92,6 @@ class Item:
         output_ids: raw LLM output ids of an assistant reply (cut at the truncation point).
         spoken: the assistant reply was spoken.
         audio_samples: samples of assistant audio actually sent to the client, at 24 kHz.
-        audio_dropped: stored audio exceeded the retrieve limit and was dropped (transcript kept).
         calls_in_output_ids: ids of the function-call items whose text is inside ``output_ids`` (the model
             wrote them in this reply), so the prompt does not repeat them.
     """
@@ -101,7 +108,6 @@ class Item:
     output_ids: tuple[int, ...] | None = None
     spoken: bool = False
     audio_samples: int = 0
-    audio_dropped: bool = False
     calls_in_output_ids: tuple[str, ...] = ()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from openai.types.beta.realtime.realtime_server_event import RealtimeServerEvent as BetaServerEvent
 from openai.types.realtime.audio_transcription import AudioTranscription
@@ -133,8 +133,8 @@ class EventBuilder:
         return self.event("error", error=error)
 
     # items -----------------------------------------------------------------------------------------------
-    def item(self, item: Item, *, with_audio: bool = False) -> dict[str, Any]:
-        """An item as a JSON dict (audio bytes only when ``with_audio``)."""
+    def item(self, item: Item, *, with_media: bool = False) -> dict[str, Any]:
+        """An item as a JSON dict (audio and image bytes only when ``with_media``)."""
         data: dict[str, Any] = {
             "id": item.id,
             "object": "realtime.item",
@@ -143,21 +143,25 @@ class EventBuilder:
         }
         if item.kind == "message":
             data["role"] = item.role
-            data["content"] = [self._part(part, with_audio) for part in item.content]
+            data["content"] = [self._part(part, with_media) for part in item.content]
         elif item.kind == "function_call":
             data.update(call_id=item.call_id, name=item.name or "", arguments=item.arguments or "")
         else:
             data.update(call_id=item.call_id, output=item.output or "")
         return data
 
-    def _part(self, part: ContentPart, with_audio: bool) -> dict[str, Any]:
+    def _part(self, part: ContentPart, with_media: bool) -> dict[str, Any]:
         kind = _BETA_CONTENT.get(part.kind, part.kind) if self.beta else part.kind
         data: dict[str, Any] = {"type": kind}
         if part.kind in ("input_text", "output_text"):
             data["text"] = part.text or ""
+        elif part.kind == "input_image":  # the image itself only in a retrieve, like audio
+            data["detail"] = part.detail
+            if with_media:
+                data["image_url"] = part.image_url
         else:
             data["transcript"] = part.transcript
-            if with_audio and part.audio is not None:
+            if with_media and part.audio is not None:
                 data["audio"] = base64.b64encode(part.audio).decode("ascii")
         return data
 
@@ -170,13 +174,14 @@ class EventBuilder:
         return [] if self.beta else [self.event("conversation.item.done", item=self.item(item))]
 
     def item_retrieved(self, item: Item) -> BaseModel:
-        """``conversation.item.retrieved``: audio only while the frame stays under 1 MiB.
+        """``conversation.item.retrieved``: audio and images only while the frame stays under 1 MiB.
 
         See docs/PROTOCOL.md §1.6.
         """
         audio_chars = sum(4 * ((len(p.audio) + 2) // 3) for p in item.content if p.audio is not None)
-        fits = audio_chars + FRAME_ENVELOPE_RESERVE < MAX_SERVER_FRAME_CHARS
-        return self.event("conversation.item.retrieved", item=self.item(item, with_audio=fits))
+        image_chars = sum(len(p.image_url or "") for p in item.content)
+        fits = audio_chars + image_chars + FRAME_ENVELOPE_RESERVE < MAX_SERVER_FRAME_CHARS
+        return self.event("conversation.item.retrieved", item=self.item(item, with_media=fits))
 
     def item_truncated(self, item_id: str, content_index: int, audio_end_ms: int) -> BaseModel:
         """``conversation.item.truncated``."""
@@ -199,6 +204,12 @@ class EventBuilder:
     def cleared(self) -> BaseModel:
         """``input_audio_buffer.cleared``."""
         return self.event("input_audio_buffer.cleared")
+
+    def output_audio_buffer(
+        self, change: Literal["started", "stopped", "cleared"], response_id: str
+    ) -> BaseModel:
+        """``output_audio_buffer.started`` / ``.stopped`` / ``.cleared`` (transports that play audio: WebRTC)."""
+        return self.event(f"output_audio_buffer.{change}", response_id=response_id)
 
     def speech_started(self, item_id: str, audio_start_ms: int) -> BaseModel:
         """``input_audio_buffer.speech_started``."""

@@ -8,7 +8,7 @@ field is `model_fields_set` and ``null`` means "clear".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -18,24 +18,24 @@ from openai.types.realtime.realtime_audio_formats import AudioPCM, AudioPCMA, Au
 from realtime.audio import AudioFormat
 from realtime.errors import (
     CODE_CANNOT_UPDATE_VOICE,
+    CODE_INVALID_TYPE,
     CODE_INVALID_VALUE,
     CODE_STRING_TOO_LONG,
     ProtocolViolation,
+    quote,
 )
 from realtime.wire.session_extensions import SessionExtensions, TranscriptionSettings
+from realtime.wire.validation import check_range
 
 MAX_TOOL_DESCRIPTION = 1024  # OpenAI's limit (livekit/agents#1183)
 MAX_OUTPUT_TOKENS_LIMIT = 4096
 SPEED_RANGE = (0.25, 1.5)
 BETA_TEMPERATURE_RANGE = (0.6, 1.2)
 GA_TEMPERATURE_RANGE = (0.0, 2.0)
-# OpenAI's voice names are accepted as aliases of our default voice (the Agents SDK sends "ash").
-OPENAI_VOICES = frozenset(
-    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
-)
 # semantic_vad has no semantic model here: it maps to server VAD with a longer silence window per eagerness.
 SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 500}
 LOGPROBS_INCLUDE = "item.input_audio_transcription.logprobs"
+UNUSABLE_VARIABLES = frozenset({"input_image", "input_file"})  # prompt variables the model cannot use
 DEFAULT_INSTRUCTIONS = "You are a helpful voice assistant. Answer briefly."
 
 
@@ -58,6 +58,33 @@ class TurnDetection:
         if self.kind == "semantic_vad":
             return SEMANTIC_SILENCE_MS[self.eagerness or "auto"]
         return self.silence_duration_ms
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """The session's ``truncation`` read from its wire shape (which `check_truncation` validated).
+
+    Attributes:
+        mode: ``auto``, ``retention_ratio`` or ``disabled`` (realtime/session/context_fit.py applies it).
+        retention_ratio: fraction of the post-instruction room kept when a cut is needed.
+        post_instructions_tokens: ``token_limits.post_instructions``, or None.
+    """
+
+    mode: Literal["auto", "retention_ratio", "disabled"] = "auto"
+    retention_ratio: float = 1.0
+    post_instructions_tokens: int | None = None
+
+    @classmethod
+    def from_wire(cls, value: str | dict[str, Any]) -> Truncation:
+        """The setting of a validated ``truncation`` value (``"auto"``, ``"disabled"`` or the object)."""
+        if value == "disabled":
+            return cls("disabled")
+        if isinstance(value, dict) and value.get("type") == "retention_ratio":
+            post = (value.get("token_limits") or {}).get("post_instructions")
+            return cls(
+                "retention_ratio", float(value["retention_ratio"]), None if post is None else int(post)
+            )
+        return cls()
 
 
 @dataclass(frozen=True)
@@ -99,23 +126,29 @@ class SessionConfig:
         """True when responses are spoken (audio + transcript), False for text only."""
         return "audio" in self.output_modalities
 
+    @property
+    def context_truncation(self) -> Truncation:
+        """``truncation`` as a typed setting (the stored value stays the JSON the client sent, for echoes)."""
+        return Truncation.from_wire(self.truncation)
+
 
 VoiceResolver = Callable[[str], str]
 
 
-def resolve_voice(name: str, known: set[str] | frozenset[str], default: str, param: str) -> str:
-    """Map a requested voice to a registered one: our names as is, OpenAI names to the default voice.
+def resolve_voice(name: str, accepted: Collection[str], param: str) -> str:
+    """Check a requested voice name and return it as the session keeps and echoes it.
+
+    ``accepted`` is every name the server takes (its voices and OpenAI's, which the speech layer maps to
+    the default voice: `realtime.speech.voices.VoiceRegistry.speaker`).
 
     Raises:
-        ProtocolViolation: ``invalid_value`` for any other name.
+        ProtocolViolation: ``invalid_value`` for any other name, listing the accepted ones.
     """
-    if name in known:
+    if name in accepted:
         return name
-    if name in OPENAI_VOICES:
-        return default
-    available = ", ".join(sorted(known))
+    supported = ", ".join(f"'{voice}'" for voice in sorted(accepted))
     raise ProtocolViolation(
-        CODE_INVALID_VALUE, f"Invalid value: '{name}'. Unknown voice; available voices: {available}.", param
+        CODE_INVALID_VALUE, f"Invalid value: '{quote(name)}'. Supported values are: {supported}.", param
     )
 
 
@@ -130,7 +163,8 @@ def check_max_output_tokens(value: int | str | None, param: str) -> int | Litera
     """Validate ``max_output_tokens``: 1..4096 or ``"inf"`` (None also means inf)."""
     if value is None or value == "inf":
         return "inf"
-    if isinstance(value, int) and 1 <= value <= MAX_OUTPUT_TOKENS_LIMIT:
+    if isinstance(value, int) and not isinstance(value, bool):
+        check_range(param, value, 1, MAX_OUTPUT_TOKENS_LIMIT)
         return value
     raise ProtocolViolation(
         CODE_INVALID_VALUE,
@@ -146,10 +180,7 @@ def check_temperature(value: Any, *, beta: bool, param: str) -> float:
     low, high = BETA_TEMPERATURE_RANGE if beta else GA_TEMPERATURE_RANGE
     if beta:
         return min(max(float(value), low), high)
-    if not low <= value <= high:
-        raise ProtocolViolation(
-            CODE_INVALID_VALUE, f"Invalid value: temperature must be in [{low}, {high}].", param
-        )
+    check_range(param, value, low, high)
     return float(value)
 
 
@@ -187,20 +218,15 @@ def check_truncation(value: Any, param: str) -> str | dict[str, Any]:
     if isinstance(value, str):
         return value
     ratio = value.get("retention_ratio")
-    if not isinstance(ratio, int | float) or not 0.0 <= ratio <= 1.0:
+    if not isinstance(ratio, int | float):
         raise ProtocolViolation(
-            CODE_INVALID_VALUE,
-            f"Invalid 'retention_ratio': {ratio}. Expected a value between 0 and 1.",
-            f"{param}.retention_ratio",
+            CODE_INVALID_TYPE, f"Invalid type for '{param}.retention_ratio'.", f"{param}.retention_ratio"
         )
+    check_range(f"{param}.retention_ratio", ratio, 0.0, 1.0)
     limits = value.get("token_limits") or {}
     post = limits.get("post_instructions")
-    if post is not None and post < 0:
-        raise ProtocolViolation(
-            CODE_INVALID_VALUE,
-            f"Invalid 'post_instructions': {post}. Expected a value >= 0.",
-            f"{param}.token_limits.post_instructions",
-        )
+    if post is not None:
+        check_range(f"{param}.token_limits.post_instructions", post, 0, None)
     return dict(value)
 
 
@@ -224,18 +250,20 @@ def render_instructions(
     """``instructions`` with each ``{{name}}`` replaced by the text of ``prompt.variables[name]``.
 
     A prompt's ``id`` / ``version`` refer to OpenAI's stored prompts, which this server does not have: they
-    are echoed and ignored; its variables fill the session (or response) instructions.
+    are echoed and ignored; its variables fill the session (or response) instructions. An image or file
+    variable (OpenAI accepts them) is content the model cannot use: it fills its place with nothing.
 
     Raises:
-        ProtocolViolation: a variable that is neither a string nor an ``input_text`` object.
+        ProtocolViolation: a variable of another kind (the schema admits none today; kept as a guard).
     """
     variables = (prompt or {}).get("variables") or {}
     for name, value in variables.items():
-        text = value.get("text") if isinstance(value, dict) and value.get("type") == "input_text" else value
+        kind = value.get("type") if isinstance(value, dict) else None
+        text = value.get("text") if kind == "input_text" else "" if kind in UNUSABLE_VARIABLES else value
         if not isinstance(text, str):
             raise ProtocolViolation(
                 CODE_INVALID_VALUE,
-                f"Invalid value for prompt variable '{name}': only text variables are supported.",
+                f"Invalid value for prompt variable '{name}': expected text, an image or a file.",
                 f"{param}.variables.{name}",
             )
         instructions = instructions.replace("{{" + name + "}}", text)
@@ -327,12 +355,7 @@ def _audio_changes(
             changes["output_format"] = _format(audio_out.format)
         if "speed" in present:
             speed = 1.0 if audio_out.speed is None else audio_out.speed
-            if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
-                raise ProtocolViolation(
-                    CODE_INVALID_VALUE,
-                    f"Invalid value: {speed}. speed must be between {SPEED_RANGE[0]} and {SPEED_RANGE[1]}.",
-                    "session.audio.output.speed",
-                )
+            check_range("session.audio.output.speed", speed, *SPEED_RANGE)
             changes["speed"] = speed
         if "voice" in present and audio_out.voice is not None:
             voice = resolve(str(audio_out.voice))
@@ -362,20 +385,11 @@ def _turn_detection(value: Any) -> TurnDetection | None:
             eagerness=value.eagerness or "auto",
         )
     threshold = _or(value.threshold, base.threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise ProtocolViolation(
-            CODE_INVALID_VALUE,
-            f"Invalid value: {threshold}. threshold must be between 0.0 and 1.0.",
-            "session.audio.input.turn_detection.threshold",
-        )
+    check_range("session.audio.input.turn_detection.threshold", threshold, 0.0, 1.0)
     for name in ("prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms"):
         number = getattr(value, name)
-        if number is not None and number < 0:
-            raise ProtocolViolation(
-                CODE_INVALID_VALUE,
-                f"Invalid value: {number}. {name} must not be negative.",
-                f"session.audio.input.turn_detection.{name}",
-            )
+        if number is not None:
+            check_range(f"session.audio.input.turn_detection.{name}", number, 0, None)
     return TurnDetection(
         kind="server_vad",
         threshold=threshold,

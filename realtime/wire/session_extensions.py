@@ -22,6 +22,7 @@ from realtime.errors import (
     CODE_UNKNOWN_PARAMETER,
     ProtocolViolation,
 )
+from realtime.wire.validation import check_range
 
 TRANSCRIPTION_DELAYS = ("minimal", "low", "medium", "high", "xhigh")
 REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
@@ -235,10 +236,7 @@ def _strength(value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProtocolViolation(CODE_INVALID_TYPE, f"Invalid type for '{param}': expected a number.", param)
-    if not 0.0 <= value <= 1.0:
-        raise ProtocolViolation(
-            CODE_INVALID_VALUE, f"Invalid value: {value}. strength must be in [0, 1].", param
-        )
+    check_range(param, value, 0.0, 1.0)
     return float(value)
 
 

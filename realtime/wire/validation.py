@@ -13,6 +13,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from realtime.errors import (
+    CODE_DECIMAL_ABOVE_MAX,
+    CODE_DECIMAL_BELOW_MIN,
+    CODE_INTEGER_ABOVE_MAX,
+    CODE_INTEGER_BELOW_MIN,
     CODE_INVALID_TYPE,
     CODE_INVALID_VALUE,
     CODE_MISSING_PARAMETER,
@@ -46,6 +50,11 @@ def violation_from(exc: ValidationError, prefix: str, data: Any = None) -> Proto
             parts.append(f".{loc}" if parts or prefix else loc)
             node = node.get(loc) if isinstance(node, dict) else None
     param = prefix + "".join(parts)
+    expected = (error.get("ctx") or {}).get("expected")
+    number = error.get("input")
+    if error["type"] == "literal_error" and isinstance(number, int) and str(expected).isdigit():
+        only = int(str(expected))  # a one-value numeric field (``rate: 24000``): a bound on both sides
+        return out_of_range(param, number, minimum=only, maximum=only)
     if error["type"] == "missing":
         return ProtocolViolation(CODE_MISSING_PARAMETER, f"Missing required parameter: '{param}'.", param)
     if error["type"] in {
@@ -88,3 +97,39 @@ def reject_extras(model: BaseModel, path: str, allowed: frozenset[str]) -> None:
             for index, element in enumerate(value):
                 if isinstance(element, BaseModel):
                     reject_extras(element, f"{child}[{index}]", frozenset({"id"}))
+
+
+def out_of_range(
+    param: str, value: float, *, minimum: float | None = None, maximum: float | None = None
+) -> ProtocolViolation:
+    """OpenAI's refusal of a number outside ``[minimum, maximum]``: ``integer_below_min_value``,
+    ``integer_above_max_value``, ``decimal_below_min_value`` or ``decimal_above_max_value``, with its wording
+    ("Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3 instead.").
+
+    ``value`` must lie outside the range: below ``minimum`` reads as below, anything else as above.
+    """
+    kind = "integer" if isinstance(value, int) and not isinstance(value, bool) else "decimal"
+    below = minimum is not None and value < minimum
+    codes = {
+        ("integer", True): CODE_INTEGER_BELOW_MIN,
+        ("integer", False): CODE_INTEGER_ABOVE_MAX,
+        ("decimal", True): CODE_DECIMAL_BELOW_MIN,
+        ("decimal", False): CODE_DECIMAL_ABOVE_MAX,
+    }
+    bound = f">= {_number(minimum)}" if below else f"<= {_number(maximum)}"
+    where = "below minimum" if below else "above maximum"
+    return ProtocolViolation(
+        codes[(kind, below)],
+        f"Invalid '{param}': {kind} {where} value. Expected a value {bound}, but got {_number(value)} instead.",
+        param,
+    )
+
+
+def _number(value: float | None) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def check_range(param: str, value: float, minimum: float | None, maximum: float | None) -> None:
+    """Raise `out_of_range` unless ``minimum <= value <= maximum`` (a None bound is open)."""
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise out_of_range(param, value, minimum=minimum, maximum=maximum)

@@ -94,7 +94,7 @@ async def test_ga_sdk_text_in_spoken_answer_out(server: ServerHandle) -> None:
         updated = validate_frame((await conn.recv_bytes()).decode(), "ga")
         assert updated["type"] == "session.updated"
         assert updated["session"]["instructions"] == "Be brief."
-        assert updated["session"]["audio"]["output"]["voice"] == "default"  # OpenAI names alias the default
+        assert updated["session"]["audio"]["output"]["voice"] == "alloy"  # echoed; the default voice speaks
 
         await conn.conversation.item.create(
             item={
@@ -111,6 +111,7 @@ async def test_ga_sdk_text_in_spoken_answer_out(server: ServerHandle) -> None:
         events = await _events_until_done(conn, "ga")
         audio = _check_spoken_response(events, GA_NAMES)
         assert len(audio) % 2 == 0 and len(audio) > 0
+        assert events[-1]["response"]["audio"]["output"]["voice"] == "alloy"
         # real Token2Wav output (random weights): a varying waveform, not silence or a constant
         samples = np.frombuffer(audio, dtype="<i2").astype(np.float64)
         assert samples.std() > 1.0 and np.count_nonzero(np.diff(samples)) > len(samples) // 2

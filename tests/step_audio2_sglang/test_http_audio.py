@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
-from realtime.config import ServerConfig
+from realtime.config import LLMOptions, ServerConfig
 from tests.step_audio2_sglang.conftest import SGLangServer
 from tests.support.server_harness import ServerHandle, start_server
 
@@ -32,7 +32,7 @@ def http_server(
     """Our server on the ``sglang`` (HTTP) backend pointing at the session's SGLang server."""
     config = ServerConfig(
         backend="sglang",
-        sglang_url=sglang_server.url,
+        llm=LLMOptions(sglang_url=sglang_server.url),
         model_path=str(sglang_server.checkpoint.path),
         cache_dir=Path(tmp_path_factory.mktemp("http-audio-t2w-cache")),
     )

@@ -13,7 +13,7 @@ import pytest
 
 from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
 from realtime.backends.sglang.vocab import ModelVocab
-from realtime.config import ServerConfig
+from realtime.config import LLMOptions, ServerConfig
 from tests.support.fake_sglang import FakeSGLangServer
 from tests.support.server_harness import ServerHandle, start_server
 from tests.support.tiny_tokenizer import write_tiny_tokenizer
@@ -54,9 +54,8 @@ def start_on_fake(fake: FakeSGLangServer, model_dir: Path, cache_dir: Path) -> S
     """Our server on the ``sglang`` (HTTP) backend pointed at a fake SGLang, with the tiny tokenizer folder."""
     config = ServerConfig(
         backend="sglang",
-        sglang_url=fake.url,
         model_path="/models/Step-Audio-2-mini",
-        backend_options={"model_dir": str(model_dir)},
+        llm=LLMOptions(sglang_url=fake.url, model_dir=model_dir),
         cache_dir=cache_dir,
     )
     return start_server(config)

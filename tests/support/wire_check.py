@@ -106,8 +106,8 @@ class RawClient:
             if event["type"] == kind:
                 return events
 
-    async def error(self, code: str, *, event_id: str | None = None) -> dict[str, Any]:
-        """The next event must be an ``error`` with ``code``; returns its ``error`` object."""
+    async def error(self, code: str | None, *, event_id: str | None = None) -> dict[str, Any]:
+        """The next event must be an ``error`` with ``code`` (None: OpenAI's null); returns its ``error``."""
         event = await self.recv()
         assert event["type"] == "error", event
         error: dict[str, Any] = event["error"]

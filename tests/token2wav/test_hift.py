@@ -25,16 +25,16 @@ from token2wav.hift import (
 )
 from token2wav.nsf import harmonic_phase
 
-# Acceptance of docs/TOKEN2WAV.md §7.2. Each stage fed the oracle's own input: the source from the oracle's
-# f0 (the phase arithmetic in reference order) and the filter from the oracle's source, within 1e-5 (bit-
-# identical on the machine that recorded the oracle, ~1e-6 elsewhere). The f0 predictor's convolutions sum
-# in another order on another CPU's kernels (4.5e-6 relative on an Intel AVX-512 machine, bit-identical on
-# the AMD one that recorded the oracle), and the float32 phase, accumulated over the window, amplifies that:
-# mel -> waveform holds to 5e-4 and a few int16 LSB across CPUs.
-WAV_ATOL = 1e-5
-SOURCE_ATOL = 1e-5
-F0_RTOL, F0_ATOL = 1e-5, 1e-4  # Hz: relative on voiced values of ~150 Hz, absolute near 0
-MEL_TO_WAV_ATOL = 5e-4
+# docs/TOKEN2WAV.md §7.2: bit-identical on the oracle's CPU build; on another x86 ISA (AVX-512 vs AVX2) the F0
+# predictor's float32 convolutions differ by ~5e-6 relative, and the sine phase summed over 3.5 s turns that
+# into ~1e-4 of a 0.1-amplitude source (measured: 1.1e-4 source, 4.4e-5 waveform on an Intel Xeon).
+F0_ATOL = 1e-3  # Hz on values up to ~230 (measured 1.5e-4 across ISAs)
+WAV_ATOL = 5e-4
+SOURCE_ATOL = 5e-4
+# Each stage fed the oracle's own input (the source from the oracle's f0: the phase arithmetic in reference
+# order; the filter from the oracle's source) does not see the F0 predictor's rounding: it holds to 1e-5 on
+# any CPU (measured 3e-8 and 1.2e-6 on the Intel Xeon).
+STAGE_ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +142,8 @@ def test_f0_matches_oracle(
     with torch.inference_mode():
         f0 = tiny_hift.f0_predictor(torch.from_numpy(offline["mel"])).numpy()
         f0_chunk0 = tiny_hift.f0_predictor(torch.from_numpy(stream["chunk0_hift_mel_in"])).numpy()
-    np.testing.assert_allclose(f0, offline["f0"], rtol=F0_RTOL, atol=F0_ATOL)
-    np.testing.assert_allclose(f0_chunk0, debug["chunk0_f0"], rtol=F0_RTOL, atol=F0_ATOL)
+    np.testing.assert_allclose(f0, offline["f0"], rtol=0, atol=F0_ATOL)
+    np.testing.assert_allclose(f0_chunk0, debug["chunk0_f0"], rtol=0, atol=F0_ATOL)
 
 
 def test_source_matches_oracle(
@@ -157,9 +157,9 @@ def test_source_matches_oracle(
         from_f0 = tiny_hift.m_source(f0_up.transpose(1, 2), deterministic=True).transpose(1, 2).numpy()
         source = tiny_hift.source(torch.from_numpy(offline["mel"])).numpy()
         source_chunk0 = tiny_hift.source(torch.from_numpy(stream["chunk0_hift_mel_in"])).numpy()
-    np.testing.assert_allclose(from_f0, offline["source"], rtol=0, atol=SOURCE_ATOL)
-    np.testing.assert_allclose(source, offline["source"], rtol=0, atol=MEL_TO_WAV_ATOL)
-    np.testing.assert_allclose(source_chunk0, debug["chunk0_source"], rtol=0, atol=MEL_TO_WAV_ATOL)
+    np.testing.assert_allclose(from_f0, offline["source"], rtol=0, atol=STAGE_ATOL)
+    np.testing.assert_allclose(source, offline["source"], rtol=0, atol=SOURCE_ATOL)
+    np.testing.assert_allclose(source_chunk0, debug["chunk0_source"], rtol=0, atol=SOURCE_ATOL)
 
 
 def test_offline_waveform_matches_oracle(tiny_hift: HiFTGenerator, offline: dict[str, np.ndarray]) -> None:
@@ -167,10 +167,10 @@ def test_offline_waveform_matches_oracle(tiny_hift: HiFTGenerator, offline: dict
     speech, source = tiny_hift.inference(mel)
     assert speech.shape == (1, samples_per_frame(tiny_hift.config) * mel.shape[-1])
     assert source.shape == (1, 1, speech.shape[-1])
-    np.testing.assert_allclose(speech.numpy(), offline["wav"], rtol=0, atol=MEL_TO_WAV_ATOL)
+    np.testing.assert_allclose(speech.numpy(), offline["wav"], rtol=0, atol=WAV_ATOL)
     with torch.inference_mode():
         filtered = tiny_hift.decode(mel, torch.from_numpy(offline["source"]))
-    np.testing.assert_allclose(filtered.numpy(), offline["wav"], rtol=0, atol=WAV_ATOL)
+    np.testing.assert_allclose(filtered.numpy(), offline["wav"], rtol=0, atol=STAGE_ATOL)
 
 
 def test_cache_source_overrides_the_start(tiny_hift: HiFTGenerator, offline: dict[str, np.ndarray]) -> None:

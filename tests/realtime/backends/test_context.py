@@ -213,28 +213,11 @@ def test_fit_over_the_synthetic_backend_matches_its_own_count() -> None:
     assert result.dropped_turns >= 1
 
 
-@pytest.mark.parametrize(
-    ("wire", "policy"),
-    [
-        ("auto", TruncationPolicy()),
-        (None, TruncationPolicy()),
-        ("disabled", TruncationPolicy(mode="disabled")),
-        ({"type": "retention_ratio", "retention_ratio": 0.8}, TruncationPolicy("retention_ratio", 0.8)),
-        (
-            {"type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": 900}},
-            TruncationPolicy("retention_ratio", 0.5, 900),
-        ),
-    ],
-)
-def test_policy_from_the_wire(wire: object, policy: TruncationPolicy) -> None:
-    assert TruncationPolicy.from_wire(wire) == policy
-
-
 def test_policy_rejects_bad_values() -> None:
     with pytest.raises(ValueError):
         TruncationPolicy("retention_ratio", 1.5)
     with pytest.raises(ValueError):
-        TruncationPolicy.from_wire("sometimes")
+        TruncationPolicy(post_instructions_tokens=-1)
 
 
 def test_disabled_ignores_an_earlier_cut() -> None:

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from realtime.backends.base import BackendError
-from realtime.backends.factory import create_backend, parse_engine_args
+from realtime.backends.factory import create_backend
 from realtime.backends.sglang.engine import SGLangEngineBackend
 from realtime.backends.sglang.http import SGLangHTTPBackend
 from realtime.backends.sglang.stream import ServerSampling
 from realtime.commands.serve import add_arguments, config_from_args
+from realtime.config import parse_engine_arg
+from realtime.settings import SettingError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -65,15 +67,13 @@ def test_engine_backend_needs_a_model_path() -> None:
     assert caught.value.code == "bad_option"
 
 
-def test_parse_engine_args() -> None:
-    assert parse_engine_args(["a=1", "b=true", "c=text", "d=[1, 2]"]) == {
-        "a": 1,
-        "b": True,
-        "c": "text",
-        "d": [1, 2],
-    }
-    with pytest.raises(BackendError):
-        parse_engine_args(["novalue"])
+def test_parse_engine_arg() -> None:
+    parsed = [parse_engine_arg(spec) for spec in ("a=1", "b=true", "c=text", "d=[1, 2]", "e-f=x=y")]
+    assert parsed == [("a", 1), ("b", True), ("c", "text"), ("d", [1, 2]), ("e_f", "x=y")]
+    with pytest.raises(ValueError):
+        parse_engine_arg("novalue")
+    with pytest.raises(SettingError, match="--engine-arg / STREAMVOICE_ENGINE_ARGS: must be KEY=VALUE"):
+        config_from_args(parse(["--engine-arg", "novalue"]))
 
 
 def test_context_flags_reach_every_backend(tmp_path: Path) -> None:
@@ -119,6 +119,6 @@ def test_gateway_flags(tmp_path: Path) -> None:
 )
 def test_bad_gateway_flags_are_clear_errors(tmp_path: Path, flag: str, value: str, message: str) -> None:
     args = parse(["--backend", "sglang", "--model-dir", str(tmp_path), flag, value])
-    with pytest.raises(BackendError) as caught:
-        create_backend(config_from_args(args))
-    assert caught.value.code == "bad_option" and message in caught.value.message
+    with pytest.raises(SettingError) as caught:
+        config_from_args(args)
+    assert message in str(caught.value) and flag in str(caught.value)

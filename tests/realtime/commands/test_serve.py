@@ -24,7 +24,7 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
 
 
 def test_serve_embedded_default(tmp_path: Path) -> None:
-    env = {**os.environ, "STREAMVOICE_CACHE": str(tmp_path / "cache"), "STREAMVOICE_LOG_LEVEL": "warning"}
+    env = {**os.environ, "STREAMVOICE_CACHE": str(tmp_path / "cache"), "STREAMVOICE_LOG_LEVEL": "info"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "realtime", "serve", "--port", "0"],
         env=env,
@@ -44,6 +44,7 @@ def test_serve_embedded_default(tmp_path: Path) -> None:
                 break
         assert port is not None, "".join(lines)
         log = "".join(lines)
+        assert "server VAD: silero-vad loaded" in log  # before the first session, not in it
         assert "EMBEDDED DEMO" in log and "RANDOM WEIGHTS" in log and "--backend sglang" in log
         status, body = _get(port, "/health")
         health = json.loads(body)

@@ -283,14 +283,15 @@ def _bad(messages: Any = None, **kwargs: Any) -> dict[str, Any]:
             "invalid_value",
             "messages[0].content[0].input_audio.data",
         ),
-        (
-            _bad(
-                messages=[
-                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}
-                ]
-            ),
+        (  # a Responses API part: OpenAI's chat refuses it too (image_url parts are accepted, docs/PROTOCOL.md §3.1)
+            _bad(messages=[{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]),
             "invalid_value",
-            "messages[0].content[0]",
+            "messages[0].content[0].type",
+        ),
+        (
+            _bad(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
+            "missing_required_parameter",
+            "messages[0].content[0].image_url.url",
         ),
         (
             _bad(messages=[{"role": "tool", "content": "x"}]),
@@ -298,6 +299,15 @@ def _bad(messages: Any = None, **kwargs: Any) -> dict[str, Any]:
             "messages[0].tool_call_id",
         ),
         (_bad(extra_body={"frobnicate": 1}), "unknown_parameter", "frobnicate"),
+        # the same refusal as Realtime's (one tools-prompt builder, tests/realtime/session/test_tools_prompt.py)
+        (
+            _bad(
+                tools=[{"type": "function", "function": {"name": "get_weather"}}],
+                tool_choice={"type": "function", "function": {"name": "get_time"}},
+            ),
+            "invalid_value",
+            "tool_choice",
+        ),
         # OpenAI parameters the server knows but cannot honour: unsupported, not "unrecognized"
         (_bad(stop=["."]), "unsupported_parameter", "stop"),
         (_bad(logprobs=True, top_logprobs=2), "unsupported_parameter", "logprobs"),

@@ -23,7 +23,7 @@ async def test_the_synthetic_backend_speaks_exactly_the_input(text: str) -> None
     backend = SyntheticBackend(tokens_per_second=1e6, prefill_seconds=0)
     transcript: list[str] = []
     done = None
-    request = fit(read_aloud_input(text, "calm"), backend, TruncationPolicy.from_wire("disabled")).request
+    request = fit(read_aloud_input(text, "calm"), backend, TruncationPolicy(mode="disabled")).request
     async for event in stream_reply(backend, None, request, Metrics()):
         if isinstance(event, TranscriptDelta):
             transcript.append(event.text)

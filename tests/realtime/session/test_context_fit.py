@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from realtime.backends.base import GenerationInput
-from realtime.backends.context import TruncationPolicy
+from realtime.backends.context import ContextLengthExceeded, TruncationPolicy
 from realtime.backends.synthetic import SyntheticBackend
 from realtime.session.context_fit import ConversationFit
 from realtime.session.conversation import Conversation
 from realtime.session.items import prompt_turns_with_ids
+from realtime.speech.reply import UsageMeter
 from realtime.wire.records import ContentPart, Item
+from realtime.wire.session_config import Truncation
 
 LONG = "hello there " * 30  # 60 word ids + 3 per turn in the synthetic count
 
@@ -84,3 +90,38 @@ def test_out_of_band_fits_are_not_remembered() -> None:
     result = fitter.fit(request, fitter.floor(request))
     fitter.remember(request, result)
     assert result.dropped_turns > 0 and conversation.prompt_start is None
+
+
+@pytest.mark.parametrize(
+    ("wire", "policy"),
+    [
+        ("auto", TruncationPolicy()),
+        ("disabled", TruncationPolicy(mode="disabled")),
+        ({"type": "retention_ratio", "retention_ratio": 0.8}, TruncationPolicy("retention_ratio", 0.8)),
+        (
+            {"type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": 900}},
+            TruncationPolicy("retention_ratio", 0.5, 900),
+        ),
+    ],
+)
+def test_the_session_truncation_becomes_the_policy(wire: Any, policy: TruncationPolicy) -> None:
+    """The wire layer reads the shape once (`Truncation.from_wire`); the fit maps it onto the policy."""
+    setting = Truncation.from_wire(wire)
+    fitter = ConversationFit.for_response(SyntheticBackend(), setting, 64, (), None)
+    assert fitter.policy == policy
+
+
+async def test_apply_reports_the_prompt_length_also_when_it_cannot_fit() -> None:
+    conversation = Conversation()
+    for _ in range(3):
+        add(conversation, "user", LONG)
+    backend = SyntheticBackend(context_length=150)
+    fitter, request = fitter_for(conversation, backend, TruncationPolicy(mode="disabled"))
+    meter = UsageMeter()
+    with pytest.raises(ContextLengthExceeded):
+        await fitter.apply(request, meter)
+    assert meter.input_tokens > 150
+    fitter, request = fitter_for(conversation, backend, TruncationPolicy())
+    fitted = await fitter.apply(request, meter)
+    assert len(fitted.turns) == 1 and 0 < meter.input_tokens <= 150 - 64  # room left for the answer
+    assert conversation.prompt_start == "item_2"  # the cut is remembered for the next response

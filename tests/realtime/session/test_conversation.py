@@ -145,7 +145,7 @@ async def test_truncate_cuts_audio_and_transcript(ga: RawClient) -> None:
     await ga.send(
         {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 10**7}
     )
-    assert (await ga.error("invalid_value"))["param"] == "audio_end_ms"
+    assert (await ga.error(None))["message"].startswith("Audio content of ")  # OpenAI: code and param null
 
 
 async def test_truncate_refuses_user_items(ga: RawClient) -> None:
@@ -177,9 +177,9 @@ async def test_delete_and_previous_item_id(ga: RawClient) -> None:
     await ga.send({"type": "conversation.item.delete", "item_id": "item_b", "event_id": "evt_del"})
     assert await ga.recv() == {**ga.received[-1], "type": "conversation.item.deleted", "item_id": "item_b"}
     await ga.send({"type": "conversation.item.retrieve", "item_id": "item_b"})
-    await ga.error("invalid_value")
+    await ga.error("item_retrieve_invalid_item_id")
     await ga.send({"type": "conversation.item.create", "item": _user_text("d", "item_a")})
-    assert (await ga.error("invalid_value"))["param"] == "item.id"  # ids are unique
+    await ga.error("item_create_duplicate_item_id")  # ids are unique
 
 
 async def test_text_only_response(ga: RawClient) -> None:
@@ -215,7 +215,7 @@ async def test_out_of_band_response(ga: RawClient) -> None:
     done = events[-1]["response"]
     assert done["conversation_id"] is None and done["metadata"] == {"purpose": "classify"}
     await ga.send({"type": "conversation.item.retrieve", "item_id": done["output"][0]["id"]})
-    await ga.error("invalid_value")  # not in the default conversation
+    await ga.error("item_retrieve_invalid_item_id")  # not in the default conversation
 
 
 async def test_push_to_talk_commit_creates_user_audio_item(ga: RawClient) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from realtime.audio import AudioFormat
@@ -180,8 +181,10 @@ async def test_prompt_variables_and_tool_directives_reach_the_instructions(serve
         instructions = TOOL_REQUESTS[-1].instructions
         assert instructions.startswith("You are a pirate.")
         assert "calling one of the tools" in instructions and "at most one tool" in instructions
-        bad = {
+        # an image variable is accepted (OpenAI takes it); the model cannot see it, so it fills in nothing
+        picture = {
             "type": "realtime",
+            "instructions": "Look: [{{pic}}]",
             "prompt": {
                 "id": "p",
                 "variables": {
@@ -189,8 +192,12 @@ async def test_prompt_variables_and_tool_directives_reach_the_instructions(serve
                 },
             },
         }
-        await client.send({"type": "session.update", "session": bad})
-        assert (await client.error("invalid_value"))["param"] == "session.prompt.variables.pic"
+        await client.send({"type": "session.update", "session": picture})
+        echoed = (await client.recv())["session"]
+        assert echoed["prompt"]["variables"]["pic"]["type"] == "input_image"
+        await client.send({"type": "response.create"})
+        await client.until("response.done")
+        assert TOOL_REQUESTS[-1].instructions.startswith("Look: []")
     finally:
         await client.close()
 
@@ -208,3 +215,31 @@ async def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
     items = await calls.emit(put, EventBuilder(Dialect.GA), record, None)
     assert [item.name for item in items] == ["a"] and text.strip() == "ok"
     assert [e.model_dump()["type"] for e in sent].count("response.function_call_arguments.done") == 1
+
+
+@pytest.mark.parametrize("beta", [False, True])
+async def test_openai_voice_names_are_echoed_and_spoken_by_the_default_voice(
+    server: ServerHandle, beta: bool
+) -> None:
+    client = await RawClient.connect(server.ws_url(), beta=beta)
+    try:
+        session: dict[str, Any] = {"voice": "marin"} if beta else {"type": "realtime"}
+        if not beta:
+            session["audio"] = {"output": {"voice": "marin"}}
+        await client.send({"type": "session.update", "session": session})
+        echoed = (await client.until("session.updated"))[-1]["session"]
+        assert (echoed["voice"] if beta else echoed["audio"]["output"]["voice"]) == "marin"
+        await client.send({"type": "response.create", "response": {"instructions": "hi"}})
+        events = await client.until("response.done")
+        created, done = events[0]["response"], events[-1]["response"]
+        for response in (created, done):
+            assert (response["voice"] if beta else response["audio"]["output"]["voice"]) == "marin"
+        assert any(e["type"].endswith("audio.delta") for e in events)  # spoken: by the default voice
+        # another OpenAI name is another voice once audio was produced, as on OpenAI
+        other: dict[str, Any] = (
+            {"voice": "alloy"} if beta else {"type": "realtime", "audio": {"output": {"voice": "alloy"}}}
+        )
+        await client.send({"type": "session.update", "session": other})
+        await client.error("cannot_update_voice")
+    finally:
+        await client.close()

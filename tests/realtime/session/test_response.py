@@ -1,4 +1,5 @@
-"""The response driver on its own: a failing token stream ends in response.done ``failed`` with its code."""
+"""The response driver on its own, with a recording `ResponseHost`: a failing token stream ends in response.done
+``failed`` with its code; G.711 output is seamless; decoder stream slots; delivery is counted as frames go out."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from realtime.audio import AudioFormat
 from realtime.backends.base import BackendError, GenerationInput
 from realtime.metrics import Metrics
 from realtime.session.conversation import Conversation
-from realtime.session.outbox import Outbox
-from realtime.session.response import ResponseContext, ResponseRun
+from realtime.session.outbox import AudioFrame, Outbox
+from realtime.session.response import ResponseRun, ResponseServices
 from realtime.session.response_lifecycle import ResponsePhase
 from realtime.speech.reply import PipelineEvent, TranscriptDelta
 from realtime.speech.streams import StreamSlots
 from realtime.wire.handshake import Dialect
-from realtime.wire.records import ResponseRecord
+from realtime.wire.records import Item, ResponseRecord
 from realtime.wire.server_events import EventBuilder
 from streaming_parser import VocabLayout
 from tests.support.wire_check import validate_frame
@@ -35,38 +36,60 @@ async def _failing_stream(
 PUT_TIMEOUT_S = 30.0
 
 
-def _context(
+class RecordingHost:
+    """A `ResponseHost` that records what a response tells it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.truncated: list[tuple[str, int]] = []
+
+    async def audio_started(self, run: ResponseRun) -> None:
+        self.calls.append("audio_started")
+
+    def first_output(self, run: ResponseRun) -> None:
+        self.calls.append("first_output")
+
+    def truncate(self, item: Item, audio_end_ms: int) -> None:
+        self.truncated.append((item.id, audio_end_ms))
+
+    def delivered(self, run: ResponseRun) -> None:
+        self.calls.append("delivered")
+
+
+def _services(
     respond: Any, outbox: Outbox, metrics: Metrics, streams: StreamSlots | None = None
-) -> ResponseContext:
-    """A GA response context on the default vocabulary with 100 ms deltas."""
-    return ResponseContext(
+) -> ResponseServices:
+    """GA response services on the default vocabulary with 100 ms deltas."""
+    return ResponseServices(
         reply=respond,
         events=EventBuilder(Dialect.GA),
         outbox=outbox,
-        vocab=VocabLayout.default(),
-        max_delta_ms=100,
-        on_audio=lambda: None,
         metrics=metrics,
         streams=streams or StreamSlots(4),
-        stream_wait=0.2,
+        stream_wait_s=0.2,
+        vocab=VocabLayout.default(),
+        max_delta_ms=100,
     )
 
 
 async def _drain(outbox: Outbox, dialect: str) -> list[dict[str, Any]]:
+    """Play the sender: take every frame, tell its owner it went out (audio as its delta event)."""
     events = []
     while not outbox.queue.empty():
         frame = await outbox.get()
         outbox.done()
-        events.append(validate_frame(frame.text, dialect))
-        if frame.on_sent is not None:
-            frame.on_sent()
+        text = frame.audio.delta_text if isinstance(frame, AudioFrame) else frame.text
+        events.append(validate_frame(text, dialect))
+        if frame.owner is not None:
+            frame.owner.frame_sent(frame)
     return events
 
 
 async def test_backend_failure_fails_the_response_and_keeps_the_transcript() -> None:
     outbox = Outbox(256, PUT_TIMEOUT_S)
     metrics = Metrics()
-    ctx = _context(_failing_stream, outbox, metrics)
+    host = RecordingHost()
+    ctx = _services(_failing_stream, outbox, metrics)
     record = ResponseRecord(
         id="resp_1",
         conversation_id="conv_1",
@@ -76,7 +99,7 @@ async def test_backend_failure_fails_the_response_and_keeps_the_transcript() -> 
         max_output_tokens="inf",
     )
     conversation = Conversation()
-    run = ResponseRun(ctx, record, GenerationInput(rid="resp_1", turns=[]), conversation)
+    run = ResponseRun(ctx, host, record, GenerationInput(rid="resp_1", turns=[]), conversation)
     await asyncio.wait_for(run.run(), timeout=30)
     events = await _drain(outbox, "ga")
     done = events[-1]["response"]
@@ -90,6 +113,7 @@ async def test_backend_failure_fails_the_response_and_keeps_the_transcript() -> 
     assert len(conversation) == 1 and next(iter(conversation)).status == "incomplete"
     assert 'streamvoice_errors_total{code="stream_cut"} 1.0' in metrics.render()[0].decode()
     assert json.dumps(done)  # plain JSON all the way down
+    assert host.calls == ["first_output", "delivered"]  # no audio; delivered once response.done went out
 
 
 def _tone(seconds: float) -> bytes:
@@ -113,7 +137,7 @@ async def _spoken_audio(fmt: AudioFormat, chunks: list[bytes]) -> bytes:
         yield GenerationDone(FinishReason.STOP, (), Usage(1, 1, 0.0))
 
     outbox = Outbox(4096, PUT_TIMEOUT_S)
-    ctx = _context(stream, outbox, Metrics())
+    ctx = _services(stream, outbox, Metrics())
     record = ResponseRecord(
         id="resp_2",
         conversation_id=None,
@@ -122,8 +146,17 @@ async def _spoken_audio(fmt: AudioFormat, chunks: list[bytes]) -> bytes:
         output_format=fmt,
         max_output_tokens="inf",
     )
-    await asyncio.wait_for(ResponseRun(ctx, record, GenerationInput(rid="resp_2", turns=[]), None).run(), 30)
+    host = RecordingHost()
+    run = ResponseRun(ctx, host, record, GenerationInput(rid="resp_2", turns=[]), None)
+    await asyncio.wait_for(run.run(), 30)
+    assert host.calls == ["audio_started", "first_output"]  # nothing delivered yet
     events = await _drain(outbox, "ga")
+    assert host.calls[-1] == "delivered"
+    item = run.record.output[0]
+    assert item.audio_samples == len(b"".join(chunks)) // 2  # every piece counted once it went out
+    assert item.content[0].audio == b"".join(
+        base64.b64decode(e["delta"]) for e in events if "delta" in e and e["type"].endswith("audio.delta")
+    )
     assert events[-1]["response"]["status"] == "completed"
     deltas = [e["delta"] for e in events if e["type"] == "response.output_audio.delta"]
     return b"".join(base64.b64decode(d) for d in deltas)
@@ -172,7 +205,8 @@ async def test_no_free_decoder_stream_is_an_error_and_the_slot_count_holds() -> 
     outbox = Outbox(256, PUT_TIMEOUT_S)
     metrics = Metrics()
     run = ResponseRun(
-        _context(_failing_stream, outbox, metrics, streams),
+        _services(_failing_stream, outbox, metrics, streams),
+        RecordingHost(),
         _spoken_record("resp_3"),
         GenerationInput(rid="resp_3", turns=[]),
         None,
@@ -191,12 +225,16 @@ async def test_no_free_decoder_stream_is_an_error_and_the_slot_count_holds() -> 
 async def test_a_response_gives_its_decoder_stream_back_however_it_ends() -> None:
     streams = StreamSlots(1)
     outbox = Outbox(256, PUT_TIMEOUT_S)
-    ctx = _context(_failing_stream, outbox, Metrics(), streams)
-    await ResponseRun(ctx, _spoken_record("resp_4"), GenerationInput(rid="resp_4", turns=[]), None).run()
+    ctx = _services(_failing_stream, outbox, Metrics(), streams)
+    host = RecordingHost()
+    await ResponseRun(
+        ctx, host, _spoken_record("resp_4"), GenerationInput(rid="resp_4", turns=[]), None
+    ).run()
     assert streams.live == 0
     started = asyncio.Event()
     streaming = ResponseRun(
-        _context(_endless_stream(started), outbox, Metrics(), streams),
+        _services(_endless_stream(started), outbox, Metrics(), streams),
+        host,
         _spoken_record("resp_5"),
         GenerationInput(rid="resp_5", turns=[]),
         None,

@@ -11,7 +11,7 @@ from realtime.audio import AudioFormat
 from realtime.backends.base import BackendError, GenerationInput, TokenChunk
 from realtime.backends.synthetic import SyntheticBackend
 from realtime.session.items import user_audio_item
-from realtime.session.outbox import Outbox
+from realtime.session.outbox import EventFrame, Outbox
 from realtime.session.transcription import MAX_RUNNING, FirstOutputGate, InputTranscriptions
 from realtime.wire.handshake import Dialect
 from realtime.wire.server_events import EventBuilder
@@ -40,7 +40,9 @@ class Recording(SyntheticBackend):
 def frames(outbox: Outbox) -> list[dict[str, object]]:
     out = []
     while not outbox.queue.empty():
-        out.append(json.loads(outbox.queue.get_nowait().text))
+        frame = outbox.queue.get_nowait()
+        assert isinstance(frame, EventFrame)
+        out.append(json.loads(frame.text))
     return out
 
 

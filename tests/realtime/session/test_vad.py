@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 import soundfile as sf
 
 from realtime.audio import AudioFormat
-from realtime.session.vad import TurnDetector, VadEvent
+from realtime.session.vad import SharedEngine, TurnDetector, VadEngine, VadEvent
 from realtime.speech.voices import default_voice_path
 from realtime.wire.session_config import TurnDetection
 from tests.support.server_harness import ServerHandle
@@ -167,3 +168,23 @@ async def test_one_huge_append_is_fed_in_slices_with_the_same_events() -> None:
     )  # others' slices interleave
     chunked = await _detect(TurnDetector(TurnDetection(silence_duration_ms=800), AudioFormat.PCM16), audio)
     assert [e.kind for e in whole] == [e.kind for e in chunked]
+
+
+async def test_servers_share_one_engine_and_the_last_to_stop_closes_it() -> None:
+    loads: list[VadEngine] = []
+
+    def load() -> VadEngine:
+        loads.append(VadEngine())
+        return loads[-1]
+
+    shared = SharedEngine(load)
+    async with shared.held() as first:
+        async with shared.held() as second:
+            assert first is second
+        assert await shared.load() is first  # still held by one server
+    assert len(loads) == 1
+    with pytest.raises(RuntimeError):  # VadEngine.close stopped its thread
+        await first.run(first.warm_up)
+    fresh = await shared.load()  # a later session loads a fresh one
+    assert fresh is not first
+    fresh.close()

@@ -355,20 +355,31 @@ def test_truncation_is_validated_stored_and_echoed_in_ga_only(sent: Any, stored:
 
 
 @pytest.mark.parametrize(
-    ("truncation", "param"),
+    ("truncation", "code", "param"),
     [
-        ({"type": "retention_ratio", "retention_ratio": 1.5}, "session.truncation.retention_ratio"),
-        ({"type": "retention_ratio", "retention_ratio": -0.1}, "session.truncation.retention_ratio"),
+        (
+            {"type": "retention_ratio", "retention_ratio": 1.5},
+            "decimal_above_max_value",
+            "session.truncation.retention_ratio",
+        ),
+        (
+            {"type": "retention_ratio", "retention_ratio": -0.1},
+            "decimal_below_min_value",
+            "session.truncation.retention_ratio",
+        ),
         (
             {"type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": -1}},
+            "integer_below_min_value",
             "session.truncation.token_limits.post_instructions",
         ),
     ],
 )
-def test_truncation_out_of_range_is_invalid_value(truncation: Any, param: str) -> None:
+def test_truncation_out_of_range_is_refused_with_openai_bound_codes(
+    truncation: Any, code: str, param: str
+) -> None:
     config = SessionConfig(model="m", voice="default")
     with pytest.raises(ProtocolViolation) as caught:
         apply_session_update(
             config, _truncation_update(truncation), voice_locked=False, resolve=lambda n: n, beta=False
         )
-    assert (caught.value.code, caught.value.param) == ("invalid_value", param)
+    assert (caught.value.code, caught.value.param) == (code, param)

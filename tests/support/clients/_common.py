@@ -6,14 +6,17 @@ users of the server, installed beside the newest ``openai`` / ``openai-agents``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sys
 import wave
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CHUNK_MS = 100
+GUARD_S = 60.0  # a hang guard for every wait, never a latency assertion
 
 
 def read_wav(path: str) -> tuple[bytes, int]:
@@ -49,3 +52,42 @@ class Report:
         """Print the report (the last stdout line)."""
         sys.stdout.write(json.dumps(asdict(self), default=str) + "\n")
         sys.stdout.flush()
+
+
+class EventLog:
+    """The raw server events one client session received, with waits on them.
+
+    ``record`` sorts ``error`` events: those whose ``event_id`` is in ``provoked`` (the scene asked for them)
+    go to ``report.checks["provoked_errors"]``, every other one to ``report.error_events`` (a test failure).
+    """
+
+    def __init__(self, report: Report, scene: str, provoked: tuple[str, ...] = ()) -> None:
+        self.report, self.scene, self.provoked = report, scene, provoked
+        self.events: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+
+    async def record(self, event: dict[str, Any]) -> None:
+        """Keep one server event (as received, a JSON object) and wake the waiters."""
+        if event.get("type") == "error":
+            error = {"scene": self.scene, **event.get("error", {})}
+            if error.get("event_id") in self.provoked:
+                self.report.checks.setdefault("provoked_errors", []).append(error)
+            else:
+                self.report.error_events.append(error)
+        self.events.append(event)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, test: Callable[[dict[str, Any]], bool], after: int = 0) -> dict[str, Any]:
+        """The first event from index ``after`` on that passes ``test`` (waits for it, at most `GUARD_S`)."""
+        async with asyncio.timeout(GUARD_S):
+            async with self._changed:
+                while True:
+                    for event in self.events[after:]:
+                        if test(event):
+                            return event
+                    await self._changed.wait()
+
+    def count(self, kind: str) -> int:
+        """How many events of type ``kind`` arrived."""
+        return sum(1 for event in self.events if event["type"] == kind)

@@ -1,10 +1,13 @@
 """An openai-agents ``RealtimeAgent`` session through ``RealtimeRunner`` against the server.
 
 Usage: ``python agents_session.py MAIN_WS TOOLS_WS SLOW_WS WAV`` (WebSocket URLs of ``/v1/realtime``: the main
-app, the app whose replies end with a ``get_weather`` call, and a slowly streaming server). Four scenes, each
+app, the app whose replies end with a ``get_weather`` call, and a slowly streaming server). Five scenes, each
 its own session: a text turn; an audio turn through server VAD (transcription events, and ``history_updated``
 holding the user's transcript); a function tool round trip; an interruption (the SDK sends truncate then
-cancel). The report (one JSON line) counts SDK validation failures and error events of every scene.
+cancel); a retrieve and a delete of ids that do not exist (raw client events through the SDK's model: OpenAI's
+``item_*_invalid_item_id`` arrive as the SDK's error events, and the session answers the next turn). The report
+(one JSON line) counts SDK validation failures and error events of every scene; the two provoked errors are
+reported apart, in ``checks``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from _common import Report, read_wav
 from agents import function_tool
 from agents.realtime import RealtimeAgent, RealtimeRunner, RealtimeSession
+from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 
 GUARD_S = 60.0
 TOOL_CALLS: list[str] = []
@@ -54,7 +58,9 @@ class Scene:
 
     async def _run(self) -> None:
         async for event in self.session:
-            if event.type == "error":
+            if event.type == "error" and self.name == "missing" and "invalid_item_id" in str(event.error):
+                self.report.checks.setdefault("provoked_errors", []).append(str(event.error)[:300])
+            elif event.type == "error":
                 self.report.error_events.append(f"{self.name}: {event.error}")
             self.events.append(event)
             async with self._changed:
@@ -166,6 +172,19 @@ async def main(main_ws: str, tools_ws: str, slow_ws: str, wav_path: str) -> None
     report.checks["interrupt_status"] = four.raw("response.done")[-1]["response"]["status"]
     await four.session.close()
     await four.close()
+
+    # 5. items that do not exist: OpenAI's errors, and the session goes on
+    five = await scene(main_ws, report, "missing", agent, push_to_talk)
+    for kind in ("retrieve", "delete"):
+        message: Any = {"type": f"conversation.item.{kind}", "other_data": {"item_id": "item_missing"}}
+        await five.session.model.send_event(RealtimeModelSendRawMessage(message=message))
+    await five.wait(lambda: len(five.raw("error")) >= 2)
+    report.checks["missing_codes"] = [e["error"]["code"] for e in five.raw("error")]
+    await five.session.send_message("Are you still there?")
+    await five.wait(lambda: bool(five.raw("response.done")))
+    report.checks["missing_then_status"] = five.raw("response.done")[-1]["response"]["status"]
+    await five.session.close()
+    await five.close()
     report.emit()
 
 

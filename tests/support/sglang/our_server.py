@@ -13,7 +13,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from realtime.config import ServerConfig
+from realtime.config import LLMOptions, ServerConfig
 from tests.support.server_harness import ServerHandle, start_server
 
 EVENT_TIMEOUT_S = 120.0  # CPU SGLang with dummy weights: a first token can take tens of seconds under load
@@ -23,7 +23,7 @@ def start_our_server(llm_url: str, checkpoint: Path, cache_dir: Path, **changes:
     """Our server on the ``sglang`` (HTTP) backend at ``llm_url`` with the rig's tiny checkpoint."""
     config = ServerConfig(
         backend="sglang",
-        sglang_url=llm_url,
+        llm=LLMOptions(sglang_url=llm_url),
         model_path=str(checkpoint),
         cache_dir=cache_dir,
         max_audio_delta_ms=100,

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from realtime.config import ServerConfig
+from realtime.config import LLMOptions, ServerConfig
 from tests.support.server_harness import ServerHandle, start_server
 from tests.support.sglang import gateway, worker
 from tests.support.sglang.tiny_checkpoint import write_tiny_checkpoint
@@ -199,7 +199,10 @@ async def _run(args: argparse.Namespace, folder: Path) -> tuple[list[Turn], dict
         rows: list[Turn] = []
         for arm, url in arms.items():
             config = ServerConfig(
-                backend="sglang", sglang_url=url, model_path=str(checkpoint.path), cache_dir=folder / "t2w"
+                backend="sglang",
+                llm=LLMOptions(sglang_url=url),
+                model_path=str(checkpoint.path),
+                cache_dir=folder / "t2w",
             )
             server = await asyncio.to_thread(start_server, config)
             servers.append(server)
