@@ -199,6 +199,25 @@ INSTALL_TAP = """async (code) => {
     tap.port.postMessage("report");
   });
 }"""
+# The page's playback worklet in a graph of its own, with a tap behind it: window.own.{node, stats, gaps()}.
+OWN_PLAYBACK = """async (code) => {
+  const ctx = new AudioContext({ sampleRate: 24000 });
+  await ctx.audioWorklet.addModule("playback-worklet.js");
+  await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([code], { type: "text/javascript" })));
+  const node = new AudioWorkletNode(ctx, "playback-processor", {
+    numberOfInputs: 0, outputChannelCount: [1], processorOptions: { cushionSamples: 2400 },
+  });
+  const tap = new AudioWorkletNode(ctx, "underrun-tap", { numberOfInputs: 1, numberOfOutputs: 0 });
+  node.connect(ctx.destination);
+  node.connect(tap);
+  window.own = { node, stats: {} };
+  node.port.onmessage = (e) => { if (e.data.type === "stats") window.own.stats = e.data; };
+  window.own.gaps = () => new Promise((resolve) => {
+    tap.port.onmessage = (e) => resolve(e.data);
+    tap.port.postMessage("report");
+  });
+  if (ctx.state === "suspended") await ctx.resume();
+}"""
 PLAYED_OUT = (
     "window.demo.response && window.demo.response.done && window.demo.stats.buffered === 0 && "
     "window.demo.stats.played === window.demo.response.receivedSamples"
@@ -253,38 +272,38 @@ def test_underrun_counter_counts_what_the_audio_did(server_url: str, browser: ob
         worst, _ = simulate_player(arrivals, PAGE_CUSHION_S - TIMING_MARGIN_S)
         assert figures["underruns"] <= worst, (turn, figures, worst)
 
-    # 2. The rule itself, on the real worklet: running dry at the end of speech is not an underrun; silence
-    #    followed by more audio of the same response is one. Each step waits for the worklet's state.
+    # 2. The rule itself, on the page's playback worklet in an audio graph of its own (no server traffic can
+    #    reach it): running dry at the end of speech is not an underrun; silence followed by more audio of the
+    #    same response is one. Each step waits for the worklet's reported state.
+    page.evaluate(OWN_PLAYBACK, TAP_WORKLET)
+
     def playback(state: str) -> None:
         try:
-            page.wait_for_function(f"window.demo.stats.playback === '{state}'", timeout=10_000)
+            page.wait_for_function(f"window.own.stats.state === '{state}'", timeout=10_000)
         except Exception as exc:  # playwright's TimeoutError: say where the worklet was instead
-            stats = page.evaluate("JSON.stringify(window.demo.stats)")
+            stats = page.evaluate("JSON.stringify(window.own.stats)")
             raise AssertionError(f"playback never {state!r}: {stats}") from exc
 
     def post(message: str) -> None:
-        page.evaluate(f"window.demo.playback.port.postMessage({message})")
+        page.evaluate(f"window.own.node.port.postMessage({message})")
 
     push = "{ type: 'push', samples: new Float32Array(1200).fill(0.25) }"  # 50 ms
-    playback("idle")
-    post("{ type: 'reset-stats' }")
-    page.wait_for_function("window.demo.stats.underruns === 0 && window.demo.stats.played === 0")
     post(push)
     playback("starved")  # played it, ran dry: the response (still open) has nothing more yet
     post("{ type: 'end' }")  # ... and nothing more came: that was the end of speech
     playback("idle")
-    assert page.evaluate("window.demo.stats.underruns") == 0
-    page.evaluate("window.tapGaps()")  # (the tap knows no responses: start it afresh for the next one)
+    assert page.evaluate("window.own.stats.underruns") == 0
+    page.evaluate("window.own.gaps()")  # (the tap knows no responses: start it afresh for the next one)
     post(push)
     playback("starved")
     page.wait_for_timeout(300)  # silence
     post(push)  # more audio of the same response
-    page.wait_for_function("window.demo.stats.underruns === 1", timeout=5_000)
+    page.wait_for_function("window.own.stats.underruns === 1", timeout=5_000)
     post("{ type: 'end' }")
     playback("idle")
     page.wait_for_timeout(100)  # the tap hears the last quantum
-    gaps = page.evaluate("window.tapGaps()")
+    gaps = page.evaluate("window.own.gaps()")
     assert len(gaps) == 1 and gaps[0] > 24_000 * 0.2, gaps  # >= 300 ms of silence between the two pushes
-    assert page.evaluate("window.demo.stats.underruns") == 1
-    assert page.evaluate("window.demo.stats.stalledMs") >= 250
+    assert page.evaluate("window.own.stats.underruns") == 1
+    assert page.evaluate("window.own.stats.stalledMs") >= 250
     context.close()
