@@ -260,8 +260,9 @@ def arms(
 ) -> dict[str, Any]:
     """The decoder's execution arms (token2wav.options): PCM parity against the eager arm, cost per step.
 
-    Every arm decodes the same codes on the same weights (deterministic source); an arm is `kept` only where
-    its PCM stays within the oracle tolerance of the eager yardstick. Then the cost per step of each arm at
+    Every arm decodes the same codes on the same weights (deterministic source), one stream batched with
+    another voice's stream of other codes and lengths; an arm is `kept` only where its PCM stays within the
+    oracle tolerance of the eager yardstick. Then the cost per step of each arm at
     each batch size, arms interleaved (realtime/bench/token2wav_steps.py). The CUDA-graph arm runs on CUDA
     only; the compile arms are skipped with `compile_arms` False.
     """
@@ -275,13 +276,14 @@ def arms(
             names.append("compile-cudagraphs")
     t2w = _load(root, device)
     voice = _voice(t2w, prompt_seconds)
-    codes = _codes(3.0, SEED + 6)
+    other_voice = _voice(t2w, prompt_seconds / 2, SEED + 7)
+    codes, other_codes = _codes(3.0, SEED + 6), _codes(2.0, SEED + 2)
     out: dict[str, Any] = {"parity": {}}
     yardstick: list[np.ndarray] | None = None
     for name in names:
         t2w.set_options(DecodeOptions(**steps_bench.ARMS[name]))
         warm_s = t2w.warmup(voice)
-        pcm = _decode_windows(t2w, voice, codes)
+        pcm = _decode_batched(t2w, (voice, codes), (other_voice, other_codes))
         if yardstick is None:
             yardstick = pcm
         error = _max_diff(pcm, yardstick)
@@ -303,6 +305,23 @@ def arms(
     if device.type != "cuda":
         out["compile-cudagraphs"] = "skipped: CUDA graphs need a CUDA device"
     return out
+
+
+def _decode_batched(
+    t2w: Token2Wav, mine: tuple[Voice, list[int]], other: tuple[Voice, list[int]]
+) -> list[np.ndarray]:
+    """Float PCM per window of `mine` (reference schedule), each window batched with one of `other`'s."""
+    schedule = ChunkSchedule.reference()
+    stream, partner = t2w.start(mine[0], schedule), t2w.start(other[0], ChunkSchedule())
+    partner_plan = ChunkSchedule().plan(len(other[1]))
+    pcm = []
+    for i, (a, b, last) in enumerate(schedule.plan(len(mine[1]))):
+        windows = [Window(stream, mine[1][a:b], last)]
+        if i < len(partner_plan):
+            pa, pb, partner_last = partner_plan[i]
+            windows.append(Window(partner, other[1][pa:pb], partner_last))
+        pcm.append(run_windows(t2w, windows)[0])
+    return pcm
 
 
 def _quiet(_message: str) -> None:
