@@ -20,9 +20,11 @@ const ui = {
 const demo = {
   ws: null, audio: null, playback: null, capture: null, micStream: null,
   talking: false, capturedSamples: 0,
-  response: null, // { id, itemId, createdAt, firstAudioAt, receivedSamples, bubble }
+  // { id, itemId, createdAt, receivedSamples, bubble, done, arrivals: [[performance.now(), samples], ...] }
+  response: null,
   lastResponseCreateAt: 0,
-  stats: { played: 0, buffered: 0, underruns: 0, ttfaMs: null, receivedSamples: 0 },
+  // playback: the worklet's state (idle | waiting | playing | starved), see playback-worklet.js
+  stats: { played: 0, buffered: 0, underruns: 0, stalledMs: 0, playback: "idle", ttfaMs: null, receivedSamples: 0 },
   sessionCreated: false, events: [], embeddedDemo: null,
   secret: null, // { value, expiresAt (ms) }: the ephemeral key sessions open with
   pendingVoice: [], // user bubbles of sent voice messages, waiting for their committed item id
@@ -98,11 +100,13 @@ async function ensureAudio() {
   await ctx.audioWorklet.addModule("capture-worklet.js");
   const playback = new AudioWorkletNode(ctx, "playback-processor", {
     numberOfInputs: 0, outputChannelCount: [1],
-    processorOptions: { cushionSamples: Math.round(0.15 * SAMPLE_RATE) },
+    // Starts a response 100 ms after its first audio, like the server's player model (bench e2e --cushion-ms).
+    processorOptions: { cushionSamples: Math.round(0.1 * SAMPLE_RATE) },
   });
   playback.port.onmessage = (e) => {
     if (e.data.type === "stats") {
-      Object.assign(demo.stats, { played: e.data.played, buffered: e.data.buffered, underruns: e.data.underruns });
+      const { played, buffered, underruns, stalledMs, state } = e.data;
+      Object.assign(demo.stats, { played, buffered, underruns, stalledMs, playback: state });
       renderFigures();
     }
   };
@@ -207,7 +211,8 @@ function renderFigures() {
   ui.ttfa.textContent = demo.stats.ttfaMs == null ? "–" : `${Math.round(demo.stats.ttfaMs)} ms`;
   ui.received.textContent = `${((r ? r.receivedSamples : 0) / SAMPLE_RATE).toFixed(2)} s`;
   ui.played.textContent = `${(demo.stats.played / SAMPLE_RATE).toFixed(2)} s`;
-  ui.underruns.textContent = String(demo.stats.underruns);
+  const { underruns, stalledMs } = demo.stats;
+  ui.underruns.textContent = underruns ? `${underruns} (${Math.round(stalledMs)} ms silent)` : "0";
 }
 
 function onServerEvent(event) {
@@ -223,9 +228,10 @@ function onServerEvent(event) {
       demo.playback && demo.playback.port.postMessage({ type: "reset-stats" });
       demo.stats.played = 0;
       demo.stats.underruns = 0;
+      demo.stats.stalledMs = 0;
       demo.stats.ttfaMs = null;
       demo.response = { id: event.response.id, itemId: null, receivedSamples: 0, bubble: null, done: false,
-                        createdAt: demo.lastResponseCreateAt || performance.now() };
+                        createdAt: demo.lastResponseCreateAt || performance.now(), arrivals: [] };
       ui.responseStatus.textContent = "in progress";
       ui.voice.disabled = true; // the server refuses voice changes once audio has been produced
       break;
@@ -240,6 +246,7 @@ function onServerEvent(event) {
       if (r.receivedSamples === 0) demo.stats.ttfaMs = performance.now() - r.createdAt;
       r.itemId = r.itemId || event.item_id;
       r.receivedSamples += samples.length;
+      r.arrivals.push([performance.now(), samples.length]);
       demo.stats.receivedSamples = r.receivedSamples;
       demo.playback.port.postMessage({ type: "push", samples }, [samples.buffer]);
       renderFigures();
