@@ -53,12 +53,25 @@ class ReplyDecoder:
         self._stream: object | None = None
         self._audio_start: float | None = None  # perf_counter when the reply's first audio was decoded
         self._audio_seconds = 0.0  # audio decoded so far
+        self._starting = False  # counted in the worker's `starting` (open, no audio yet)
 
     async def open(self) -> None:
         """Start the engine stream (the voice state is cloned while the LLM is still prefilling)."""
         if self._stream is None:
             voice = self._speech.voice
             self._stream = await self._run(lambda engine: engine.start(voice))
+            if self._audio_start is None and not self._starting:
+                self._starting = True  # the scheduler keeps steady batches short until our first chunk
+                self._speech.worker.first_chunk_expected(1)
+
+    def close(self) -> None:
+        """The reply is over (finished, failed or cancelled): it no longer waits for a first chunk."""
+        self._not_starting()
+
+    def _not_starting(self) -> None:
+        if self._starting:
+            self._starting = False
+            self._speech.worker.first_chunk_expected(-1)
 
     async def push(self, codes: list[int]) -> list[AudioChunk]:
         """Decode ``codes``; return the chunks that became ready."""
@@ -102,6 +115,7 @@ class ReplyDecoder:
         seconds = sum(len(p) for p in pcm) // 2 / self._speech.sample_rate
         if pcm and self._audio_start is None:
             self._audio_start = ready_at
+            self._not_starting()
         self._audio_seconds += seconds
         # The batch's wall time: shared by every stream decoded in it (queueing before it is not counted).
         self._metrics.observe_decode(ready_at - started_at, seconds)
