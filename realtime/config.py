@@ -404,6 +404,15 @@ class ServerConfig:
         ge=0.0,
         le=0.9,
     )
+    realtime_admission: bool = setting(
+        True,
+        Section.LIMITS,
+        "admit spoken answers by the decoder's measured real-time capacity (--decoder-headroom); "
+        "--no-realtime-admission leaves only the memory slots (answers past the capacity then start and "
+        "stutter: for benchmarks)",
+        flag="--no-realtime-admission",
+        shown_default="on",
+    )
     max_conversation_items: int = setting(
         1000,
         Section.LIMITS,

@@ -7,10 +7,15 @@ the shared decoder. `DecoderAdmission` lets a new one start only when both hold 
 * **memory**: fewer than ``limit`` streams live (``--max-decoder-streams``, or ``--decoder-memory-mb`` / one
   stream's measured state);
 * **real time**: the streams speaking plus the new one stay within the decoder's capacity with headroom:
-  ``speaking + 1 <= capacity(speaking + 1) * (1 - headroom)``, where ``capacity(n)`` is the audio seconds per
-  wall second the worker serves with n streams (its measured cost per step by batch size,
-  `InferenceWorker.capacity`). With nothing speaking a response is always admitted: one listener can always
-  be served as well as this decoder can.
+  ``demand <= capacity(speaking + 1) * (1 - headroom)``, where ``capacity(n)`` is the audio seconds per wall
+  second the worker serves with n streams (measured, `InferenceWorker.capacity`) and ``demand`` counts one
+  audio second per second for each stream, plus ``START_EXTRA`` for each stream admitted in the last
+  ``START_WINDOW_S`` (the new one included). A starting stream needs more than 1x: its short first chunk
+  (~0.25 s of audio) leaves its listener little slack before the second must be decoded, and answers that
+  start together all want their first two chunks at once (measured: 12 sessions starting together on the
+  embedded 2-core decoder underran at their first two chunks while the decoder's steady capacity was ~19
+  streams). With nothing speaking a response is always admitted: one listener can always be served as well
+  as this decoder can.
 
 A response that cannot start waits in line (first come, first served) for at most ``wait_s``, then is refused
 (its caller sends ``decoder_capacity_reached``). The line moves when a stream ends and, because the capacity is
@@ -33,6 +38,8 @@ from realtime.metrics import Metrics
 DEFAULT_HEADROOM = 0.2  # keep 20% of the measured capacity spare: the cost estimate moves with the load
 RECHECK_S = 0.05  # how often a waiting answer re-reads the capacity (it is re-measured on every batch)
 DECODER = "decoder"  # the admission_waiting label
+START_EXTRA = 1.0  # extra audio s/s a starting stream is counted for (so a starting stream counts 2x)
+START_WINDOW_S = 1.0  # how long a stream counts as starting: its first two chunks are decoded by then
 
 Capacity = Callable[[int], float | None]
 """Audio seconds per wall second the decoder serves with N streams speaking; None before any measurement."""
@@ -46,7 +53,7 @@ class DecoderAdmission:
         capacity: the decoder's measured capacity by number of streams; None: no real-time bound (tests).
         headroom: share of the capacity kept spare, in [0, 1).
         metrics: where the figures go (optional).
-        clock: monotonic seconds (tests).
+        clock: monotonic seconds of the start-up windows (tests); waits use the event loop's clock.
 
     Attributes:
         limit: streams allowed at once by memory.
@@ -77,6 +84,7 @@ class DecoderAdmission:
         self._metrics = metrics
         self._clock = clock
         self._line: deque[asyncio.Future[None]] = deque()
+        self._starts: deque[float] = deque()  # admission times within START_WINDOW_S
         if metrics is not None:
             metrics.watch_decoder(self)
 
@@ -103,7 +111,16 @@ class DecoderAdmission:
         capacity = self._capacity(self.live + 1)
         if capacity is None:  # not measured yet (warm-up measures it): memory decides alone
             return True
-        return self.live + 1 <= capacity * (1.0 - self._headroom)
+        demand = self.live + 1 + START_EXTRA * (self.starting + 1)
+        return demand <= capacity * (1.0 - self._headroom)
+
+    @property
+    def starting(self) -> int:
+        """Streams admitted within the last `START_WINDOW_S` (counted with `START_EXTRA`)."""
+        horizon = self._clock() - START_WINDOW_S
+        while self._starts and self._starts[0] < horizon:
+            self._starts.popleft()
+        return len(self._starts)
 
     async def acquire(self, wait_s: float) -> bool:
         """Admit one stream, waiting in line at most ``wait_s``; False when it was refused.
@@ -111,27 +128,30 @@ class DecoderAdmission:
         Give an admitted stream back with `release`. A caller cancelled while waiting leaves the line (and
         gives back a stream handed to it meanwhile).
         """
-        started = self._clock()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         if not self._line and self.has_room():
             self.live += 1
             self.admitted += 1
+            self._starts.append(self._clock())
             if self._metrics is not None:
                 self._metrics.observe_decoder_queue(0.0)
             return True
-        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ticket: asyncio.Future[None] = loop.create_future()
         self._line.append(ticket)
         if self._metrics is not None:
             self._metrics.admission_waiting(DECODER, 1)
         try:
             deadline = started + wait_s
             while not ticket.done():
-                remaining = deadline - self._clock()
+                remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 await asyncio.wait({ticket}, timeout=min(remaining, RECHECK_S))
                 self._serve_line()
             if ticket.done():
-                self._observe_queue(started)
+                if self._metrics is not None:
+                    self._metrics.observe_decoder_queue(loop.time() - started)
                 return True
             ticket.cancel()
             self._forget(ticket)
@@ -167,11 +187,8 @@ class DecoderAdmission:
             self._line.popleft()
             self.live += 1
             self.admitted += 1
+            self._starts.append(self._clock())
             head.set_result(None)
-
-    def _observe_queue(self, started: float) -> None:
-        if self._metrics is not None:
-            self._metrics.observe_decoder_queue(self._clock() - started)
 
     def _forget(self, ticket: asyncio.Future[None]) -> None:
         if ticket in self._line:

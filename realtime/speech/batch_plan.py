@@ -5,7 +5,8 @@ Batching is not preemptive: a step that arrives while a batch runs waits for it,
 makes the whole batch longer. So the plan keeps three rules:
 
 * **First chunks go alone.** Steps of responses without audio yet (a listener is waiting for the answer to
-  start) run as their own batch, joined only by steady steps that would run dry if they waited one more batch.
+  start) run as their own batch, joined only by steady steps that would run dry if they waited one more batch,
+  and no longer than the slack of the most urgent steady step.
   Batched with steady windows, a first chunk took several times its idle cost (issue 27: TTFA p50 919 ms
   batched vs 405 ms one at a time at 16 sessions).
 * **A steady batch ends before its most urgent listener runs dry.** Its estimated time stays within the slack
@@ -88,7 +89,8 @@ def plan_batch(
     first = [w for w in ordered if not w.has_audio]
     steady = [w for w in ordered if w.has_audio]
     if first:
-        budget = limits.batch_seconds
+        # ...but not so many that a stream already speaking runs dry waiting for them
+        budget = _within_slack(limits.batch_seconds, steady, cost, now)
         chosen = _distinct(first, _fit(cost, budget, limits.max_batch))
         size = len(chosen)
         for candidate in steady:
@@ -103,14 +105,24 @@ def plan_batch(
         budget = limits.batch_seconds
         if starting and limits.starting_budget_s is not None:
             budget = limits.starting_budget_s if budget is None else min(budget, limits.starting_budget_s)
-        if steady:
-            slack = steady[0].deadline - now
-            single = cost.batch_seconds(1)
-            if single is not None and slack > single:  # not late yet: finish before it runs dry
-                budget = slack if budget is None else min(budget, slack)
+        budget = _within_slack(budget, steady, cost, now)
         chosen = _distinct(steady, _fit(cost, budget, limits.max_batch))
     picked = {id(w) for w in chosen}
     return [w.step for w in chosen], [w.step for w in ordered if id(w) not in picked]
+
+
+def _within_slack(
+    budget: float | None, steady: Sequence[Waiting[StepT]], cost: DecodeCostModel, now: float
+) -> float | None:
+    """``budget`` cut to the slack of the most urgent steady step, unless it is late already (then a large
+    batch serves everyone behind soonest)."""
+    if not steady:
+        return budget
+    slack = min(w.deadline for w in steady) - now
+    single = cost.batch_seconds(1)
+    if single is None or slack <= single:
+        return budget
+    return slack if budget is None else min(budget, slack)
 
 
 def _fit(cost: DecodeCostModel, budget: float | None, max_batch: int) -> int:

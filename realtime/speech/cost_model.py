@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass
 
 DEFAULT_SMOOTHING = 0.3  # weight of the newest batch in each running estimate
+# Decay per batch of the running totals behind `recent_audio_seconds_per_second` (~the last 50 batches).
+RECENT_DECAY = 0.98
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ class DecodeCostModel:
         # Per batch size too: a step's audio depends on the load (a lightly loaded decoder runs many steps that
         # only push codes and decode nothing), so a capacity mixes the cost and the audio of the same size.
         self._samples_by_size: dict[int, float] = {}
+        # Decayed totals of busy seconds and audio over recent batches, whatever their sizes: what the decoder
+        # really delivered per second of work under the scheduler's actual mix of batch sizes and the machine's
+        # actual load (other threads, other processes).
+        self._recent_seconds = 0.0
+        self._recent_samples = 0.0
 
     def _smooth(self, previous: float | None, new: float) -> float:
         return new if previous is None else previous + self._smoothing * (new - previous)
@@ -69,6 +76,8 @@ class DecodeCostModel:
             self._samples_by_size[batch_size] = self._smooth(
                 self._samples_by_size.get(batch_size), audio_samples / batch_size
             )
+            self._recent_seconds = self._recent_seconds * RECENT_DECAY + seconds
+            self._recent_samples = self._recent_samples * RECENT_DECAY + audio_samples
 
     def step_seconds(self, batch_size: int) -> float | None:
         """Estimated wall seconds per step in a batch of `batch_size` steps (None before any measurement).
@@ -110,6 +119,17 @@ class DecodeCostModel:
         if per_step <= 0 or samples <= 0:
             return None
         return samples / sample_rate / per_step
+
+    def recent_audio_seconds_per_second(self, sample_rate: int) -> float | None:
+        """Audio seconds per busy wall second over the recent batches (None before any audio came out).
+
+        Unlike `audio_seconds_per_second`, which assumes every batch has a given size, this is what the
+        decoder delivered under the batch sizes the scheduler really ran and the load the machine really had.
+        """
+        with self._lock:
+            if self._recent_seconds <= 0 or self._recent_samples <= 0:
+                return None
+            return self._recent_samples / sample_rate / self._recent_seconds
 
     def snapshot(self) -> CostSnapshot:
         """An immutable copy of every estimate."""

@@ -26,6 +26,12 @@ from realtime.speech.worker import InferenceWorker, JobGroup, WorkerClosed
 logger = logging.getLogger(__name__)
 
 ResultT = TypeVar("ResultT")
+# A reply counts as starting (the scheduler keeps steady batches short) until this much audio is decoded: its
+# first two chunks. The first is short (~0.25 s) and the LLM delivers the second one's codes only just in time
+# (80 tokens/s: ~0.25 s later), so a steady batch running when they arrive would make its listener run dry.
+STARTING_AUDIO_S = 0.8
+PACE_AHEAD_S = 1.0  # audio ahead of its listener that a reply keeps while others start (`_yield_to_starters`)
+PACE_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -60,12 +66,12 @@ class ReplyDecoder:
         if self._stream is None:
             voice = self._speech.voice
             self._stream = await self._run(lambda engine: engine.start(voice))
-            if self._audio_start is None and not self._starting:
-                self._starting = True  # the scheduler keeps steady batches short until our first chunk
+            if self._audio_seconds < STARTING_AUDIO_S and not self._starting:
+                self._starting = True  # the scheduler keeps steady batches short until our first chunks
                 self._speech.worker.first_chunk_expected(1)
 
     def close(self) -> None:
-        """The reply is over (finished, failed or cancelled): it no longer waits for a first chunk."""
+        """The reply is over (finished, failed or cancelled): it no longer counts as starting."""
         self._not_starting()
 
     def _not_starting(self) -> None:
@@ -94,7 +100,23 @@ class ReplyDecoder:
             return None
         return self._audio_start + self._audio_seconds
 
+    async def _yield_to_starters(self) -> None:
+        """While other replies are starting, a reply far ahead of its listener waits before its next step.
+
+        Its steps would be the last in deadline order anyway, but batches are not preemptive: a batch of
+        far-ahead steps that runs when a starting reply's next codes arrive makes that listener run dry. Only
+        while someone starts, and never below `PACE_AHEAD_S` of audio ahead, so a reply alone runs at full speed.
+        """
+        worker = self._speech.worker
+        while not self._starting and worker.starting > 0:
+            deadline = self.deadline
+            ahead = 0.0 if deadline is None else deadline - time.perf_counter()
+            if ahead <= PACE_AHEAD_S:
+                return
+            await asyncio.sleep(min(ahead - PACE_AHEAD_S, PACE_POLL_S))
+
     async def _step(self, request: StepRequest) -> list[AudioChunk]:
+        await self._yield_to_starters()
         submitted = time.perf_counter()
         deadline = self.deadline
         try:
@@ -115,8 +137,9 @@ class ReplyDecoder:
         seconds = sum(len(p) for p in pcm) // 2 / self._speech.sample_rate
         if pcm and self._audio_start is None:
             self._audio_start = ready_at
-            self._not_starting()
         self._audio_seconds += seconds
+        if self._audio_seconds >= STARTING_AUDIO_S:
+            self._not_starting()
         # The batch's wall time: shared by every stream decoded in it (queueing before it is not counted).
         self._metrics.observe_decode(ready_at - started_at, seconds)
         return [AudioChunk(p, decoded_at=ready_at) for p in pcm]

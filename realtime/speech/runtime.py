@@ -103,7 +103,9 @@ class Runtime:
         self.draining = False
         self.decoder_streams = DecoderAdmission(
             self._stream_limit(),
-            lambda streams: worker.capacity(streams, self.sample_rate),
+            (lambda streams: worker.capacity(streams, self.sample_rate))
+            if config.realtime_admission
+            else None,
             headroom=config.decoder_headroom,
             metrics=metrics,
         )

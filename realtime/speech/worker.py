@@ -47,8 +47,9 @@ ResultT = TypeVar("ResultT")
 DEFAULT_MAX_PENDING = 64
 DEFAULT_MAX_BATCH = 16
 DEFAULT_BATCH_SECONDS = 0.4  # target wall time of one batch (see the module docstring)
-# A steady batch's bound while a response waits for its first chunk: that chunk waits for one such batch at most.
-DEFAULT_STARTING_BATCH_SECONDS = 0.1
+# A steady batch's bound while a response waits for its first chunks (realtime/speech/decoder.py
+# STARTING_AUDIO_S): their steps wait for one such batch at most (about one steady step on the embedded CPU).
+DEFAULT_STARTING_BATCH_SECONDS = 0.05
 _THREAD_NAME = "t2w-worker"
 _JOIN_TIMEOUT_S = 30.0  # how long aclose waits for a running job before leaving the thread behind
 
@@ -351,13 +352,19 @@ class InferenceWorker(Generic[ModelT]):
     def capacity(self, streams: int, sample_rate: int) -> float | None:
         """Audio seconds per wall second the decoder serves with ``streams`` speaking (None: nothing measured).
 
-        The batch size the scheduler would run them in: all of them, at most ``max_batch``, and no more than
-        fit in ``batch_seconds`` at the measured cost. Any thread.
+        The lower of two measured figures: the cost at the batch size the scheduler would run them in (all of
+        them, at most ``max_batch``, no more than fit in ``batch_seconds``), and what recent batches really
+        delivered per busy second (smaller batches than that ideal, a machine shared with the event loop and
+        other processes). Any thread.
         """
         size = min(max(streams, 1), self._max_batch)
         if self._batch_seconds is not None:
             size = min(size, self.cost.largest_batch(self._batch_seconds, self._max_batch))
-        return self.cost.audio_seconds_per_second(size, sample_rate)
+        ideal = self.cost.audio_seconds_per_second(size, sample_rate)
+        recent = self.cost.recent_audio_seconds_per_second(sample_rate)
+        if ideal is None or recent is None:
+            return ideal if recent is None else recent
+        return min(ideal, recent)
 
     def first_chunk_expected(self, delta: int) -> None:
         """``delta`` more (or fewer) responses wait for their first chunk (event loop)."""

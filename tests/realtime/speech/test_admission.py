@@ -7,7 +7,33 @@ import asyncio
 import pytest
 
 from realtime.metrics import Metrics
-from realtime.speech.admission import DecoderAdmission
+from realtime.speech.admission import START_WINDOW_S, DecoderAdmission
+
+
+class Clock:
+    """Monotonic seconds the test moves; `settle` ends every stream's start-up window."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def settle(self) -> None:
+        self.now += START_WINDOW_S + 0.01
+
+
+def _settled_gate(limit: int, capacity: object = None, **kwargs: object) -> tuple[DecoderAdmission, Clock]:
+    clock = Clock()
+    gate = DecoderAdmission(limit, capacity, clock=clock, **kwargs)  # type: ignore[arg-type]
+    return gate, clock
+
+
+async def _admit_settled(gate: DecoderAdmission, clock: Clock, count: int) -> None:
+    """Admit ``count`` streams one after another, each past its start-up window before the next."""
+    for _ in range(count):
+        assert await gate.acquire(0.0)
+        clock.settle()
 
 
 class FakeCapacity:
@@ -30,30 +56,54 @@ def _metric(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -
 
 
 async def test_admits_within_capacity_with_headroom_then_refuses_after_the_wait() -> None:
-    capacity = FakeCapacity(plateau=10.0)
+    capacity = FakeCapacity(plateau=11.0)
     metrics = Metrics()
-    gate = DecoderAdmission(100, capacity, headroom=0.2, metrics=metrics)
-    for _ in range(8):  # 8 <= 10 x (1 - 0.2)
-        assert await gate.acquire(0.0)
-    assert gate.live == 8 and not gate.has_room()
-    assert not await gate.acquire(0.05)  # a 9th would need 9 > 8 audio s/s: refused after its wait
-    assert gate.live == 8 and gate.refused == 1 and gate.admitted == 8
+    gate, clock = _settled_gate(100, capacity, headroom=0.2, metrics=metrics)
+    # room is 11 x (1 - 0.2) = 8.8 audio s/s; a stream counts 2 while it starts, 1 once settled
+    await _admit_settled(gate, clock, 6)  # the 6th: 5 + 2 = 7 <= 8.8
+    assert await gate.acquire(0.0)  # the 7th: 6 + 2 (starting) = 8 <= 8.8
+    assert not gate.has_room()  # an 8th now: 7 + 2 (the 7th starting) + 2 = 11 > 8.8
+    clock.settle()
+    assert not gate.has_room()  # settled: 7 + 2 = 9 > 8.8 still
+    assert gate.live == 7
+    assert not await asyncio.wait_for(gate.acquire(0.05), 5)  # refused once its wait is over (real time)
+    assert gate.live == 7 and gate.refused == 1 and gate.admitted == 7
     assert _metric(metrics, "streamvoice_decoder_refusals_total") == 1
-    assert _metric(metrics, "streamvoice_decoder_streams") == 8
-    assert _metric(metrics, "streamvoice_decoder_capacity_audio_seconds_per_second") == 10.0
-    assert _metric(metrics, "streamvoice_decoder_queue_seconds_count") == 8
+    assert _metric(metrics, "streamvoice_decoder_streams") == 7
+    assert _metric(metrics, "streamvoice_decoder_capacity_audio_seconds_per_second") == 11.0
+    assert _metric(metrics, "streamvoice_decoder_queue_seconds_count") == 7
+
+
+async def test_answers_starting_together_count_double_until_their_first_chunks_are_out() -> None:
+    """A burst of simultaneous starts is paced: the start-up window makes each count 2 audio s/s."""
+    clock = Clock()
+    gate = DecoderAdmission(100, FakeCapacity(plateau=10.0), headroom=0.0, clock=clock)
+    admitted = 0
+    while gate.has_room():
+        assert await gate.acquire(0.0)
+        admitted += 1
+    assert admitted == 5 and gate.starting == 5  # 5 x 2 = 10
+    clock.settle()
+    assert gate.starting == 0
+    admitted = 0
+    while gate.has_room():
+        assert await gate.acquire(0.0)
+        admitted += 1
+    assert admitted == 2 and gate.live == 7  # 5 + 2 x 2 = 9; a third would need 11
 
 
 async def test_the_capacity_at_the_batch_size_the_load_would_run_in() -> None:
     """Batching raises capacity with the number of streams: admission asks at live + 1."""
-    capacity = FakeCapacity(plateau=20.0, per_stream_gain=1.5)  # n streams: 1 + 1.5 (n - 1) audio s/s
-    gate = DecoderAdmission(100, capacity, headroom=0.0)
+    capacity = FakeCapacity(plateau=20.0, per_stream_gain=2.0)  # n streams: 1 + 2 (n - 1) audio s/s
+    gate, clock = _settled_gate(100, capacity, headroom=0.0)
     admitted = 0
-    while await gate.acquire(0.0):
+    while gate.has_room():
+        assert await gate.acquire(0.0)
+        clock.settle()
         admitted += 1
-    # n <= 1 + 1.5 (n - 1) holds for every n until the plateau: n <= 20
-    assert admitted == 20
-    assert capacity.asked[-1] == 21
+    # settled L streams + a starting one (counted 2): L + 2 <= min(20, 1 + 2 L) for L in 1..18
+    assert admitted == 19
+    assert capacity.asked[-1] == 20
 
 
 async def test_memory_slots_are_folded_in() -> None:
@@ -77,8 +127,9 @@ async def test_unmeasured_capacity_leaves_memory_to_decide() -> None:
 
 async def test_a_queued_answer_starts_when_a_stream_ends_first_come_first_served() -> None:
     metrics = Metrics()
-    gate = DecoderAdmission(100, FakeCapacity(plateau=2.5), headroom=0.2, metrics=metrics)  # room for 2
-    assert await gate.acquire(0.0) and await gate.acquire(0.0)
+    # room for 2 settled streams: 1 + 2 (a starting one) = 3 <= 3.75 x 0.8... = 3.0; 2 + 2 = 4 > 3.0
+    gate, clock = _settled_gate(100, FakeCapacity(plateau=3.75), headroom=0.2, metrics=metrics)
+    await _admit_settled(gate, clock, 2)
     first = asyncio.create_task(gate.acquire(5.0))
     await asyncio.sleep(0.01)
     second = asyncio.create_task(gate.acquire(5.0))
@@ -88,6 +139,7 @@ async def test_a_queued_answer_starts_when_a_stream_ends_first_come_first_served
     gate.release()
     assert await asyncio.wait_for(first, 1.0)
     assert not second.done() and gate.live == 2
+    clock.settle()
     gate.release()
     assert await asyncio.wait_for(second, 1.0)
     assert gate.waiting == 0 and not gate.saturated
@@ -110,26 +162,25 @@ async def test_a_newcomer_does_not_jump_the_line() -> None:
 async def test_a_capacity_rise_lets_the_line_move_without_a_release() -> None:
     """The cost model is re-measured on every batch: a waiting answer re-reads it."""
     capacity = FakeCapacity(plateau=1.0)
-    gate = DecoderAdmission(100, capacity, headroom=0.0)
-    assert await gate.acquire(0.0)
+    gate, clock = _settled_gate(100, capacity, headroom=0.0)
+    await _admit_settled(gate, clock, 1)
     waiting = asyncio.create_task(gate.acquire(5.0))
     await asyncio.sleep(0.01)
-    capacity.plateau = 2.0
+    capacity.plateau = 3.0  # 1 + 2 (starting) = 3
     assert await asyncio.wait_for(waiting, 1.0)
     assert gate.live == 2
 
 
 async def test_a_speaking_stream_is_never_revoked_when_the_capacity_falls() -> None:
-    capacity = FakeCapacity(plateau=4.0)
-    gate = DecoderAdmission(100, capacity, headroom=0.0)
-    for _ in range(4):
-        assert await gate.acquire(0.0)
+    capacity = FakeCapacity(plateau=5.0)
+    gate, clock = _settled_gate(100, capacity, headroom=0.0)
+    await _admit_settled(gate, clock, 4)  # 3 + 2 = 5
     capacity.plateau = 1.0  # the machine got busy: nothing new starts, nothing running is stopped
     assert not await gate.acquire(0.02)
     assert gate.live == 4
     for _ in range(3):
         gate.release()
-    assert not gate.has_room()  # 2 streams would need 2 audio s/s of a decoder serving 1
+    assert not gate.has_room()  # 1 + 2 would need 3 audio s/s of a decoder serving 1
     gate.release()
     assert await gate.acquire(0.0)  # an idle decoder always takes one
 
