@@ -9,7 +9,7 @@ the shared decoder. `DecoderAdmission` lets a new one start only when both hold 
 * **real time**: the streams speaking plus the new one stay within the decoder's capacity with headroom:
   ``demand <= capacity(speaking + 1) * (1 - headroom)``, where ``capacity(n)`` is the audio seconds per wall
   second the worker serves with n streams (measured, `InferenceWorker.capacity`) and ``demand`` counts one
-  audio second per second for each stream, plus ``START_EXTRA`` for each stream admitted in the last
+  audio second per second for each stream, plus ``START_EXTRA`` (0.5) for each stream admitted in the last
   ``START_WINDOW_S`` (the new one included). A starting stream needs more than 1x: its short first chunk
   (~0.25 s of audio) leaves its listener little slack before the second must be decoded, and answers that
   start together all want their first two chunks at once (measured: 12 sessions starting together on the
@@ -38,7 +38,7 @@ from realtime.metrics import Metrics
 DEFAULT_HEADROOM = 0.2  # keep 20% of the measured capacity spare: the cost estimate moves with the load
 RECHECK_S = 0.05  # how often a waiting answer re-reads the capacity (it is re-measured on every batch)
 DECODER = "decoder"  # the admission_waiting label
-START_EXTRA = 1.0  # extra audio s/s a starting stream is counted for (so a starting stream counts 2x)
+START_EXTRA = 0.5  # extra audio s/s a starting stream is counted for (so a starting stream counts 1.5x)
 START_WINDOW_S = 1.0  # how long a stream counts as starting: its first two chunks are decoded by then
 
 Capacity = Callable[[int], float | None]
@@ -52,6 +52,7 @@ class DecoderAdmission:
         limit: streams allowed at once by memory (>= 1).
         capacity: the decoder's measured capacity by number of streams; None: no real-time bound (tests).
         headroom: share of the capacity kept spare, in [0, 1).
+        start_extra: extra audio s/s a stream is counted for while it starts (`START_EXTRA`).
         metrics: where the figures go (optional).
         clock: monotonic seconds of the start-up windows (tests); waits use the event loop's clock.
 
@@ -68,6 +69,7 @@ class DecoderAdmission:
         capacity: Capacity | None = None,
         *,
         headroom: float = DEFAULT_HEADROOM,
+        start_extra: float = START_EXTRA,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -81,6 +83,7 @@ class DecoderAdmission:
         self.refused = 0
         self._capacity = capacity
         self._headroom = headroom
+        self._start_extra = start_extra
         self._metrics = metrics
         self._clock = clock
         self._line: deque[asyncio.Future[None]] = deque()
@@ -111,12 +114,12 @@ class DecoderAdmission:
         capacity = self._capacity(self.live + 1)
         if capacity is None:  # not measured yet (warm-up measures it): memory decides alone
             return True
-        demand = self.live + 1 + START_EXTRA * (self.starting + 1)
+        demand = self.live + 1 + self._start_extra * (self.starting + 1)
         return demand <= capacity * (1.0 - self._headroom)
 
     @property
     def starting(self) -> int:
-        """Streams admitted within the last `START_WINDOW_S` (counted with `START_EXTRA`)."""
+        """Streams admitted within the last `START_WINDOW_S` (counted with ``start_extra`` more)."""
         horizon = self._clock() - START_WINDOW_S
         while self._starts and self._starts[0] < horizon:
             self._starts.popleft()

@@ -13,7 +13,9 @@ makes the whole batch longer. So the plan keeps three rules:
   (deadline - now) of the most urgent step, unless that step is already late (then the batch is as large as the
   time budget allows: the fastest way to serve everyone behind).
 * **While a response is about to start, steady batches stay short** (`starting_budget_s`), so its first chunk
-  waits for a short batch at most.
+  waits for a short batch at most; and **no batch outlasts the slack of a stream in its first chunks whose next
+  step is still on its way** (``upcoming``): its first chunk is short (~0.25 s) and the LLM delivers the next
+  one's codes only just in time, so a long batch started meanwhile would make its listener run dry.
 
 Everything here is pure: the cost estimates come from a `DecodeCostModel`, time from the caller.
 """
@@ -72,6 +74,7 @@ def plan_batch(
     now: float,
     *,
     starting: bool = False,
+    upcoming: Sequence[float] = (),
 ) -> tuple[list[StepT], list[StepT]]:
     """Split the waiting steps into the next batch and the rest (see the module docstring).
 
@@ -81,6 +84,8 @@ def plan_batch(
         limits: the scheduler's bounds.
         now: `perf_counter` now.
         starting: a response has started and waits for its first chunk (its step may not be queued yet).
+        upcoming: deadlines of streams in their first chunks whose next step is not queued yet (its codes are
+            still arriving): a batch must end before they run dry, as if their steps were waiting.
 
     Returns:
         (steps to run as one batch, steps left waiting); the batch is empty only when nothing waits.
@@ -90,7 +95,7 @@ def plan_batch(
     steady = [w for w in ordered if w.has_audio]
     if first:
         # ...but not so many that a stream already speaking runs dry waiting for them
-        budget = _within_slack(limits.batch_seconds, steady, cost, now)
+        budget = _within_slack(limits.batch_seconds, steady, upcoming, cost, now)
         chosen = _distinct(first, _fit(cost, budget, limits.max_batch))
         size = len(chosen)
         for candidate in steady:
@@ -105,22 +110,30 @@ def plan_batch(
         budget = limits.batch_seconds
         if starting and limits.starting_budget_s is not None:
             budget = limits.starting_budget_s if budget is None else min(budget, limits.starting_budget_s)
-        budget = _within_slack(budget, steady, cost, now)
+        budget = _within_slack(budget, steady, upcoming, cost, now)
         chosen = _distinct(steady, _fit(cost, budget, limits.max_batch))
     picked = {id(w) for w in chosen}
     return [w.step for w in chosen], [w.step for w in ordered if id(w) not in picked]
 
 
 def _within_slack(
-    budget: float | None, steady: Sequence[Waiting[StepT]], cost: DecodeCostModel, now: float
+    budget: float | None,
+    steady: Sequence[Waiting[StepT]],
+    upcoming: Sequence[float],
+    cost: DecodeCostModel,
+    now: float,
 ) -> float | None:
-    """``budget`` cut to the slack of the most urgent steady step, unless it is late already (then a large
-    batch serves everyone behind soonest)."""
-    if not steady:
-        return budget
-    slack = min(w.deadline for w in steady) - now
+    """``budget`` cut to the slack of the most urgent steady step, queued or upcoming (an upcoming one also
+    needs its own step after this batch), unless that is late already (then a large batch serves everyone
+    behind soonest)."""
     single = cost.batch_seconds(1)
-    if single is None or slack <= single:
+    if single is None:
+        return budget
+    slacks = [w.deadline - now for w in steady] + [deadline - now - single for deadline in upcoming]
+    if not slacks:
+        return budget
+    slack = min(slacks)
+    if slack <= single:
         return budget
     return slack if budget is None else min(budget, slack)
 

@@ -47,8 +47,8 @@ ResultT = TypeVar("ResultT")
 DEFAULT_MAX_PENDING = 64
 DEFAULT_MAX_BATCH = 16
 DEFAULT_BATCH_SECONDS = 0.4  # target wall time of one batch (see the module docstring)
-# A steady batch's bound while a response waits for its first chunks (realtime/speech/decoder.py
-# STARTING_AUDIO_S): their steps wait for one such batch at most (about one steady step on the embedded CPU).
+# A steady batch's bound while a response waits for its first chunk: that chunk waits for one such batch at most
+# (about one steady step on the embedded CPU).
 DEFAULT_STARTING_BATCH_SECONDS = 0.05
 _THREAD_NAME = "t2w-worker"
 _JOIN_TIMEOUT_S = 30.0  # how long aclose waits for a running job before leaving the thread behind
@@ -137,6 +137,9 @@ class InferenceWorker(Generic[ModelT]):
         # Responses whose decode stream is open and that have no audio yet (`first_chunk_expected`): an int
         # written on the event loop and read on the worker thread (a single read of an int is atomic).
         self.starting = 0
+        # Deadlines of streams in their first chunks, by stream (`ramping`): set on the event loop, copied by
+        # the worker thread in one C-level call (list(dict.items()) holds the GIL throughout).
+        self._ramping: dict[int, float] = {}
         # Seconds per decode step by batch size and audio per step, measured on every batch (realtime/speech/
         # cost_model.py); thread-safe, so the event loop may read it (admission, metrics).
         self.cost = DecodeCostModel()
@@ -370,6 +373,18 @@ class InferenceWorker(Generic[ModelT]):
         """``delta`` more (or fewer) responses wait for their first chunk (event loop)."""
         self.starting = max(0, self.starting + delta)
 
+    @property
+    def ramping_streams(self) -> int:
+        """Streams in their first chunks with audio out (`ramping`)."""
+        return len(self._ramping)
+
+    def ramping(self, key: int, deadline: float | None) -> None:
+        """A stream in its first chunks will run dry at ``deadline`` (None: no longer ramping). Event loop."""
+        if deadline is None:
+            self._ramping.pop(key, None)
+        else:
+            self._ramping[key] = deadline
+
     def _run_steps(self, waiting: list[_StepJob]) -> list[_StepJob]:
         """Run one batch of the steps `plan_batch` picks; return the steps still waiting."""
         live = [
@@ -377,8 +392,11 @@ class InferenceWorker(Generic[ModelT]):
             for job in waiting
             if not self._skip(job)
         ]
+        queued = {id(job.request.stream) for job in waiting}
+        upcoming = [deadline for key, deadline in list(self._ramping.items()) if key not in queued]
+        now = time.perf_counter()
         batch, rest = plan_batch(
-            live, self.cost, self._limits, time.perf_counter(), starting=self.starting > 0
+            live, self.cost, self._limits, now, starting=self.starting > 0, upcoming=upcoming
         )
         if not batch:
             return rest

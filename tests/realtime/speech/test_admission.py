@@ -25,7 +25,7 @@ class Clock:
 
 def _settled_gate(limit: int, capacity: object = None, **kwargs: object) -> tuple[DecoderAdmission, Clock]:
     clock = Clock()
-    gate = DecoderAdmission(limit, capacity, clock=clock, **kwargs)  # type: ignore[arg-type]
+    gate = DecoderAdmission(limit, capacity, clock=clock, start_extra=1.0, **kwargs)  # type: ignore[arg-type]
     return gate, clock
 
 
@@ -75,9 +75,9 @@ async def test_admits_within_capacity_with_headroom_then_refuses_after_the_wait(
 
 
 async def test_answers_starting_together_count_double_until_their_first_chunks_are_out() -> None:
-    """A burst of simultaneous starts is paced: the start-up window makes each count 2 audio s/s."""
+    """A burst of simultaneous starts is paced: the start-up window makes each count more (2 audio s/s here)."""
     clock = Clock()
-    gate = DecoderAdmission(100, FakeCapacity(plateau=10.0), headroom=0.0, clock=clock)
+    gate = DecoderAdmission(100, FakeCapacity(plateau=10.0), headroom=0.0, clock=clock, start_extra=1.0)
     admitted = 0
     while gate.has_room():
         assert await gate.acquire(0.0)
@@ -150,7 +150,7 @@ async def test_a_queued_answer_starts_when_a_stream_ends_first_come_first_served
 
 
 async def test_a_newcomer_does_not_jump_the_line() -> None:
-    gate = DecoderAdmission(100, FakeCapacity(plateau=1.0), headroom=0.0)
+    gate = DecoderAdmission(100, FakeCapacity(plateau=1.0), headroom=0.0, start_extra=1.0)
     assert await gate.acquire(0.0)
     waiting = asyncio.create_task(gate.acquire(5.0))
     await asyncio.sleep(0.01)

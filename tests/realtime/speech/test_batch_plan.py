@@ -76,3 +76,16 @@ def test_one_step_per_stream_and_nothing_before_any_measurement() -> None:
     batch, rest = plan_batch(waiting, _cost(), LIMITS, NOW)
     assert batch == ["a", "b"] and rest == ["a2"]
     assert plan_batch([], _cost(), LIMITS, NOW) == ([], [])
+
+
+def test_no_batch_outlasts_a_ramping_stream_whose_next_step_is_on_its_way() -> None:
+    """A stream in its first chunks (its next codes still arriving) bounds every batch by its slack."""
+    steady = [_steady(f"s{i}", 5.0 + i, order=i) for i in range(10)]
+    # its listener runs dry in 0.25 s and its own step (50 ms) must still run after this batch: 0.2 s
+    batch, _ = plan_batch(steady, _cost(), LIMITS, NOW, upcoming=[NOW + 0.25])
+    assert len(batch) == 4
+    first = [_first(f"n{i}", order=i) for i in range(10)]
+    batch, _ = plan_batch(first, _cost(), LIMITS, NOW, upcoming=[NOW + 0.25])
+    assert len(batch) == 4
+    batch, _ = plan_batch(first, _cost(), LIMITS, NOW, upcoming=[NOW - 1.0])  # late already: full budget
+    assert len(batch) == 8
