@@ -38,6 +38,7 @@ from realtime.speech.reply import PipelineEvent
 log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"  # the chat-completions end-of-stream marker
+DECODER_RETRY_AFTER_S = 1  # a decoder stream frees up within seconds: answers last a few seconds each
 HANDOFF_SIZE = 8  # events between the reply task and the HTTP writer; the pipeline behind it is bounded too
 _T = TypeVar("_T")
 _background: set[asyncio.Task[None]] = set()  # tasks still closing after their request ended
@@ -127,7 +128,11 @@ class AnswerAdmission:
             slot.release()
             metrics.error(CODE_DECODER_CAPACITY)
             raise HTTPError(
-                503, CODE_DECODER_CAPACITY, decoder_busy_message(decoder, wait_s), error_type=SERVER_ERROR
+                503,
+                CODE_DECODER_CAPACITY,
+                decoder_busy_message(decoder, wait_s),
+                error_type=SERVER_ERROR,
+                retry_after=DECODER_RETRY_AFTER_S,
             )
         return cls(slot, decoder)
 

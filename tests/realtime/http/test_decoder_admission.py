@@ -79,6 +79,7 @@ async def test_a_full_decoder_refuses_with_decoder_capacity_reached(
         }
     }
     assert "capacity" in answer.json()["error"]["message"]
+    assert answer.headers["retry-after"] == "1"  # the openai SDKs retry a 503 after it
     assert replica.gate.refused == 1 and replica.gate.live == 1
     assert replica.metric("streamvoice_decoder_refusals_total") == 1
     assert replica.metric("streamvoice_errors_total", {"code": "decoder_capacity_reached"}) == 1
