@@ -4,9 +4,11 @@ The worker's scheduler (realtime/speech/worker.py) calls `plan_batch` once per t
 Batching is not preemptive: a step that arrives while a batch runs waits for it, and each step added to a batch
 makes the whole batch longer. So the plan keeps three rules:
 
-* **First chunks go alone.** Steps of responses without audio yet (a listener is waiting for the answer to
-  start) run as their own batch, joined only by steady steps that would run dry if they waited one more batch,
-  and no longer than the slack of the most urgent steady step.
+* **First chunks go alone, a few at a time.** Steps of responses without audio yet (a listener is waiting for
+  the answer to start) run as their own batch, joined only by steady steps that would run dry if they waited
+  one more batch; the batch is short (``first_chunk_seconds``), so answers that start together are staggered
+  (their second chunks, due soon after, are then staggered too), and no longer than the slack of the most
+  urgent steady step.
   Batched with steady windows, a first chunk took several times its idle cost (issue 27: TTFA p50 919 ms
   batched vs 405 ms one at a time at 16 sessions).
 * **A steady batch ends before its most urgent listener runs dry.** Its estimated time stays within the slack
@@ -41,11 +43,15 @@ class BatchLimits:
         max_batch: most steps in one batch.
         batch_seconds: target wall time of one steady batch; None: no time bound (always ``max_batch``).
         starting_budget_s: wall time bound of a steady batch while a response waits for its first chunk.
+        first_chunk_seconds: wall time bound of a batch of first chunks. Short, so answers starting together
+            are staggered as one at a time would be: their second chunks (due ~0.3 s after the first) then
+            arrive staggered too, instead of all at once behind one long batch.
     """
 
     max_batch: int
     batch_seconds: float | None
     starting_budget_s: float | None = None
+    first_chunk_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,8 @@ def plan_batch(
     steady = [w for w in ordered if w.has_audio]
     if first:
         # ...but not so many that a stream already speaking runs dry waiting for them
-        budget = _within_slack(limits.batch_seconds, steady, upcoming, cost, now)
+        budget = _shorter(limits.batch_seconds, limits.first_chunk_seconds)
+        budget = _within_slack(budget, steady, upcoming, cost, now)
         chosen = _distinct(first, _fit(cost, budget, limits.max_batch))
         size = len(chosen)
         for candidate in steady:
@@ -108,12 +115,18 @@ def plan_batch(
                     size += 1
     else:
         budget = limits.batch_seconds
-        if starting and limits.starting_budget_s is not None:
-            budget = limits.starting_budget_s if budget is None else min(budget, limits.starting_budget_s)
+        if starting:
+            budget = _shorter(budget, limits.starting_budget_s)
         budget = _within_slack(budget, steady, upcoming, cost, now)
         chosen = _distinct(steady, _fit(cost, budget, limits.max_batch))
     picked = {id(w) for w in chosen}
     return [w.step for w in chosen], [w.step for w in ordered if id(w) not in picked]
+
+
+def _shorter(budget: float | None, bound: float | None) -> float | None:
+    if bound is None:
+        return budget
+    return bound if budget is None else min(budget, bound)
 
 
 def _within_slack(

@@ -55,7 +55,8 @@ class DecodeCostModel:
         # Per batch size too: a step's audio depends on the load (a lightly loaded decoder runs many steps that
         # only push codes and decode nothing), so a capacity mixes the cost and the audio of the same size.
         self._samples_by_size: dict[int, float] = {}
-        # Decayed totals of busy seconds and audio over recent batches, whatever their sizes: what the decoder
+        # Decayed totals of busy seconds and audio over recent batches that decoded audio, whatever their sizes
+        # (a lightly loaded decoder also runs many cheap steps that only append codes): what the decoder
         # really delivered per second of work under the scheduler's actual mix of batch sizes and the machine's
         # actual load (other threads, other processes).
         self._recent_seconds = 0.0
@@ -76,8 +77,9 @@ class DecodeCostModel:
             self._samples_by_size[batch_size] = self._smooth(
                 self._samples_by_size.get(batch_size), audio_samples / batch_size
             )
-            self._recent_seconds = self._recent_seconds * RECENT_DECAY + seconds
-            self._recent_samples = self._recent_samples * RECENT_DECAY + audio_samples
+            if audio_samples > 0:  # a batch that only appended codes says nothing about the cost of audio
+                self._recent_seconds = self._recent_seconds * RECENT_DECAY + seconds
+                self._recent_samples = self._recent_samples * RECENT_DECAY + audio_samples
 
     def step_seconds(self, batch_size: int) -> float | None:
         """Estimated wall seconds per step in a batch of `batch_size` steps (None before any measurement).

@@ -50,6 +50,8 @@ DEFAULT_BATCH_SECONDS = 0.4  # target wall time of one batch (see the module doc
 # A steady batch's bound while a response waits for its first chunk: that chunk waits for one such batch at most
 # (about one steady step on the embedded CPU).
 DEFAULT_STARTING_BATCH_SECONDS = 0.05
+# A batch of first chunks: short, so answers starting together are staggered (realtime/speech/batch_plan.py).
+DEFAULT_FIRST_CHUNK_BATCH_SECONDS = 0.1
 _THREAD_NAME = "t2w-worker"
 _JOIN_TIMEOUT_S = 30.0  # how long aclose waits for a running job before leaving the thread behind
 
@@ -133,7 +135,9 @@ class InferenceWorker(Generic[ModelT]):
         self._max_batch = max_batch
         self._on_batch = on_batch
         self._batch_seconds = batch_seconds
-        self._limits = BatchLimits(max_batch, batch_seconds, starting_batch_seconds)
+        self._limits = BatchLimits(
+            max_batch, batch_seconds, starting_batch_seconds, DEFAULT_FIRST_CHUNK_BATCH_SECONDS
+        )
         # Responses whose decode stream is open and that have no audio yet (`first_chunk_expected`): an int
         # written on the event loop and read on the worker thread (a single read of an int is atomic).
         self.starting = 0

@@ -89,3 +89,10 @@ def test_no_batch_outlasts_a_ramping_stream_whose_next_step_is_on_its_way() -> N
     assert len(batch) == 4
     batch, _ = plan_batch(first, _cost(), LIMITS, NOW, upcoming=[NOW - 1.0])  # late already: full budget
     assert len(batch) == 8
+
+
+def test_first_chunks_starting_together_are_staggered() -> None:
+    limits = BatchLimits(max_batch=16, batch_seconds=0.4, starting_budget_s=0.05, first_chunk_seconds=0.1)
+    first = [_first(f"n{i}", order=i) for i in range(6)]
+    batch, rest = plan_batch(first, _cost(), limits, NOW)
+    assert batch == ["n0", "n1"] and len(rest) == 4  # 0.1 s: two first chunks of 50 ms
