@@ -2,7 +2,10 @@
 
 `create_app(runtime)` wires a ready `Runtime` (built by the caller, e.g. ``realtime serve``) into routes:
 
-- ``GET /v1/realtime?model=...`` and ``/realtime``: the OpenAI Realtime WebSocket (docs/PROTOCOL.md §1).
+- ``GET /v1/realtime?model=...`` and ``/realtime``: the OpenAI Realtime WebSocket (docs/PROTOCOL.md §1);
+  with ``?call_id=`` the sideband of a WebRTC call (realtime/http/sideband.py).
+- ``POST /v1/realtime/calls`` and ``/v1/realtime/calls/{call_id}/hangup`` (realtime/http/calls_api.py):
+  WebRTC calls running the same session core (realtime/webrtc/, docs/PROTOCOL.md §11).
 - ``POST /v1/audio/speech`` (realtime/http/speech.py), ``POST /v1/chat/completions`` (realtime/http/chat.py),
   ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` (realtime/http/transcriptions.py),
   ``GET/POST /v1/audio/voices``, ``DELETE /v1/audio/voices/{name}`` (realtime/http/voices_api.py), ``GET /v1/models`` (realtime/http/models.py):
@@ -45,6 +48,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ExceptionHandler
 
 from realtime.config import ServerConfig
+from realtime.http.calls_api import call_routes
 from realtime.http.chat import chat_endpoint
 from realtime.http.errors import (
     HTTPError,
@@ -61,6 +65,7 @@ from realtime.http.transcriptions import transcriptions_endpoint, translations_e
 from realtime.http.voices_api import VoicesAPI
 from realtime.session.vad import held_engine
 from realtime.speech.runtime import Runtime
+from realtime.webrtc.calls import CallRegistry
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +133,19 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
     """
     sessions = SessionCount(runtime.config.max_sessions)
     model = served_model_name(runtime)
-    realtime_socket = realtime_endpoint(runtime, sessions)
+    calls = CallRegistry(runtime, sessions, runtime.config.webrtc, model)
+    realtime_socket = realtime_endpoint(runtime, sessions, calls)
     voice_api = VoicesAPI(runtime)
     list_models, retrieve_model = model_routes(model, int(time.time()), runtime.config.api_key or None)
 
     async def health(request: Request) -> Response:
-        info = {"status": "ok", "model": model, "sessions": sessions.open, **runtime.describe()}
+        info = {
+            "status": "ok",
+            "model": model,
+            "sessions": sessions.open,
+            "calls": {"pending": calls.pending, "active": calls.active},
+            **runtime.describe(),
+        }
         return JSONResponse({**info, **process_figures()})
 
     async def live(request: Request) -> JSONResponse:
@@ -175,6 +187,7 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
         Route("/audio/voices/{name}", voice_api.delete, methods=["DELETE"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/models/{model:path}", retrieve_model, methods=["GET"]),
+        *call_routes(calls, runtime.config.api_key or None),
     ]
     icon = web_demo_dir / FAVICON if web_demo_dir is not None else None
 
@@ -202,12 +215,17 @@ def create_app(runtime: Runtime, *, web_demo_dir: Path | None = WEB_DEMO_DIR) ->
     }
     app = Starlette(routes=routes, lifespan=_lifespan, exception_handlers=handlers)
     app.state.sessions = sessions  # the shutdown path drains them (realtime/commands/serve.py)
+    app.state.calls = calls  # closed by the lifespan
     return app
 
 
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     # the shared VAD model (onnxruntime) is loaded in a thread at start-up, not in the first session, and its
-    # thread stops with the server (`realtime serve` runs uvicorn with this lifespan on)
+    # thread stops with the server (`realtime serve` runs uvicorn with this lifespan on); WebRTC calls live on
+    # their own tasks, not on a request, so they are ended here
     async with held_engine():
-        yield
+        try:
+            yield
+        finally:
+            await app.state.calls.close()

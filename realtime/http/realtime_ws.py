@@ -33,18 +33,20 @@ from realtime.errors import (
     PeerGone,
     quote,
 )
+from realtime.http.sideband import refuse_unknown_call, serve_sideband
 from realtime.http.ws_transport import CLOSE_WAIT_S, WebSocketTransport
 from realtime.session.connection import Drain, serve_connection
 from realtime.session.session import Session
 from realtime.session.transport import Ending
 from realtime.speech.runtime import Runtime
+from realtime.webrtc.calls import CallRegistry
 from realtime.wire.handshake import Dialect, negotiate
 from realtime.wire.server_events import EventBuilder, encode
 
 log = logging.getLogger(__name__)
 
 SERVED_MODEL = "step-audio-2-mini"
-_IGNORED_QUERY = ("call_id", "intent")
+_IGNORED_QUERY = ("intent",)
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -140,8 +142,11 @@ def key_accepted(presented: str | None, server_key: str | None) -> bool:
     return hmac.compare_digest(presented.encode(), server_key.encode())
 
 
-def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[WebSocket], Awaitable[None]]:
-    """The WebSocket handler serving Realtime sessions on ``runtime``, counted in ``sessions``."""
+def realtime_endpoint(
+    runtime: Runtime, sessions: SessionCount, calls: CallRegistry | None = None
+) -> Callable[[WebSocket], Awaitable[None]]:
+    """The WebSocket handler serving Realtime sessions on ``runtime``, counted in ``sessions``, and the
+    sidebands of the WebRTC ``calls`` (``?call_id=``, realtime/http/sideband.py)."""
     config = runtime.config
     server_key = config.api_key or None
     forced_dialect = (
@@ -156,6 +161,11 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
         for name in _IGNORED_QUERY:
             if name in ws.query_params:
                 log.info("ignoring unsupported query parameter %s", name)
+        call_id = ws.query_params.get("call_id")
+        call = calls.find(call_id) if call_id is not None and calls is not None else None
+        if call_id is not None and call is None and key_accepted(handshake.api_key, server_key):
+            await refuse_unknown_call(ws, call_id)  # before the upgrade, as OpenAI answers an unknown call
+            return
         log.info("session requested model=%s dialect=%s", requested, handshake.dialect.value)
         await ws.accept(subprotocol=handshake.subprotocol)
         transport = WebSocketTransport(ws, handshake.dialect)
@@ -180,6 +190,9 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
                 "an 'api-key' header, the 'openai-insecure-api-key.<key>' subprotocol or '?api_key=<key>'.",
             )
             await _refuse(transport, handshake.dialect, report, CLOSE_POLICY_VIOLATION, runtime)
+            return
+        if call is not None:  # a sideband joins a session that already holds its slot
+            await serve_sideband(transport, call, config.send_timeout)
             return
         if sessions.drain.started.is_set():
             report = ErrorReport(SERVER_ERROR, CODE_SHUTTING_DOWN, "The server is shutting down.")

@@ -137,6 +137,18 @@ class Session:
             await self.outbox.put(event)
         self._configure_vad()
 
+    def preset(self, update: SessionUpdate) -> None:
+        """Apply a session configuration before `open`, so that ``session.created`` already reports it.
+
+        A WebRTC call is created with its configuration (the ``session`` form field of ``POST
+        /v1/realtime/calls``, or the session an ephemeral key is bound to); a WebSocket only gets one by
+        ``session.update`` after ``session.created``. No event is sent.
+
+        Raises:
+            ProtocolViolation: what a ``session.update`` with this configuration would be refused with.
+        """
+        self._session_update(update)
+
     def abort_runs(self) -> None:
         """Stop every response and transcription without closing events; the sender drops queued audio."""
         self.idle.disarm()
