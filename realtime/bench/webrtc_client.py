@@ -191,6 +191,14 @@ class CallClient:
                 self._frame.clear()
                 await self._frame.wait()
 
+    async def until_quiet(self, ms: float) -> None:
+        """Return once the last ``ms`` milliseconds decoded were silent (what was playing has arrived)."""
+        frames = max(1, round(ms / 20))
+        async with asyncio.timeout(WAIT_GUARD_S):
+            while len(self.frames) < frames or any(f.peak >= SILENT_PEAK for f in self.frames[-frames:]):
+                self._frame.clear()
+                await self._frame.wait()
+
     async def close(self) -> None:
         """Hang up from this side: close the peer connection and stop listening."""
         self.mic.stop()
