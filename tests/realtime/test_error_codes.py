@@ -408,10 +408,15 @@ CASES: dict[str, Case] = {
     "R51": _full_server,
     "R52": _expired,
 }
-# rows provoked by a test elsewhere (a drain needs its own server process; a bug has no input)
+# rows provoked by a test elsewhere (a drain needs its own server process; a bug has no input; the WebRTC call
+# door's refusals need a peer connection)
+CALL_LIMITS = "tests/realtime/webrtc/test_call_limits.py"
 ELSEWHERE = {
     "R53": "tests/realtime/commands/test_drain.py",
     "R54": "tests/realtime/wire/test_hostile_fuzz.py",
+    **{f"R{n}": CALL_LIMITS for n in (55, 56, 57, 58, 59, 60, 61, 62, 65)},
+    "R63": "tests/realtime/webrtc/test_sideband.py",
+    "R64": "tests/realtime/webrtc/test_call_transport.py",
 }
 
 

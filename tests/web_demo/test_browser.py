@@ -15,9 +15,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -25,6 +28,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("STREAMVOICE_ARTIFACTS", REPO / "artifacts"))
 SERVER_START_TIMEOUT_S = 180.0
+MIC = REPO / "tests" / "data" / "mic_hello.wav"
 
 
 def _free_port() -> int:
@@ -74,33 +78,56 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def playwright() -> Iterator[object]:
+    """Playwright's sync API, once per module (it cannot be started twice in one thread)."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (make test installs it with apt-get as root)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    mic = REPO / "tests" / "data" / "mic_hello.wav"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={mic}",
-            ],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with sync_api.sync_playwright() as started:
+        yield started
+
+
+@contextmanager
+def chromium(playwright: object, mic: Path) -> Iterator[object]:
+    """Debian's chromium, headless, with ``mic`` (a wav, looped) as its fake microphone."""
+    browser = playwright.chromium.launch(  # type: ignore[attr-defined]
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--autoplay-policy=no-user-gesture-required",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}",
+        ],
+    )
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: object) -> Iterator[object]:
+    with chromium(playwright, MIC) as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def caller_browser(playwright: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A browser whose microphone says "hello", then is silent for 3 s, over and over (the file loops): the
+    server VAD hears a turn end, and the answer plays before the next "hello" interrupts it."""
+    samples, rate = sf.read(MIC, dtype="int16")
+    padded = tmp_path_factory.mktemp("mic") / "hello_then_silence.wav"
+    sf.write(padded, np.concatenate([samples, np.zeros(3 * rate, dtype=np.int16)]), rate, subtype="PCM_16")
+    with chromium(playwright, padded) as browser:
+        yield browser
 
 
 def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: object) -> None:
@@ -108,8 +135,9 @@ def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: obj
     page = context.new_page()
     console_errors: list[str] = []
     page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(server_url + "/")
+    page.goto(server_url + "/?transport=websocket")
     page.wait_for_selector("#status[data-state=open]", timeout=30_000)
+    assert page.evaluate("window.demo.transport") == "websocket"
     # the page and everything it loads (the favicon included) arrive without a failed request
     assert not [e for e in console_errors if "Failed to load resource" in e], console_errors
     # The embedded default says plainly that it is not a voice model.
@@ -159,4 +187,43 @@ def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: obj
     page.wait_for_function("window.demo.stats.buffered === 0", timeout=5_000)
     page.mouse.up()
     assert not [e for e in console_errors if "bad server event" in e]
+    context.close()
+
+
+def test_a_call_over_webrtc_in_a_real_browser(server_url: str, caller_browser: object) -> None:
+    """The demo's default mode: a WebRTC call as OpenAI's quickstart places it (RTCPeerConnection, the
+    microphone track, the oai-events data channel, POST /v1/realtime/calls, an <audio> element)."""
+    context = caller_browser.new_context(permissions=["microphone"])  # type: ignore[attr-defined]
+    page = context.new_page()
+    console_errors: list[str] = []
+    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(server_url + "/")
+    page.wait_for_selector("#status[data-state=open]", timeout=30_000)
+    assert page.evaluate("window.demo.transport") == "webrtc"
+    assert page.evaluate("window.demo.call.callId").startswith("rtc_")
+    assert page.evaluate("window.demo.call.pc.connectionState") == "connected"
+    # the fake microphone says "hello": the server VAD ends the turn, the answer plays on the server's track
+    page.wait_for_function(
+        "window.demo.events.some(e => e.direction === '←' && e.type === 'output_audio_buffer.started')",
+        timeout=60_000,
+    )
+    page.wait_for_function("window.demo.stats.energy > 0", timeout=30_000)  # the browser decoded the answer
+    received = page.evaluate("window.demo.events.filter(e => e.direction === '←').map(e => e.type)")
+    for kind in (
+        "session.created",
+        "session.updated",
+        "input_audio_buffer.speech_started",
+        "response.created",
+    ):
+        assert kind in received, (kind, received)
+    assert "response.output_audio.delta" not in received  # the audio came on the track
+    page.wait_for_function(
+        "document.querySelector('#transcript li.assistant') && "
+        "document.querySelector('#transcript li.assistant').innerText.trim() !== ''",
+        timeout=30_000,
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web_demo_webrtc_call.png"))
+    assert not [e for e in console_errors if "bad server event" in e or "call failed" in e], console_errors
+    page.evaluate("window.demo.call.close()")
     context.close()
