@@ -333,8 +333,8 @@ class ServerConfig:
         32,
         Section.LIMITS,
         "concurrent WebSocket sessions; one more gets session_limit_reached and close 1013 (SDKs retry "
-        "later). HTTP speech and chat answers count against it while they are generated; a full server "
-        "answers them 503 session_limit_reached",
+        "later). WebRTC calls count against it from their answer to their end, and HTTP speech and chat "
+        "answers while they are generated; a full server answers them 503 session_limit_reached",
         ge=1,
     )
     max_session_seconds: float = setting(
