@@ -26,7 +26,10 @@ SAMPLES: dict[str, tuple[str, ...]] = {
     "allowed_origins": ("http://a.example:8000/", "https://b.example"),
     "sglang_worker_urls": ("http://llm-1:30001", "https://llm-2:30001/"),
     "sglang_affinity_header": ("x-session",),
-    "webrtc_ice_servers": ("stun:stun.example.com:3478", "turn:user:p%40ss@turn.example.com:3478?transport=tcp"),
+    "webrtc_ice_servers": (
+        "stun:stun.example.com:3478",
+        "turn:user:p%40ss@turn.example.com:3478?transport=tcp",
+    ),
     "webrtc_public_ip": ("198.51.100.7",),
 }
 # Names users' scripts already use: each must stay a flag / a variable of `realtime serve`.

@@ -8,23 +8,22 @@ A screenshot of the page mid-conversation is saved under artifacts/ for people t
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.support.browser import CHROMIUM, chromium
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("STREAMVOICE_ARTIFACTS", REPO / "artifacts"))
 SERVER_START_TIMEOUT_S = 180.0
@@ -85,32 +84,6 @@ def playwright() -> Iterator[object]:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as started:
         yield started
-
-
-@contextmanager
-def chromium(playwright: object, mic: Path) -> Iterator[object]:
-    """Debian's chromium, headless, with ``mic`` (a wav, looped) as its fake microphone."""
-    browser = playwright.chromium.launch(  # type: ignore[attr-defined]
-        executable_path=CHROMIUM,
-        headless=True,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={mic}",
-        ],
-    )
-    try:
-        yield browser
-    finally:
-        browser.close()
 
 
 @pytest.fixture(scope="module")
