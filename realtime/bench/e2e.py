@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from realtime.bench.e2e_webrtc import format_calls, run_calls, summarise_calls
+from realtime.bench.runs import percentiles, run_staggered
 from realtime.bench.server_metrics import batch_histogram, metrics_url, scrape_batch_buckets
-from realtime.bench.stats import percentiles
 
 OUTPUT_RATE = 24_000
 BYTES_PER_SAMPLE = 2
@@ -222,22 +222,7 @@ async def _run_all(
     args: argparse.Namespace, input_pcm: bytes | None
 ) -> tuple[list[ResponseSample], list[str], float]:
     clients = [_Client(args, i, input_pcm) for i in range(args.sessions)]
-
-    async def staggered(client: _Client) -> list[ResponseSample]:
-        await asyncio.sleep(client.session_index * args.stagger_ms / 1000)
-        return await client.run()
-
-    started = time.perf_counter()
-    results = await asyncio.gather(*(staggered(c) for c in clients), return_exceptions=True)
-    elapsed = time.perf_counter() - started
-    samples: list[ResponseSample] = []
-    failures: list[str] = []
-    for result in results:
-        if isinstance(result, BaseException):
-            failures.append(f"{type(result).__name__}: {result}")
-        else:
-            samples.extend(result)
-    return samples, failures, elapsed
+    return await run_staggered([client.run for client in clients], args.stagger_ms)
 
 
 def summarise(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from realtime.bench.stats import percentiles
+from realtime.bench.runs import percentiles, run_staggered
 from realtime.bench.webrtc_client import SILENT_PEAK, CallClient, HeardFrame
 
 FRAME_S = 0.020
@@ -146,22 +146,7 @@ async def run_calls(
 ) -> tuple[list[CallSample], list[str], float]:
     """Run ``args.sessions`` calls of ``args.responses`` responses (staggered as the WebSocket arm)."""
     callers = [_Caller(args, i, input_pcm) for i in range(args.sessions)]
-
-    async def staggered(caller: _Caller) -> list[CallSample]:
-        await asyncio.sleep(caller.index * args.stagger_ms / 1000)
-        return await caller.run()
-
-    started = time.perf_counter()
-    results = await asyncio.gather(*(staggered(c) for c in callers), return_exceptions=True)
-    elapsed = time.perf_counter() - started
-    samples: list[CallSample] = []
-    failures: list[str] = []
-    for result in results:
-        if isinstance(result, BaseException):
-            failures.append(f"{type(result).__name__}: {result}")
-        else:
-            samples.extend(result)
-    return samples, failures, elapsed
+    return await run_staggered([caller.run for caller in callers], args.stagger_ms)
 
 
 def summarise_calls(samples: list[CallSample], failures: list[str], elapsed: float) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from realtime.bench.e2e import _run_all, _spawn_server
 from realtime.bench.e2e import summarise as summarise_realtime
-from realtime.bench.stats import percentiles
+from realtime.bench.runs import percentiles
 
 PCM_RATE = 24_000
 MAX_DECODE_SECONDS = 3600.0

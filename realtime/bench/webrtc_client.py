@@ -5,7 +5,7 @@ way a browser does (OpenAI's WebRTC guide, ``@openai/agents-realtime``).
 sends the offer to ``POST /v1/realtime/calls`` without ICE candidates (a browser trickles them: the server must
 learn the caller's addresses from its connectivity checks), applies the answer and waits for the channel to
 open. Then: `send` a client event, `speak` PCM into the microphone (played out in real time by the server's own
-`PlayoutTrack`, so the caller sends exactly what a paced source would), `until` a server event; everything the
+`PlayoutTrack`, so the caller sends exactly what a paced source would), `until` a server event (`EventLog`); everything the
 server plays is decoded and kept (`heard`, 48 kHz mono PCM16) with each frame's arrival time (`frames`).
 """
 
@@ -16,7 +16,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -25,6 +25,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from realtime.audio import AudioFormat
+from realtime.bench.event_log import WAIT_GUARD_S, EventLog
 from realtime.session.transport import OutputAudio
 from realtime.webrtc.peer_audio import frame_to_mono
 from realtime.webrtc.playout import PlayoutTrack
@@ -32,7 +33,6 @@ from realtime.wire.handshake import Dialect
 from realtime.wire.server_events import EventBuilder, PartIds
 
 SILENT_PEAK = 64  # a decoded frame whose samples all stay below this (of 32767) counts as silence
-WAIT_GUARD_S = 60.0
 _INT16_SCALE = 32767.0
 
 
@@ -49,31 +49,35 @@ class HeardFrame:
     peak: int
 
 
-@dataclass
-class CallClient:
+class CallClient(EventLog):
     """One call from the caller's side (event loop only). Build it with `connect`.
+
+    Server events from the data channel are kept in `received` (as ``parse`` returned them) and read with
+    `recv` / `until` (`EventLog`).
 
     Attributes:
         call_id: the id from the answer's ``Location``.
-        events: every server event from the data channel, in order, as ``parse`` returned it.
+        location: the answer's ``Location``.
         heard: the server's audio as decoded here, 48 kHz mono PCM16.
         frames: each decoded frame's arrival and level.
     """
 
-    pc: RTCPeerConnection
-    channel: RTCDataChannel
-    mic: PlayoutTrack
-    parse: Callable[[str], dict[str, Any]]
-    call_id: str = ""
-    location: str = ""
-    events: list[dict[str, Any]] = field(default_factory=list)
-    heard: bytearray = field(default_factory=bytearray)
-    frames: list[HeardFrame] = field(default_factory=list)
-    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    _frame: asyncio.Event = field(default_factory=asyncio.Event)
-    _read: int = 0
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _spoken: int = 0
+    def __init__(
+        self,
+        pc: RTCPeerConnection,
+        channel: RTCDataChannel,
+        mic: PlayoutTrack,
+        parse: Callable[[str], dict[str, Any]],
+    ) -> None:
+        super().__init__()
+        self.pc, self.channel, self.mic, self.parse = pc, channel, mic, parse
+        self.call_id = ""
+        self.location = ""
+        self.heard = bytearray()
+        self.frames: list[HeardFrame] = []
+        self._frame = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._spoken = 0
 
     @classmethod
     async def connect(
@@ -125,8 +129,7 @@ class CallClient:
     # the server's side -----------------------------------------------------------------------------------
     def _on_message(self, message: str | bytes) -> None:
         assert isinstance(message, str), "server events are text"
-        self.events.append(self.parse(message))
-        self._arrived.set()
+        self.add(self.parse(message))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
@@ -158,27 +161,6 @@ class CallClient:
     async def spoken(self) -> None:
         """Return once everything given to `speak` has gone out."""
         await self.mic.drained()
-
-    async def recv(self) -> dict[str, Any]:
-        """The next server event not read yet."""
-        async with asyncio.timeout(WAIT_GUARD_S):
-            while self._read >= len(self.events):
-                self._arrived.clear()
-                await self._arrived.wait()
-        event = self.events[self._read]
-        self._read += 1
-        return event
-
-    async def until(self, kind: str) -> list[dict[str, Any]]:
-        """Server events read up to and including the next one of type ``kind``."""
-        events = [await self.recv()]
-        while events[-1]["type"] != kind:
-            events.append(await self.recv())
-        return events
-
-    def types(self) -> list[str]:
-        """Types of every server event so far."""
-        return [event["type"] for event in self.events]
 
     def heard_audio_ms(self) -> float:
         """Milliseconds of non-silent audio decoded so far."""

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -103,13 +104,19 @@ def caller_browser(playwright: object, tmp_path_factory: pytest.TempPathFactory)
         yield browser
 
 
-def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: object) -> None:
+def open_demo(browser: object, url: str) -> tuple[Any, Any, list[str]]:
+    """A new context and page on ``url``, connected; the console errors it logs are collected."""
     context = browser.new_context(permissions=["microphone"])  # type: ignore[attr-defined]
     page = context.new_page()
     console_errors: list[str] = []
     page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(server_url + "/?transport=websocket")
+    page.goto(url)
     page.wait_for_selector("#status[data-state=open]", timeout=30_000)
+    return context, page, console_errors
+
+
+def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: object) -> None:
+    context, page, console_errors = open_demo(browser, server_url + "/?transport=websocket")
     assert page.evaluate("window.demo.transport") == "websocket"
     # the page and everything it loads (the favicon included) arrive without a failed request
     assert not [e for e in console_errors if "Failed to load resource" in e], console_errors
@@ -166,12 +173,7 @@ def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: obj
 def test_a_call_over_webrtc_in_a_real_browser(server_url: str, caller_browser: object) -> None:
     """The demo's default mode: a WebRTC call as OpenAI's quickstart places it (RTCPeerConnection, the
     microphone track, the oai-events data channel, POST /v1/realtime/calls, an <audio> element)."""
-    context = caller_browser.new_context(permissions=["microphone"])  # type: ignore[attr-defined]
-    page = context.new_page()
-    console_errors: list[str] = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(server_url + "/")
-    page.wait_for_selector("#status[data-state=open]", timeout=30_000)
+    context, page, console_errors = open_demo(caller_browser, server_url + "/")
     assert page.evaluate("window.demo.transport") == "webrtc"
     assert page.evaluate("window.demo.call.callId").startswith("rtc_")
     assert page.evaluate("window.demo.call.pc.connectionState") == "connected"

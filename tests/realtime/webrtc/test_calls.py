@@ -21,17 +21,12 @@ import soundfile as sf
 from realtime.audio import PCM_RATE, resample_pcm16
 from realtime.bench.webrtc_client import CallClient
 from tests.realtime.conftest import APP_TOOL_CALL, TOOL_CALL_ARGUMENTS
+from tests.realtime.session.test_tool_calls import WEATHER_TOOL
 from tests.support.server_harness import ServerHandle
 from tests.support.wire_check import validate_frame
 
 MIC_WAV = Path(__file__).resolve().parents[2] / "data" / "mic_hello.wav"
 BYTES_PER_MS = PCM_RATE * 2 // 1000
-WEATHER_TOOL = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Current weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-}
 USER_TEXT = {
     "type": "conversation.item.create",
     "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a long story"}]},

@@ -18,7 +18,8 @@ import websockets
 
 from realtime.bench.webrtc_client import CallClient
 from tests.realtime.conftest import APP_TOOL_CALL, TOOL_CALL_ARGUMENTS
-from tests.realtime.webrtc.test_calls import WEATHER_TOOL, ga, silence_ms, speech_pcm
+from tests.realtime.session.test_tool_calls import WEATHER_TOOL
+from tests.realtime.webrtc.test_calls import ga, silence_ms, speech_pcm
 from tests.support.server_harness import ServerHandle
 
 GUARD_S = 30.0
@@ -84,7 +85,7 @@ async def test_a_sideband_steers_a_spoken_call_and_answers_its_tool_call(
         await caller.until("response.done")  # the tool call's
         await caller.until("response.done")  # the answer's
         assert {event["event_id"] for event in sideband.received} <= {
-            event["event_id"] for event in caller.events
+            event["event_id"] for event in caller.received
         }
         assert "response.output_audio.delta" not in [event["type"] for event in sideband.received]
     finally:
