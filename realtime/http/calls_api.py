@@ -29,13 +29,14 @@ from realtime.errors import (
     CODE_INVALID_JSON,
     CODE_INVALID_VALUE,
     CODE_MISSING_PARAMETER,
+    CODE_WEBRTC_UNAVAILABLE,
     SERVER_ERROR,
     ProtocolViolation,
 )
 from realtime.http.body import check_declared_length, read_body, too_large
 from realtime.http.errors import CODE_NOT_FOUND, HTTPError, check_api_key, error_response
 from realtime.webrtc.calls import CallRefused, CallRegistry
-from realtime.webrtc.offer import MAX_OFFER_BYTES, OfferError
+from realtime.webrtc.offer import MAX_OFFER_BYTES, NoCandidates, OfferError
 from realtime.wire.client_events import SessionUpdate, decode_client_frame
 from realtime.wire.handshake import Dialect
 from realtime.wire.json_text import load_untrusted_json
@@ -72,8 +73,8 @@ def call_routes(calls: CallRegistry, server_key: str | None) -> list[BaseRoute]:
         try:
             bound = authorize_call(request, server_key)
             sdp, session = await _read_offer(request)
-            presets = [_session_update(s, param) for s, param in ((bound, "session"), (session, "session"))]
-            call_id, answer = await calls.start(sdp, [p for p in presets if p is not None])
+            presets = [update for update in (_session_update(bound), _session_update(session)) if update]
+            call_id, answer = await calls.start(sdp, presets)
         except CallRefused as exc:
             report = exc.report
             return error_response(
@@ -81,9 +82,9 @@ def call_routes(calls: CallRegistry, server_key: str | None) -> list[BaseRoute]:
             )
         except OfferError as exc:
             return error_response(HTTPError(400, CODE_INVALID_VALUE, str(exc), "sdp"))
-        except RuntimeError as exc:  # no candidates: the server's network, not the caller's offer
+        except NoCandidates as exc:  # the server's network, not the caller's offer
             return error_response(
-                HTTPError(500, "webrtc_unavailable", f"WebRTC is unavailable: {exc}.", None, SERVER_ERROR)
+                HTTPError(500, CODE_WEBRTC_UNAVAILABLE, f"WebRTC is unavailable: {exc}.", None, SERVER_ERROR)
             )
         except (HTTPError, ProtocolViolation) as exc:
             return error_response(exc)
@@ -191,7 +192,7 @@ def _text(data: bytes, name: str) -> str:
         raise HTTPError(400, CODE_INVALID_VALUE, f"The '{name}' is not UTF-8 text.", name) from None
 
 
-def _session_update(session: SessionObject | None, param: str) -> SessionUpdate | None:
+def _session_update(session: SessionObject | None) -> SessionUpdate | None:
     """A session object as the ``session.update`` that applies it (validated exactly as one).
 
     Raises:
@@ -201,5 +202,5 @@ def _session_update(session: SessionObject | None, param: str) -> SessionUpdate 
         return None
     event = decode_client_frame(json.dumps({"type": "session.update", "session": session}), Dialect.GA)
     if not isinstance(event, SessionUpdate):  # decode_client_frame returns the event its type names
-        raise ProtocolViolation(CODE_INVALID_VALUE, "The session object is not valid.", param)
+        raise ProtocolViolation(CODE_INVALID_VALUE, "The session object is not valid.", "session")
     return event

@@ -158,7 +158,7 @@ class CallRegistry:
             CallRefused: the server drains, is full, or has ``--max-pending-calls`` pending.
             OfferError: the offer cannot become a call (a 400).
             ProtocolViolation: a preset is not a valid session (a 400).
-            RuntimeError: the server could not gather a candidate.
+            NoCandidates: the server could not gather a candidate.
         """
         self._admit()
         shape = check_offer(offer)

@@ -43,6 +43,10 @@ class OfferError(ValueError):
     """The offer cannot become a call; the message says why (it becomes a 400 on ``param: sdp``)."""
 
 
+class NoCandidates(Exception):
+    """The server gathered no ICE candidate: no usable network interface (a 500, the server's fault)."""
+
+
 @dataclass(frozen=True)
 class IceSettings:
     """How the server's side of a call finds its candidates.
@@ -118,7 +122,7 @@ async def negotiate(pc: RTCPeerConnection, offer: str, track: PlayoutTrack, ice:
 
     Raises:
         OfferError: aiortc refused the offer (ICE credentials or DTLS fingerprint missing, ...).
-        RuntimeError: the server gathered no candidate (no usable network interface).
+        NoCandidates: the server gathered no candidate (no usable network interface).
     """
     transceiver = pc.addTransceiver(track, direction="sendrecv")
     capabilities = RTCRtpSender.getCapabilities("audio")

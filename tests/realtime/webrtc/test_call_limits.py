@@ -255,3 +255,16 @@ def test_the_advertised_address_is_added_beside_each_host_candidate() -> None:
     lines = advertise(answer, "198.51.100.7").splitlines()
     assert "a=candidate:abc9 1 udp 2130706430 198.51.100.7 40000 typ host" in lines
     assert len([line for line in lines if "198.51.100.7" in line]) == 1  # not for IPv6, not for srflx
+
+
+async def test_a_server_without_a_network_interface_says_so(
+    server: ServerHandle, offer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [])  # only loopback here
+    await until_idle(server, APP_CALL_LIMITS)
+    sockets = udp_sockets()
+    response = await _post(server, APP_CALL_LIMITS, content=offer, headers={"Content-Type": "application/sdp"})
+    assert _error(response) == (500, "webrtc_unavailable", None, "server_error")
+    assert "network interface" in response.json()["error"]["message"]
+    await until_idle(server, APP_CALL_LIMITS)
+    assert udp_sockets() == sockets
