@@ -134,7 +134,7 @@ async def negotiate(pc: RTCPeerConnection, offer: str, track: PlayoutTrack, ice:
         raise OfferError(f"The SDP offer was refused: {exc}.") from None
     answer = pc.localDescription.sdp
     if "a=candidate:" not in answer:
-        raise RuntimeError(
+        raise NoCandidates(
             "the server has no network interface to offer ICE candidates on (loopback is skipped)"
         )
     return advertise(answer, ice.public_ip) if ice.public_ip else answer
