@@ -309,21 +309,49 @@ class ServerConfig:
     api_key: str | None = setting(
         None,
         Section.LIMITS,
-        "require this key: a WebSocket client presents it as Authorization: Bearer KEY (the openai SDKs' "
-        "api_key), an api-key header, the openai-insecure-api-key.KEY subprotocol (never echoed) or "
-        "?api_key=KEY, else it gets invalid_api_key and close 1008; /metrics and every /v1 HTTP route then "
-        "need Bearer or api-key too (401 invalid_api_key); /health, /favicon.ico and the demo page stay open "
-        "(open it as http://HOST:PORT/?key=KEY). Prefer the variable: flags show up in ps",
+        "require this key on every route but /health*, /favicon.ico and the demo page: HTTP clients send "
+        "Authorization: Bearer KEY (the openai SDKs' api_key) or an api-key header, else 401 invalid_api_key; "
+        "a WebSocket client may also use the openai-insecure-api-key.KEY subprotocol (never echoed) or "
+        "?api_key=KEY, else it gets invalid_api_key and close 1008. Realtime sessions also take the ephemeral "
+        "keys POST /v1/realtime/client_secrets mints (docs/PROTOCOL.md §1.8). Log lines never show a key (nor Bearer tokens or ek_ "
+        "keys: redacted). Prefer the variable: flags show up in ps",
         shown_default="none: every client is accepted",
         metavar="KEY",
+    )
+    public_demo: bool = setting(
+        False,
+        Section.LIMITS,
+        "with --api-key: the demo page gets its short-lived keys (60 s, Realtime only) from "
+        "POST /demo/client_secrets without the server's key, so anyone who can load the page can hold "
+        "sessions; without it the page asks its user for the key once and keeps only the short-lived one. "
+        "A server without --api-key is public anyway",
+        shown_default="off",
+    )
+    client_secret_max_seconds: int = setting(
+        7200,
+        Section.LIMITS,
+        "longest lifetime an ephemeral key may ask for in expires_after.seconds (10 and above; longer "
+        "requests get integer_above_max_value). A key opens sessions until it expires; a session started in "
+        "time runs to --max-session-seconds",
+        ge=10,
+        le=86400,
+    )
+    max_client_secrets: int = setting(
+        1024,
+        Section.LIMITS,
+        "ephemeral keys held at once (32 MiB of bound session configurations at most), and as many again "
+        "for the demo page's own; expired keys are purged, and when live keys fill a store the oldest one "
+        "stops working",
+        ge=1,
     )
     allowed_origins: tuple[str, ...] = setting(
         (),
         Section.LIMITS,
-        "browser origins (scheme://host[:port]) allowed to open WebSocket sessions, or '*' for any; a page "
-        "from another origin gets origin_not_allowed and close 1008. Clients that send no Origin header (SDKs, "
-        "servers) are not checked. Serving the demo under a DNS name without a key needs this (a DNS name "
-        "could be rebound by a hostile site)",
+        "browser origins (scheme://host[:port]) allowed to call this server, or '*' for any; a page from "
+        "another origin gets origin_not_allowed (HTTP 403; on a WebSocket the error event, then close 1008). "
+        "Allowed origins get CORS answers (preflights, Access-Control-Allow-Origin). Clients that send no "
+        "Origin header (SDKs, servers) are not checked. Serving the demo under a DNS name without a key needs "
+        "this (a DNS name could be rebound by a hostile site)",
         shown_default="loopback pages, and this server's own page under an IP address (under any name when a "
         "key is set)",
         item=parse_origin,
@@ -336,6 +364,65 @@ class ServerConfig:
         "later). WebRTC calls count against it from their answer to their end, and HTTP speech and chat "
         "answers while they are generated; a full server answers them 503 session_limit_reached",
         ge=1,
+    )
+    max_connections: int = setting(
+        0,
+        Section.LIMITS,
+        "open TCP connections across every door (HTTP, WebSocket, health). At the cap, a new connection "
+        "closes the one that has waited longest for its client (an idle connection, or a request head or body "
+        "that does not arrive: 408 request_timeout); with none to close it gets 503 "
+        "connection_limit_reached, except GET /health* which a small reserve keeps answering. The open-file "
+        "limit is raised to its hard limit at start-up and the log says what it allows",
+        shown_default="0 = what the open-file limit leaves after the files the server itself needs",
+        ge=0,
+    )
+    max_connections_per_ip: int = setting(
+        256,
+        Section.LIMITS,
+        "open connections from one client address; one more gets 429 rate_limit_exceeded (GET /health* "
+        "still answered) and is closed. Behind a proxy every client has the proxy's address: raise it or "
+        "use 0 (off) and limit clients at the proxy",
+        ge=0,
+    )
+    header_timeout: float = setting(
+        10.0,
+        Section.LIMITS,
+        "seconds a client has to send a request's line and headers, from the moment it connects (or its "
+        "first byte after an earlier answer); then 408 request_timeout and the connection closes",
+        gt=0,
+    )
+    body_timeout: float = setting(
+        30.0,
+        Section.LIMITS,
+        "seconds the server may wait for a request body that does not arrive, plus one second per 16 KiB "
+        "that does (a slow but steady upload goes on, a stalled or trickling one does not); then 408 "
+        "request_timeout (or a closed connection once the answer began)",
+        gt=0,
+    )
+    body_memory_mb: int = setting(
+        256,
+        Section.LIMITS,
+        "memory for request bodies over 64 KiB being read and decoded at once (uploads, transcriptions, chat "
+        "with audio): each reserves its declared length (a chunked one what has arrived) until its answer "
+        "starts; one that finds no room within 10 s gets 503 upload_capacity_reached, one larger than the "
+        "whole budget 413 request_too_large",
+        ge=1,
+    )
+    max_transcriptions: int = setting(
+        16,
+        Section.LIMITS,
+        "transcriptions running at once across the server (POST /v1/audio/transcriptions and Realtime input "
+        "transcription); one that finds none free within --transcription-wait gets 503 "
+        "transcription_capacity_reached (HTTP) or conversation.item.input_audio_transcription.failed with "
+        "that code (Realtime)",
+        ge=1,
+    )
+    transcription_wait_seconds: float = setting(
+        10.0,
+        Section.LIMITS,
+        "seconds a transcription waits for a free slot",
+        flag="--transcription-wait",
+        gt=0,
     )
     max_session_seconds: float = setting(
         3600.0,
@@ -414,9 +501,12 @@ class ServerConfig:
     drain_seconds: float = setting(
         10.0,
         Section.LIMITS,
-        "on SIGTERM: new sessions get server_shutting_down (close 1001), new responses "
-        "server_shutting_down, /health says ready: draining; active responses get this long to finish, then "
-        "every session closes with 1001. A second SIGTERM or Ctrl-C stops at once",
+        "on SIGTERM: new sessions get server_shutting_down (close 1001), new responses and HTTP speech, chat "
+        "and transcription requests server_shutting_down (503), /health says ready: draining; active "
+        "responses and HTTP answers get this long to finish, then every session closes with 1001 and an HTTP "
+        "answer still running ends so its client can tell: an SSE stream with an error event "
+        "server_shutting_down, a chunked audio stream without its final chunk, one not begun with 503. A "
+        "second SIGTERM or Ctrl-C stops at once",
         ge=0,
     )
 

@@ -57,7 +57,8 @@ CODE_ITEM_DUPLICATE_ID = "item_create_duplicate_item_id"
 CODE_ITEM_UNKNOWN_PREVIOUS = "item_create_invalid_previous_item_id"
 CODE_SESSION_EXPIRED = "session_expired"
 CODE_SESSION_LIMIT = "session_limit_reached"
-CODE_INVALID_SESSION_TYPE = "invalid_session_type"
+# an event that does not fit the session type (PROTOCOL.md §8.3 R23, R55-R58)
+CODE_INVALID_PARAMETER = "invalid_parameter"
 CODE_CANNOT_UPDATE_VOICE = "cannot_update_voice"
 CODE_INVALID_API_KEY = "invalid_api_key"
 CODE_INTERNAL = "internal_error"
@@ -80,12 +81,27 @@ MAX_QUOTED_CHARS = 200  # how much of a client's value an error message repeats
 MAX_MESSAGE_CHARS = 1000  # no error message is longer (a safety net behind `quote`)
 
 
+ELLIPSIS = "..."
+
+
 def quote(value: object) -> str:
     """The client's ``value`` as an error message may show it: at most `MAX_QUOTED_CHARS` characters."""
     text = value if isinstance(value, str) else repr(value)
     if len(text) <= MAX_QUOTED_CHARS:
         return text
-    return f"{text[:MAX_QUOTED_CHARS]}... ({len(text)} characters)"
+    return f"{text[:MAX_QUOTED_CHARS]}{ELLIPSIS} ({len(text)} characters)"
+
+
+def bounded_message(message: str, *client_values: str | None) -> str:
+    """``message`` as a client may get it: each long ``client_values`` it repeats (a ``param`` built from the
+    client's keys) shortened by `quote`, and the whole at most `MAX_MESSAGE_CHARS` characters, the ellipsis
+    included. Every error message leaves the server through here (WebSocket and HTTP)."""
+    for value in client_values:
+        if value is not None and len(value) > MAX_QUOTED_CHARS and value in message:
+            message = message.replace(value, quote(value))
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - len(ELLIPSIS)] + ELLIPSIS
+    return message
 
 
 class RealtimeError(Exception):
@@ -189,9 +205,7 @@ def describe_exception(exc: BaseException) -> ErrorReport:
         log.error("internal error while serving a session", exc_info=exc)
         return ErrorReport(SERVER_ERROR, CODE_INTERNAL, INTERNAL_MESSAGE, close_code=CLOSE_INTERNAL_ERROR)
     close_code = found.close_code if isinstance(found, SessionClosing) else None
-    message = found.message
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[:MAX_MESSAGE_CHARS] + "..."
+    message = bounded_message(found.message, found.param, found.event_id)
     param = found.param if found.param is None or len(found.param) <= MAX_QUOTED_CHARS else quote(found.param)
     event_id = found.event_id if isinstance(found.event_id, str) else None
     if event_id is not None and len(event_id) > MAX_QUOTED_CHARS:

@@ -85,6 +85,36 @@ class Metrics:
             f"{p}_output_audio_seconds", "Seconds of audio generated", registry=self.registry
         )
         self._output_tokens = Counter(f"{p}_output_tokens", "LLM tokens generated", registry=self.registry)
+        self._open_connections = Gauge(
+            f"{p}_open_connections",
+            "TCP connections counted against --max-connections (every door)",
+            registry=self.registry,
+        )
+        self._connections_refused = Counter(
+            f"{p}_connections_refused",
+            "Connections refused or closed by the connection limits, by reason (per_address, full, "
+            "reserve_full, gate_timeout, header_timeout, evicted, body_timeout)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._accept_errors = Counter(
+            f"{p}_accept_errors",
+            "accept() calls that failed (too many open files...); logged once per interval",
+            registry=self.registry,
+        )
+        self._transport_errors = Counter(
+            f"{p}_transport_errors",
+            "Client transport faults the server logs in one line, by kind (invalid_utf8: a WebSocket text "
+            "frame that is not UTF-8, closed 1007)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self._waiting = Gauge(
+            f"{p}_admission_waiting",
+            "Requests waiting for a slot, by what they wait for (transcription, body_memory)",
+            ["resource"],
+            registry=self.registry,
+        )
         self._batch = Histogram(
             f"{p}_token2wav_batch_size",
             "Decode steps (one per stream) run together in one batched Token2Wav call",
@@ -106,6 +136,27 @@ class Metrics:
     def active_sessions(self) -> int:
         """Open sessions right now."""
         return int(self._active_sessions._value.get())
+
+    # connections (called by realtime.http.connections, realtime.http.capacity, realtime.http.log_filters)
+    def set_open_connections(self, count: int) -> None:
+        """``count`` connections are open now."""
+        self._open_connections.set(count)
+
+    def connection_refused(self, reason: str) -> None:
+        """A connection was refused, or closed by a limit, for ``reason``."""
+        self._connections_refused.labels(reason=reason).inc()
+
+    def accept_error(self) -> None:
+        """One accept() failed."""
+        self._accept_errors.inc()
+
+    def transport_error(self, kind: str) -> None:
+        """A client transport fault of ``kind`` was logged."""
+        self._transport_errors.labels(kind=kind).inc()
+
+    def admission_waiting(self, resource: str, delta: int) -> None:
+        """``delta`` more (or fewer) requests wait for ``resource``."""
+        self._waiting.labels(resource=resource).inc(delta)
 
     # responses
     def response_started(self) -> None:

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from token2wav.config import CfmConfig, SamplerConfig
-from token2wav.dit import DiT, StepModulation, StreamRows, context_index
+from token2wav.dit import DiT, StepModulation, context_index
+from token2wav.dit_attention import StreamRows
 from token2wav.dit_cache import DitCache
 from token2wav.errors import Token2WavError
 
@@ -177,7 +178,10 @@ class CausalConditionalCFM(nn.Module):
         else:
             conv1 = torch.cat([item.cache.conv1 for item in items], dim=2)
             conv2 = torch.cat([item.cache.conv2 for item in items], dim=2)
-        ends = context_index([f for f in frames for _ in range(CFG_BATCH)], conv1.shape[-1], like.device)
+        # A compiled pass always takes the gather index (even when no row is padded): one graph for both cases.
+        compiled = self.estimator.compiled_pass is not None
+        rows = [f for f in frames for _ in range(CFG_BATCH)]
+        ends = context_index(rows, conv1.shape[-1], like.device, always=compiled)
         for index, step in enumerate(steps):
             packed[:, :MEL_BINS] = x if n == 1 else x.repeat_interleave(CFG_BATCH, dim=0)
             if reuse_step_cache:

@@ -11,16 +11,19 @@ Speed-ups that keep the reference's numbers:
   and trimming only updates the slot bookkeeping: nothing is copied.
 * Several streams run as one batched pass (`DiT.forward_cached` over `StreamRows`): every per-frame operation
   (projections, norms, convs, MLP) runs once on the right-padded batch `[2 N, F_max, h]`; only the attention
-  and the cache writes are per stream, because each stream reads its own keys. Right padding is exact for
-  the valid frames: the convs are causal and padded frames never become keys.
+  reads each stream's own keys (token2wav/dit_attention.py: per stream, or one call over a padded layout).
+  Right padding is exact for the valid frames: the convs are causal and padded frames never become keys.
+* The pass itself (`DiT.dense_pass`) is a function of tensors only (modulations as tensors, conv contexts
+  returned, the caches reached through the attention), so it compiles as one graph (token2wav/compiled.py).
 
-Size: just over 400 lines: the DiT estimator's blocks and its two-part attention; its caches live in
-`token2wav.dit_cache`.
+Size: just over 400 lines: the DiT estimator's blocks and its pass; its caches live in `token2wav.dit_cache`,
+its attention over them in `token2wav.dit_attention`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -29,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from token2wav.config import DitConfig
-from token2wav.dit_cache import CONV_CONTEXT, CONV_KERNEL, DitCache, KeySlots, attend
+from token2wav.dit_attention import AttentionMode, AttentionPass, StreamRows
+from token2wav.dit_cache import CONV_CONTEXT, CONV_KERNEL
 
 FREQ_EMBED_DIM = 256  # sinusoidal time embedding width
 TIME_SCALE = 1000.0  # the DiT embeds 1000 * t
@@ -155,21 +159,31 @@ class CausalConvBlock(nn.Module):
 
     def forward_cached(
         self, x: torch.Tensor, cache1: torch.Tensor, cache2: torch.Tensor, ends: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """`x [B, T, C]` with each conv's 2 cached input frames in front; caches `[B, 2, C]` are updated.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`x [B, T, C]` with each conv's 2 cached input frames `[B, 2, C]` in front.
 
         `ends` (int64 `[B, 2, C]`, see `context_index`) marks right-padded rows: each row's new context is its
         last 2 valid frames instead of the last 2 frames.
+
+        Returns:
+            (output `[B, T, C]`, new context of the first conv, new context of the second conv): the caches
+            are not written here, so a compiled graph has no mutated inputs.
         """
         w1, w2 = self._gemm_weights()
-        h = _causal_conv(x, cache1, w1, self.conv1.bias, ends)
+        h, context1 = _causal_conv(x, cache1, w1, self.conv1.bias, ends)
         h = F.mish(self.norm(h))
-        return _causal_conv(h, cache2, w2, self.conv2.bias, ends)
+        out, context2 = _causal_conv(h, cache2, w2, self.conv2.bias, ends)
+        return out, context1, context2
 
 
-def context_index(frames: list[int], channels: int, device: torch.device) -> torch.Tensor | None:
-    """Gather index `[B, 2, C]` of each row's last 2 valid frames in `[cache | x]`; None if none is padded."""
-    if len(set(frames)) <= 1:
+def context_index(
+    frames: list[int], channels: int, device: torch.device, *, always: bool = False
+) -> torch.Tensor | None:
+    """Gather index `[B, 2, C]` of each row's last 2 valid frames in `[cache | x]`.
+
+    None when no row is padded (the last 2 frames are every row's), unless `always`.
+    """
+    if len(set(frames)) <= 1 and not always:
         return None
     ends = torch.tensor([[f + i for i in range(CONV_CONTEXT)] for f in frames], dtype=torch.long)
     return ends.to(device).unsqueeze(-1).expand(-1, -1, channels)
@@ -181,60 +195,51 @@ def _causal_conv(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     ends: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Causal conv (k = CONV_KERNEL) on time-major `x [B, T, C]` with `cache [B, k-1, C]` (updated in place)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal conv (k = CONV_KERNEL) on time-major `x [B, T, C]` after `cache [B, k-1, C]`; (out, new cache)."""
     frames = x.shape[1]
     ext = torch.cat([cache, x], dim=1)
-    cache.copy_(ext[:, -CONV_CONTEXT:] if ends is None else ext.gather(1, ends))
+    context = ext[:, -CONV_CONTEXT:] if ends is None else ext.gather(1, ends)
     cols = torch.cat([ext[:, k : k + frames] for k in range(CONV_KERNEL)], dim=-1)
-    return F.linear(cols, weight, bias)
+    return F.linear(cols, weight, bias), context
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
 
 
-@dataclass(frozen=True)
-class BlockModulation:
-    """adaLN outputs of one block at one t, shaped for fused kernels.
-
-    Both CFG halves run at the same t, so every modulation is one vector `[h]` shared by the batch: the
-    scale/shift pairs become the weight (`1 + scale`) and bias of the block's affine-free LayerNorms, and the
-    gates multiply the branch outputs inside one `addcmul`.
-    """
-
-    msa_weight: torch.Tensor
-    msa_bias: torch.Tensor
-    msa_gate: torch.Tensor
-    mlp_weight: torch.Tensor
-    mlp_bias: torch.Tensor
-    mlp_gate: torch.Tensor
-    conv_weight: torch.Tensor
-    conv_bias: torch.Tensor
-    conv_gate: torch.Tensor
+# Rows of a block's modulation table `[N_MODULATIONS, h]` (`StepModulation.blocks[i]`), fused-kernel operands:
+# LayerNorm weight (1 + scale) and bias (shift), then the gate, for attention, MLP and conv in turn.
+MSA_WEIGHT, MSA_BIAS, MSA_GATE, MLP_WEIGHT, MLP_BIAS, MLP_GATE, CONV_WEIGHT, CONV_BIAS, CONV_GATE = range(
+    N_MODULATIONS
+)
 
 
 @dataclass(frozen=True)
 class StepModulation:
-    """adaLN outputs of one ODE step (they depend on t only): one per block, and the final layer's pair."""
+    """adaLN outputs of one ODE step (they depend on t only), as two tensors a compiled graph can take.
 
-    blocks: tuple[BlockModulation, ...]
-    final: tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class StreamRows:
-    """One stream's place in a batched estimator pass: rows `2 i, 2 i + 1` (its CFG pair), `frames` valid.
+    Both CFG halves run at the same t, so every modulation is one vector `[h]` shared by the batch: the
+    scale/shift pairs become the weight (`1 + scale`) and bias of the block's affine-free LayerNorms, and the
+    gates multiply the branch outputs inside one `addcmul`.
 
     Attributes:
-        cache: the stream's DiT caches (its keys are read and its new keys written).
-        slots: the chunk's key placement from `cache.begin_chunk`.
-        frames: new frames of this stream (the batch is right-padded to the longest).
+        blocks: `[depth, N_MODULATIONS, h]`, rows in the order of `MSA_WEIGHT` .. `CONV_GATE`.
+        final: `[2, h]` the final layer's shift and scale.
     """
 
-    cache: DitCache
-    slots: KeySlots
-    frames: int
+    blocks: torch.Tensor
+    final: torch.Tensor
+
+
+# Attention of one block inside a pass: (q, k, v, block index) -> output; see token2wav.dit_attention.
+BlockAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# A compiled `DiT.dense_pass` without its attention argument: (x, blocks, final, conv1, conv2, ends) ->
+# (v, new conv1 contexts, new conv2 contexts).
+CompiledPass = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None],
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+]
 
 
 class DiTBlock(nn.Module):
@@ -252,69 +257,44 @@ class DiTBlock(nn.Module):
     def forward_cached(
         self,
         x: torch.Tensor,
-        mod: BlockModulation,
-        streams: list[StreamRows],
-        step: int,
+        mod: torch.Tensor,
+        attention: BlockAttention,
         index: int,
         conv1: torch.Tensor,
         conv2: torch.Tensor,
         ends: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """One block on the new frames of a batch of streams; writes their keys/values and conv context.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One block on the new frames of a batch of streams; its attention writes their keys/values.
 
         Args:
             x: `[2 N, F_max, h]` hidden states, rows `2 i, 2 i + 1` = stream i's CFG pair (owned by the
                 caller's pass: updated in place and returned).
-            mod: this block's modulations at this step's t (shared by every row: same t).
-            streams: the streams in row order.
-            step: ODE step (each step has its own caches).
+            mod: `[N_MODULATIONS, h]` this block's modulations at this step's t (shared by every row).
+            attention: the pass's attention (reads and writes the streams' caches of this step).
             index: this block's index (selects its caches).
-            conv1: `[2 N, 2, h]` context of the first causal conv (updated in place).
+            conv1: `[2 N, 2, h]` context of the first causal conv.
             conv2: `[2 N, 2, h]` context of the second causal conv.
             ends: right-padding gather index from `context_index`, or None.
+
+        Returns:
+            (x, the two convs' new contexts).
         """
         width = (self.hidden,)
         attn = self.attn
         b, frames, _ = x.shape
-        h = F.layer_norm(x, width, mod.msa_weight, mod.msa_bias, BLOCK_LN_EPS)
+        h = F.layer_norm(x, width, mod[MSA_WEIGHT], mod[MSA_BIAS], BLOCK_LN_EPS)
         qkv = F.linear(h, *attn.qkv_weights()).view(b, frames, 3, attn.heads, attn.head_dim)
         # QK norms act on the head dim, so they run on the time-major layout before the head transpose.
         q = attn.q_norm(qkv[:, :, 0]).transpose(1, 2)
         k = attn.k_norm(qkv[:, :, 1]).transpose(1, 2)
         v = qkv[:, :, 2].transpose(1, 2)
-        if len(streams) == 1:
-            out = _attend_stream(streams[0], step, index, q, k, v)
-        else:
-            out = q.new_zeros(q.shape)  # padded frames attend to nothing; they only need to stay finite
-            for i, rows in enumerate(streams):
-                pair, valid = slice(2 * i, 2 * i + 2), rows.frames
-                out[pair, :, :valid] = _attend_stream(
-                    rows, step, index, q[pair, :, :valid], k[pair, :, :valid], v[pair, :, :valid]
-                )
-        x.addcmul_(mod.msa_gate, attn.proj(out.transpose(1, 2).reshape(b, frames, -1)))
-        h = F.layer_norm(x, width, mod.conv_weight, mod.conv_bias, BLOCK_LN_EPS)
-        x.addcmul_(mod.conv_gate, self.conv.forward_cached(h, conv1, conv2, ends))
-        h = F.layer_norm(x, width, mod.mlp_weight, mod.mlp_bias, BLOCK_LN_EPS)
-        return x.addcmul_(mod.mlp_gate, self.mlp(h))
-
-
-def _attend_stream(
-    rows: StreamRows, step: int, block: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-) -> torch.Tensor:
-    """Store one stream's new keys/values `[2, H, F, d]` in its cache and attend to all of its keys."""
-    k_buf, v_buf, shared_k, shared_v = rows.cache.step_keys(step, block)
-    slots = rows.slots
-    if slots.start is not None:
-        end = slots.start + rows.frames
-        k_buf[:, :, slots.start : end] = k
-        v_buf[:, :, slots.start : end] = v
-    else:
-        k_buf.index_copy_(2, slots.index, k)
-        v_buf.index_copy_(2, slots.index, v)
-    keys, values = k_buf[:, :, : slots.span], v_buf[:, :, : slots.span]
-    if shared_k is not None and shared_v is not None:
-        shared_k, shared_v = shared_k[:, :, : slots.shared_span], shared_v[:, :, : slots.shared_span]
-    return attend(q, keys, values, slots.bias, shared_k, shared_v, slots.shared_bias)
+        out = attention(q, k, v, index)
+        x.addcmul_(mod[MSA_GATE], attn.proj(out.transpose(1, 2).reshape(b, frames, -1)))
+        h = F.layer_norm(x, width, mod[CONV_WEIGHT], mod[CONV_BIAS], BLOCK_LN_EPS)
+        conv, context1, context2 = self.conv.forward_cached(h, conv1, conv2, ends)
+        x.addcmul_(mod[CONV_GATE], conv)
+        h = F.layer_norm(x, width, mod[MLP_WEIGHT], mod[MLP_BIAS], BLOCK_LN_EPS)
+        return x.addcmul_(mod[MLP_GATE], self.mlp(h)), context1, context2
 
 
 class FinalLayer(nn.Module):
@@ -345,19 +325,29 @@ class DiT(nn.Module):
             cast(DiTBlock, b) for b in self.blocks
         ]  # typed view (same modules)
         self.final_layer = FinalLayer(h, config.out_channels)
+        # How, not what (token2wav.options): the attention over a batch's caches, and a compiled `dense_pass`
+        # (token2wav.compiled) when one is installed.
+        self.attention_mode: AttentionMode = "per-stream"
+        self.compiled_pass: CompiledPass | None = None
+        self.weights_version = 0  # bumped by `invalidate`: a compiled pass made before is stale
 
     def invalidate(self) -> None:
-        """Forget weight-derived constants (after new weights or a device/dtype change)."""
+        """Forget weight-derived constants (after new weights or a device/dtype change).
+
+        A compiled pass is dropped too: it may hold the old weights as constants (install a new one).
+        """
         for block in self.typed_blocks:
             block.conv.invalidate()
             block.attn.invalidate()
+        self.compiled_pass = None
+        self.weights_version += 1
 
     def modulations(self, t: torch.Tensor, batch: int) -> StepModulation:
         """adaLN outputs for time `t` (a 1-element tensor), for a batch of `batch` (CFG: 2)."""
         c = self.t_embedder(t.reshape(1).repeat(batch)).unsqueeze(1)  # [B, 1, h]
-        blocks = tuple(_block_modulation(blk.adaLN_modulation(c)[0, 0]) for blk in self.typed_blocks)
-        shift, scale = self.final_layer.adaLN_modulation(c).chunk(2, dim=-1)
-        return StepModulation(blocks=blocks, final=(shift, scale))
+        blocks = torch.stack([_block_modulation(blk.adaLN_modulation(c)[0, 0]) for blk in self.typed_blocks])
+        shift, scale = self.final_layer.adaLN_modulation(c)[0, 0].chunk(2)
+        return StepModulation(blocks=blocks.contiguous(), final=torch.stack([shift, scale]))
 
     def forward_cached(
         self,
@@ -384,26 +374,59 @@ class DiT(nn.Module):
         Returns:
             velocity `[2 N, 80, F_max]` (padded frames hold garbage).
         """
+        attention = AttentionPass(streams, step, self.attention_mode)
+        if self.compiled_pass is None:
+            v, context1, context2 = self.dense_pass(x, mod.blocks, mod.final, conv1, conv2, ends, attention)
+        else:
+            with attention.active():
+                v, context1, context2 = self.compiled_pass(x, mod.blocks, mod.final, conv1, conv2, ends)
+        conv1.copy_(context1)
+        conv2.copy_(context2)
+        return v
+
+    def dense_pass(
+        self,
+        x: torch.Tensor,
+        blocks: torch.Tensor,
+        final: torch.Tensor,
+        conv1: torch.Tensor,
+        conv2: torch.Tensor,
+        ends: torch.Tensor | None,
+        attention: BlockAttention,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward_cached` with the modulations as tensors and the attention as a function.
+
+        This is the part `token2wav.compiled` compiles (with `attention` the custom op): the key caches are
+        reached only through `attention`, and the conv contexts are returned, not written.
+
+        Returns:
+            (velocity `[2 N, 80, F_max]`, new conv1 contexts `[depth, 2 N, 2, h]`, new conv2 contexts).
+        """
         h = self.in_proj(x.transpose(1, 2))
+        contexts1, contexts2 = [], []
         for i, block in enumerate(self.typed_blocks):
-            h = block.forward_cached(h, mod.blocks[i], streams, step, i, conv1[i], conv2[i], ends)
-        shift, scale = mod.final
-        return self.final_layer.forward_modulated(h, shift[:1], scale[:1]).transpose(1, 2)
+            h, context1, context2 = block.forward_cached(h, blocks[i], attention, i, conv1[i], conv2[i], ends)
+            contexts1.append(context1)
+            contexts2.append(context2)
+        v = self.final_layer.forward_modulated(h, final[0], final[1]).transpose(1, 2)
+        return v, torch.stack(contexts1), torch.stack(contexts2)
 
 
-def _block_modulation(adaln: torch.Tensor) -> BlockModulation:
-    """The 9 chunks of one block's adaLN output `[9 h]` (the released order) as fused-kernel operands."""
+def _block_modulation(adaln: torch.Tensor) -> torch.Tensor:
+    """One block's adaLN output `[9 h]` (the released chunk order) as its `[N_MODULATIONS, h]` table rows."""
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, shift_conv, scale_conv, gate_conv = (
-        part.contiguous() for part in adaln.chunk(N_MODULATIONS)
+        adaln.chunk(N_MODULATIONS)
     )
-    return BlockModulation(
-        msa_weight=1 + scale_msa,
-        msa_bias=shift_msa,
-        msa_gate=gate_msa,
-        mlp_weight=1 + scale_mlp,
-        mlp_bias=shift_mlp,
-        mlp_gate=gate_mlp,
-        conv_weight=1 + scale_conv,
-        conv_bias=shift_conv,
-        conv_gate=gate_conv,
+    return torch.stack(
+        [
+            1 + scale_msa,
+            shift_msa,
+            gate_msa,
+            1 + scale_mlp,
+            shift_mlp,
+            gate_mlp,
+            1 + scale_conv,
+            shift_conv,
+            gate_conv,
+        ]
     )

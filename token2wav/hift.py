@@ -155,6 +155,8 @@ class HiFTGenerator(nn.Module):
         f0 = cfg.f0_predictor
         self.f0_predictor = F0Predictor(f0.in_channels, f0.cond_channels, f0.num_class)
         self.register_buffer("stft_window", _periodic_hann(cfg.n_fft), persistent=False)
+        # How, not what (token2wav.options): the NSF excitation of a batch in one pass.
+        self.batched_source = True
 
     def _stft(self, x: torch.Tensor) -> torch.Tensor:
         """[B, L] -> [B, n_fft + 2, L / hop + 1]: real parts then imaginary parts."""
@@ -201,25 +203,22 @@ class HiFTGenerator(nn.Module):
         )
         return s.transpose(1, 2)
 
-    @torch.inference_mode()
-    def inference_batch(
+    def excite(
         self,
         mel: torch.Tensor,
         cache_sources: list[torch.Tensor | None],
         generators: list[torch.Generator | None],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`inference` for B windows of equal length at once; row i equals `inference` on row i alone.
+    ) -> torch.Tensor:
+        """NSF excitation of B windows, row i with its own cached prefix and generator: [B, 1, 480 T].
 
-        The F0 predictor and the decoder run on the whole batch; the NSF source runs per row, each with its
-        own generator (so a row's random excitation does not depend on what it is batched with).
-
-        Args:
-            mel: [B, 80, T].
-            cache_sources: per row, [1, 1, S] excitation override or None.
-            generators: per row, its random source (ignored when deterministic_source).
+        With `batched_source` (the default) one pass over the batch (`NSFSource.excitation`); otherwise the
+        reference path row by row (`source`), kept as the benchmark's and the tests' yardstick.
         """
-        mel = mel.to(self.conv_pre.weight.dtype)
         f0 = self.f0_predictor(mel)  # [B, T]
+        if self.batched_source:
+            return self.m_source.excitation(
+                f0, deterministic=self.deterministic_source, generators=generators, prefixes=cache_sources
+            )
         f0_up = F.interpolate(f0[:, None], scale_factor=self.samples_per_frame, mode="nearest").transpose(
             1, 2
         )
@@ -235,7 +234,27 @@ class HiFTGenerator(nn.Module):
                     raise ValueError(f"cache_source has {n} samples, more than the window's {row.shape[-1]}")
                 row[:, :, :n] = cache
             rows.append(row)
-        s = torch.cat(rows, dim=0)
+        return torch.cat(rows, dim=0)
+
+    @torch.inference_mode()
+    def inference_batch(
+        self,
+        mel: torch.Tensor,
+        cache_sources: list[torch.Tensor | None],
+        generators: list[torch.Generator | None],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`inference` for B windows of equal length at once; row i equals `inference` on row i alone.
+
+        The F0 predictor and the decoder run on the whole batch; each row's NSF source reads its own generator
+        (so a row's random excitation does not depend on what it is batched with).
+
+        Args:
+            mel: [B, 80, T].
+            cache_sources: per row, [1, 1, S] excitation override or None.
+            generators: per row, its random source (ignored when deterministic_source).
+        """
+        mel = mel.to(self.conv_pre.weight.dtype)
+        s = self.excite(mel, cache_sources, generators)
         return self.decode(mel, s), s
 
     @torch.inference_mode()
@@ -259,8 +278,10 @@ class HiFTGenerator(nn.Module):
         Returns:
             (speech [B, 480 T] clamped to ±audio_limit, source [B, 1, 480 T] after the override).
         """
+        if mel.shape[0] == 1:
+            return self.inference_batch(mel, [cache_source], [generator])
         mel = mel.to(self.conv_pre.weight.dtype)
-        s = self.source(mel, generator)
+        s = self.source(mel, generator)  # several rows, one generator: the reference's draws for the batch
         if cache_source is not None and cache_source.shape[-1] > 0:
             n = cache_source.shape[-1]
             if n > s.shape[-1]:

@@ -10,6 +10,7 @@ Threading: all methods are meant for ONE worker thread. The model holds weights 
 
 from __future__ import annotations
 
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from token2wav import compiled
 from token2wav.batch import StreamStep, Window, decode_steps, run_windows
 from token2wav.cfm import make_noise
 from token2wav.config import (
@@ -31,6 +33,7 @@ from token2wav.config import (
 from token2wav.errors import InvalidCodes, ModelLoadError, StreamError, VoiceError
 from token2wav.flow import CausalMaskedDiffWithXvec, PrimedFlow, load_flow_state_dict
 from token2wav.hift import HiFTGenerator, load_hift_state_dict
+from token2wav.options import DecodeOptions
 from token2wav.stream import ChunkSchedule, Token2WavStream
 
 FLOW_YAML = "flow.yaml"
@@ -128,6 +131,7 @@ class Token2Wav:
         frontend: object | None = None,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        options: DecodeOptions | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
@@ -138,6 +142,11 @@ class Token2Wav:
         self.frontend = frontend
         self._voices: OrderedDict[str, Voice] = OrderedDict()
         self.window_batches: Counter[int] = Counter()  # batched chunk calls by number of windows
+        self.options = DecodeOptions()
+        self._graphs: dict[
+            str | None, compiled.CompiledDecoder
+        ] = {}  # by compile mode, made when first asked
+        self.set_options(options or DecodeOptions())
 
     @classmethod
     def from_dir(
@@ -149,6 +158,7 @@ class Token2Wav:
         noise: torch.Tensor | None = None,
         deterministic_source: bool = False,
         load_frontend: bool = True,
+        options: DecodeOptions | None = None,
     ) -> Token2Wav:
         """Load a token2wav model directory.
 
@@ -160,6 +170,7 @@ class Token2Wav:
             noise: CFM noise buffer `[1, 80, N]` to use instead of `randn` seeded 0.
             deterministic_source: zero NSF phases and noise (oracle parity).
             load_frontend: load the prompt models (skip for array-only voices).
+            options: how to compute (token2wav.options); the default is `DecodeOptions()`.
 
         Raises:
             ModelLoadError / ConfigError: missing files, malformed config, keys or shapes that do not match.
@@ -188,7 +199,7 @@ class Token2Wav:
             from token2wav.frontend import PromptFrontend
 
             frontend = PromptFrontend.from_dir(root, device)
-        return cls(flow, hift, frontend=frontend, device=device, dtype=dtype)
+        return cls(flow, hift, frontend=frontend, device=device, dtype=dtype, options=options)
 
     # ------------------------------------------------------------------ voices
 
@@ -257,6 +268,7 @@ class Token2Wav:
 
     # ------------------------------------------------------------------ streaming
 
+    @torch.inference_mode()  # its caches are updated under inference mode: make them inference tensors too
     def start(
         self, voice: Voice, schedule: ChunkSchedule | None = None, *, seed: int = DEFAULT_STREAM_SEED
     ) -> Token2WavStream:
@@ -303,10 +315,54 @@ class Token2Wav:
         """One chunk call (flow + vocoder) on an explicit code window; float32 PCM that is final now."""
         return run_windows(self, [Window(stream, list(window), last)])[0]
 
-    def warmup(self, voice: Voice, codes: Sequence[int] | None = None) -> None:
-        """Run one throwaway stream (kernels, allocator); it shares nothing with later streams."""
-        stream = self.start(voice, ChunkSchedule.reference())
-        self.push(
-            stream, codes if codes is not None else [0] * (ChunkSchedule.reference().max_window_tokens())
-        )
-        self.finish(stream)
+    def set_options(self, options: DecodeOptions) -> None:
+        """Change how the model computes (not what: token2wav/options.py). Call between chunk calls only.
+
+        The compiled graphs are made once per model and kept when compile is switched off and on again (a
+        benchmark alternates between arms); `warmup` builds them.
+        """
+        self.options = options
+        dit = self.flow.decoder.estimator
+        dit.attention_mode = options.attention
+        self.hift.batched_source = options.batched_source
+        if not options.compile:
+            compiled.uninstall(dit)
+            return
+        graphs = self._graphs.get(options.compile_mode)
+        if graphs is None or graphs.weights_version != dit.weights_version:
+            graphs = self._graphs[options.compile_mode] = compiled.CompiledDecoder(dit, options.compile_mode)
+        compiled.install(dit, graphs)
+
+    @property
+    def graphs(self) -> compiled.CompiledDecoder | None:
+        """The compiled DiT pass in use (None when the options do not compile)."""
+        return self._graphs.get(self.options.compile_mode) if self.options.compile else None
+
+    def warmup(self, voice: Voice, codes: Sequence[int] | None = None) -> float:
+        """Run throwaway streams (kernels, allocator, compiled graphs); they share nothing with later streams.
+
+        One stream on the reference schedule; with `compile` also two streams batched together with windows
+        of different lengths, so that the graph a response needs is built here and not inside a response
+        (token2wav/compiled.py).
+
+        Returns:
+            Wall seconds spent (with `compile`, mostly compiling, the first time in a process).
+        """
+        start = time.perf_counter()
+        graphs = self.graphs
+        if graphs is not None:
+            graphs.building = True
+        try:
+            window = ChunkSchedule.reference().max_window_tokens()
+            stream = self.start(voice, ChunkSchedule.reference())
+            self.push(stream, codes if codes is not None else [0] * window)
+            self.finish(stream)
+            if graphs is not None:
+                pair = [self.start(voice, ChunkSchedule.reference(), seed=seed) for seed in range(2)]
+                self.step_many(
+                    [StreamStep(s, [0] * (window - 2 * i), finish=True) for i, s in enumerate(pair)]
+                )
+        finally:
+            if graphs is not None:
+                graphs.building = False
+        return time.perf_counter() - start

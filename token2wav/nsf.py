@@ -11,12 +11,22 @@ Gaussian noise. `NSFSource` takes an optional `torch.Generator` for both, or rep
 linear down-sampling to frame rate reads samples 480 i + 239.5 (align_corners=False), so it never reaches
 the output: in this source type only the noise is actually random (a test pins this down).
 
+Two implementations of the same source. `NSFSource.forward` follows the reference step by step on the
+sample-rate f0, one stream at a time (the parity arm). `NSFSource.excitation` gives the same values for a
+whole batch of streams in one pass with less work (docs/TOKEN2WAV.md §8.2): the phase increments, the
+voicing and the noise amplitude are constant within a frame, so they are computed per frame (the reference
+computes them for each of the 480 samples of a frame, then averages the increments back down to frame rate,
+which returns the same float32 values); the random draws stay per stream, in the reference's order, so a
+seeded stream gives the same excitation whichever streams it is batched with; and no sine is computed for
+the samples a streaming call overwrites with the previous call's excitation anyway.
+
 Threading: modules hold weights only; calls are re-entrant as long as each caller passes its own generator.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +99,31 @@ def harmonic_phase(
     return phase.transpose(1, 2)
 
 
+def frame_phase(
+    f0: torch.Tensor, multiples: torch.Tensor, sampling_rate: int, upsample_scale: int
+) -> torch.Tensor:
+    """`harmonic_phase` from frame-rate f0: the same float32 values, without per-sample increments.
+
+    The reference's per-sample increments are constant within a frame (f0 is nearest-upsampled), and its
+    linear down-sampling reads the two middle samples of each frame with weights 1/2 and 1/2, which returns
+    that constant exactly. So the increments are computed once per frame, with the same operations in the
+    same order, and only the final up-sampling runs at the sample rate. The initial phase is not taken: the
+    reference adds it to sample 0, which that down-sampling never reads.
+
+    Args:
+        f0: f0 in Hz per mel frame, [B, T].
+        multiples: harmonic numbers 1..H, [H].
+        sampling_rate: output sample rate in Hz.
+        upsample_scale: samples per mel frame (480).
+
+    Returns:
+        Phase in radians [B, H, T * upsample_scale] (channel-major: the layout the up-sampling produces).
+    """
+    increments = (f0.unsqueeze(-1) * multiples.view(1, 1, -1) / sampling_rate) % 1  # [B, T, H]
+    phase = torch.cumsum(increments, dim=1) * 2 * math.pi
+    return F.interpolate(phase.transpose(1, 2) * upsample_scale, scale_factor=upsample_scale, mode="linear")
+
+
 class NSFSource(nn.Module):
     """`SourceModuleHnNSF2`: harmonic sines + noise merged by Linear(H -> 1) and tanh.
 
@@ -147,3 +182,58 @@ class NSFSource(nn.Module):
             )
             sines = sines * uv + noise
         return torch.tanh(self.l_linear(sines))
+
+    def excitation(
+        self,
+        f0: torch.Tensor,
+        *,
+        deterministic: bool,
+        generators: Sequence[torch.Generator | None],
+        prefixes: Sequence[torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
+        """The excitation of a batch of windows in one pass (module docstring); row i equals `forward` on it.
+
+        Args:
+            f0: f0 in Hz per mel frame, [B, T].
+            deterministic: zero initial phases and zero noise (the oracle's setting).
+            generators: per row, its random source (None: torch's default), drawn from in row order.
+            prefixes: per row, `[1, 1, n]` excitation that replaces the row's first n samples (the streaming
+                source cache), or None.
+
+        Returns:
+            Excitation [B, 1, T * upsample_scale] in (-1, 1), prefixes applied.
+        """
+        batch, frames = f0.shape
+        samples = frames * self.upsample_scale
+        prefixes = list(prefixes) if prefixes is not None else [None] * batch
+        overwritten = [0 if p is None else int(p.shape[-1]) for p in prefixes]
+        if max(overwritten) > samples:
+            raise ValueError(f"cache_source has {max(overwritten)} samples, more than the window's {samples}")
+        skip = min(overwritten)  # samples every row overwrites: no sine is computed for them
+        multiples = torch.arange(1, self.num_sines + 1, dtype=f0.dtype, device=f0.device)
+        phase = frame_phase(f0, multiples, self.sampling_rate, self.upsample_scale)[:, :, skip:]
+        # Channel-major `[B, H, L - skip]`, the layout the phase comes in: every pass below reads it
+        # contiguously (the noise, drawn sample-major like the reference's, is read through a transposed view).
+        sines = torch.sin(phase).mul_(self.sine_amp)
+        uv_frames = (f0 > self.voiced_threshold).to(f0.dtype)
+        sines.mul_(uv_frames.repeat_interleave(self.upsample_scale, dim=1)[:, None, skip:])
+        if not deterministic:
+            amp_frames = (
+                uv_frames * self.noise_std + (1 - uv_frames) * self.sine_amp / _UNVOICED_NOISE_DIVISOR
+            )
+            noise_amp = amp_frames.repeat_interleave(self.upsample_scale, dim=1)[:, None, skip:]
+            noise = sines.new_empty(samples, self.num_sines)  # one row's draws, reused (stays in cache)
+            for row, generator in enumerate(generators):
+                # The reference's draws in its order: the initial phases (no effect, see frame_phase), then
+                # the noise of every sample, overwritten ones included, so seeded streams keep their values.
+                torch.rand(1, self.num_sines, generator=generator, device=f0.device, dtype=f0.dtype)
+                noise.normal_(generator=generator)
+                sines[row].addcmul_(noise_amp[row], noise[skip:].T)
+        # l_linear (H -> 1) as one [1, H] x [B, H, L] product, then tanh, written after the skipped samples.
+        out = sines.new_empty(batch, 1, samples)
+        merged = torch.matmul(self.l_linear.weight, sines).add_(self.l_linear.bias.view(1, 1, 1))
+        torch.tanh(merged, out=out[:, :, skip:])
+        for row, prefix in enumerate(prefixes):
+            if prefix is not None and prefix.shape[-1] > 0:
+                out[row, :, : prefix.shape[-1]] = prefix[0]
+        return out

@@ -4,8 +4,10 @@
 //   element; events go over the "oai-events" data channel.
 // - WebSocket: push-to-talk; capture and playback run in AudioWorklets on one 24 kHz AudioContext; the page
 //   moves PCM16 between the worklets and the socket.
-// Both render the conversation and live figures.
-import { clientSecret, startCall } from "./webrtc.js";
+// Both render the conversation and live figures. The page never holds the server's long-lived key: both
+// connect with an ephemeral key (ek_...) from the server (docs/PROTOCOL.md §1.8), asking the user for the
+// server's key only when the server requires it.
+import { startCall } from "./webrtc.js";
 
 const SAMPLE_RATE = 24000;
 const CAPTURE_FRAME_SAMPLES = 960; // 40 ms per input_audio_buffer.append
@@ -16,6 +18,7 @@ const ui = {
   status: $("status"), banner: $("banner"), voice: $("voice"), talk: $("talk"), reconnect: $("reconnect"),
   hint: $("hint"), transport: $("transport"),
   form: $("text-form"), input: $("text-input"), send: $("send"), transcript: $("transcript"), log: $("log"),
+  keyForm: $("key-form"), keyInput: $("key-input"),
   ttfa: $("ttfa"), received: $("received"), played: $("played"), underruns: $("underruns"),
   responseStatus: $("response-status"),
 };
@@ -27,10 +30,13 @@ const demo = {
   call: null, muted: false, statsBase: null, turnEndedAt: 0,
   ws: null, audio: null, playback: null, capture: null, micStream: null,
   talking: false, capturedSamples: 0,
-  response: null, // { id, itemId, createdAt, firstAudioAt, receivedSamples, bubble }
+  // { id, itemId, createdAt, receivedSamples, bubble, done, arrivals: [[performance.now(), samples], ...] }
+  response: null,
   lastResponseCreateAt: 0,
-  stats: { played: 0, buffered: 0, underruns: 0, ttfaMs: null, receivedSamples: 0 },
+  // playback: the worklet's state (idle | waiting | playing | starved), see playback-worklet.js
+  stats: { played: 0, buffered: 0, underruns: 0, stalledMs: 0, playback: "idle", ttfaMs: null, receivedSamples: 0 },
   sessionCreated: false, events: [], embeddedDemo: null,
+  secret: null, // { value, expiresAt (ms) }: the ephemeral key sessions open with
   pendingVoice: [], // user bubbles of sent voice messages, waiting for their committed item id
   voiceBubbles: new Map(), // item id -> user bubble that its transcription fills in
 };
@@ -108,11 +114,13 @@ async function ensureAudio() {
   await ctx.audioWorklet.addModule("capture-worklet.js");
   const playback = new AudioWorkletNode(ctx, "playback-processor", {
     numberOfInputs: 0, outputChannelCount: [1],
-    processorOptions: { cushionSamples: Math.round(0.15 * SAMPLE_RATE) },
+    // Starts a response 100 ms after its first audio, like the server's player model (bench e2e --cushion-ms).
+    processorOptions: { cushionSamples: Math.round(0.1 * SAMPLE_RATE) },
   });
   playback.port.onmessage = (e) => {
     if (e.data.type === "stats") {
-      Object.assign(demo.stats, { played: e.data.played, buffered: e.data.buffered, underruns: e.data.underruns });
+      const { played, buffered, underruns, stalledMs, state } = e.data;
+      Object.assign(demo.stats, { played, buffered, underruns, stalledMs, playback: state });
       renderFigures();
     }
   };
@@ -233,7 +241,8 @@ function renderFigures() {
   ui.ttfa.textContent = demo.stats.ttfaMs == null ? "–" : `${Math.round(demo.stats.ttfaMs)} ms`;
   ui.received.textContent = `${((r ? r.receivedSamples : 0) / SAMPLE_RATE).toFixed(2)} s`;
   ui.played.textContent = `${(demo.stats.played / SAMPLE_RATE).toFixed(2)} s`;
-  ui.underruns.textContent = String(demo.stats.underruns);
+  const { underruns, stalledMs } = demo.stats;
+  ui.underruns.textContent = underruns ? `${underruns} (${Math.round(stalledMs)} ms silent)` : "0";
 }
 
 function onServerEvent(event) {
@@ -249,9 +258,10 @@ function onServerEvent(event) {
       demo.playback && demo.playback.port.postMessage({ type: "reset-stats" });
       demo.stats.played = 0;
       demo.stats.underruns = 0;
+      demo.stats.stalledMs = 0;
       demo.stats.ttfaMs = null;
       demo.response = { id: event.response.id, itemId: null, receivedSamples: 0, bubble: null, done: false,
-                        createdAt: demo.turnEndedAt || demo.lastResponseCreateAt || performance.now() };
+                        createdAt: demo.turnEndedAt || demo.lastResponseCreateAt || performance.now(), arrivals: [] };
       demo.turnEndedAt = 0;
       demo.statsBase = null; // WebRTC figures count from here
       ui.responseStatus.textContent = "in progress";
@@ -268,6 +278,7 @@ function onServerEvent(event) {
       if (r.receivedSamples === 0) demo.stats.ttfaMs = performance.now() - r.createdAt;
       r.itemId = r.itemId || event.item_id;
       r.receivedSamples += samples.length;
+      r.arrivals.push([performance.now(), samples.length]);
       demo.stats.receivedSamples = r.receivedSamples;
       demo.playback.port.postMessage({ type: "push", samples }, [samples.buffer]);
       renderFigures();
@@ -377,7 +388,51 @@ function configureSession() {
   send({ type: "session.update", session });
 }
 
-// ---- connection --------------------------------------------------------------------------------
+// ---- keys and connection -----------------------------------------------------------------------
+const KEY_MARGIN_MS = 5000; // a key this close to its expiry is not used to open a session
+const TYPED_KEY_SECONDS = 3600; // a key minted with the user's typed server key serves reconnects for an hour
+
+async function mint(url, headers, body) {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+  if (res.status === 401) return null;
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  const data = await res.json();
+  return { value: data.value, expiresAt: data.expires_at * 1000 };
+}
+
+function askForServerKey() {
+  // resolves with what the user typed; the field is cleared at once and the value is never stored
+  return new Promise((resolve) => {
+    setStatus("closed", "this server needs its API key");
+    ui.keyForm.hidden = false;
+    ui.keyInput.focus();
+    ui.keyForm.onsubmit = (e) => {
+      e.preventDefault();
+      const key = ui.keyInput.value.trim();
+      ui.keyInput.value = "";
+      if (!key) return;
+      ui.keyForm.hidden = true;
+      resolve(key);
+    };
+  });
+}
+
+async function clientSecret() {
+  if (demo.secret && demo.secret.expiresAt - Date.now() > KEY_MARGIN_MS) return demo.secret.value;
+  // the demo's own door: open on a server without a key, or one started with --public-demo
+  demo.secret = await mint("/demo/client_secrets", {}, {});
+  while (!demo.secret) {
+    const key = await askForServerKey();
+    const body = { expires_after: { anchor: "created_at", seconds: TYPED_KEY_SECONDS } };
+    demo.secret = await mint("/v1/realtime/client_secrets", { Authorization: `Bearer ${key}` }, body);
+  }
+  return demo.secret.value;
+}
+
 function disconnected(text) {
   setStatus("closed", `disconnected (${text})`);
   for (const el of [ui.talk, ui.input, ui.send]) el.disabled = true;
@@ -404,7 +459,7 @@ async function connectCall() {
   setStatus("connecting", "connecting (WebRTC)…");
   demo.sessionCreated = false;
   try {
-    const key = await clientSecret(pageParams.get("key"));
+    const key = await clientSecret();
     demo.call = await startCall({
       key,
       onEvent: onServerEvent,
@@ -423,14 +478,23 @@ async function connectCall() {
   pollCallStats();
 }
 
-function connect() {
+async function connect() {
   if (demo.transport === "webrtc") return connectCall();
   const params = pageParams;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const model = params.get("model") || "step-audio-2-mini";
-  const protocols = ["realtime"];
-  if (params.get("key")) protocols.push(`openai-insecure-api-key.${params.get("key")}`);
   setStatus("connecting", "connecting…");
+  let key;
+  try {
+    key = await clientSecret();
+  } catch (err) {
+    console.warn("no ephemeral key", err);
+    setStatus("error", "could not get a key from the server");
+    ui.reconnect.hidden = false;
+    return;
+  }
+  // browsers cannot set headers on a WebSocket: the key travels as a subprotocol, as OpenAI's SDKs send it
+  const protocols = ["realtime", `openai-insecure-api-key.${key}`];
   const ws = new WebSocket(`${scheme}://${location.host}/v1/realtime?model=${encodeURIComponent(model)}`, protocols);
   demo.ws = ws;
   demo.sessionCreated = false;
@@ -447,9 +511,9 @@ function connect() {
 
 async function loadServerInfo() {
   try {
-    const key = new URLSearchParams(location.search).get("key");
-    const res = await fetch("/v1/voices", key ? { headers: { Authorization: `Bearer ${key}` } } : {});
-    if (!res.ok) throw new Error(`HTTP ${res.status}`); // behind the server's API key when one is set
+    // a realtime route: the ephemeral key opens it
+    const res = await fetch("/v1/voices", { headers: { Authorization: `Bearer ${await clientSecret()}` } });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const info = await res.json();
     const list = Array.isArray(info) ? info : info.voices || [];
     const names = list.map((v) => (typeof v === "string" ? v : v.name || v.id));
@@ -500,8 +564,7 @@ ui.reconnect.addEventListener("click", () => { ui.reconnect.hidden = true; conne
 function showTransport() {
   const webrtc = demo.transport === "webrtc";
   const other = webrtc ? "websocket" : "webrtc";
-  const keep = pageParams.get("key") ? `&key=${encodeURIComponent(pageParams.get("key"))}` : "";
-  ui.transport.innerHTML = `${webrtc ? "WebRTC" : "WebSocket"} · <a href="?transport=${other}${keep}">use ${
+  ui.transport.innerHTML = `${webrtc ? "WebRTC" : "WebSocket"} · <a href="?transport=${other}">use ${
     webrtc ? "WebSocket" : "WebRTC"}</a>`;
   if (webrtc && ui.talk.querySelector("kbd")) ui.talk.querySelector("kbd").remove(); // no push-to-talk key
   ui.hint.textContent = webrtc

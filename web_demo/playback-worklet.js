@@ -1,20 +1,33 @@
 // Gapless playback: a fixed-size ring buffer filled by the page, drained on the audio clock.
-// Playback starts once a small cushion is buffered (or the response has ended), so 20-100 ms deltas that
-// arrive with network jitter play back to back. Reports played samples and underruns to the page.
+//
+// A response's audio starts playing a fixed cushion of time after its first samples arrive (or at once when
+// the response has already ended), the rule of the server's own player model (`realtime bench e2e
+// --cushion-ms`). The cushion is time, not buffered samples: the decoder's first chunk arrives as one burst
+// of 240 ms, so a rule of "150 ms buffered" started at once and ran dry before the second chunk, while a
+// player that waits 100 ms after the first delta plays on.
+//
+// An underrun is silence followed by more audio of the same response: running dry is only counted when more
+// audio arrives before the response ends; running dry at the end of speech (before the response's `end`
+// message arrives) is not. Reports played samples, underruns and the time they stalled to the page.
 class PlaybackProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
     const opts = options.processorOptions || {};
     this.capacity = opts.capacitySamples || 24000 * 120; // 2 minutes at 24 kHz: bounded memory
-    this.cushion = opts.cushionSamples || 3600; // 150 ms
+    this.cushion = opts.cushionSamples || 2400; // 100 ms of audio-clock time
     this.ring = new Float32Array(this.capacity);
     this.readPos = 0;
     this.writePos = 0;
     this.buffered = 0;
-    this.playing = false;
+    // idle: nothing to play | waiting: first samples in, cushion running | playing | starved: ran dry while
+    // the response was still streaming (an underrun if and when more of its audio arrives)
+    this.state = "idle";
+    this.startAt = 0; // audio frame at which a waiting response starts
+    this.starvedAt = 0; // audio frame at which playback ran dry
     this.ended = true; // no response streaming yet
     this.played = 0;
     this.underruns = 0;
+    this.stalledFrames = 0;
     this.dropped = 0;
     this.sinceReport = 0;
     this.port.onmessage = (event) => this.onMessage(event.data);
@@ -24,16 +37,30 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     if (msg.type === "push") {
       this.ended = false;
       this.write(msg.samples);
+      if (this.state === "idle") {
+        this.state = "waiting";
+        this.startAt = currentFrame + this.cushion;
+      } else if (this.state === "starved") {
+        this.underruns++; // the silence was followed by more audio of the same response
+        this.stalledFrames += Math.max(0, currentFrame - this.starvedAt);
+        this.state = "playing";
+        this.report();
+      }
     } else if (msg.type === "end") {
-      this.ended = true; // play out what is left; running dry now is not an underrun
+      this.ended = true; // play out what is left; running dry now is the end of speech
+      if (this.state === "starved") {
+        this.state = "idle";
+        this.report();
+      }
     } else if (msg.type === "flush") {
       this.readPos = this.writePos = this.buffered = 0;
-      this.playing = false;
+      this.state = "idle";
       this.ended = true;
       this.report();
     } else if (msg.type === "reset-stats") {
       this.played = 0;
       this.underruns = 0;
+      this.stalledFrames = 0;
       this.report();
     }
   }
@@ -52,16 +79,15 @@ class PlaybackProcessor extends AudioWorkletProcessor {
 
   report() {
     this.port.postMessage({ type: "stats", played: this.played, buffered: this.buffered,
-                            underruns: this.underruns, dropped: this.dropped, playing: this.playing });
+                            underruns: this.underruns, stalledMs: (this.stalledFrames / sampleRate) * 1000,
+                            dropped: this.dropped, state: this.state });
   }
 
   process(_inputs, outputs) {
     const out = outputs[0][0];
-    if (!this.playing && (this.buffered >= this.cushion || (this.ended && this.buffered > 0))) {
-      this.playing = true;
-    }
+    if (this.state === "waiting" && (currentFrame >= this.startAt || this.ended)) this.state = "playing";
     let i = 0;
-    if (this.playing) {
+    if (this.state === "playing") {
       for (; i < out.length && this.buffered > 0; i++) {
         out[i] = this.ring[this.readPos];
         this.readPos = (this.readPos + 1) % this.capacity;
@@ -69,8 +95,13 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       }
       this.played += i;
       if (this.buffered === 0) {
-        this.playing = false;
-        if (!this.ended) this.underruns++; // ran dry while the response was still streaming
+        if (this.ended) {
+          this.state = "idle";
+        } else {
+          this.state = "starved";
+          this.starvedAt = currentFrame + i;
+        }
+        this.report();
       }
     }
     for (; i < out.length; i++) out[i] = 0;

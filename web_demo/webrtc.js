@@ -3,28 +3,7 @@
 // offer POSTed to /v1/realtime/calls, and the answer's audio track played by an <audio> element: the browser
 // does Opus, jitter buffering and echo cancellation; the page only moves JSON events.
 
-// An ephemeral key (ek_...) from /v1/realtime/client_secrets, minted with the page's own key; without a page
-// key (a server without one) the call needs none. A server that cannot mint keys: the page's key is used.
-export async function clientSecret(pageKey) {
-  if (!pageKey) return null;
-  try {
-    const res = await fetch("/v1/realtime/client_secrets", {
-      method: "POST",
-      headers: { Authorization: `Bearer ${pageKey}`, "Content-Type": "application/json" },
-      body: JSON.stringify({ session: { type: "realtime" } }),
-    });
-    if (res.ok) {
-      const data = await res.json();
-      const value = data.value || (data.client_secret && data.client_secret.value);
-      if (value) return value;
-    }
-  } catch (err) {
-    console.warn("client secret unavailable", err);
-  }
-  return pageKey;
-}
-
-// Place a call. `onEvent(event)` gets every server event, `onClose(reason)` the end of the call.
+// Place a call with `key` (an ephemeral key from the server; app.js mints it). `onEvent(event)` gets every server event, `onClose(reason)` the end of the call.
 // Returns { pc, channel, audio, callId, send(event), mute(muted), stats(), close() }.
 export async function startCall({ key, onEvent, onClose }) {
   const pc = new RTCPeerConnection();

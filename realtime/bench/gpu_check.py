@@ -10,8 +10,10 @@ Sections (each timed; a section that would overrun `--budget-s` is skipped and s
   audio seconds per second, time to first PCM for streams started together, the first PCM of a new stream
   arriving while the others are busy, and the batch's steady chunk time;
 * ``memory``: bytes one stream owns (measured, and its bound) and, on CUDA, allocator growth per stream;
-* ``compiled``: `torch.compile` of the vocoder for the fixed steady window shape (CUDA graphs with
-  ``mode="reduce-overhead"`` on CUDA), kept only where its PCM stays within 1e-4 of eager.
+* ``arms``: the decoder's execution arms (token2wav/options.py: batched NSF source, ragged attention,
+  `torch.compile` of the DiT pass, and on CUDA the compiled pass with CUDA graphs, ``mode="reduce-overhead"``):
+  each one's PCM against the eager arm (kept only within the parity tolerance), then the cost per step of
+  the kept arms at each batch size, interleaved (``--quick``: batch 1 and 2).
 
 It runs on any device; ``--device cpu --quick`` uses the tiny model and finishes in well under a minute
 (`make test` covers this path). Random weights (`make-dummy`) unless ``--model-dir`` is given.
@@ -29,7 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HELP = "Token2Wav on a GPU in one JSON report: parity, bf16/fp16 error, streaming, batched throughput, memory"
+HELP = (
+    "Token2Wav on a GPU in one JSON report: parity, bf16/fp16 error, streaming, batched throughput, memory, "
+    "execution arms"
+)
 DESCRIPTION = __doc__ or HELP
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "streamvoice" / "bench"
@@ -46,7 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--streams", type=int, nargs="+", default=None, help="batch sizes (default 1 4 16 32)"
     )
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip sections that would overrun this")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile section")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="arms section without the torch.compile / CUDA-graph arms"
+    )
+    parser.add_argument(
+        "--arm-repeats", type=int, default=3, help="timed rounds per arm and batch size in the arms section"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report to this file")
 
 
@@ -96,8 +106,15 @@ def run(args: argparse.Namespace) -> int:
         ),
         ("memory", lambda: sections.memory(root, device, args.prompt_seconds)),
     ]
-    if not args.no_compile:
-        plan.append(("compiled", lambda: sections.compiled(root, device, args.prompt_seconds)))
+    arm_counts = [1, 2] if args.quick else [1, 4, 8]
+    plan.append(
+        (
+            "arms",
+            lambda: sections.arms(
+                root, device, args.prompt_seconds, arm_counts, args.arm_repeats, not args.no_compile
+            ),
+        )
+    )
     status = 0
     for name, section in plan:
         if clock.left() <= 0:

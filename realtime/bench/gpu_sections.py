@@ -23,7 +23,6 @@ SAMPLE_RATE = 24_000
 VOCAB = 6561
 SEED = 1234
 PARITY_PCM_ATOL = 3e-3  # docs/TOKEN2WAV.md §7.2: end-to-end PCM tolerance of the oracle parity
-COMPILE_PCM_ATOL = 1e-4
 PROMPT_MEL_MEAN, PROMPT_MEL_STD = -5.0, 2.0
 MIN_STEADY_ROUNDS = 2
 
@@ -251,31 +250,79 @@ def memory(root: Path, device: torch.device, prompt_seconds: float) -> dict[str,
     }
 
 
-def compiled(root: Path, device: torch.device, prompt_seconds: float) -> dict[str, Any]:
-    """`torch.compile` of the vocoder at the steady window shape, kept only if its PCM matches eager."""
-    if device.type != "cuda":
-        return {"skipped": "compile is checked on CUDA only (CPU inductor builds take minutes)"}
+def arms(
+    root: Path,
+    device: torch.device,
+    prompt_seconds: float,
+    counts: list[int],
+    repeats: int,
+    compile_arms: bool,
+) -> dict[str, Any]:
+    """The decoder's execution arms (token2wav.options): PCM parity against the eager arm, cost per step.
+
+    Every arm decodes the same codes on the same weights (deterministic source), one stream batched with
+    another voice's stream of other codes and lengths; an arm is `kept` only where its PCM stays within the
+    oracle tolerance of the eager yardstick. Then the cost per step of each arm at
+    each batch size, arms interleaved (realtime/bench/token2wav_steps.py). The CUDA-graph arm runs on CUDA
+    only; the compile arms are skipped with `compile_arms` False.
+    """
+    from realtime.bench import token2wav_steps as steps_bench
+    from token2wav.options import DecodeOptions
+
+    names = ["before", "source", "ragged"]
+    if compile_arms:
+        names += ["compile", "compile-ragged"]
+        if device.type == "cuda":
+            names.append("compile-cudagraphs")
     t2w = _load(root, device)
-    frames = 8 + 2 * ChunkSchedule().hop_tokens
-    mel = torch.randn(1, 80, frames, device=device, generator=torch.Generator(device).manual_seed(SEED))
-    source = t2w.hift.source(mel)
-    eager = t2w.hift.decode(mel, source)
-    fast = torch.compile(t2w.hift.decode, mode="reduce-overhead", fullgraph=False)
-    for _ in range(3):
-        fast(mel, source)
-    got = fast(mel, source)
-    error = float((got - eager).abs().max())
+    voice = _voice(t2w, prompt_seconds)
+    other_voice = _voice(t2w, prompt_seconds / 2, SEED + 7)
+    codes, other_codes = _codes(3.0, SEED + 6), _codes(2.0, SEED + 2)
+    out: dict[str, Any] = {"parity": {}}
+    yardstick: list[np.ndarray] | None = None
+    for name in names:
+        t2w.set_options(DecodeOptions(**steps_bench.ARMS[name]))
+        warm_s = t2w.warmup(voice)
+        pcm = _decode_batched(t2w, (voice, codes), (other_voice, other_codes))
+        if yardstick is None:
+            yardstick = pcm
+        error = _max_diff(pcm, yardstick)
+        out["parity"][name] = {
+            "pcm_max_abs_vs_before": error,
+            "kept": error <= PARITY_PCM_ATOL,
+            "warmup_s": round(warm_s, 2),
+        }
+    kept = [name for name in names if out["parity"][name]["kept"]]
+    rng = np.random.default_rng(SEED + 8)
 
-    def timed(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> float:
-        t0 = _now(device)
-        for _ in range(10):
-            fn(mel, source)
-        return (_now(device) - t0) / 10
+    def random_codes(n: int) -> list[int]:
+        return [int(c) for c in rng.integers(0, VOCAB, n)]
 
-    return {
-        "hift_steady_window_max_abs_vs_eager": error,
-        "keeps_parity": error <= COMPILE_PCM_ATOL,
-        "hift_eager_s": round(timed(t2w.hift.decode), 5),
-        "hift_compiled_s": round(timed(fast), 5),
-        "note": "the DiT is not compiled: its per-stream attention over ragged caches graph-breaks",
-    }
+    prompt_codes = max(3, round(prompt_seconds * TOKENS_PER_SECOND))
+    out["steps"] = steps_bench.measure_steps(
+        t2w, voice, kept, counts, ChunkSchedule().hop_tokens, repeats, prompt_codes, random_codes, _quiet
+    )
+    if device.type != "cuda":
+        out["compile-cudagraphs"] = "skipped: CUDA graphs need a CUDA device"
+    return out
+
+
+def _decode_batched(
+    t2w: Token2Wav, mine: tuple[Voice, list[int]], other: tuple[Voice, list[int]]
+) -> list[np.ndarray]:
+    """Float PCM per window of `mine` (reference schedule), each window batched with one of `other`'s."""
+    schedule = ChunkSchedule.reference()
+    stream, partner = t2w.start(mine[0], schedule), t2w.start(other[0], ChunkSchedule())
+    partner_plan = ChunkSchedule().plan(len(other[1]))
+    pcm = []
+    for i, (a, b, last) in enumerate(schedule.plan(len(mine[1]))):
+        windows = [Window(stream, mine[1][a:b], last)]
+        if i < len(partner_plan):
+            pa, pb, partner_last = partner_plan[i]
+            windows.append(Window(partner, other[1][pa:pb], partner_last))
+        pcm.append(run_windows(t2w, windows)[0])
+    return pcm
+
+
+def _quiet(_message: str) -> None:
+    return None

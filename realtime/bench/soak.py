@@ -5,9 +5,11 @@ spawned server or any ``--url``. Mixed in: every ``--cancel-every``-th response 
 audio delta, every ``--drop-every``-th is abandoned mid-stream by closing the socket, every
 ``--reconnect-every``-th response starts on a new connection, and every ``--hostile-every``-th turn first sends
 one hostile frame (deep nesting, wrong types, bad base64, a binary frame, a huge type string) that must come
-back as a precise ``error``. It reports responses by status, errors by code, unexpected closes, and the
-server's RSS and task count (from ``/health``) at the start, after warm-up and at the end, with the sessions and
-decoder streams still held once every client has left.
+back as a precise ``error``. ``--arm http`` soaks the HTTP doors instead (realtime/bench/soak_http.py: speech,
+chat, transcriptions, voice uploads, slow bodies, disconnects), ``--arm both`` runs the two at once. It
+reports responses by status, errors by code, unexpected closes, and the server's RSS and task count (from
+``/health``) at the start, after warm-up and at the end, with what is still held once every client has left:
+sessions, decoder streams, transcription slots, HTTP requests, body memory and connections.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from realtime.bench import soak_http
 from realtime.bench.e2e import _spawn_server
 
-HELP = "soak: many responses with cancels, disconnects and hostile events; server RSS, tasks and leaks"
+HELP = "soak: many responses (Realtime and/or HTTP) with cancels, disconnects, hostile events; RSS and leaks"
 DESCRIPTION = __doc__ or HELP
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 SETTLE_S = 3.0  # after the clients leave: time for the server to finish closing before the last look
@@ -75,6 +78,11 @@ def _figures(health: dict[str, Any]) -> dict[str, Any]:
         "tasks": health.get("tasks"),
         "sessions": health.get("sessions"),
         "decoder_streams_live": streams.get("live"),
+        "transcriptions_live": (health.get("transcriptions") or {}).get("live"),
+        "http_requests": health.get("http_requests"),
+        "body_memory_bytes": (health.get("body_memory") or {}).get("used_bytes"),
+        # the /health request that reads these figures holds one connection itself
+        "other_connections": max(0, ((health.get("connections") or {}).get("open") or 1) - 1),
     }
 
 
@@ -166,9 +174,14 @@ async def _soak(args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     watcher = asyncio.create_task(watch_warm())
-    results = await asyncio.gather(
-        *(_client(i, args, tally, warm) for i in range(args.clients)), return_exceptions=True
-    )
+    http_tally = soak_http.HttpTally()
+    arms: list[Any] = []
+    if args.arm in ("realtime", "both"):
+        arms.extend(_client(i, args, tally, warm) for i in range(args.clients))
+    if args.arm in ("http", "both"):
+        base_url = health_url.rsplit("/health", 1)[0]
+        arms.append(soak_http.run_http_clients(base_url, args, http_tally, warm))
+    results = await asyncio.gather(*arms, return_exceptions=True)
     elapsed = time.perf_counter() - t0
     await asyncio.wait({watcher}, timeout=30)
     watcher.cancel()
@@ -178,8 +191,11 @@ async def _soak(args: argparse.Namespace) -> dict[str, Any]:
     start_f, end_f = _figures(start), _figures(end)
     warm_rss = warm_figures.get("rss_mb") or start_f["rss_mb"]
     drift = (end_f["rss_mb"] - warm_rss) / warm_rss * 100 if warm_rss else 0.0
-    return {
-        "clients": args.clients,
+    report: dict[str, Any] = {"arm": args.arm}
+    if args.arm in ("http", "both"):
+        report["http"] = soak_http.http_report(http_tally)
+    return report | {
+        "clients": args.clients if args.arm != "http" else 0,
         "responses_per_client": args.responses,
         "elapsed_s": round(elapsed, 1),
         "responses_by_status": dict(tally.statuses),
@@ -193,6 +209,10 @@ async def _soak(args: argparse.Namespace) -> dict[str, Any]:
         "held_after_clients_left": {
             "sessions": end_f["sessions"],
             "decoder_streams": end_f["decoder_streams_live"],
+            "transcriptions": end_f["transcriptions_live"],
+            "http_requests": end_f["http_requests"],
+            "body_memory_bytes": end_f["body_memory_bytes"],
+            "connections": end_f["other_connections"],
             "tasks_over_start": (end_f["tasks"] or 0) - (start_f["tasks"] or 0),
         },
     }
@@ -204,6 +224,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--url",
         default="ws://127.0.0.1:8000/v1/realtime?model=step-audio-2-mini",
         help="Realtime WebSocket URL of the server under test (its /health gives RSS and tasks)",
+    )
+    parser.add_argument(
+        "--arm",
+        choices=["realtime", "http", "both"],
+        default="realtime",
+        help="what to soak: Realtime WebSocket sessions, the HTTP doors, or both at once",
     )
     parser.add_argument("--spawn", action="store_true", help="start our own server on a free port first")
     parser.add_argument("--server-args", default="", help="extra `realtime serve` flags with --spawn")
@@ -226,6 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "sk-local"), help="bearer key")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for any one event")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    soak_http.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -237,8 +264,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.spawn:
             proc, args.url = _spawn_server(args.server_args)
-        total = args.clients * args.responses
-        print(f"soaking {args.clients} x {args.responses} = {total} responses at {args.url}", file=sys.stderr)
+        if args.arm != "http":
+            total = args.clients * args.responses
+            print(
+                f"soaking {args.clients} x {args.responses} = {total} responses at {args.url}",
+                file=sys.stderr,
+            )
+        if args.arm != "realtime":
+            total = args.http_clients * args.http_requests
+            print(
+                f"soaking {args.http_clients} x {args.http_requests} = {total} HTTP requests", file=sys.stderr
+            )
         report = asyncio.run(_soak(args))
     finally:
         if proc is not None:
@@ -246,10 +282,15 @@ def run(args: argparse.Namespace) -> int:
             proc.wait(timeout=60)
     print(json.dumps(report, indent=None if args.json else 2))
     held = report["held_after_clients_left"]
+    http_failed = report.get("http", {}).get("client_failure_count", 0)
     bad = (
         report["client_failures"]
+        or http_failed
         or report["unexpected_closes"]
         or held["sessions"]
         or held["decoder_streams"]
+        or held["transcriptions"]
+        or held["http_requests"]
+        or held["body_memory_bytes"]
     )
     return 1 if bad else 0

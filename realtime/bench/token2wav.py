@@ -12,6 +12,11 @@ split) for the steady hop, real-time factor, per-stream state size, process peak
 priming, concatenated and copied caches, hop 25; its windows run interleaved with ours), `naive` re-decodes
 the whole utterance so far offline for every chunk, prompt included, then keeps only the new samples. Per-chunk
 cost must not grow with the length of the past: compare the lengths.
+
+With `--arms`, the cost per step by batch size of the decoder's execution arms instead
+(realtime/bench/token2wav_steps.py).
+
+Size: just over 400 lines: the utterance benchmark, its two same-run baselines and its table belong together.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from realtime.bench import token2wav_steps as steps_bench
 
 HELP = "streaming Token2Wav speed: time to first PCM, per-chunk time, RTF, growth with length"
 DESCRIPTION = __doc__ or HELP
@@ -70,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "algorithm (re-primes per response, concatenated caches, hop 25), interleaved with ours; 'naive' = "
         "recompute everything per chunk; 'all' (the default when no value is given) = both",
     )
+    steps_bench.add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -132,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     prime_s = time.perf_counter() - t0
     _log(f"loaded in {load_s:.1f}s, voice primed in {prime_s:.1f}s ({prompt_tokens} prompt codes)")
     schedule = ChunkSchedule(first_hop_tokens=args.first_chunk, hop_tokens=args.chunk)
+    if args.arms:
+        return _run_steps(args, t2w, voice, prompt_tokens, rng, load_s, prime_s)
     t2w.warmup(voice)
     if t2w.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(t2w.device)
@@ -150,13 +160,7 @@ def run(args: argparse.Namespace) -> int:
         _log(json.dumps(rows[-1]))
     result: dict[str, Any] = {
         "benchmark": "token2wav",
-        "size": args.size if args.model_dir is None else str(args.model_dir),
-        "device": str(t2w.device),
-        "dtype": args.dtype,
-        "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "cpu": platform.processor() or platform.machine(),
-        "prompt_seconds": args.prompt_seconds,
+        **_header(args, t2w),
         "first_chunk": args.first_chunk,
         "chunk": args.chunk,
         "load_s": round(load_s, 3),
@@ -169,6 +173,32 @@ def run(args: argparse.Namespace) -> int:
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(t2w.device) / 1e6, 1)
     print(json.dumps(result, indent=2) if args.json else _table(result))
     return 0
+
+
+def _header(args: argparse.Namespace, t2w: Any) -> dict[str, Any]:
+    import torch
+
+    return {
+        "size": args.size if args.model_dir is None else str(args.model_dir),
+        "device": str(t2w.device),
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "cpu": platform.processor() or platform.machine(),
+        "prompt_seconds": args.prompt_seconds,
+    }
+
+
+def _run_steps(
+    args: argparse.Namespace, t2w: Any, voice: Any, prompt_codes: int, rng: Any, load_s: float, prime_s: float
+) -> int:
+    """`--arms`: the per-step cost table (realtime/bench/token2wav_steps.py) instead of the utterance table."""
+
+    def codes(n: int) -> list[int]:
+        return [int(c) for c in rng.integers(0, VOCAB, n)]
+
+    figures = {"load_s": round(load_s, 3), "voice_prime_s": round(prime_s, 3)}
+    return steps_bench.run(args, t2w, voice, prompt_codes, codes, {**_header(args, t2w), **figures}, _log)
 
 
 def _measure(

@@ -83,9 +83,17 @@ async def serve(config: ServerConfig) -> int:
     from realtime.commands.uvicorn_server import SHUTDOWN_GRACE_S, announcing_server_class, drain_sessions
     from realtime.errors import ResponseFailure
     from realtime.http.app import create_app, uvicorn_options
+    from realtime.http.capacity import (
+        HEALTH_RESERVE,
+        install_accept_error_log,
+        open_descriptors,
+        raise_open_file_limit,
+    )
+    from realtime.http.log_filters import install_log_filters
     from realtime.speech.runtime import DEMO_NOTICE, Runtime
 
     _AnnouncingServer = announcing_server_class()
+    limits = raise_open_file_limit()  # before anything opens files: every connection is one
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -102,6 +110,18 @@ async def serve(config: ServerConfig) -> int:
         return 1
     try:
         app = create_app(runtime)
+        install_accept_error_log(asyncio.get_running_loop(), runtime.metrics.accept_error)
+        caps = app.state.connections.limits
+        log.info(
+            "open files: limit %d (hard %d), %d in use: up to %d connections (+%d for health checks), %s "
+            "per client address",
+            limits.soft,
+            limits.hard,
+            open_descriptors() or limits.in_use,
+            caps.max_open,
+            HEALTH_RESERVE,
+            caps.max_per_address or "no cap",
+        )
         shown = f"[{host}]" if ":" in host else host
         if runtime.is_embedded_demo:
             log.warning(DEMO_NOTICE)
@@ -112,19 +132,21 @@ async def serve(config: ServerConfig) -> int:
             f"streamvoice ready: demo page http://{shown}:{port}/  realtime ws://{shown}:{port}/v1/realtime  "
             f"health http://{shown}:{port}/health"
         )
-        sessions = app.state.sessions
+        sessions, requests = app.state.sessions, app.state.requests
+        uvicorn_config = uvicorn.Config(
+            app,
+            log_level=config.log_level,
+            lifespan="on",  # the app loads the VAD model before the first session
+            access_log=False,
+            # after the drain, uvicorn closes what is left; it never waits forever on a stuck task
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            **uvicorn_options(config, app.state.connections),
+        )
+        install_log_filters(runtime.metrics.transport_error)  # after uvicorn.Config set up its loggers
         server = _AnnouncingServer(
-            uvicorn.Config(
-                app,
-                log_level=config.log_level,
-                lifespan="on",  # the app loads the VAD model before the first session
-                access_log=False,
-                # after the drain, uvicorn closes what is left; it never waits forever on a stuck task
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-                **uvicorn_options(config),
-            ),
+            uvicorn_config,
             ready,
-            lambda: drain_sessions(runtime, sessions, config.drain_seconds),
+            lambda: drain_sessions(runtime, sessions, config.drain_seconds, requests),
         )
         await server.serve(sockets=[sock])
     finally:

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from typing import Any
 
+from realtime.http.capacity import LISTEN_BACKLOG
+
 log = logging.getLogger("realtime.serve")
 SHUTDOWN_GRACE_S = 5.0  # after the drain: how long uvicorn may wait for connections before it cancels them
 
@@ -28,6 +30,10 @@ def announcing_server_class() -> Any:
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
+            for sock in sockets or ():
+                # uvicorn listened with its small accept batch (realtime/http/capacity.py): the kernel's
+                # queue of connections not yet accepted gets the usual length again
+                sock.listen(LISTEN_BACKLOG)
             if self.started:
                 print(self._message, flush=True)
 
@@ -52,15 +58,30 @@ def announcing_server_class() -> Any:
     return AnnouncingServer
 
 
-async def drain_sessions(runtime: Any, sessions: Any, seconds: float) -> None:
-    """SIGTERM: refuse new sessions and responses, let active responses finish for at most ``seconds``,
-    close every session with 1001, and return once they are gone (or a few seconds later)."""
-    log.info("SIGTERM: draining %d session(s) for up to %g s", sessions.open, seconds)
+async def drain_sessions(runtime: Any, sessions: Any, seconds: float, requests: Any = None) -> None:
+    """SIGTERM: refuse new sessions and responses, let active responses and HTTP answers finish for at most
+    ``seconds``, then close every session with 1001 and end the HTTP answers still running
+    (`realtime.http.request_limits.RunningRequests.end_at`); return once all are gone (or a few seconds
+    later)."""
+    log.info(
+        "SIGTERM: draining %d session(s) and %d HTTP request(s) for up to %g s",
+        sessions.open,
+        len(requests) if requests is not None else 0,
+        seconds,
+    )
     runtime.draining = True
     sessions.start_drain(seconds)
+    ender = None
+    if requests is not None:
+        ender = asyncio.create_task(requests.end_at(sessions.drain.deadline), name="drain-http")
     try:
         async with asyncio.timeout(seconds + SHUTDOWN_GRACE_S):
             await sessions.none_open.wait()
+            if requests is not None:
+                await requests.none_running.wait()
     except TimeoutError:
         pass  # uvicorn's shutdown closes what is left
+    finally:
+        if ender is not None:
+            ender.cancel()
     log.info("drained: %d session(s) left", sessions.open)

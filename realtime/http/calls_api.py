@@ -11,7 +11,9 @@
   a WebRTC call they are refused (400 ``invalid_value`` on ``call_id``), and for an unknown id, as hangup,
   404 ``not_found``.
 
-Every route passes `authorize_call` first, the one place that decides who may create or control calls.
+Who may call these routes is the access layer's decision (realtime/http/access.py): creating a call takes the
+server's key or an ephemeral key (whose bound session the call starts from, before the form's ``session``);
+hangup and the SIP controls take the server's key, as every other ``/v1`` route.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from realtime.errors import (
     SERVER_ERROR,
     ProtocolViolation,
 )
+from realtime.http.access import grant_of
 from realtime.http.body import check_declared_length, read_body, too_large
-from realtime.http.errors import CODE_NOT_FOUND, HTTPError, check_api_key, error_response
+from realtime.http.errors import CODE_NOT_FOUND, HTTPError, error_response
 from realtime.webrtc.calls import CallRefused, CallRegistry
 from realtime.webrtc.offer import MAX_OFFER_BYTES, NoCandidates, OfferError
 from realtime.wire.client_events import SessionUpdate, decode_client_frame
@@ -51,30 +54,15 @@ HTTP_CREATED = 201
 SIP_ONLY = ("accept", "reject", "refer")
 
 
-def authorize_call(request: Request, server_key: str | None) -> SessionObject | None:
-    """Who may create or control a call: the one gate of these routes.
-
-    Today: the server's API key (``Authorization: Bearer <key>`` or ``api-key``), as on every ``/v1`` route.
-    The access layer's ephemeral keys plug in here (their verification for the realtime routes): an ephemeral
-    key may carry the session it was minted with, which is returned and applied before the form's
-    ``session``.
-
-    Raises:
-        HTTPError: 401 ``invalid_api_key``.
-    """
-    check_api_key(request, server_key)
-    return None
-
-
-def call_routes(calls: CallRegistry, server_key: str | None) -> list[BaseRoute]:
+def call_routes(calls: CallRegistry) -> list[BaseRoute]:
     """The call routes, to be mounted under ``/v1``."""
 
     async def create(request: Request) -> Response:
         try:
-            bound = authorize_call(request, server_key)
+            grant = grant_of(request.scope)
             sdp, session = await _read_offer(request)
-            presets = [update for update in (_session_update(bound), _session_update(session)) if update]
-            call_id, answer = await calls.start(sdp, presets)
+            update = _session_update(session)
+            call_id, answer = await calls.start(sdp, [update] if update else [], base=grant.session)
         except CallRefused as exc:
             report = exc.report
             return error_response(
@@ -93,7 +81,6 @@ def call_routes(calls: CallRegistry, server_key: str | None) -> list[BaseRoute]:
 
     async def hangup(request: Request) -> Response:
         try:
-            authorize_call(request, server_key)
             call_id = request.path_params["call_id"]
             if not calls.hang_up(call_id):
                 raise _unknown(call_id)
@@ -104,7 +91,6 @@ def call_routes(calls: CallRegistry, server_key: str | None) -> list[BaseRoute]:
     def sip_only(action: str) -> Handler:
         async def refuse(request: Request) -> Response:
             try:
-                authorize_call(request, server_key)
                 call_id = request.path_params["call_id"]
                 if calls.find(call_id) is None:
                     raise _unknown(call_id)

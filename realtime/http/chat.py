@@ -43,7 +43,7 @@ from realtime.http.chat_request import (
     prompt_from_messages,
     tools_part,
 )
-from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
+from realtime.http.errors import as_http_error, error_body, error_response
 from realtime.http.realtime_ws import SessionCount
 from realtime.http.sampling import chat_sampling, fit_to_context
 from realtime.http.streaming import (
@@ -217,7 +217,6 @@ def chat_endpoint(
 
     async def chat(request: Request) -> Response:
         try:
-            check_api_key(request, runtime.config.api_key or None)
             body = parse_request(ChatRequest, clean_body(await read_json(request, MAX_BODY_BYTES)))
             check_audio_options(body)
             rid = f"chatcmpl_{uuid.uuid4().hex}"

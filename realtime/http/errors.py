@@ -1,11 +1,13 @@
-"""OpenAI's HTTP error shape for the REST routes, the API key check, and the Starlette handlers that map to it.
+"""OpenAI's HTTP error shape for the REST routes, and the Starlette handlers that map to it.
 
 Every failure of a ``/v1/...`` HTTP route reaches the client as ``{"error": {"message", "type", "param",
 "code"}}`` with the matching status, the shape the openai SDK parses into ``openai.APIStatusError`` subclasses:
 
 =====  =============================================  =========================================================
 400    `ProtocolViolation` (client mistake)            ``invalid_request_error``, the violation's code and param
-401    missing or wrong API key                        ``invalid_request_error``, ``invalid_api_key``
+400    a write whose body is not JSON or multipart     ``invalid_request_error``, ``unsupported_content_type``
+401    missing or wrong key (realtime/http/access.py)  ``invalid_request_error``, ``invalid_api_key``
+403    a page from a foreign origin (the same layer)   ``invalid_request_error``, ``origin_not_allowed``
 404    unknown route or resource                       ``invalid_request_error``, ``not_found`` / the code given
 405    wrong method                                    ``invalid_request_error``, ``method_not_allowed``
 413    body or upload over its limit                   ``invalid_request_error``, ``request_too_large``
@@ -25,22 +27,25 @@ from starlette.responses import JSONResponse, Response
 
 from realtime.errors import (
     CODE_INTERNAL,
-    CODE_INVALID_API_KEY,
     INTERNAL_MESSAGE,
     INVALID_REQUEST,
+    MAX_QUOTED_CHARS,
     SERVER_ERROR,
     ProtocolViolation,
     RealtimeError,
     ResponseFailure,
+    bounded_message,
+    quote,
 )
-from realtime.http.realtime_ws import key_accepted
-from realtime.wire.handshake import api_key_from_headers
 
 log = logging.getLogger(__name__)
 
 CODE_NOT_FOUND = "not_found"
 CODE_METHOD_NOT_ALLOWED = "method_not_allowed"
 CODE_TOO_LARGE = "request_too_large"
+CODE_UNSUPPORTED_CONTENT_TYPE = (
+    "unsupported_content_type"  # OpenAI's, as clients switching body types read it
+)
 _STATUS_CODES = {404: CODE_NOT_FOUND, 405: CODE_METHOD_NOT_ALLOWED, 413: CODE_TOO_LARGE}
 
 
@@ -72,8 +77,17 @@ class HTTPError(Exception):
 
 
 def error_body(error_type: str, code: str | None, message: str, param: str | None = None) -> dict[str, Any]:
-    """The JSON body of an OpenAI error (also the ``error`` payload of an SSE ``error`` event)."""
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    """The JSON body of an OpenAI error (also the ``error`` payload of an SSE ``error`` event): the message
+    bounded (`realtime.errors.bounded_message`), a long ``param`` quoted."""
+    shown = param if param is None or len(param) <= MAX_QUOTED_CHARS else quote(param)
+    return {
+        "error": {
+            "message": bounded_message(message, param),
+            "type": error_type,
+            "param": shown,
+            "code": code,
+        }
+    }
 
 
 def as_http_error(exc: BaseException) -> HTTPError:
@@ -107,7 +121,9 @@ async def handle_starlette_http_exception(request: Request, exc: Exception) -> R
     """Starlette's 404/405/... in OpenAI's shape (the SDK shows ``error.message``)."""
     assert isinstance(exc, HTTPException)
     code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
-    message = exc.detail if exc.status_code != 404 else f"Unknown route: {request.method} {request.url.path}"
+    message = (
+        exc.detail if exc.status_code != 404 else f"Unknown route: {request.method} {quote(request.url.path)}"
+    )
     response = JSONResponse(error_body(INVALID_REQUEST, code, message), exc.status_code)
     if exc.headers:
         response.headers.update(exc.headers)
@@ -117,21 +133,3 @@ async def handle_starlette_http_exception(request: Request, exc: Exception) -> R
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """Last resort for a bug in a handler: logged, answered as a generic 500 without details."""
     return error_response(exc)
-
-
-def check_api_key(request: Request, server_key: str | None) -> None:
-    """Require the server's API key (``Authorization: Bearer <key>`` or ``api-key``) when one is set.
-
-    Raises:
-        HTTPError: 401 ``invalid_api_key`` when the key is missing or wrong.
-    """
-    presented = api_key_from_headers(request.headers)
-    if key_accepted(presented, server_key):
-        return
-    which = "an incorrect" if presented else "no"
-    raise HTTPError(
-        401,
-        CODE_INVALID_API_KEY,
-        f"You provided {which} API key. Pass the server's key as 'Authorization: Bearer <key>' "
-        "or an 'api-key' header.",
-    )

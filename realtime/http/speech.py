@@ -32,7 +32,7 @@ from realtime.backends.base import GenerationInput, PromptTurn
 from realtime.codecs import MAX_SPEED, MIN_SPEED, SpeechFormat, StreamEncoder
 from realtime.errors import CODE_INVALID_VALUE, CODE_STRING_TOO_LONG, ProtocolViolation
 from realtime.http.body import drop_nulls, parse_request, read_json
-from realtime.http.errors import as_http_error, check_api_key, error_body, error_response
+from realtime.http.errors import as_http_error, error_body, error_response
 from realtime.http.realtime_ws import SessionCount
 from realtime.http.sampling import fit_to_context, speech_sampling
 from realtime.http.streaming import AdmissionSlot, DisconnectAwareStreamingResponse, ReplyStream, sse_data
@@ -107,7 +107,6 @@ def speech_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Reque
 
     async def speech(request: Request) -> Response:
         try:
-            check_api_key(request, runtime.config.api_key or None)
             body = parse_request(SpeechRequest, drop_nulls(await read_json(request, MAX_BODY_BYTES)))
             voice = resolve_voice(body.voice, runtime.voices.accepted_names(), "voice")
             fmt = SpeechFormat(body.response_format)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from realtime.errors import CODE_SESSION_LIMIT, CODE_SHUTTING_DOWN, SERVER_ERROR
+from realtime.http.connections import current_connection
 from realtime.http.errors import HTTPError
 from realtime.http.realtime_ws import SessionCount
 from realtime.speech.reply import PipelineEvent
@@ -142,6 +143,44 @@ class ReplyStream:
         await self._queue.put(end)
 
 
+class Holding:
+    """A response body that holds something (a slot) until the body is closed, even one never iterated.
+
+    A body generator's own ``finally`` only runs if it was started; a client gone before the first chunk
+    would leak what the handler took for it. `DisconnectAwareStreamingResponse` closes its body on every
+    ending, and closing this calls ``release`` exactly once.
+
+    Args:
+        body: the chunks.
+        release: called once, when the body is closed or runs out.
+    """
+
+    def __init__(self, body: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        self._body = body
+        self._release: Callable[[], None] | None = release
+
+    def __aiter__(self) -> Holding:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._body.__anext__()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Close the body and release (idempotent)."""
+        release, self._release = self._release, None
+        try:
+            aclose = getattr(self._body, "aclose", None)
+            if aclose is not None and release is not None:
+                await aclose()
+        finally:
+            if release is not None:
+                release()
+
+
 class DisconnectAwareStreamingResponse(StreamingResponse):
     """A `StreamingResponse` that stops its body iterator when the client disconnects or stops reading.
 
@@ -191,7 +230,11 @@ class DisconnectAwareStreamingResponse(StreamingResponse):
                 log.info("streaming response ended: the client stopped reading (%s)", error)
             else:
                 log.warning("streaming response ended early: %r", error)
-        # Returning with the body incomplete makes the server close the connection, as a client needs to see.
+            # The body is incomplete: drop the connection, so the client sees the stream end without its last
+            # chunk (uvicorn would close it too, reporting an app error).
+            connection = current_connection()
+            if connection is not None:
+                await connection.abort()
 
 
 async def _wait_disconnect(receive: Receive) -> None:

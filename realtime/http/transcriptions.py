@@ -31,9 +31,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from realtime.audio import PCM_RATE
 from realtime.backends.base import BackendError
 from realtime.codecs import AudioTooLong, UndecodableAudio, decode_audio
-from realtime.errors import SERVER_ERROR, ResponseFailure
-from realtime.http.errors import HTTPError, check_api_key, error_body, error_response
-from realtime.http.streaming import ClientGone, DisconnectAwareStreamingResponse, sse_data, until_disconnect
+from realtime.errors import CODE_SHUTTING_DOWN, SERVER_ERROR, ResponseFailure, quote
+from realtime.http.errors import HTTPError, error_body, error_response
+from realtime.http.streaming import (
+    ClientGone,
+    DisconnectAwareStreamingResponse,
+    Holding,
+    sse_data,
+    until_disconnect,
+)
 from realtime.http.transcript_formats import TimedText, language_name, srt, verbose_json, vtt
 from realtime.session.vad import speech_segments
 from realtime.speech.runtime import Runtime
@@ -70,11 +76,8 @@ def translations_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Res
 
 
 def _endpoint(runtime: Runtime, task: Task) -> Callable[[Request], Awaitable[Response]]:
-    server_key = runtime.config.api_key or None
-
     async def handle(request: Request) -> Response:
         try:
-            check_api_key(request, server_key)
             form = await _read_form(request, task)
             audio = await _decode(form["file"])
             settings = form["settings"]
@@ -85,9 +88,15 @@ def _endpoint(runtime: Runtime, task: Task) -> Callable[[Request], Awaitable[Res
             new_id("asr"), pcm, rate, language=settings["language"], prompt=settings["prompt"], task=task
         )
         fmt = settings["response_format"]
+        try:
+            await _admit(runtime)  # one slot per request, its segment requests included
+        except HTTPError as exc:
+            return error_response(exc)
         if settings["stream"] and fmt not in TIMED_FORMATS:
             return DisconnectAwareStreamingResponse(
-                _sse(runtime, job), send_timeout=runtime.config.send_timeout, media_type="text/event-stream"
+                Holding(_sse(runtime, job), runtime.transcriptions.release),
+                send_timeout=runtime.config.send_timeout,
+                media_type="text/event-stream",
             )
         work = _timed(runtime, job, fmt) if fmt in TIMED_FORMATS else _whole(runtime, job, fmt)
         try:
@@ -96,6 +105,8 @@ def _endpoint(runtime: Runtime, task: Task) -> Callable[[Request], Awaitable[Res
             return Response(status_code=499)  # nobody to answer; the transcription was stopped
         except ResponseFailure as exc:
             return error_response(HTTPError(HTTP_BAD_GATEWAY, exc.code, exc.message, None, SERVER_ERROR))
+        finally:
+            runtime.transcriptions.release()
 
     return handle
 
@@ -151,7 +162,7 @@ async def _read_form(request: Request, task: Task) -> dict[str, Any]:
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=MAX_FIELD_BYTES)
     except Exception as exc:  # starlette raises its HTTPException / MultiPartException on malformed bodies
-        raise _refused(f"The form could not be read: {exc}", None, "invalid_form") from None
+        raise _refused(f"The form could not be read: {quote(str(exc))}", None, "invalid_form") from None
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise _refused("Missing required parameter: 'file'.", "file", "missing_required_parameter")
@@ -208,6 +219,21 @@ async def _read_form(request: Request, task: Task) -> dict[str, Any]:
         "stream": stream == "true",
     }
     return {"file": upload, "settings": settings}
+
+
+async def _admit(runtime: Runtime) -> None:
+    """Take one of the server's transcription slots (`Runtime.transcriptions`).
+
+    Raises:
+        HTTPError: 503 ``server_shutting_down`` while draining; 503 ``transcription_capacity_reached`` when no
+            slot came free within ``--transcription-wait`` (the openai SDKs retry a 503).
+    """
+    if runtime.draining:
+        raise HTTPError(503, CODE_SHUTTING_DOWN, "The server is shutting down.", error_type=SERVER_ERROR)
+    try:
+        await runtime.transcriptions.acquire()
+    except ResponseFailure as exc:
+        raise HTTPError(503, exc.code, exc.message, error_type=SERVER_ERROR) from None
 
 
 def _check_granularities(form: Any, fmt: str, task: Task) -> None:

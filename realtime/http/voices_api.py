@@ -27,9 +27,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message
 
-from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation, SpeechError
+from realtime.errors import CODE_INVALID_VALUE, CODE_MISSING_PARAMETER, ProtocolViolation, SpeechError, quote
 from realtime.http.body import read_body, too_large
-from realtime.http.errors import HTTPError, check_api_key, error_response
+from realtime.http.errors import HTTPError, error_response
 from realtime.speech.runtime import Runtime
 from realtime.speech.voice_store import (
     MAX_UPLOAD_BYTES,
@@ -63,10 +63,6 @@ class VoicesAPI:
 
     async def list(self, request: Request) -> Response:
         """``GET /v1/audio/voices``."""
-        try:
-            check_api_key(request, self._runtime.config.api_key or None)
-        except HTTPError as exc:
-            return error_response(exc)
         names = self._runtime.voices.names()
         return JSONResponse(
             {
@@ -79,7 +75,6 @@ class VoicesAPI:
     async def upload(self, request: Request) -> Response:
         """``POST /v1/audio/voices``."""
         try:
-            check_api_key(request, self._runtime.config.api_key or None)
             name, data = await _read_form(request)
             _check_new_name(name)
             prepared = await asyncio.to_thread(_prepare, data)
@@ -110,10 +105,9 @@ class VoicesAPI:
         """``DELETE /v1/audio/voices/{name}``."""
         name = str(request.path_params["name"])
         try:
-            check_api_key(request, self._runtime.config.api_key or None)
             async with self._lock:
                 if name not in self._runtime.voices:
-                    raise HTTPError(404, "voice_not_found", f"No voice named {name!r}.", "name")
+                    raise HTTPError(404, "voice_not_found", f"No voice named {quote(name)!r}.", "name")
                 if name not in self._runtime.uploaded_voices or name == self._runtime.voices.default:
                     raise HTTPError(
                         400,

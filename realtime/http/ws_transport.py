@@ -13,10 +13,11 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from realtime.errors import CODE_INVALID_EVENT, PeerGone, ProtocolViolation
+from realtime.errors import CODE_INVALID_EVENT, ErrorReport, PeerGone, ProtocolViolation
 from realtime.session.transport import Ending, Inbound, OutputAudio, Playback, Undecodable
 from realtime.wire.client_events import decode_client_frame
 from realtime.wire.handshake import Dialect
+from realtime.wire.server_events import EventBuilder, encode
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,19 @@ class WebSocketTransport:
     async def send_audio(self, audio: OutputAudio) -> None:
         """Write the audio as its ``response.output_audio.delta`` event."""
         await self.send_event(audio.delta_text)
+
+    async def refuse(self, report: ErrorReport, close_code: int) -> None:
+        """Tell a client why it gets no session, then close with ``close_code`` (reason: the code).
+
+        The socket is accepted first: a browser cannot read the status of a refused upgrade, but it can read
+        an event and a close reason (docs/PROTOCOL.md §1.2). Waits at most `CLOSE_WAIT_S` for each.
+        """
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await self.send_event(encode(EventBuilder(self._dialect).error(report)))
+        except (TimeoutError, PeerGone):
+            return
+        await self.close(Ending(close_code, report.code or ""))
 
     async def close(self, ending: Ending) -> None:
         """Send the close frame if the socket can still take it; never waits more than `CLOSE_WAIT_S`.

@@ -104,27 +104,44 @@ class Conversation:
         Raises:
             ProtocolViolation: ``conversation_limit_reached`` naming the cap; delete items to go on.
         """
-        limits = self.limits
-        advice = "Delete items (conversation.item.delete) to continue."
-        if len(self._items) + 1 > limits.items:
+        overflow = self._overflow(item)
+        if overflow is not None:
             raise ProtocolViolation(
-                CODE_CONVERSATION_LIMIT,
-                f"The conversation holds its maximum of {limits.items} items. {advice}",
+                CODE_CONVERSATION_LIMIT, f"{overflow} Delete items (conversation.item.delete) to continue."
             )
+
+    def evict_for(self, item: Item) -> list[Item]:
+        """Drop the oldest items until ``item`` fits the caps: a transcription session's rolling history
+        (docs/PROTOCOL.md §4.8), whose items are never a prompt. No event says so, as on OpenAI.
+
+        Returns:
+            The items dropped, oldest first.
+        """
+        dropped: list[Item] = []
+        while self._items and self._overflow(item) is not None:
+            dropped.append(self._items.pop(0))
+        if any(old.id == self.prompt_start for old in dropped):
+            self.prompt_start = None
+        return dropped
+
+    def _overflow(self, item: Item | None) -> str | None:
+        """Which cap taking ``item`` (None: an empty one) would exceed, as the refusal says it; None if none."""
+        limits = self.limits
+        if len(self._items) + 1 > limits.items:
+            return f"The conversation holds its maximum of {limits.items} items."
         held = sum(item_bytes(i) for i in self._items) + (item_bytes(item) if item else 0)
         if held > limits.stored_bytes:
-            raise ProtocolViolation(
-                CODE_CONVERSATION_LIMIT,
+            return (
                 f"The conversation would hold {held} bytes of text and audio; the maximum is "
-                f"{limits.stored_bytes}. {advice}",
+                f"{limits.stored_bytes}."
             )
         seconds = sum(item_audio_seconds(i) for i in self._items) + (item_audio_seconds(item) if item else 0)
         if seconds > limits.audio_seconds:
-            raise ProtocolViolation(
-                CODE_CONVERSATION_LIMIT,
+            return (
                 f"The conversation would hold {seconds:.1f} s of audio; the maximum is "
-                f"{limits.audio_seconds:g} s. {advice}",
+                f"{limits.audio_seconds:g} s."
             )
+        return None
 
     def insert(
         self, item: Item, previous_item_id: str | None = None, *, admitted: bool = False

@@ -6,7 +6,8 @@ is processed synchronously (its ``response.done`` is queued before the next clie
 docs/PROTOCOL.md §6.1). Each response runs as a task of the connection's task group and reports back through
 the `ResponseHost` methods this class implements (`audio_started`, `first_output`, `truncate`, `delivered`).
 Where the transport plays the output audio itself (`Playback`), the session knows what the peer heard
-(realtime/session/played_audio.py).
+(realtime/session/played_audio.py). A transcription session (``?intent=transcription``, docs/PROTOCOL.md §4.8)
+is the same state with no responses: committed audio is transcribed, and its items form a rolling history.
 
 Size: over 400 lines because it dispatches every client event of the protocol onto one session's
 state; connection loops, input audio, transcription, idle timer, played audio and response planning live
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 from realtime.errors import (
     CODE_ACTIVE_RESPONSE,
@@ -45,10 +45,10 @@ from realtime.session.items import (
 )
 from realtime.session.outbox import Outbox
 from realtime.session.played_audio import PlayedAudio
+from realtime.session.presets import updated_config, voice_resolver
 from realtime.session.response import ResponseRun, ResponseServices
 from realtime.session.response_plan import plan_response
 from realtime.session.responses import ResponseTasks
-from realtime.session.tool_calls import check_tool_choice, realtime_tool_choice
 from realtime.session.transcription import FirstOutputGate, InputTranscriptions
 from realtime.session.transport import Inbound, PeerAudio, Playback, Undecodable
 from realtime.session.unused_content import UnusedContent
@@ -65,7 +65,12 @@ from realtime.wire.client_events import (
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import Item, new_id
 from realtime.wire.server_events import EventBuilder
-from realtime.wire.session_config import SessionConfig, apply_session_update, resolve_voice
+from realtime.wire.session_config import SessionConfig, SessionType
+from realtime.wire.transcription_session import (
+    TranscriptionSessionUpdate,
+    responses_refused,
+    session_type_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +86,31 @@ class Session:
     Only the connection's own tasks touch it (single event loop, no locks). It is the `ResponseHost` of its
     responses.
 
+    Args:
+        runtime: the server's shared runtime.
+        dialect: the event family of the connection.
+        model: the model id ``session.model`` reports.
+        preset: the configuration the session starts with (the one an ephemeral key carries,
+            realtime/http/keys.py) instead of the defaults; ``session.update`` changes it as usual.
+
     Attributes:
         services: what every response of the session shares.
         quiet: set while no response is in progress (the shutdown drain waits on it).
     """
 
-    def __init__(self, runtime: Runtime, dialect: Dialect, model: str) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        dialect: Dialect,
+        model: str,
+        session_type: SessionType = "realtime",
+        preset: SessionConfig | None = None,
+    ) -> None:
         self.runtime = runtime
         self.id = new_id("sess")
         self.events = EventBuilder(dialect)
-        self.config = SessionConfig(model=model, voice=runtime.voices.default)
+        # a minted key's configuration (its type included) wins over the URL's ?intent=
+        self.config = preset or SessionConfig(model=model, voice=runtime.voices.default, type=session_type)
         config = runtime.config
         self.conversation = Conversation(
             ConversationLimits(
@@ -117,9 +137,16 @@ class Session:
         self._tasks: asyncio.TaskGroup | None = None
         self._played: PlayedAudio | None = None
         self._gate = FirstOutputGate()
-        self.transcriptions = InputTranscriptions(runtime.backend, self.events, self.outbox, self._gate)
+        self.transcriptions = InputTranscriptions(
+            runtime.backend, self.events, self.outbox, self._gate, runtime.transcriptions
+        )
         self.idle = IdleTimer(self._idle_timeout)
         self.unused = UnusedContent(runtime.metrics, self.id)
+
+    @property
+    def transcribes_only(self) -> bool:
+        """A transcription session (``?intent=transcription``): input audio is transcribed, never answered."""
+        return self.config.type == "transcription"
 
     async def open(self, tasks: asyncio.TaskGroup, playback: Playback | None = None) -> None:
         """Start serving: responses become tasks of ``tasks``; queue ``session.created`` and friends.
@@ -133,7 +160,7 @@ class Session:
             self._played = PlayedAudio(playback, self.events, self.outbox)
         for event in self.events.session_created(self.config, self.id):
             await self.outbox.put(event)
-        for event in self.events.conversation_created(self.conversation.id):
+        for event in self.events.conversation_created(self.config, self.conversation.id):
             await self.outbox.put(event)
         self._configure_vad()
 
@@ -181,7 +208,7 @@ class Session:
     async def _dispatch(self, event: ClientEvent) -> None:
         if isinstance(event, AudioAppend):
             await self._append(event.audio)
-        elif isinstance(event, SessionUpdate):
+        elif isinstance(event, SessionUpdate | TranscriptionSessionUpdate):
             self._session_update(event)
             await self.outbox.put(self.events.session_updated(self.config, self.id))
         elif isinstance(event, ItemCreate):
@@ -207,28 +234,21 @@ class Session:
             await self._cut_playback()
 
     # session ---------------------------------------------------------------------------------------------
-    def _session_update(self, event: SessionUpdate) -> None:
+    def _session_update(self, event: SessionUpdate | TranscriptionSessionUpdate) -> None:
         old = self.config
-        config = apply_session_update(
+        transcription = isinstance(event, TranscriptionSessionUpdate)
+        if transcription != self.transcribes_only:  # the type is fixed when the session opens
+            raise session_type_mismatch(old.type, beta=self.events.beta)
+        config = updated_config(
             old,
-            event.session,
+            event,
+            voices=self.runtime.voices.accepted_names(),
             voice_locked=self.voice_locked,
-            resolve=self._resolve_voice("session.audio.output.voice"),
             beta=self.events.beta,
-            extensions=event.extensions,
         )
-        check_tool_choice(config.tools, realtime_tool_choice(config.tool_choice), "session.tool_choice")
         self.config = config
         if (old.turn_detection, old.input_format) != (config.turn_detection, config.input_format):
             self._configure_vad()
-
-    def _resolve_voice(self, param: str) -> Callable[[str], str]:
-        voices = self.runtime.voices
-
-        def resolve(name: str) -> str:  # the name is kept and echoed; the speech layer maps it to a voice
-            return resolve_voice(name, voices.accepted_names(), param)
-
-        return resolve
 
     def _configure_vad(self) -> None:
         self.idle.disarm()
@@ -254,6 +274,8 @@ class Session:
     async def _commit_item(self, item_id: str) -> Item:
         item = user_audio_item(self.input_audio.peek(), self.config.input_format)
         item.id = item_id
+        if self.transcribes_only:  # a rolling history: the oldest items make room (docs/PROTOCOL.md §4.8)
+            self.conversation.evict_for(item)
         previous = self.conversation.insert(item)  # a full conversation refuses it: the audio stays buffered
         self.input_audio.clear()
         await self.outbox.put(self.events.committed(item.id, previous))
@@ -288,7 +310,7 @@ class Session:
         await self.outbox.put(self.events.speech_stopped(item_id, event.ms))
         if self.input_audio.buffered_ms < MIN_COMMIT_MS:
             return
-        await self._commit_and_respond(item_id, settings.create_response)
+        await self._commit_and_respond(item_id, settings.create_response and not self.transcribes_only)
 
     async def _commit_and_respond(self, item_id: str, respond: bool) -> None:
         """A server-VAD turn end: commit, start the response, then the transcription (so it goes second)."""
@@ -387,6 +409,8 @@ class Session:
 
     # responses -------------------------------------------------------------------------------------------
     async def _response_create(self, event: ResponseCreate) -> None:
+        if self.transcribes_only:
+            raise responses_refused()
         if self.runtime.draining:
             raise ProtocolViolation(
                 CODE_SHUTTING_DOWN, "The server is shutting down: no new responses are started."
@@ -395,7 +419,7 @@ class Session:
             event,
             self.config,
             self.conversation,
-            resolve_voice=self._resolve_voice("response.audio.output.voice"),
+            resolve_voice=voice_resolver(self.runtime.voices.accepted_names(), "response.audio.output.voice"),
             beta=self.events.beta,
         )
         self.unused.note_input(event.input or ())

@@ -20,7 +20,12 @@ import logging
 from realtime.backends.base import LLMBackend
 from realtime.errors import ResponseFailure
 from realtime.session.outbox import Outbox
-from realtime.speech.transcribe import TranscriptionDelta, TranscriptionRequest, transcribe
+from realtime.speech.transcribe import (
+    TranscriptionDelta,
+    TranscriptionRequest,
+    TranscriptionSlots,
+    transcribe,
+)
 from realtime.wire.records import ContentPart, Item, new_id
 from realtime.wire.server_events import EventBuilder, TranscriptionUsage
 from realtime.wire.session_extensions import TranscriptionSettings
@@ -68,15 +73,23 @@ class InputTranscriptions:
         events: the connection's event builder.
         outbox: the connection's outbox.
         gate: the session's `FirstOutputGate`.
+        slots: the server's cap on transcriptions at once; a job that gets no slot in time fails with
+            ``transcription_capacity_reached``.
     """
 
     def __init__(
-        self, backend: LLMBackend, events: EventBuilder, outbox: Outbox, gate: FirstOutputGate
+        self,
+        backend: LLMBackend,
+        events: EventBuilder,
+        outbox: Outbox,
+        gate: FirstOutputGate,
+        slots: TranscriptionSlots | None = None,
     ) -> None:
         self._backend = backend
         self._events = events
         self._outbox = outbox
         self._gate = gate
+        self._slots = slots
         self._jobs: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -129,13 +142,19 @@ class InputTranscriptions:
             return
         await self._gate.wait(DEFER_LIMIT_S)
         try:
-            async for event in transcribe(self._backend, request):
-                if isinstance(event, TranscriptionDelta):
-                    await outbox.put(events.transcription_delta(item_id, 0, event.text))
-                else:
-                    part.transcript = event.transcript
-                    usage = TranscriptionUsage(event.input_tokens, event.output_tokens)
-                    await outbox.put(events.transcription_completed(item_id, 0, event.transcript, usage))
+            if self._slots is not None:
+                await self._slots.acquire()
+            try:
+                async for event in transcribe(self._backend, request):
+                    if isinstance(event, TranscriptionDelta):
+                        await outbox.put(events.transcription_delta(item_id, 0, event.text))
+                    else:
+                        part.transcript = event.transcript
+                        usage = TranscriptionUsage(event.input_tokens, event.output_tokens)
+                        await outbox.put(events.transcription_completed(item_id, 0, event.transcript, usage))
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
         except ResponseFailure as exc:
             await outbox.put(events.transcription_failed(item_id, 0, exc.code, exc.message))
         except Exception:  # a bug: logged with its traceback, reported without details

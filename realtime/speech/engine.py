@@ -130,6 +130,8 @@ class Token2WavEngine:
         assert isinstance(model, Token2Wav) and isinstance(schedule, ChunkSchedule)
         self._model: Token2Wav | None = model
         self._schedule = schedule
+        # A compiled decoder builds its graph on the first voice (at start-up), never inside a response.
+        self._warm_pending = model.options.compile
 
     @classmethod
     def load(
@@ -142,15 +144,35 @@ class Token2WavEngine:
         first_hop_tokens: int,
         hop_tokens: int,
         hop_growth: float,
+        compile: bool = False,
+        attention: str = "per-stream",
     ) -> Token2WavEngine:
-        """Load Token2Wav from ``model_dir`` (call on the worker thread: it sets torch's thread pool)."""
+        """Load Token2Wav from ``model_dir`` (call on the worker thread: it sets torch's thread pool).
+
+        Args:
+            model_dir: the token2wav directory.
+            device: torch device.
+            dtype: flow dtype name (float32, bfloat16, float16).
+            threads: torch intra-op threads.
+            first_hop_tokens: the chunk schedule's first hop.
+            hop_tokens: its steady hop.
+            hop_growth: its hop growth.
+            compile: `torch.compile` the DiT pass (token2wav/compiled.py); its graph is built when the first
+                voice is loaded, on this thread, before any response. Off by default: the measured gain on
+                the CPU does not pay for the minutes of start-up (docs/TOKEN2WAV.md §8.4).
+            attention: ``per-stream`` or ``ragged`` (token2wav/dit_attention.py).
+        """
         import torch
 
         from token2wav.model import Token2Wav
+        from token2wav.options import ATTENTION_MODES, DecodeOptions
         from token2wav.stream import ChunkSchedule
 
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
         torch.set_num_threads(threads)  # process-wide intra-op pool; see ServerConfig.torch_threads
-        model = Token2Wav.from_dir(model_dir, device=device, dtype=getattr(torch, dtype))
+        options = DecodeOptions(attention=attention, compile=compile)  # type: ignore[arg-type]  # checked above
+        model = Token2Wav.from_dir(model_dir, device=device, dtype=getattr(torch, dtype), options=options)
         schedule = ChunkSchedule(
             first_hop_tokens=first_hop_tokens, hop_tokens=hop_tokens, hop_growth=hop_growth
         )
@@ -173,8 +195,12 @@ class Token2WavEngine:
         return StreamTiming(schedule.first_hop_tokens, schedule.lookahead_tokens, schedule.hop_tokens)
 
     def load_voice(self, wav: Path) -> EngineVoice:
-        voice: EngineVoice = self.model.load_voice(wav)
-        return voice
+        voice = self.model.load_voice(wav)
+        if self._warm_pending:
+            self.model.warmup(voice)  # builds the compiled graph: start-up time, not a response's
+            self._warm_pending = False
+        engine_voice: EngineVoice = voice
+        return engine_voice
 
     def start(self, voice: EngineVoice) -> EngineStream:
         from token2wav.model import Voice

@@ -25,6 +25,7 @@ from realtime.speech.engine import EngineVoice, SpeechEngine, Token2WavEngine
 from realtime.speech.pipeline import stream_reply
 from realtime.speech.reply import PipelineEvent, UsageMeter
 from realtime.speech.streams import StreamSlots, auto_stream_limit
+from realtime.speech.transcribe import TranscriptionSlots
 from realtime.speech.voice_store import VoiceFolder
 from realtime.speech.voices import VoiceRegistry
 from realtime.speech.worker import InferenceWorker
@@ -63,6 +64,7 @@ class Runtime:
         decoder: short description of the Token2Wav weights (for /health and logs).
         stream_bytes: memory one decoder stream holds (measured by `warm_up`; 0 before).
         decoder_streams: the server-wide cap on live decoder streams (sized by `warm_up` when automatic).
+        transcriptions: the server-wide cap on transcriptions running at once (HTTP and Realtime).
         draining: set on shutdown (SIGTERM): no new sessions or responses start; ``/health`` reports
             ``draining`` and readiness fails, so a load balancer sends new sessions elsewhere while open ones
             finish.
@@ -94,6 +96,9 @@ class Runtime:
         self.stream_bytes = 0
         self.draining = False
         self.decoder_streams = StreamSlots(self._stream_limit())
+        self.transcriptions = TranscriptionSlots(
+            config.max_transcriptions, config.transcription_wait_seconds, metrics
+        )
 
     def _stream_limit(self) -> int:
         config = self.config
@@ -278,11 +283,14 @@ class Runtime:
         return reasons
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able summary for ``/health``: backend, decoder, voices, and the embedded-demo notice."""
+        """JSON-able summary for ``/health``: backend, decoder, voices, and the embedded-demo notice.
+
+        Readiness is not here: ``/health`` and ``/health/ready`` both take it from `readiness` (plus the session
+        cap), so the two never disagree.
+        """
         running = not self._closed and self._worker.running
         info: dict[str, Any] = {
             "status": "ok" if running else "stopping",
-            "ready": "draining" if self.draining else ("ready" if running else "stopping"),
             "backend": self.backend.name,
             "decoder": self.decoder,
             "device": self.config.device,
@@ -299,6 +307,7 @@ class Runtime:
                 "limit": self.decoder_streams.limit,
                 "stream_bytes": self.stream_bytes,
             },
+            "transcriptions": {"live": self.transcriptions.live, "limit": self.transcriptions.limit},
             "embedded_demo": self.is_embedded_demo,
         }
         if self.is_embedded_demo:

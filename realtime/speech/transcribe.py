@@ -9,7 +9,8 @@ A request with ``task="translate"`` is the same request with the model's speech-
 
 Both the Realtime input transcription (realtime/session/transcription.py) and ``POST
 /v1/audio/transcriptions`` (realtime/http/transcriptions.py) go through here. Closing the iterator (or
-cancelling the task iterating it) aborts the backend request.
+cancelling the task iterating it) aborts the backend request. Both hold one of the server's
+`TranscriptionSlots` (``--max-transcriptions``) while they run.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from realtime.backends.base import (
     PromptTurn,
     SamplingParams,
 )
+from realtime.errors import ResponseFailure
+from realtime.metrics import Metrics
 from realtime.speech.detokenizer import IncrementalDetokenizer
 from realtime.speech.llm_stream import generation_chunks, parse_ids
+from realtime.speech.streams import StreamSlots
 from streaming_parser import AudioTokenParser, TextTokens
 
 # Step-Audio-2's ASR instruction ("write down the speech you hear"), as in stepfun-ai/Step-Audio2's examples.
@@ -41,6 +45,56 @@ TRANSLATE_PROMPT = "请仔细聆听这段语音，然后将其内容翻译成英
 MAX_TRANSCRIPT_TOKENS = 1024
 ASR_SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=MAX_TRANSCRIPT_TOKENS)
 PCM16_BYTES = 2
+CODE_TRANSCRIPTION_CAPACITY = "transcription_capacity_reached"
+
+
+class TranscriptionSlots:
+    """The server-wide cap on transcriptions running at once, shared by HTTP and Realtime (event loop only).
+
+    Args:
+        limit: transcriptions at once (``--max-transcriptions``).
+        wait_seconds: how long one waits for a free slot (``--transcription-wait``).
+        metrics: where waiting transcriptions are counted (optional).
+    """
+
+    def __init__(self, limit: int, wait_seconds: float, metrics: Metrics | None = None) -> None:
+        self._slots = StreamSlots(limit)
+        self._wait = wait_seconds
+        self._metrics = metrics
+
+    @property
+    def live(self) -> int:
+        """Transcriptions holding a slot now."""
+        return self._slots.live
+
+    @property
+    def limit(self) -> int:
+        """Transcriptions allowed at once."""
+        return self._slots.limit
+
+    async def acquire(self) -> None:
+        """Take a slot (give it back with `release`), waiting at most ``wait_seconds``.
+
+        Raises:
+            ResponseFailure: ``transcription_capacity_reached`` when none came free in time.
+        """
+        if self._metrics is not None:
+            self._metrics.admission_waiting("transcription", 1)
+        try:
+            taken = await self._slots.acquire(self._wait)
+        finally:
+            if self._metrics is not None:
+                self._metrics.admission_waiting("transcription", -1)
+        if not taken:
+            raise ResponseFailure(
+                CODE_TRANSCRIPTION_CAPACITY,
+                f"The server is running its limit of {self._slots.limit} transcriptions and none finished "
+                f"within {self._wait:g} s; retry later.",
+            )
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self._slots.release()
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ Two kinds of work run on the thread (Token2Wav's thread contract), never two at 
   waiting steps, orders them by deadline (a response's first audio first, then the stream whose client
   runs out of audio soonest), and hands the most urgent of them (distinct streams) to ONE `step_batch`
   call, so the engine decodes their ready windows as one batch. How many: at most `max_batch`, and no more
-  than fit in `batch_seconds` at the measured cost per step: batching is not preemptive, so a first chunk
-  that arrives during a batch waits for it, and this bounds that wait (a few steps per batch on a slow CPU
-  decoder, many on a GPU).
+  than fit in `batch_seconds` at the measured cost per step by batch size (`cost`, a `DecodeCostModel`):
+  batching is not preemptive, so a first chunk that arrives during a batch waits for it, and this bounds
+  that wait (a few steps per batch on a slow CPU decoder, many on a GPU).
 
 Plain jobs go before decode steps (they are short: a stream start copies nothing large). Each job belongs to
 a `JobGroup` (one per response): dropping a group makes every job of it that has not started yet complete
@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from realtime.speech.cost_model import DecodeCostModel
 from realtime.speech.engine import PcmChunks, StepOutcome, StepRequest
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ ResultT = TypeVar("ResultT")
 DEFAULT_MAX_PENDING = 64
 DEFAULT_MAX_BATCH = 16
 DEFAULT_BATCH_SECONDS = 0.4  # target wall time of one batch (see the module docstring)
-_COST_SMOOTHING = 0.3  # weight of the newest batch in the running per-step cost estimate
 _THREAD_NAME = "t2w-worker"
 _JOIN_TIMEOUT_S = 30.0  # how long aclose waits for a running job before leaving the thread behind
 
@@ -122,7 +122,9 @@ class InferenceWorker(Generic[ModelT]):
         self._max_batch = max_batch
         self._on_batch = on_batch
         self._batch_seconds = batch_seconds
-        self._step_cost: float | None = None  # running estimate of seconds per decode step in a batch
+        # Seconds per decode step by batch size and audio per step, measured on every batch (realtime/speech/
+        # cost_model.py); thread-safe, so the event loop may read it (admission, metrics).
+        self.cost = DecodeCostModel()
         self.batch_sizes: Counter[int] = Counter()  # decode steps per step_batch call
         self._loader = loader
         self._name = name
@@ -337,10 +339,8 @@ class InferenceWorker(Generic[ModelT]):
         """Steps in the next batch: `max_batch`, or fewer when they would not fit in `batch_seconds`."""
         if self._batch_seconds is None:
             return self._max_batch
-        if self._step_cost is None:
-            return 1  # no cost measured yet: one step teaches the estimate without risking a long batch
-
-        return max(1, min(self._max_batch, int(self._batch_seconds / self._step_cost)))
+        # Before any measurement: 1, so one step teaches the estimate without risking a long batch.
+        return self.cost.largest_batch(self._batch_seconds, self._max_batch)
 
     def _run_steps(self, waiting: list[_StepJob]) -> list[_StepJob]:
         """Run one batch of the most urgent steps (distinct streams); return the steps still waiting."""
@@ -367,9 +367,8 @@ class InferenceWorker(Generic[ModelT]):
         except BaseException as exc:  # an engine that breaks its contract: fail the batch, keep the thread
             outcomes = [exc if isinstance(exc, Exception) else RuntimeError(repr(exc))] * len(batch)
         finished = time.perf_counter()
-        cost = (finished - started) / len(batch)
-        previous = self._step_cost
-        self._step_cost = cost if previous is None else previous + _COST_SMOOTHING * (cost - previous)
+        samples = sum(len(chunk) for outcome in outcomes if isinstance(outcome, list) for chunk in outcome)
+        self.cost.observe(len(batch), finished - started, samples)
         for job, outcome in zip(batch, outcomes, strict=True):
             job.started_at, job.finished_at = started, finished
             if isinstance(outcome, Exception):

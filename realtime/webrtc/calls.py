@@ -48,6 +48,7 @@ from realtime.webrtc.playout import PlayoutTrack
 from realtime.wire.client_events import SessionUpdate
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import new_id
+from realtime.wire.session_config import SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,11 @@ class CallRegistry:
         """The live call with this id, if any."""
         return self._calls.get(call_id)
 
-    async def start(self, offer: str, presets: Sequence[SessionUpdate] = ()) -> tuple[str, str]:
-        """Answer ``offer`` with a new call configured by ``presets`` (applied in order).
+    async def start(
+        self, offer: str, presets: Sequence[SessionUpdate] = (), base: SessionConfig | None = None
+    ) -> tuple[str, str]:
+        """Answer ``offer`` with a new call starting from ``base`` (an ephemeral key's session, or the server's
+        defaults when None), then configured by ``presets`` (applied in order).
 
         Returns:
             the call id and the SDP answer.
@@ -162,7 +166,7 @@ class CallRegistry:
         """
         self._admit()
         shape = check_offer(offer)
-        session = Session(self._runtime, Dialect.GA, self._model)
+        session = Session(self._runtime, Dialect.GA, self._model, preset=base)
         for update in presets:
             session.preset(update)
         self._starting += 1

@@ -35,7 +35,6 @@ from pydantic import BaseModel
 from realtime.errors import (
     CODE_INVALID_EVENT,
     CODE_INVALID_JSON,
-    CODE_INVALID_SESSION_TYPE,
     CODE_INVALID_TYPE,
     CODE_INVALID_VALUE,
     CODE_MISSING_PARAMETER,
@@ -47,6 +46,7 @@ from realtime.wire.beta import beta_assistant_content_to_ga, beta_response_to_ga
 from realtime.wire.handshake import Dialect
 from realtime.wire.json_text import is_valid_text, load_untrusted_json, refuse_unpaired_surrogates
 from realtime.wire.session_extensions import SessionExtensions, split_extensions
+from realtime.wire.transcription_session import TranscriptionSessionUpdate, decode_transcription_session
 from realtime.wire.validation import check_keys, missing_or_invalid, reject_extras, validate_model
 
 # input_audio_buffer.append carries at most 15 MiB of base64 audio (OpenAI docs, docs/PROTOCOL.md §1.6).
@@ -121,6 +121,7 @@ class ItemCreate:
 
 ClientEvent: TypeAlias = (
     SessionUpdate
+    | TranscriptionSessionUpdate
     | AudioAppend
     | InputAudioBufferCommitEvent
     | InputAudioBufferClearEvent
@@ -222,7 +223,14 @@ def _decode(raw: dict[str, Any], dialect: Dialect) -> ClientEvent:
     if kind == "input_audio_buffer.append":
         return _decode_append(raw)
     if kind == "session.update":
-        return SessionUpdate(event_id, *_decode_session(raw, dialect))
+        check_keys(raw, {"type", "event_id", "session"}, "")
+        return decode_session(raw.get("session"), dialect, event_id)
+    if kind == "transcription_session.update" and dialect is Dialect.BETA:  # GA refuses it as unknown (R7)
+        check_keys(raw, {"type", "event_id", "session"}, "")
+        session = raw.get("session")
+        if not isinstance(session, dict):
+            raise missing_or_invalid(raw, "session")
+        return TranscriptionSessionUpdate(event_id, *decode_transcription_session(session, beta_shape=True))
     if kind == "conversation.item.create":
         check_keys(raw, {"type", "event_id", "item", "previous_item_id"}, "")
         if not isinstance(raw.get("item"), dict):
@@ -260,15 +268,24 @@ def _decode_append(raw: dict[str, Any]) -> AudioAppend:
     return AudioAppend(raw.get("event_id"), data)
 
 
-def _decode_session(
-    raw: dict[str, Any], dialect: Dialect
-) -> tuple[RealtimeSessionCreateRequest, SessionExtensions]:
-    check_keys(raw, {"type", "event_id", "session"}, "")
-    session = raw.get("session")
+def decode_session(
+    session: Any, dialect: Dialect, event_id: str | None = None
+) -> SessionUpdate | TranscriptionSessionUpdate:
+    """A GA (or beta) ``session`` object as the update it makes (a realtime or a transcription session): the
+    ``session`` of a ``session.update``, and of ``POST /v1/realtime/client_secrets`` (errors name
+    ``session.<field>``).
+
+    Raises:
+        ProtocolViolation: a missing or invalid field, an unknown one, or a session type not served.
+    """
     if not isinstance(session, dict):
-        raise missing_or_invalid(raw, "session")
-    session = beta_session_to_ga(session)
+        raise missing_or_invalid({"session": session}, "session")
     kind = session.get("type")
+    if kind == "transcription":
+        return TranscriptionSessionUpdate(
+            event_id, *decode_transcription_session(session, beta_shape=dialect is Dialect.BETA)
+        )
+    session = beta_session_to_ga(session)
     if kind is None:
         if dialect is Dialect.GA:
             raise ProtocolViolation(
@@ -277,14 +294,14 @@ def _decode_session(
         session["type"] = "realtime"
     elif kind != "realtime":
         raise ProtocolViolation(
-            CODE_INVALID_SESSION_TYPE,
-            f"Invalid value: '{kind}'. Only 'realtime' sessions are supported.",
+            CODE_INVALID_VALUE,
+            f"Invalid value: '{quote(kind)}'. Supported values are: 'realtime' and 'transcription'.",
             "session.type",
         )
     session, extensions = split_extensions(session)
     model = validate_model(RealtimeSessionCreateRequest, session, "session")
     reject_extras(model, "session", _SESSION_READ_ONLY)
-    return model, extensions
+    return SessionUpdate(event_id, model, extensions)
 
 
 def decode_item(raw: dict[str, Any], param: str, dialect: Dialect = Dialect.GA) -> ConversationItemModel:

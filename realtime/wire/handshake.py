@@ -1,4 +1,5 @@
-"""The WebSocket upgrade: which dialect a connection speaks, which subprotocol to echo, and the client's key.
+"""The WebSocket upgrade: which dialect a connection speaks, which subprotocol to echo, the client's key, and
+whether the session is a transcription session (``?intent=transcription``).
 
 Pure functions of the request's headers, offered subprotocols and query; realtime/http/app.py calls `negotiate`
 once per connection and the dialect is fixed from then on.
@@ -10,6 +11,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from realtime.wire.session_config import SessionType
+
 BETA_HEADER = "openai-beta"
 BETA_HEADER_VALUE = "realtime=v1"
 SUBPROTOCOL_REALTIME = "realtime"
@@ -18,6 +21,9 @@ SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
 BEARER_PREFIX = "bearer "
 API_KEY_HEADER = "api-key"  # Azure-style clients
 API_KEY_QUERY = "api_key"  # speaches-style ?api_key=
+# ?intent=transcription opens a transcription session (docs/PROTOCOL.md §4.8)
+INTENT_QUERY = "intent"
+INTENT_TRANSCRIPTION = "transcription"
 
 
 class Dialect(enum.Enum):
@@ -35,11 +41,19 @@ class Handshake:
         dialect: GA unless the client asked for beta.
         subprotocol: the subprotocol to select in the handshake response (never the key entry), or None.
         api_key: the key the client presented (Bearer, ``api-key`` header, subprotocol), or None.
+        session_type: ``transcription`` with ``?intent=transcription``, else ``realtime``; fixed for the
+            session's life.
     """
 
     dialect: Dialect
     subprotocol: str | None
     api_key: str | None
+    session_type: SessionType = "realtime"
+
+
+def forced(name: str) -> Dialect | None:
+    """The dialect ``--dialect`` forces on every connection (``ga`` or ``beta``), or None for ``auto``."""
+    return Dialect(name) if name in (Dialect.GA.value, Dialect.BETA.value) else None
 
 
 def negotiate(
@@ -48,7 +62,8 @@ def negotiate(
     forced: Dialect | None = None,
     query: Mapping[str, str] | None = None,
 ) -> Handshake:
-    """Pick the dialect, the subprotocol to echo and the client's key (docs/PROTOCOL.md §1.2, §1.3, §2.1).
+    """Pick the dialect, the subprotocol to echo, the client's key and the session type (docs/PROTOCOL.md §1.1,
+    §1.2, §1.3, §2.1).
 
     The key is taken from the first of: ``Authorization: Bearer``, the ``api-key`` header, an
     ``openai-insecure-api-key.<key>`` subprotocol (never echoed), the ``api_key`` query parameter.
@@ -68,7 +83,11 @@ def negotiate(
         chosen = SUBPROTOCOL_BETA
     else:
         chosen = None
-    return Handshake(dialect, chosen, _client_key(headers, subprotocols, query or {}))
+    query = query or {}
+    session_type: SessionType = (
+        "transcription" if query.get(INTENT_QUERY) == INTENT_TRANSCRIPTION else "realtime"
+    )
+    return Handshake(dialect, chosen, _client_key(headers, subprotocols, query), session_type)
 
 
 def _client_key(

@@ -21,7 +21,15 @@ from realtime.errors import ErrorReport
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import ContentPart, Item, ResponseRecord, TokenUsage, new_id
 from realtime.wire.session_config import SessionConfig
-from realtime.wire.session_echo import BETA_DEFAULT_TEMPERATURE, beta_session, ga_format, ga_session
+from realtime.wire.session_echo import (
+    BETA_DEFAULT_TEMPERATURE,
+    beta_session,
+    beta_transcription_session,
+    ga_format,
+    ga_session,
+    ga_transcription_session,
+)
+from realtime.wire.transcription_session import BETA_TRANSCRIPTION_EVENTS
 
 # Server frames must stay well under the 1 MiB default max_size of the Python websockets client
 # (docs/PROTOCOL.md §1.6).
@@ -61,7 +69,8 @@ GA_TRANSCRIPTION_MODELS = _literals(AudioTranscription.model_fields["model"].ann
 _SESSION_EVENTS = frozenset({"session.created", "session.updated"})
 _KNOWN = "whisper-1"  # stands for "no model given" in the membership test
 GA_EVENT_CLASSES = server_event_classes(GaServerEvent)
-BETA_EVENT_CLASSES = server_event_classes(BetaServerEvent)
+# beta's transcription session events are ours (realtime/wire/transcription_session.py says why)
+BETA_EVENT_CLASSES = server_event_classes(BetaServerEvent) | BETA_TRANSCRIPTION_EVENTS
 
 
 def encode(event: BaseModel) -> str:
@@ -89,12 +98,21 @@ class EventBuilder:
 
     # session ---------------------------------------------------------------------------------------------
     def session(self, config: SessionConfig, session_id: str) -> dict[str, Any]:
-        """The full effective session in this dialect's shape."""
-        return beta_session(config, session_id) if self.beta else ga_session(config, session_id)
+        """The full effective session in this dialect's shape, for its session type."""
+        if config.type == "transcription":
+            render = beta_transcription_session if self.beta else ga_transcription_session
+        else:
+            render = beta_session if self.beta else ga_session
+        return render(config, session_id)
+
+    def _session_name(self, config: SessionConfig, change: Literal["created", "updated"]) -> str:
+        # beta names a transcription session's events after it; GA uses session.* for both types
+        prefix = "transcription_session" if self.beta and config.type == "transcription" else "session"
+        return f"{prefix}.{change}"
 
     def session_created(self, config: SessionConfig, session_id: str) -> list[BaseModel]:
-        """``session.created`` (beta: followed by ``conversation.created``)."""
-        return [self._session_event("session.created", config, session_id)]
+        """``session.created`` (beta transcription session: ``transcription_session.created``)."""
+        return [self._session_event(self._session_name(config, "created"), config, session_id)]
 
     def _session_event(self, name: str, config: SessionConfig, session_id: str) -> BaseModel:
         data = self.session(config, session_id)
@@ -110,16 +128,18 @@ class EventBuilder:
             target.session.audio.input.transcription.model = custom
         return event
 
-    def conversation_created(self, conversation_id: str) -> list[BaseModel]:
-        """Beta's ``conversation.created`` right after ``session.created``; nothing on GA."""
-        if not self.beta:
+    def conversation_created(self, config: SessionConfig, conversation_id: str) -> list[BaseModel]:
+        """Beta's ``conversation.created`` right after ``session.created``; nothing on GA, nothing in a
+        transcription session (OpenAI's beta sent none there)."""
+        if not self.beta or config.type == "transcription":
             return []
         conversation = {"id": conversation_id, "object": "realtime.conversation"}
         return [self.event("conversation.created", conversation=conversation)]
 
     def session_updated(self, config: SessionConfig, session_id: str) -> BaseModel:
-        """``session.updated`` with the full effective session."""
-        return self._session_event("session.updated", config, session_id)
+        """``session.updated`` (beta transcription session: ``transcription_session.updated``), the full
+        effective session."""
+        return self._session_event(self._session_name(config, "updated"), config, session_id)
 
     def error(self, report: ErrorReport) -> BaseModel:
         """An ``error`` event."""

@@ -3,7 +3,12 @@
 `SessionConfig` is immutable; `apply_session_update` returns a new one or raises `ProtocolViolation` and
 leaves the old one in force (updates are all-or-nothing, docs/PROTOCOL.md §4.2). The update arrives as a
 GA `RealtimeSessionCreateRequest` (realtime/wire/client_events.py normalises beta's flat shape into it), so presence of a
-field is `model_fields_set` and ``null`` means "clear".
+field is `model_fields_set` and ``null`` means "clear". A transcription session's update (PROTOCOL.md §4.8)
+shares the input-audio part (`input_audio_changes`); the rest of it lives in
+realtime/wire/transcription_session.py.
+
+Size: over 400 lines because it validates every field of a realtime session update, each against OpenAI's
+bounds and wording.
 """
 
 from __future__ import annotations
@@ -13,7 +18,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from openai.types.realtime import RealtimeSessionCreateRequest
+from openai.types.realtime.realtime_audio_config_input import RealtimeAudioConfigInput
 from openai.types.realtime.realtime_audio_formats import AudioPCM, AudioPCMA, AudioPCMU
+from openai.types.realtime.realtime_transcription_session_audio_input import (
+    RealtimeTranscriptionSessionAudioInput,
+)
 
 from realtime.audio import AudioFormat
 from realtime.errors import (
@@ -37,6 +46,7 @@ SEMANTIC_SILENCE_MS = {"low": 1500, "medium": 800, "auto": 800, "high": 500}
 LOGPROBS_INCLUDE = "item.input_audio_transcription.logprobs"
 UNUSABLE_VARIABLES = frozenset({"input_image", "input_file"})  # prompt variables the model cannot use
 DEFAULT_INSTRUCTIONS = "You are a helpful voice assistant. Answer briefly."
+SessionType = Literal["realtime", "transcription"]
 
 
 @dataclass(frozen=True)
@@ -91,8 +101,10 @@ class Truncation:
 class SessionConfig:
     """Everything a client can configure on a session (GA names; the beta view is built in server_events.py).
 
-    Attributes documented in docs/PROTOCOL.md §4.1 and its coverage table. Accepted-and-ignored fields
-    (``noise_reduction``, ``tracing``, ``reasoning``, ``speed``) are kept as plain JSON values and echoed back;
+    Attributes documented in docs/PROTOCOL.md §4.1 and its coverage table. ``type`` is fixed when the session
+    opens (``transcription`` with ``?intent=transcription``, PROTOCOL.md §4.8); a transcription session uses
+    only the input audio fields and ``include``. Accepted-and-ignored fields (``noise_reduction``,
+    ``tracing``, ``reasoning``, ``speed``) are kept as plain JSON values and echoed back;
     ``transcription``, ``tools``, ``tool_choice``, ``parallel_tool_calls``, ``prompt`` and ``max_output_tokens``
     are honoured by the session and response layers. ``truncation`` is validated JSON (`check_truncation`),
     echoed back, and read by the session as the context truncation policy (realtime/session/context_fit.py);
@@ -101,6 +113,7 @@ class SessionConfig:
 
     model: str
     voice: str
+    type: SessionType = "realtime"
     instructions: str = DEFAULT_INSTRUCTIONS
     output_modalities: tuple[Literal["text", "audio"], ...] = ("audio",)
     input_format: AudioFormat = AudioFormat.PCM16
@@ -133,6 +146,7 @@ class SessionConfig:
 
 
 VoiceResolver = Callable[[str], str]
+AudioInputUpdate = RealtimeAudioConfigInput | RealtimeTranscriptionSessionAudioInput
 
 
 def resolve_voice(name: str, accepted: Collection[str], param: str) -> str:
@@ -341,14 +355,7 @@ def _audio_changes(
     changes: dict[str, Any] = {}
     audio_in, audio_out = update.audio.input, update.audio.output
     if audio_in is not None:
-        present = audio_in.model_fields_set
-        if "format" in present:
-            changes["input_format"] = _format(audio_in.format)
-        if "turn_detection" in present:
-            changes["turn_detection"] = _turn_detection(audio_in.turn_detection)
-        if "noise_reduction" in present:
-            nr = audio_in.noise_reduction
-            changes["noise_reduction"] = nr.type if nr is not None else None
+        changes.update(input_audio_changes(audio_in))
     if audio_out is not None:
         present = audio_out.model_fields_set
         if "format" in present:
@@ -366,6 +373,21 @@ def _audio_changes(
                     "session.audio.output.voice",
                 )
             changes["voice"] = voice
+    return changes
+
+
+def input_audio_changes(audio_in: AudioInputUpdate) -> dict[str, Any]:
+    """The `SessionConfig` changes of the ``audio.input`` fields present in an update (either session type):
+    ``format``, ``turn_detection``, ``noise_reduction`` (``transcription`` is an extension, read apart)."""
+    changes: dict[str, Any] = {}
+    present = audio_in.model_fields_set
+    if "format" in present:
+        changes["input_format"] = _format(audio_in.format)
+    if "turn_detection" in present:
+        changes["turn_detection"] = _turn_detection(audio_in.turn_detection)
+    if "noise_reduction" in present:
+        nr = audio_in.noise_reduction
+        changes["noise_reduction"] = nr.type if nr is not None else None
     return changes
 
 

@@ -1,7 +1,8 @@
 """The session object as ``session.created`` / ``session.updated`` show it, in either dialect.
 
 Pure rendering of a `SessionConfig` into the JSON shape of the dialect (GA nested ``audio``; beta flat
-fields). Fields of the newest SDK that the pinned openai 2.8 models keep as extras (``parallel_tool_calls``,
+fields), for both session types (a transcription session has its own object, docs/PROTOCOL.md §4.8). Fields of
+the newest SDK that the pinned openai 2.8 models keep as extras (``parallel_tool_calls``,
 ``reasoning``, noise reduction ``strength``) are added here; realtime/wire/server_events.py validates the result.
 """
 
@@ -97,6 +98,51 @@ def ga_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
     if config.temperature is not None:
         data["temperature"] = config.temperature  # extension, kept as an extra field
     return _extensions(config, data)
+
+
+def _transcription_turn_detection(td: TurnDetection | None) -> dict[str, Any] | None:
+    # a transcription session never responds: its turn detection has no response settings (OpenAI's echo)
+    if td is None:
+        return None
+    if td.kind == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": td.eagerness or "auto"}
+    return {
+        "type": "server_vad",
+        "threshold": td.threshold,
+        "prefix_padding_ms": td.prefix_padding_ms,
+        "silence_duration_ms": td.silence_duration_ms,
+    }
+
+
+def ga_transcription_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
+    """A GA transcription session object (``session.type: "transcription"``, docs/PROTOCOL.md §4.8)."""
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": session_id,
+        "audio": {
+            "input": {
+                "format": ga_format(config.input_format),
+                "transcription": config.transcription.to_json() if config.transcription else None,
+                "noise_reduction": _noise(config),
+                "turn_detection": _transcription_turn_detection(config.turn_detection),
+            }
+        },
+        "include": None if config.include is None else list(config.include),
+    }
+
+
+def beta_transcription_session(config: SessionConfig, session_id: str) -> dict[str, Any]:
+    """A beta transcription session object (``transcription_session.created`` / ``.updated``)."""
+    return {
+        "id": session_id,
+        "object": "realtime.transcription_session",
+        "input_audio_format": config.input_format.value,
+        "input_audio_transcription": config.transcription.to_json() if config.transcription else None,
+        "turn_detection": _transcription_turn_detection(config.turn_detection),
+        "input_audio_noise_reduction": _noise(config),
+        "include": None if config.include is None else list(config.include),
+    }
 
 
 def beta_session(config: SessionConfig, session_id: str) -> dict[str, Any]:

@@ -56,7 +56,8 @@ FAILURE_CODE = "stream_cut"
 FAILURE_MESSAGE = "The LLM stream ended before the reply was complete."
 
 
-def _config(cache: Path, tokens_per_second: float) -> ServerConfig:
+def synthetic_config(cache: Path, tokens_per_second: float) -> ServerConfig:
+    """The test servers' config: the synthetic backend at ``tokens_per_second``, a second voice."""
     return ServerConfig(
         backend="synthetic",
         synthetic_tokens_per_second=tokens_per_second,
@@ -90,7 +91,7 @@ def server(t2w_cache: Path) -> Iterator[ServerHandle]:
             ),
         ),
     ]
-    handle = start_server(_config(t2w_cache, FAST_TOKENS_PER_SECOND), apps)
+    handle = start_server(synthetic_config(t2w_cache, FAST_TOKENS_PER_SECOND), apps)
     yield handle
     handle.stop()
 
@@ -98,7 +99,7 @@ def server(t2w_cache: Path) -> Iterator[ServerHandle]:
 @pytest.fixture(scope="session")
 def slow_server(t2w_cache: Path) -> Iterator[ServerHandle]:
     """A server whose synthetic backend emits 100 tokens/s: app 0 normal, app `APP_LIMITED` one session."""
-    handle = start_server(_config(t2w_cache, SLOW_TOKENS_PER_SECOND), [create_app, limited_app(1)])
+    handle = start_server(synthetic_config(t2w_cache, SLOW_TOKENS_PER_SECOND), [create_app, limited_app(1)])
     yield handle
     handle.stop()
 

@@ -8,7 +8,8 @@ provoked ones are checked by code), and what each scene observed. Real clients e
 they do not expect, so an unexpected error here is a broken client in the field (docs/PROTOCOL.md §8.2).
 
 Sections: the ``openai`` SDK (Realtime GA and beta; audio transcriptions and translations in every format),
-the Agents SDK, pipecat, LiveKit, and (a later piece of issue 24) transcription sessions. A client package the
+the Agents SDK, pipecat, LiveKit, and transcription sessions (pipecat's ``OpenAIRealtimeSTTService``, the
+``openai`` SDK GA and beta, the Agents SDK's voice STT, LiveKit's realtime STT). A client package the
 venv lacks skips its tests with the reason: `make clients` could not install it (no package index).
 """
 
@@ -38,6 +39,8 @@ _PROBES = {
     "openai>=3 / openai-agents": "import agents, openai; assert int(openai.__version__.split('.')[0]) >= 3",
     "pipecat-ai[openai]": "import pipecat.services.openai.realtime.llm",
     "livekit-agents[openai]": "import livekit.plugins.openai.realtime",
+    # the voice pipeline's numpy and websockets come with pipecat-ai / livekit-agents and openai[realtime]
+    "openai-agents voice": "import agents.voice",
 }
 
 
@@ -64,10 +67,11 @@ def _client_venv_problems() -> dict[str, str]:
 
 
 _PROBLEMS = _client_venv_problems()
-_OPENAI, _PIPECAT, _LIVEKIT = (_PROBLEMS.get(name) for name in _PROBES)
+_OPENAI, _PIPECAT, _LIVEKIT, _AGENTS_VOICE = (_PROBLEMS.get(name) for name in _PROBES)
 needs_openai = pytest.mark.skipif(_OPENAI is not None, reason=_OPENAI or "")
 needs_pipecat = pytest.mark.skipif(_PIPECAT is not None, reason=_PIPECAT or "")
 needs_livekit = pytest.mark.skipif(_LIVEKIT is not None, reason=_LIVEKIT or "")
+needs_agents_voice = pytest.mark.skipif(_AGENTS_VOICE is not None, reason=_AGENTS_VOICE or "")
 
 
 def _speech_wav(tmp_path: Path) -> tuple[Path, bytes]:
@@ -219,8 +223,88 @@ def test_livekit_realtime_model(server: ServerHandle, slow_server: ServerHandle,
     assert checks["barge_in_status"] == "cancelled" and checks["barge_in_reason"] == "turn_detected"
 
 
-# -- transcription sessions (issue 24, item 2: a later piece) -------------------------------------------------
-# `session.type: "transcription"`, `transcription_session.update` and `?intent=transcription` land on the
-# transcription-session core; their flows belong here: pipecat's `OpenAIRealtimeSTTService` transcribing a WAV
-# end to end (tests/support/clients/pipecat_stt.py) and the openai SDK's transcription session
-# (tests/support/clients/sdk_transcription_session.py), asserted like the tests above.
+# -- transcription sessions (docs/PROTOCOL.md §4.8) -------------------------------------------------------------
+# Each client opens `?intent=transcription` its own way and configures the session with its own update; the
+# transcripts must be the server's transcription of the audio each commit held, so the tests assert what can be
+# computed (every transcript non-empty, GA deltas spelling the transcript, OpenAI's event order per turn).
+
+_GA_TURN = [
+    "input_audio_buffer.committed",
+    "conversation.item.added",
+    "conversation.item.done",
+    "conversation.item.input_audio_transcription.completed",
+]
+_BETA_TURN = [
+    "input_audio_buffer.committed",
+    "conversation.item.created",
+    "conversation.item.input_audio_transcription.completed",
+]
+_VAD = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped"]
+
+
+@needs_pipecat
+def test_pipecat_realtime_stt_service_transcribes_a_wav(server: ServerHandle, tmp_path: Path) -> None:
+    wav, pcm = _speech_wav(tmp_path)
+    checks = _run("pipecat_stt.py", server.ws_url(), str(wav))["checks"]
+    # pipecat's default: its local VAD ends the turn and the service commits the buffer
+    session = checks["local_vad_session"]
+    assert session["type"] == "transcription" and session["audio"]["input"]["turn_detection"] is None
+    assert session["audio"]["input"]["transcription"] == {"model": "gpt-realtime-whisper", "language": "en"}
+    assert session["audio"]["input"]["noise_reduction"] == {"type": "near_field"}
+    assert checks["local_vad_events"] == ["session.created", "session.updated", *_GA_TURN]
+    # the whole WAV plus 0.3 s of silence was committed: its transcript is computable
+    want = expected_transcript(pcm + bytes(int(0.3 * PCM_RATE) * 2))
+    assert checks["local_vad_transcript"] == want and checks["local_vad_frames"] == [want]
+    assert checks["local_vad_interims"] >= 1  # the deltas reached pipecat as interim transcriptions
+    # server VAD: the server ends the turn and commits it
+    assert checks["server_vad_events"] == ["session.created", "session.updated", *_VAD, *_GA_TURN]
+    assert checks["server_vad_transcript"] and checks["server_vad_frames"] == [
+        checks["server_vad_transcript"]
+    ]
+    for scene in ("local_vad", "server_vad"):
+        assert checks[f"{scene}_receive_loop_alive"], scene
+
+
+@needs_openai
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+def test_openai_sdk_transcription_session(server: ServerHandle, tmp_path: Path, dialect: str) -> None:
+    wav, pcm = _speech_wav(tmp_path)
+    report = _run("sdk_transcription_session.py", server.http_url("/v1"), str(wav), dialect)
+    checks = report["checks"]
+    turn = _GA_TURN if dialect == "ga" else _BETA_TURN
+    if dialect == "ga":
+        assert (
+            checks["first_event"] == "session.created"
+            and checks["created_session"]["type"] == "transcription"
+        )
+        transcription = checks["updated_session"]["audio"]["input"]["transcription"]
+    else:
+        assert checks["first_event"] == "transcription_session.created"
+        transcription = checks["updated_session"]["input_audio_transcription"]
+    assert transcription == {"model": "gpt-4o-transcribe", "language": "en"}
+    client_commit, vad_commit = checks["client_commit"], checks["vad_commit"]
+    assert client_commit["order"] == turn and vad_commit["order"] == [*_VAD, *turn]
+    assert client_commit["transcript"] == expected_transcript(pcm)
+    for committed in (client_commit, vad_commit):
+        assert committed["transcript"] and committed["deltas_join"] == committed["transcript"]
+        assert committed["deltas"] >= 1 and committed["same_item"] and committed["usage_type"] == "tokens"
+    assert checks["response_refused"] == "invalid_parameter" and len(checks["provoked_errors"]) == 1
+    assert checks["after_refusal"] == ["input_audio_buffer.cleared"]  # no response was started
+
+
+@needs_agents_voice
+def test_agents_voice_stt_transcription_session(server: ServerHandle, tmp_path: Path) -> None:
+    wav, _pcm = _speech_wav(tmp_path)
+    turns = _run("agents_stt.py", server.http_url("/v1"), str(wav))["checks"]["turns"]
+    # the VAD-committed turn, then the one the SDK's own final commit sends (speech the VAD had not ended; its
+    # start keeps the VAD's prefix padding, so its exact audio is the VAD's to decide)
+    assert len(turns) == 2 and all(turns)
+
+
+@needs_livekit
+def test_livekit_realtime_stt(server: ServerHandle, tmp_path: Path) -> None:
+    wav, _pcm = _speech_wav(tmp_path)
+    checks = _run("livekit_stt.py", server.http_url("/v1"), str(wav))["checks"]
+    events = checks["events"]
+    assert events[0] == "START_OF_SPEECH" and "END_OF_SPEECH" in events and events[-1] == "RECOGNITION_USAGE"
+    assert checks["finals"] and all(checks["finals"])

@@ -8,7 +8,7 @@ sends the offending event with an ``event_id`` and the check asserts it comes ba
 Real clients end their session on an error code they do not expect (pipecat on everything but two codes),
 so the codes matter as much as the refusals: docs/PROTOCOL.md §8.
 
-Size: over 400 lines because it holds one case per row of a 54-row table; the cases share the helpers above
+Size: over 400 lines because it holds one case per row of a 60-row table; the cases share the helpers above
 them and differ only in how each refusal is provoked.
 """
 
@@ -75,7 +75,9 @@ class Probe:
 Case = Callable[[ServerHandle, ServerHandle], Awaitable[Probe]]
 
 
-async def _connect(server: ServerHandle, index: int = 0, *, beta: bool = False) -> RawClient:
+async def _connect(server: ServerHandle, index: int = 0, *, beta: bool = False, query: str = "") -> RawClient:
+    if query:
+        return await RawClient.connect(server.ws_url(index=index), beta=beta, query=query)
     return await RawClient.connect(server.ws_url(index=index), beta=beta)
 
 
@@ -91,8 +93,10 @@ async def _refused(client: RawClient, event: dict[str, Any], *, before: str | No
     return Probe(received["error"])
 
 
-async def _one(server: ServerHandle, event: dict[str, Any], *, beta: bool = False, setup: Any = ()) -> Probe:
-    client = await _connect(server, beta=beta)
+async def _one(
+    server: ServerHandle, event: dict[str, Any], *, beta: bool = False, setup: Any = (), query: str = ""
+) -> Probe:
+    client = await _connect(server, beta=beta, query=query)
     try:
         for step in setup:
             await client.send(step)
@@ -333,6 +337,7 @@ def _frame(frame: str | bytes) -> Case:
 
 
 TRUNCATE = {"type": "conversation.item.truncate", "content_index": 0, "audio_end_ms": 0}
+TRANSCRIBING = "intent=transcription"  # a transcription session (docs/PROTOCOL.md §4.8)
 NESTED = '{"type": "session.update", "session": ' + "[" * 70 + "]" * 70 + "}"
 # row number in docs/PROTOCOL.md §8.3 -> the case that provokes it
 CASES: dict[str, Case] = {
@@ -342,7 +347,7 @@ CASES: dict[str, Case] = {
     "R4": _sent({}),
     "R5": _sent({"type": "no.such.event"}),
     "R6": _sent({"type": "output_audio_buffer.clear"}),
-    "R7": _sent({"type": "transcription_session.update", "session": {}}, beta=True),
+    "R7": _sent({"type": "transcription_session.update", "session": {}}, query=TRANSCRIBING),
     "R8": _frame(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (16 * 1024 * 1024)})),
     "R9": _frame(NESTED),
     "R10": _sent(
@@ -407,6 +412,15 @@ CASES: dict[str, Case] = {
     "R50": _foreign_origin,
     "R51": _full_server,
     "R52": _expired,
+    "R55": _sent(_session(), query=TRANSCRIBING),
+    "R56": _sent({"type": "session.update", "session": {"instructions": "x"}}, beta=True, query=TRANSCRIBING),
+    "R57": _sent({"type": "response.create"}, query=TRANSCRIBING),
+    "R58": _sent({"type": "transcription_session.update", "session": {}}, beta=True),
+    "R59": _sent({"type": "session.update", "session": {"type": "translation"}}),
+    "R60": _sent(
+        {"type": "session.update", "session": {"type": "transcription", "instructions": "x"}},
+        query=TRANSCRIBING,
+    ),
 }
 # rows provoked by a test elsewhere (a drain needs its own server process; a bug has no input; the WebRTC call
 # door's refusals need a peer connection)
@@ -414,9 +428,10 @@ CALL_LIMITS = "tests/realtime/webrtc/test_call_limits.py"
 ELSEWHERE = {
     "R53": "tests/realtime/commands/test_drain.py",
     "R54": "tests/realtime/wire/test_hostile_fuzz.py",
-    **{f"R{n}": CALL_LIMITS for n in (55, 56, 57, 58, 59, 60, 61, 62, 65)},
-    "R63": "tests/realtime/webrtc/test_sideband.py",
-    "R64": "tests/realtime/webrtc/test_call_transport.py",
+    **{f"R{n}": CALL_LIMITS for n in (61, 62, 63, 64, 65, 66, 67, 68, 71)},
+    "R69": "tests/realtime/webrtc/test_sideband.py",
+    "R70": "tests/realtime/webrtc/test_call_transport.py",
+    "R72": "tests/realtime/webrtc/test_sideband.py",
 }
 
 

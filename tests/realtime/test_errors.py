@@ -68,9 +68,10 @@ async def test_ga_session_update_requires_type(ga: RawClient) -> None:
     await ga.alive()
 
 
-async def test_transcription_session_type_is_refused(ga: RawClient) -> None:
-    await ga.send({"type": "session.update", "session": {"type": "transcription"}})
-    await ga.error("invalid_session_type")
+async def test_an_unknown_session_type_is_refused(ga: RawClient) -> None:
+    await ga.send({"type": "session.update", "session": {"type": "translation"}})
+    error = await ga.error("invalid_value")
+    assert error["param"] == "session.type" and "'realtime' and 'transcription'" in error["message"]
     await ga.alive()
 
 

@@ -172,11 +172,9 @@ def start_server(config: ServerConfig, apps: list[AppFactory] | None = None) -> 
                 sock.bind(("127.0.0.1", 0))
                 sock.listen()  # connections queue in the backlog until uvicorn accepts them
                 handle.ports.append(sock.getsockname()[1])
-                server = uvicorn.Server(
-                    uvicorn.Config(
-                        factory(runtime), log_level="warning", lifespan="on", **uvicorn_options(config)
-                    )
-                )
+                app = factory(runtime)
+                options = uvicorn_options(config, getattr(app.state, "connections", None))
+                server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **options))
                 handle._servers.append(server)
                 tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
             ready.set()

@@ -32,6 +32,7 @@ from realtime.speech.runtime import Runtime
 from realtime.speech.voices import VoiceRegistry
 from realtime.speech.worker import InferenceWorker
 from realtime.wire.handshake import Dialect
+from realtime.wire.session_config import SessionType
 from tests.support.fake_transport import FakeTransport
 from tests.support.server_harness import RuntimeView
 from tests.support.speech_double import ScheduleDecoder
@@ -133,9 +134,10 @@ async def running(
     *,
     dialect: Dialect = Dialect.GA,
     drain: Drain | None = None,
+    session_type: SessionType = "realtime",
 ) -> AsyncIterator[tuple[Session, asyncio.Task[Ending]]]:
     """Serve one session over ``transport``; on exit the client leaves and the connection is awaited."""
-    session = Session(runtime, dialect, "test-model")
+    session = Session(runtime, dialect, "test-model", session_type)
     task = asyncio.create_task(serve_connection(session, transport, drain), name="connection")
     try:
         yield session, task

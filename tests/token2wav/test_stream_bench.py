@@ -72,3 +72,37 @@ def test_bench_baseline_choice_runs_only_that_baseline(capsys: pytest.CaptureFix
     assert bench.run(args) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert "ref_chunk_s_median" in row and "naive_first_pcm_s" not in row
+
+
+def test_bench_arms_report_the_cost_per_step_of_each_arm(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--arms`: per batch size, every arm's cost per step and its ratio to the first arm, same run."""
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            *("--model-dir", str(REFERENCE_TINY), "--prompt-seconds", "2", "--threads", "1"),
+            *("--arms", "before", "source", "ragged", "--batch-sizes", "1", "2", "--repeats", "2", "--json"),
+        ]
+    )
+    assert bench.run(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    steps = result["steps"]
+    assert steps["arms"] == ["before", "source", "ragged"]
+    assert set(steps["warmup_s"]) == {"before", "source", "ragged"}
+    for n in ("1", "2"):
+        row = steps["batches"][n]
+        assert row["rounds"] >= 2 * 3  # the warm-up rounds to the trimmed steady state, then 2 per arm
+        for arm in ("before", "source", "ragged"):
+            assert row[arm]["step_s"] > 0 and row[arm]["step_cpu_s"] > 0
+        assert row["before"]["cheaper_than_before"] == 1.0
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    table_args = parser.parse_args(
+        [
+            *("--model-dir", str(REFERENCE_TINY), "--prompt-seconds", "1", "--threads", "1"),
+            *("--arms", "before", "source", "--batch-sizes", "1", "--repeats", "1"),
+        ]
+    )
+    assert bench.run(table_args) == 0
+    out = capsys.readouterr().out
+    assert "per-step cost" in out and "s/step" in out and "source" in out

@@ -21,14 +21,15 @@ def test_quick_cpu_run_writes_one_report_with_every_section(
     args = build_parser().parse_args(
         [
             "bench", "gpu-check", "--device", "cpu", "--quick", "--prompt-seconds", "1",
-            "--streams", "1", "2", "--cache-dir", str(tmp_path), "--out", str(out),
+            "--streams", "1", "2", "--cache-dir", str(tmp_path), "--out", str(out), "--arm-repeats", "1",
+            "--no-compile",  # the compile arms are held to parity by tests/token2wav/test_compiled.py
         ]
     )  # fmt: skip
     assert gpu_check.run(args) == 0
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
     sections = report["sections"]
-    assert set(sections) == {"parity", "precision", "streaming", "batched", "memory", "compiled"}
+    assert set(sections) == {"parity", "precision", "streaming", "batched", "memory", "arms"}
     assert sections["parity"]["ok"] is True
     assert sections["parity"]["pcm_max_abs_device_vs_cpu"] == 0.0  # CPU against CPU: same kernels
     assert set(sections["precision"]) >= {"bfloat16", "float16"}
@@ -38,7 +39,13 @@ def test_quick_cpu_run_writes_one_report_with_every_section(
     memory = sections["memory"]
     assert 0 < memory["stream_dit_mb_after_3s"] <= memory["stream_dit_bound_mb"]
     assert memory["stream_dit_mb_after_3s"] < memory["stream_owned_mb_after_3s"]
-    assert "skipped" in sections["compiled"]
+    arms = sections["arms"]
+    assert set(arms["parity"]) == {"before", "source", "ragged"}
+    assert all(arm["kept"] for arm in arms["parity"].values())
+    assert arms["parity"]["before"]["pcm_max_abs_vs_before"] == 0.0
+    assert set(arms["steps"]["batches"]) == {"1", "2"}
+    assert arms["steps"]["batches"]["2"]["ragged"]["step_s"] > 0
+    assert "skipped" in arms["compile-cudagraphs"]
 
 
 def test_missing_cuda_is_a_clear_exit_code(capsys: pytest.CaptureFixture[str]) -> None:

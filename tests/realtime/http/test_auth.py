@@ -12,7 +12,7 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
-from realtime.http.realtime_ws import key_accepted
+from realtime.http.keys import Keys
 from realtime.wire.handshake import negotiate
 from tests.realtime.conftest import APP_KEYED, SERVER_KEY
 from tests.support.server_harness import ServerHandle
@@ -123,8 +123,9 @@ def test_key_sources_in_order() -> None:
     assert negotiate({}, ["realtime", KEY_SUBPROTOCOL + "c"], query={"api_key": "d"}).api_key == "c"
     assert negotiate({}, [], query={"api_key": "d"}).api_key == "d"
     assert negotiate({}, []).api_key is None
-    assert key_accepted(None, None) and key_accepted("x", None)
-    assert key_accepted("k", "k") and not key_accepted("k2", "k") and not key_accepted(None, "k")
+    open_server, keyed = Keys(None, capacity=1), Keys("k", capacity=1)
+    assert open_server.is_server_key(None) and open_server.is_server_key("x")
+    assert keyed.is_server_key("k") and not keyed.is_server_key("k2") and not keyed.is_server_key(None)
 
 
 def test_serve_flag_and_env_variable() -> None:

@@ -56,8 +56,10 @@ async def test_draining_replica_is_not_ready(server: ServerHandle) -> None:
     view.draining = True
     ready = await _get(create_app(view, web_demo_dir=None), "/health/ready")
     live = await _get(create_app(view, web_demo_dir=None), "/health/live")
+    health = await _get(create_app(view, web_demo_dir=None), "/health")
     assert live.status_code == 200
     assert ready.status_code == 503 and ready.json()["reasons"] == ["draining: shutting down"]
+    assert health.json()["ready"] == "draining"
 
 
 async def test_unreachable_backend_makes_the_replica_not_ready(server: ServerHandle, tmp_path: Path) -> None:
@@ -67,9 +69,14 @@ async def test_unreachable_backend_makes_the_replica_not_ready(server: ServerHan
     view = RuntimeView(server.runtime)
     view.backend = backend
     try:
-        ready = await _get(create_app(view, web_demo_dir=None), "/health/ready")
+        app = create_app(view, web_demo_dir=None)
+        ready = await _get(app, "/health/ready")
+        health = await _get(app, "/health")
     finally:
         await backend.aclose()
     assert ready.status_code == 503
     (reason,) = ready.json()["reasons"]
     assert reason.startswith("backend: cannot connect to SGLang at " + url), reason
+    # /health gives the same answer (it said "ready" while /health/ready was 503)
+    assert health.status_code == 200
+    assert health.json()["ready"] == "not_ready" and health.json()["not_ready_reasons"] == [reason]

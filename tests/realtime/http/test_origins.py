@@ -8,7 +8,7 @@ import httpx
 import pytest
 import websockets
 
-from realtime.http.realtime_ws import origin_allowed
+from realtime.http.access import origin_allowed
 from tests.realtime.conftest import APP_KEYED, SERVER_KEY
 from tests.support.server_harness import ServerHandle
 

@@ -19,7 +19,7 @@ import pytest
 import websockets
 
 from realtime.config import ServerConfig
-from realtime.http.realtime_ws import CLOSE_WAIT_S
+from realtime.http.ws_transport import CLOSE_WAIT_S
 from tests.support.raw_socket import OP_TEXT, RawSocketClient
 from tests.support.server_harness import ServerHandle, start_server
 from tests.support.wire_check import RawClient

@@ -13,6 +13,7 @@ from realtime.backends.synthetic import SyntheticBackend
 from realtime.session.items import user_audio_item
 from realtime.session.outbox import EventFrame, Outbox
 from realtime.session.transcription import MAX_RUNNING, FirstOutputGate, InputTranscriptions
+from realtime.speech.transcribe import TranscriptionSlots
 from realtime.wire.handshake import Dialect
 from realtime.wire.server_events import EventBuilder
 from realtime.wire.session_extensions import TranscriptionSettings
@@ -90,3 +91,26 @@ async def test_more_than_the_limit_fail_fast_and_cancel_stops_jobs() -> None:
         jobs.cancel(items[0].id)
         jobs.cancel_all()
     assert backend.started == [] and jobs.running == 0 and frames(outbox) == []
+
+
+async def test_the_server_wide_cap_waits_then_fails_with_its_code() -> None:
+    """A job that finds every server-wide slot taken (HTTP or another session) waits, then fails clearly;
+    one that gets a slot within the wait runs."""
+    backend = Recording()
+    slots = TranscriptionSlots(1, wait_seconds=0.2)
+    await slots.acquire()  # another transcription holds the only slot
+    outbox = Outbox(64, put_timeout=5.0)
+    jobs = InputTranscriptions(backend, EventBuilder(Dialect.GA), outbox, FirstOutputGate(), slots)
+    item = user_audio_item(SPEECH, AudioFormat.PCM16)
+    async with asyncio.TaskGroup() as tasks:
+        jobs.start(tasks, item, TranscriptionSettings())
+    (failed,) = frames(outbox)
+    assert failed["type"] == "conversation.item.input_audio_transcription.failed"
+    assert failed["error"]["code"] == "transcription_capacity_reached"  # type: ignore[index]
+    assert backend.started == [] and slots.live == 1
+    async with asyncio.TaskGroup() as tasks:
+        jobs.start(tasks, item, TranscriptionSettings())
+        await asyncio.sleep(0.05)
+        slots.release()  # the other one finished within the wait: this job gets its slot
+    assert frames(outbox)[-1]["type"] == "conversation.item.input_audio_transcription.completed"
+    assert slots.live == 0

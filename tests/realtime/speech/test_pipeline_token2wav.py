@@ -87,3 +87,29 @@ async def test_streamed_pcm_equals_a_direct_decode(worker: InferenceWorker[Any])
 
 async def _collect(stream: AsyncIterator[Any]) -> list[Any]:
     return [event async for event in stream]
+
+
+def test_engine_options_reach_the_model_and_compile_builds_on_the_first_voice(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Token2WavEngine.load(compile=..., attention=...)`: the decoder's options; a compiled decoder builds its
+    graph (`Token2Wav.warmup`) when the first voice is loaded, at start-up, and never again."""
+    kwargs: dict[str, Any] = {
+        "device": "cpu", "dtype": "float32", "threads": 1, "first_hop_tokens": 10, "hop_tokens": 25,
+        "hop_growth": 1.5,
+    }  # fmt: skip
+    ragged = Token2WavEngine.load(tiny_dir, attention="ragged", **kwargs)
+    assert ragged.model.options.attention == "ragged" and not ragged.model.options.compile
+    with pytest.raises(ValueError, match="attention"):
+        Token2WavEngine.load(tiny_dir, attention="flash", **kwargs)
+    compiled = Token2WavEngine.load(tiny_dir, compile=True, **kwargs)
+    assert compiled.model.options.compile
+    warmups: list[object] = []
+    monkeypatch.setattr(compiled.model, "warmup", lambda voice: warmups.append(voice) or 0.0)
+    voice = compiled.load_voice(default_voice_path())
+    compiled.load_voice(default_voice_path())
+    assert warmups == [voice]  # once, with the first voice
+    plain = Token2WavEngine.load(tiny_dir, **kwargs)
+    monkeypatch.setattr(plain.model, "warmup", lambda voice: warmups.append(voice) or 0.0)
+    plain.load_voice(default_voice_path())
+    assert len(warmups) == 1  # an eager decoder has nothing to build

@@ -182,3 +182,26 @@ async def test_batch_size_follows_the_measured_cost_and_the_time_budget() -> Non
         assert [n for b in engine.batches for n in b] == [f"s{i}" for i in range(7)]
     finally:
         await worker.aclose()
+
+
+async def test_the_cost_model_learns_from_every_batch() -> None:
+    """`InferenceWorker.cost` holds the measured cost per step by batch size and the audio per step."""
+    engine = SlowEngine()
+    worker = await _worker(engine, max_batch=4, batch_seconds=None)
+    try:
+        hold = await _hold(worker, engine)
+        calls = [
+            worker.run_step(StepRequest(Stream(f"s{i}"), (1, 2, 3)), deadline=float(i), has_audio=True)
+            for i in range(4)
+        ]
+        tasks = [asyncio.create_task(c) for c in calls]
+        await asyncio.sleep(0.05)
+        engine.gate.set()
+        await hold
+        await asyncio.gather(*tasks)
+        snapshot = worker.cost.snapshot()
+        assert snapshot.batches == {4: 1}
+        assert snapshot.step_seconds[4] >= 0.05  # the engine sleeps 50 ms per step
+        assert snapshot.audio_samples_per_step == 3.0  # one 3-sample chunk per step
+    finally:
+        await worker.aclose()

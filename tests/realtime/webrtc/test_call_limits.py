@@ -263,7 +263,9 @@ async def test_a_server_without_a_network_interface_says_so(
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: [])  # only loopback here
     await until_idle(server, APP_CALL_LIMITS)
     sockets = udp_sockets()
-    response = await _post(server, APP_CALL_LIMITS, content=offer, headers={"Content-Type": "application/sdp"})
+    response = await _post(
+        server, APP_CALL_LIMITS, content=offer, headers={"Content-Type": "application/sdp"}
+    )
     assert _error(response) == (500, "webrtc_unavailable", None, "server_error")
     assert "network interface" in response.json()["error"]["message"]
     await until_idle(server, APP_CALL_LIMITS)

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from realtime.bench.webrtc_client import CallClient
-from tests.realtime.conftest import APP_TOOL_CALL, TOOL_CALL_ARGUMENTS
+from tests.realtime.conftest import APP_KEYED, APP_TOOL_CALL, SERVER_KEY, TOOL_CALL_ARGUMENTS
 from tests.realtime.session.test_tool_calls import WEATHER_TOOL
 from tests.realtime.webrtc.test_calls import ga, silence_ms, speech_pcm
 from tests.support.server_harness import ServerHandle
@@ -119,3 +119,41 @@ async def test_a_sideband_for_an_unknown_call_is_refused_with_404(server: Server
     assert response.status_code == 404
     error = json.loads(response.body)["error"]
     assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "not_found", "call_id")
+
+
+async def test_an_ephemeral_key_places_a_call_with_its_session_but_cannot_attach_a_sideband(
+    server: ServerHandle,
+) -> None:
+    """A browser's key (minted by its application server) places the call and the call starts from the
+    session bound to the key; the sideband is the application server's door: it takes the server's key only
+    (docs/PROTOCOL.md §11.4, §8.3 R72)."""
+    base = server.http_url("", index=APP_KEYED)
+    mint = {"session": {"type": "realtime", "instructions": "Be brief."}}
+    async with httpx.AsyncClient(timeout=GUARD_S) as http:
+        minted = await http.post(
+            base + "/v1/realtime/client_secrets",
+            json=mint,
+            headers={"Authorization": f"Bearer {SERVER_KEY}"},
+        )
+    assert minted.status_code == 200, minted.text
+    ephemeral = minted.json()["value"]
+    caller = await CallClient.connect(base, api_key=ephemeral, parse=ga)
+    try:
+        created = (await caller.until("session.created"))[-1]
+        assert created["session"]["instructions"] == "Be brief."
+        url = server.ws_url(index=APP_KEYED) + f"?call_id={caller.call_id}"
+        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {ephemeral}"}) as ws:
+            error = ga(await asyncio.wait_for(ws.recv(), GUARD_S))
+            assert error["type"] == "error" and error["error"]["code"] == "invalid_api_key", error
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), GUARD_S)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        # the server's key attaches, and the call went on meanwhile
+        server_key = {"Authorization": f"Bearer {SERVER_KEY}"}
+        async with websockets.connect(url, additional_headers=server_key) as ws:
+            await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+            async with asyncio.timeout(GUARD_S):
+                while ga(await ws.recv())["type"] != "session.updated":
+                    pass
+    finally:
+        await caller.close()

@@ -24,6 +24,7 @@ from realtime.wire.handshake import Dialect, negotiate
 from realtime.wire.records import ContentPart, Item, ResponseRecord, TokenUsage
 from realtime.wire.server_events import EventBuilder, PartIds, encode
 from realtime.wire.session_config import SessionConfig, TurnDetection, apply_session_update
+from realtime.wire.session_extensions import TranscriptionSettings
 from streaming_parser import AudioTokenParser, TextTokens
 from tests.support.wire_check import validate_frame
 
@@ -193,10 +194,21 @@ def _all_events(builder: EventBuilder) -> list[BaseModel]:
     user = Item(
         id="item_4", kind="message", role="user", content=[ContentPart("input_audio", audio=b"\x01\x00")]
     )
+    transcribing = SessionConfig(
+        model="m",
+        voice="default",
+        type="transcription",
+        transcription=TranscriptionSettings(model="gpt-4o-transcribe", language="en"),
+        noise_reduction="near_field",
+        include=(),
+    )
     events = [
         *builder.session_created(config, "sess_1"),
-        *builder.conversation_created("conv_1"),
+        *builder.conversation_created(config, "conv_1"),
         builder.session_updated(replace_config(config), "sess_1"),
+        *builder.session_created(SessionConfig(model="m", voice="default", type="transcription"), "sess_2"),
+        builder.session_updated(transcribing, "sess_2"),
+        builder.session_updated(replace_config(transcribing), "sess_2"),
         builder.error(ErrorReport("invalid_request_error", "c", "m", "p", "e")),
         builder.item_added(call, None),
         builder.item_added(result, "item_2"),

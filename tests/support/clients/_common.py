@@ -11,7 +11,7 @@ import base64
 import json
 import sys
 import wave
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -91,3 +91,42 @@ class EventLog:
     def count(self, kind: str) -> int:
         """How many events of type ``kind`` arrived."""
         return sum(1 for event in self.events if event["type"] == kind)
+
+
+class RecordingSocket:
+    """Stands in for a framework's own websocket (pipecat's): every received frame goes to ``on_event`` (parsed)
+    as it passes; everything else is the socket's."""
+
+    def __init__(self, ws: Any, on_event: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        self._ws, self._on_event = ws, on_event
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
+
+    def __aiter__(self) -> RecordingSocket:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            message = await self._ws.recv()
+        except Exception as exc:  # the socket closed: the framework's loop ends as it would on its own socket
+            raise StopAsyncIteration from exc
+        await self._on_event(json.loads(message))
+        return message
+
+
+def recorded(ws: Any, on_event: Callable[[dict[str, Any]], Awaitable[None]]) -> Any:
+    """``ws`` wrapped in a `RecordingSocket` (None, or one already wrapped, as it is)."""
+    return ws if ws is None or isinstance(ws, RecordingSocket) else RecordingSocket(ws, on_event)
+
+
+def server_event_adapter(dialect: str) -> Any:
+    """The ``openai`` SDK's own union of server events of ``dialect`` (``ga`` or ``beta``), as a pydantic
+    ``TypeAdapter``."""
+    from pydantic import TypeAdapter
+
+    if dialect == "ga":
+        from openai.types.realtime.realtime_server_event import RealtimeServerEvent
+    else:
+        from openai.types.beta.realtime.realtime_server_event import RealtimeServerEvent  # type: ignore[no-redef]
+    return TypeAdapter(RealtimeServerEvent)

@@ -25,18 +25,16 @@ import sys
 from importlib.metadata import version
 from typing import Any
 
-from _common import GUARD_S, EventLog, Report, read_wav
+from _common import GUARD_S, EventLog, Report, read_wav, recorded
+from _pipecat import RATE, PipelineRun
 from loguru import logger
 from pipecat.frames.frames import (
     Frame,
-    InputAudioRawFrame,
     InputImageRawFrame,
     LLMRunFrame,
     TTSAudioRawFrame,
 )
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import PipelineRunner
-from pipecat.pipeline.task import PipelineParams, PipelineTask
+from pipecat.pipeline.task import PipelineParams
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -45,8 +43,6 @@ from pipecat.services.openai.realtime import events
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 
 MODEL = "step-audio-2-mini"
-RATE = 24_000
-FRAME_MS = 20
 TOOL_CALLS: list[str] = []
 MISSING_ITEM = "item_missing"
 WEATHER_TOOL = {
@@ -57,27 +53,6 @@ WEATHER_TOOL = {
 }
 
 
-class Recorder:
-    """Stands in for pipecat's websocket: every received frame is kept (and its type counted) as it passes."""
-
-    def __init__(self, ws: Any, scene: Scene) -> None:
-        self._ws, self._scene = ws, scene
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ws, name)
-
-    def __aiter__(self) -> Recorder:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            message = await self._ws.recv()
-        except Exception as exc:  # the socket closed: pipecat's loop ends as it would on its own socket
-            raise StopAsyncIteration from exc
-        await self._scene.received(json.loads(message))
-        return message
-
-
 class Service(OpenAIRealtimeLLMService):
     """The pipecat service with its socket recorded."""
 
@@ -85,8 +60,7 @@ class Service(OpenAIRealtimeLLMService):
 
     async def _connect(self) -> None:
         await super()._connect()
-        if self._websocket is not None and not isinstance(self._websocket, Recorder):
-            self._websocket = Recorder(self._websocket, self.scene)
+        self._websocket = recorded(self._websocket, self.scene.received)
 
     def receive_loop_alive(self) -> bool:
         return self._receive_task is not None and not self._receive_task.done()
@@ -131,10 +105,9 @@ class Scene:
         self.context = LLMContext(messages=[{"role": "user", "content": "Say hello."}])
         pair = LLMContextAggregatorPair(self.context)
         self.collector = Collector()
-        pipeline = Pipeline([pair.user(), self.service, self.collector, pair.assistant()])
         params = PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE)
-        self.task = PipelineTask(pipeline, params=params, idle_timeout_secs=None, enable_rtvi=False)
-        self._runner = asyncio.create_task(PipelineRunner(handle_sigint=False).run(self.task))
+        self.run = PipelineRun([pair.user(), self.service, self.collector, pair.assistant()], params)
+        self.task = self.run.task
 
     async def received(self, event: dict[str, Any]) -> None:
         if event.get("type") in _PARSED and events.parse_server_event(json.dumps(event)) is None:
@@ -142,22 +115,12 @@ class Scene:
         await self.log.record(event)
 
     async def speak(self, pcm: bytes, silence_s: float = 1.0) -> None:
-        """Queue speech then silence as 20 ms input frames, at about real time."""
-        size = RATE * FRAME_MS // 1000 * 2
-        audio = pcm + bytes(int(silence_s * RATE) * 2)
-        for start in range(0, len(audio), size):
-            frame = InputAudioRawFrame(audio=audio[start : start + size], sample_rate=RATE, num_channels=1)
-            await self.task.queue_frame(frame)
-            await asyncio.sleep(FRAME_MS / 1000 / 4)  # faster than real time, still in order
+        """Queue speech then silence as 20 ms input frames, faster than real time, in order."""
+        await self.run.speak(pcm, silence_s)
 
     async def close(self) -> None:
         self.report.checks[f"{self.name}_receive_loop_alive"] = self.service.receive_loop_alive()
-        await self.task.cancel()
-        try:
-            async with asyncio.timeout(GUARD_S):
-                await self._runner
-        except (TimeoutError, asyncio.CancelledError):
-            pass
+        await self.run.stop()
 
 
 # pipecat 1.14 parses these into its own models (others it skips on purpose)

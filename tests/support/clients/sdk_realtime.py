@@ -13,20 +13,11 @@ import sys
 from importlib.metadata import version
 from typing import Any
 
-from _common import Report, chunks_b64, read_wav
+from _common import Report, chunks_b64, read_wav, server_event_adapter
 from openai import AsyncOpenAI
-from pydantic import TypeAdapter
 
 MODEL = "step-audio-2-mini"
 GUARD_S = 60.0
-
-
-def adapter(dialect: str) -> TypeAdapter[Any]:
-    if dialect == "ga":
-        from openai.types.realtime.realtime_server_event import RealtimeServerEvent
-    else:
-        from openai.types.beta.realtime.realtime_server_event import RealtimeServerEvent  # type: ignore[no-redef]
-    return TypeAdapter(RealtimeServerEvent)
 
 
 class Reader:
@@ -34,7 +25,7 @@ class Reader:
 
     def __init__(self, connection: Any, dialect: str, report: Report) -> None:
         self.connection, self.report = connection, report
-        self.adapter = adapter(dialect)
+        self.adapter = server_event_adapter(dialect)
         self.events: list[dict[str, Any]] = []
 
     async def next(self) -> dict[str, Any]:
