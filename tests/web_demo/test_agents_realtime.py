@@ -44,7 +44,14 @@ try {
   window.session = session;
   session.on("transport_event", (e) => window.result.events.push(e.type));
   session.on("error", (e) => window.result.errors.push(JSON.stringify(e.error ?? e)));
-  await session.connect({ apiKey: "ek_local" });  // the server has no key: any ephemeral-looking key will do
+  // the way OpenAI's guide does it: an ephemeral key minted for the page (by its backend; this server has no
+  // key, so the page may mint it itself), the only kind the SDK takes in a browser without useInsecureApiKey
+  const minted = await fetch("/v1/realtime/client_secrets", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({}),
+  });
+  const { value } = await minted.json();
+  window.result.key = value;
+  await session.connect({ apiKey: value });
   window.result.callId = transport.callId;
   window.result.connected = true;
   session.sendMessage("Hello!");
@@ -114,6 +121,7 @@ def test_openai_agents_realtime_webrtc_transport_talks_to_the_server(
         result = page.evaluate("window.result")
         assert result.get("connected"), result  # the SDK got session.updated within its 5 s
         assert result["callId"].startswith("rtc_")
+        assert result["key"].startswith("ek_")  # a key the server minted, as in a real browser app
         page.wait_for_function(
             "window.result.events.includes('output_audio_buffer.stopped') || window.result.errors.length",
             timeout=60_000,
