@@ -103,7 +103,7 @@ class CallClient(EventLog):
             TimeoutError: the channel did not open in time.
         """
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        mic = PlayoutTrack()
+        mic = PlayoutTrack(start_cushion_ms=0)  # the caller speaks at once
         pc.addTrack(mic)
         channel = pc.createDataChannel("oai-events")
         client = cls(pc, channel, mic, parse)

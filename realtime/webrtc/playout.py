@@ -12,6 +12,11 @@ heard at every moment (within the peer's jitter buffer): it is the session's `Pl
 - `clear`: drop everything queued (barge-in, ``output_audio_buffer.clear``);
 - `drained`: returns once nothing is queued (``output_audio_buffer.stopped``).
 
+A response's first audio waits `START_CUSHION_MS` before it plays, as the demo page's player and the bench's
+simulated player do: the decoder delivers a response's first chunk and then the next ones at real time with
+little slack, and a player that starts at once goes silent whenever one chunk comes a little late; 100 ms
+later, the same audio plays without a break (an underrun is worse than the wait, issue 27).
+
 Memory is bounded: `play` waits while more than ``max_pending_ms`` are queued (the queue drains at 1x, so the
 wait is at most one piece's length). Event loop only; aiortc runs the Opus encoder in its executor.
 """
@@ -34,6 +39,7 @@ FRAME_MS = 20
 FRAME_SAMPLES = PLAYOUT_RATE * FRAME_MS // 1000
 FRAME_BYTES = FRAME_SAMPLES * PCM16_WIDTH
 BYTES_PER_MS = PLAYOUT_RATE * PCM16_WIDTH // 1000
+START_CUSHION_MS = 100  # a new item's audio waits this long after it arrives before it plays
 MAX_PENDING_MS = 60_000  # queued audio before `play` waits: a minute of a long answer, ~2.9 MB
 MAX_LAG_S = 0.2  # a sender this far behind the clock (a stalled loop) restarts the clock instead of bursting
 REMEMBERED_ITEMS = 8  # items whose played time is kept (the session asks about the last one)
@@ -53,13 +59,18 @@ class PlayoutTrack(MediaStreamTrack):
 
     Args:
         max_pending_ms: queued audio above which `play` waits for the clock to drain it.
+        start_cushion_ms: how long a new item's first audio waits before it plays (module docstring).
     """
 
     kind = "audio"
 
-    def __init__(self, max_pending_ms: int = MAX_PENDING_MS) -> None:
+    def __init__(
+        self, max_pending_ms: int = MAX_PENDING_MS, start_cushion_ms: int = START_CUSHION_MS
+    ) -> None:
         super().__init__()
         self._max_pending = max_pending_ms * BYTES_PER_MS
+        self._cushion_s = start_cushion_ms / 1000
+        self._hold_until = 0.0  # loop time before which a new item's queued audio is not played
         self._queue = bytearray()
         self._segments: deque[_Segment] = deque()
         self._played: OrderedDict[str, int] = OrderedDict()  # item id -> bytes at 48 kHz handed out
@@ -91,6 +102,8 @@ class PlayoutTrack(MediaStreamTrack):
         if self._segments and self._segments[-1].item_id == item_id:
             self._segments[-1].size += len(pcm)
         else:
+            if not self._queue and item_id not in self._played:  # a new item starts on an idle track
+                self._hold_until = asyncio.get_running_loop().time() + self._cushion_s
             self._segments.append(_Segment(item_id, len(pcm)))
         self._queue += pcm
         self._drained.clear()
@@ -111,6 +124,7 @@ class PlayoutTrack(MediaStreamTrack):
 
     def clear(self) -> None:
         """Drop every queued piece (and the resampler's tail of it); the clock keeps running with silence."""
+        self._hold_until = 0.0
         self._queue.clear()
         self._segments.clear()
         self._resampler = None
@@ -140,11 +154,11 @@ class PlayoutTrack(MediaStreamTrack):
                 raise MediaStreamError
         elif now - due > MAX_LAG_S:
             self._clock = now - self._frames * FRAME_MS / 1000
-        return self._next_frame()
+        return self._next_frame(holding=asyncio.get_running_loop().time() < self._hold_until)
 
-    def _next_frame(self) -> av.AudioFrame:
-        chunk = bytes(self._queue[:FRAME_BYTES])
-        del self._queue[:FRAME_BYTES]
+    def _next_frame(self, holding: bool = False) -> av.AudioFrame:
+        chunk = b"" if holding else bytes(self._queue[:FRAME_BYTES])
+        del self._queue[: len(chunk)]
         self._account(len(chunk))
         if chunk:
             self.frames_with_audio += 1

@@ -33,7 +33,7 @@ def audio(item_id: str, ms: int, fmt: AudioFormat = AudioFormat.PCM16) -> Output
 
 
 async def test_the_playout_track_knows_what_was_played_per_item() -> None:
-    track = PlayoutTrack()
+    track = PlayoutTrack(start_cushion_ms=0)
     await track.play(audio("item_a", 100))
     await track.play(audio("item_b", 60))
     assert 150 <= track.pending_ms() <= 160  # the resampler holds back a few samples of its filter
@@ -49,6 +49,21 @@ async def test_the_playout_track_knows_what_was_played_per_item() -> None:
     track.stop()
 
 
+async def test_a_new_item_waits_for_the_start_cushion_then_plays_without_a_break() -> None:
+    track = PlayoutTrack(start_cushion_ms=100)
+    await track.play(audio("item_a", 100))
+    frames = [await track.recv() for _ in range(10)]  # 200 ms
+    heard = [bool(frame.to_ndarray().any()) for frame in frames]
+    assert heard[:4] == [False] * 4  # the first 80 ms: the cushion (frames 0-4 are due at 0-80 ms)
+    assert True in heard
+    first = heard.index(True)
+    assert all(heard[first : first + 4])  # then the item's audio, in one piece
+    assert track.played_ms("item_a") >= 75
+    await track.play(audio("item_a", 40))  # more of the same item: no second cushion
+    assert (await track.recv()).to_ndarray().any()
+    track.stop()
+
+
 async def test_g711_output_is_played_at_its_own_rate() -> None:
     track = PlayoutTrack()
     await track.play(audio("item_a", 100, AudioFormat.G711_ULAW))
@@ -57,7 +72,7 @@ async def test_g711_output_is_played_at_its_own_rate() -> None:
 
 
 async def test_play_waits_while_the_track_is_full() -> None:
-    track = PlayoutTrack(max_pending_ms=100)
+    track = PlayoutTrack(max_pending_ms=100, start_cushion_ms=0)
     await track.play(audio("item_a", 200))  # one piece may overshoot the cap
     waiting = asyncio.create_task(track.play(audio("item_a", 20)))
     await asyncio.sleep(0.01)
