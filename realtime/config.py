@@ -12,12 +12,14 @@ it would scatter what this module exists to keep together.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
 from realtime.settings import ENV_PREFIX, Section, build, check, group, setting
 
@@ -103,6 +105,93 @@ def parse_engine_arg(spec: str) -> tuple[str, object]:
     except json.JSONDecodeError:
         value = raw
     return key.strip().replace("-", "_"), value
+
+
+IceServerSpec = tuple[str, str, str]  # (url, username, credential); empty strings: none
+
+
+def parse_ice_server(text: str) -> IceServerSpec:
+    """One ``--webrtc-ice-server``: ``stun:HOST[:PORT]`` or ``turn[s]:USER:PASSWORD@HOST[:PORT][?transport=]``.
+
+    The TURN username and password are percent-decoded (``%3A`` for a colon, ``%40`` for an ``@``).
+
+    Raises:
+        ValueError: another scheme, no host, or a TURN URL without credentials.
+    """
+    url = text.strip()
+    scheme, _, rest = url.partition(":")
+    if scheme not in ("stun", "turn", "turns") or not rest.strip("/"):
+        raise ValueError(
+            f"an ICE server is stun:HOST[:PORT] or turn[s]:USER:PASSWORD@HOST[:PORT], got {url!r}"
+        )
+    if scheme == "stun":
+        if "@" in rest:
+            raise ValueError("a STUN server takes no credentials")
+        return url, "", ""
+    userinfo, at, hostpart = rest.rpartition("@")
+    username, colon, password = userinfo.partition(":")
+    if not at or not colon or not username or not hostpart:
+        raise ValueError("a TURN server needs credentials: turn:USER:PASSWORD@HOST[:PORT]")
+    return f"{scheme}:{hostpart}", unquote(username), unquote(password)
+
+
+def parse_ipv4(text: str) -> str:
+    """An IPv4 address in dotted form.
+
+    Raises:
+        ValueError: anything else (host names are not resolved: candidates carry addresses).
+    """
+    return str(ipaddress.IPv4Address(text.strip()))
+
+
+@dataclass(frozen=True)
+class WebRTCOptions:
+    """WebRTC calls (``POST /v1/realtime/calls``, docs/PROTOCOL.md §11): ICE, and the calls not yet connected.
+
+    Read by realtime/webrtc/ only. Attributes: the settings below (their ``help``).
+    """
+
+    webrtc_ice_servers: tuple[IceServerSpec, ...] = setting(
+        (),
+        Section.NETWORK,
+        "a STUN or TURN server for the server's side of WebRTC calls, repeatable: stun:HOST[:PORT] adds a "
+        "server-reflexive candidate (behind a NAT), turn[s]:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp] a "
+        "relayed one (behind a firewall; the TURN server is yours to run). aiortc uses the first STUN and the "
+        "first TURN server. Prefer the variable for credentials: flags show up in ps",
+        flag="--webrtc-ice-server",
+        shown_default="none: host candidates only",
+        item=parse_ice_server,
+        repeat=True,
+        metavar="URL",
+    )
+    webrtc_public_ip: str | None = setting(
+        None,
+        Section.NETWORK,
+        "an IPv4 address to advertise beside every host candidate of a WebRTC answer, for a server behind a "
+        "1:1 NAT (a cloud VM's public address mapped to its private one, every UDP port forwarded)",
+        shown_default="none: the interfaces' own addresses",
+        item=parse_ipv4,
+        metavar="IP",
+    )
+    max_pending_calls: int = setting(
+        8,
+        Section.LIMITS,
+        "WebRTC calls answered but not yet connected (ICE, DTLS and the data channel under way); one more "
+        "POST /v1/realtime/calls gets 503 pending_calls_limit_reached. Every call, pending or connected, also "
+        "counts against --max-sessions",
+        ge=1,
+    )
+    call_connect_timeout: float = setting(
+        15.0,
+        Section.LIMITS,
+        "seconds a WebRTC call may take from its answer to an open data channel (or, without one, a connected "
+        "peer); then it is dropped and its slot freed. A connected peer that vanishes is dropped when ICE "
+        "consent checks fail (about 30 s)",
+        gt=0,
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -202,7 +291,8 @@ class ServerConfig:
     """Everything the server process needs at start-up. Immutable; build a new one with `dataclasses.replace`.
 
     Attributes: the settings below (each one's ``help`` says what it is; ``realtime serve --help`` lists them
-    with their defaults and variables), and ``llm``, the SGLang backends' options (`LLMOptions`).
+    with their defaults and variables), ``llm``, the SGLang backends' options (`LLMOptions`), and ``webrtc``,
+    the WebRTC calls' options (`WebRTCOptions`).
     """
 
     # network
@@ -271,8 +361,8 @@ class ServerConfig:
         32,
         Section.LIMITS,
         "concurrent WebSocket sessions; one more gets session_limit_reached and close 1013 (SDKs retry "
-        "later). HTTP speech and chat answers count against it while they are generated; a full server "
-        "answers them 503 session_limit_reached",
+        "later). WebRTC calls count against it from their answer to their end, and HTTP speech and chat "
+        "answers while they are generated; a full server answers them 503 session_limit_reached",
         ge=1,
     )
     max_connections: int = setting(
@@ -478,6 +568,7 @@ class ServerConfig:
         ge=1,
     )
     llm: LLMOptions = group(LLMOptions)
+    webrtc: WebRTCOptions = group(WebRTCOptions)
 
     # speech decoder
     token2wav_dir: Path | None = setting(

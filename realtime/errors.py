@@ -73,6 +73,9 @@ CODE_NESTING_TOO_DEEP = "nesting_too_deep"
 CODE_SHUTTING_DOWN = "server_shutting_down"
 CODE_ORIGIN_NOT_ALLOWED = "origin_not_allowed"
 CODE_SEND_TIMEOUT = "send_timeout"
+CODE_PENDING_CALLS = "pending_calls_limit_reached"  # WebRTC calls not yet connected, beyond the cap
+CODE_EVENT_TOO_LARGE = "event_too_large"  # a server event larger than the peer's data channel messages
+CODE_WEBRTC_UNAVAILABLE = "webrtc_unavailable"  # the server has no network interface for ICE candidates
 
 MAX_QUOTED_CHARS = 200  # how much of a client's value an error message repeats
 MAX_MESSAGE_CHARS = 1000  # no error message is longer (a safety net behind `quote`)

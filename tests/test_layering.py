@@ -30,8 +30,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "speech": frozenset({FOUNDATION, "backends", "speech"}),
     "wire": frozenset({FOUNDATION, "wire"}),
     "session": frozenset({FOUNDATION, "backends", "speech", "wire", "session"}),
-    "http": frozenset({FOUNDATION, "backends", "speech", "wire", "session", "http"}),
-    ENTRY: frozenset({FOUNDATION, "backends", "speech", "wire", "session", "http", ENTRY}),
+    "webrtc": frozenset({FOUNDATION, "backends", "speech", "wire", "session", "webrtc"}),
+    "http": frozenset({FOUNDATION, "backends", "speech", "wire", "session", "webrtc", "http"}),
+    ENTRY: frozenset({FOUNDATION, "backends", "speech", "wire", "session", "webrtc", "http", ENTRY}),
 }
 # the one module of the SGLang plugin the server may import: its torch-free placeholder arithmetic
 PLUGIN_SHARED = frozenset({"step_audio2_sglang.placeholders"})

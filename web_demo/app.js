@@ -1,8 +1,14 @@
-// streamvoice browser demo: push-to-talk over the OpenAI Realtime GA protocol.
-// Capture and playback run in AudioWorklets on one 24 kHz AudioContext; the page only moves PCM16
-// between the worklets and the WebSocket and renders the conversation and live figures.
-// The page never holds the server's long-lived key: it connects with an ephemeral key (ek_...) from the
-// server (docs/PROTOCOL.md §1.8), asking its user for the server's key only when the server requires it.
+// streamvoice browser demo over the OpenAI Realtime GA protocol, two ways (?transport=webrtc|websocket):
+// - WebRTC (the default where the browser has RTCPeerConnection): a call as OpenAI's quickstart places it
+//   (webrtc.js): the microphone streams, the server's VAD finds the turns, its audio plays in an <audio>
+//   element; events go over the "oai-events" data channel.
+// - WebSocket: push-to-talk; capture and playback run in AudioWorklets on one 24 kHz AudioContext; the page
+//   moves PCM16 between the worklets and the socket.
+// Both render the conversation and live figures. The page never holds the server's long-lived key: both
+// connect with an ephemeral key (ek_...) from the server (docs/PROTOCOL.md §1.8), asking the user for the
+// server's key only when the server requires it.
+import { startCall } from "./webrtc.js";
+
 const SAMPLE_RATE = 24000;
 const CAPTURE_FRAME_SAMPLES = 960; // 40 ms per input_audio_buffer.append
 const MIN_COMMIT_MS = 100; // the server rejects shorter commits (input_audio_buffer_commit_empty)
@@ -10,6 +16,7 @@ const MIN_COMMIT_MS = 100; // the server rejects shorter commits (input_audio_bu
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $("status"), banner: $("banner"), voice: $("voice"), talk: $("talk"), reconnect: $("reconnect"),
+  hint: $("hint"), transport: $("transport"),
   form: $("text-form"), input: $("text-input"), send: $("send"), transcript: $("transcript"), log: $("log"),
   keyForm: $("key-form"), keyInput: $("key-input"),
   ttfa: $("ttfa"), received: $("received"), played: $("played"), underruns: $("underruns"),
@@ -17,7 +24,10 @@ const ui = {
 };
 
 // Everything the tests (and curious people) may read lives on window.demo.
+const pageParams = new URLSearchParams(location.search);
 const demo = {
+  transport: pageParams.get("transport") || (window.RTCPeerConnection ? "webrtc" : "websocket"),
+  call: null, muted: false, statsBase: null, turnEndedAt: 0,
   ws: null, audio: null, playback: null, capture: null, micStream: null,
   talking: false, capturedSamples: 0,
   // { id, itemId, createdAt, receivedSamples, bubble, done, arrivals: [[performance.now(), samples], ...] }
@@ -49,8 +59,12 @@ function log(direction, event) {
 }
 
 function send(event) {
-  if (!demo.ws || demo.ws.readyState !== WebSocket.OPEN) return false;
-  demo.ws.send(JSON.stringify(event));
+  if (demo.transport === "webrtc") {
+    if (!demo.call || !demo.call.send(event)) return false;
+  } else {
+    if (!demo.ws || demo.ws.readyState !== WebSocket.OPEN) return false;
+    demo.ws.send(JSON.stringify(event));
+  }
   if (event.type !== "input_audio_buffer.append") log("→", event);
   return true;
 }
@@ -143,6 +157,13 @@ function assistantAudible() {
 function interrupt() {
   const r = demo.response;
   if (!r) return;
+  if (demo.transport === "webrtc") { // the server knows what was played: it truncates and clears
+    if (!r.done) send({ type: "response.cancel" });
+    send({ type: "output_audio_buffer.clear" });
+    if (r.bubble) r.bubble.classList.add("cancelled");
+    r.interrupted = true;
+    return;
+  }
   const playedMs = Math.floor((demo.stats.played / SAMPLE_RATE) * 1000);
   demo.playback && demo.playback.port.postMessage({ type: "flush" });
   if (!r.done) send({ type: "response.cancel" });
@@ -156,7 +177,16 @@ function interrupt() {
 }
 
 // ---- push to talk ------------------------------------------------------------------------------
+function toggleMute() { // WebRTC: the microphone streams; the server VAD finds the turns
+  if (!demo.call) return;
+  demo.muted = !demo.muted;
+  demo.call.mute(demo.muted);
+  ui.talk.setAttribute("aria-pressed", String(!demo.muted));
+  ui.talk.firstChild.textContent = demo.muted ? "Microphone muted: click to talk " : "Listening: just talk (click to mute) ";
+}
+
 async function startTalking() {
+  if (demo.transport === "webrtc") return;
   if (demo.talking || !demo.sessionCreated) return;
   await ensureAudio();
   try {
@@ -174,7 +204,7 @@ async function startTalking() {
 }
 
 function stopTalking() {
-  if (!demo.talking) return;
+  if (demo.transport === "webrtc" || !demo.talking) return;
   demo.talking = false;
   ui.talk.setAttribute("aria-pressed", "false");
   ui.talk.firstChild.textContent = "Hold to talk ";
@@ -197,7 +227,7 @@ function requestResponse() {
 }
 
 async function sendText(text) {
-  await ensureAudio();
+  if (demo.transport !== "webrtc") await ensureAudio();
   if (assistantAudible()) interrupt();
   send({ type: "conversation.item.create",
          item: { type: "message", role: "user", content: [{ type: "input_text", text }] } });
@@ -221,7 +251,7 @@ function onServerEvent(event) {
     case "session.created":
       demo.sessionCreated = true;
       configureSession();
-      setStatus("open", "connected");
+      setStatus("open", demo.transport === "webrtc" ? "connected (WebRTC)" : "connected (WebSocket)");
       for (const el of [ui.talk, ui.input, ui.send]) el.disabled = false;
       break;
     case "response.created": {
@@ -231,7 +261,9 @@ function onServerEvent(event) {
       demo.stats.stalledMs = 0;
       demo.stats.ttfaMs = null;
       demo.response = { id: event.response.id, itemId: null, receivedSamples: 0, bubble: null, done: false,
-                        createdAt: demo.lastResponseCreateAt || performance.now(), arrivals: [] };
+                        createdAt: demo.turnEndedAt || demo.lastResponseCreateAt || performance.now(), arrivals: [] };
+      demo.turnEndedAt = 0;
+      demo.statsBase = null; // WebRTC figures count from here
       ui.responseStatus.textContent = "in progress";
       ui.voice.disabled = true; // the server refuses voice changes once audio has been produced
       break;
@@ -258,11 +290,6 @@ function onServerEvent(event) {
       if (!r || r.interrupted) break;
       if (!r.bubble) r.bubble = addBubble("assistant", "");
       r.bubble.textContent += event.delta;
-      break;
-    }
-    case "input_audio_buffer.committed": {
-      const bubble = demo.pendingVoice.shift();
-      if (bubble) demo.voiceBubbles.set(event.item_id, bubble);
       break;
     }
     case "conversation.item.input_audio_transcription.delta": {
@@ -293,6 +320,30 @@ function onServerEvent(event) {
     }
     case "input_audio_buffer.speech_started":
       demo.playback && demo.playback.port.postMessage({ type: "flush" });
+      if (demo.transport === "webrtc" && demo.response && !demo.response.done && demo.response.bubble) {
+        demo.response.bubble.classList.add("cancelled"); // barge-in: the server cancels and truncates
+      }
+      break;
+    case "input_audio_buffer.speech_stopped":
+      demo.turnEndedAt = performance.now(); // a spoken turn ended: its answer's first audio counts from here
+      break;
+    case "input_audio_buffer.committed":
+      if (demo.transport === "webrtc" && !demo.pendingVoice.length) {
+        demo.pendingVoice.push(addBubble("user", "[voice message: transcribing…]", "pending"));
+      }
+      {
+        const bubble = demo.pendingVoice.shift();
+        if (bubble) demo.voiceBubbles.set(event.item_id, bubble);
+      }
+      break;
+    case "output_audio_buffer.started": // WebRTC: the server began playing this response on the track
+      if (demo.response && demo.stats.ttfaMs == null) demo.stats.ttfaMs = performance.now() - demo.response.createdAt;
+      demo.audioPlaying = true;
+      renderFigures();
+      break;
+    case "output_audio_buffer.stopped":
+    case "output_audio_buffer.cleared":
+      demo.audioPlaying = false;
       break;
     case "response.done": {
       const r = demo.response;
@@ -319,13 +370,15 @@ function onServerEvent(event) {
 }
 
 function configureSession() {
+  const webrtc = demo.transport === "webrtc";
   const session = {
     type: "realtime",
     output_modalities: ["audio"],
     audio: {
       input: {
         format: { type: "audio/pcm", rate: SAMPLE_RATE },
-        turn_detection: null,
+        // WebRTC: hands-free, the server VAD finds the turns and barge-in; WebSocket: push-to-talk
+        turn_detection: webrtc ? { type: "server_vad", silence_duration_ms: 600 } : null,
         transcription: { model: "step-audio-2-mini" }, // the server's own model transcribes
       },
       output: { format: { type: "audio/pcm", rate: SAMPLE_RATE } },
@@ -380,8 +433,54 @@ async function clientSecret() {
   return demo.secret.value;
 }
 
+function disconnected(text) {
+  setStatus("closed", `disconnected (${text})`);
+  for (const el of [ui.talk, ui.input, ui.send]) el.disabled = true;
+  ui.reconnect.hidden = false;
+}
+
+async function pollCallStats() { // WebRTC figures from the browser's own receiver statistics
+  while (demo.call) {
+    const now = await demo.call.stats();
+    if (!demo.statsBase) demo.statsBase = now;
+    const playedS = now.receivedS - demo.statsBase.receivedS;
+    Object.assign(demo.stats, {
+      played: Math.round(playedS * SAMPLE_RATE), receivedSamples: Math.round(playedS * SAMPLE_RATE),
+      underruns: now.concealmentEvents - demo.statsBase.concealmentEvents, energy: now.energy,
+      buffered: demo.audioPlaying ? 1 : 0,
+    });
+    if (demo.response) demo.response.receivedSamples = demo.stats.receivedSamples;
+    renderFigures();
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+async function connectCall() {
+  setStatus("connecting", "connecting (WebRTC)…");
+  demo.sessionCreated = false;
+  try {
+    const key = await clientSecret();
+    demo.call = await startCall({
+      key,
+      onEvent: onServerEvent,
+      onClose: (reason) => { demo.call = null; disconnected(reason); },
+    });
+  } catch (err) {
+    addBubble("error", `call failed: ${err.message}`);
+    disconnected("call failed");
+    return;
+  }
+  demo.call.audio.id = "remote-audio";
+  document.body.appendChild(demo.call.audio);
+  demo.muted = false;
+  ui.talk.setAttribute("aria-pressed", "true");
+  ui.talk.firstChild.textContent = demo.call.hasMic ? "Listening: just talk (click to mute) " : "No microphone ";
+  pollCallStats();
+}
+
 async function connect() {
-  const params = new URLSearchParams(location.search);
+  if (demo.transport === "webrtc") return connectCall();
+  const params = pageParams;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const model = params.get("model") || "step-audio-2-mini";
   setStatus("connecting", "connecting…");
@@ -406,11 +505,7 @@ async function connect() {
       console.error("bad server event", err);
     }
   };
-  ws.onclose = (e) => {
-    setStatus("closed", `disconnected (${e.code}${e.reason ? `: ${e.reason}` : ""})`);
-    for (const el of [ui.talk, ui.input, ui.send]) el.disabled = true;
-    ui.reconnect.hidden = false;
-  };
+  ws.onclose = (e) => disconnected(`${e.code}${e.reason ? `: ${e.reason}` : ""}`);
   ws.onerror = () => setStatus("error", "connection error");
 }
 
@@ -446,6 +541,7 @@ async function loadServerInfo() {
 }
 
 // ---- wiring ------------------------------------------------------------------------------------
+ui.talk.addEventListener("click", () => { if (demo.transport === "webrtc") toggleMute(); });
 ui.talk.addEventListener("pointerdown", (e) => { e.preventDefault(); startTalking(); });
 ui.talk.addEventListener("pointerup", stopTalking);
 ui.talk.addEventListener("pointerleave", stopTalking);
@@ -465,4 +561,16 @@ ui.form.addEventListener("submit", (e) => {
 ui.voice.addEventListener("change", () => configureSession());
 ui.reconnect.addEventListener("click", () => { ui.reconnect.hidden = true; connect(); });
 
+function showTransport() {
+  const webrtc = demo.transport === "webrtc";
+  const other = webrtc ? "websocket" : "webrtc";
+  ui.transport.innerHTML = `${webrtc ? "WebRTC" : "WebSocket"} · <a href="?transport=${other}">use ${
+    webrtc ? "WebSocket" : "WebRTC"}</a>`;
+  if (webrtc && ui.talk.querySelector("kbd")) ui.talk.querySelector("kbd").remove(); // no push-to-talk key
+  ui.hint.textContent = webrtc
+    ? "Just talk: the server hears when you stop and answers; speaking over it interrupts it. Click the button to mute."
+    : "Hold the button (or the space bar) while you speak; release to send. Pressing it while the assistant speaks interrupts it.";
+}
+
+showTransport();
 loadServerInfo().finally(connect);

@@ -11,7 +11,11 @@ not an error. `--ramp` (realtime/bench/ramp.py) adds sessions until the first un
 seconds produced per wall second and, against our server, the histogram of the inference worker's batch sizes
 during the run (scraped from `/metrics`). Works against any Realtime server; `--spawn` starts ours.
 
-Size: over 400 lines: a self-contained benchmark (clients, timing, percentiles, report, plot).
+``--transport webrtc`` runs, after this WebSocket arm and against the same server, the same sessions as WebRTC
+calls (realtime/bench/e2e_webrtc.py: first audio as heard at the caller, jitter, underruns), so the two arms
+are compared within one run.
+
+Size: over 400 lines: a self-contained benchmark (clients, timing, report, plot).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import json
 import os
 import shlex
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from realtime.bench import ramp
+from realtime.bench.e2e_webrtc import format_calls, run_calls, summarise_calls
+from realtime.bench.runs import percentiles, run_staggered
 from realtime.bench.server_metrics import batch_histogram, metrics_url, scrape_batch_buckets
 
 OUTPUT_RATE = 24_000
@@ -91,17 +96,6 @@ def simulate_player(arrivals: list[tuple[float, float]], cushion_s: float) -> tu
             stall += arrival - needed_at
         before = after
     return count, stall
-
-
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p90": None, "p99": None, "mean": None}
-    ordered = sorted(values)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-    return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "mean": statistics.fmean(ordered)}
 
 
 def _load_wav_pcm16_24k(path: Path) -> bytes:
@@ -240,22 +234,7 @@ async def _run_all(
     args: argparse.Namespace, input_pcm: bytes | None
 ) -> tuple[list[ResponseSample], list[str], float]:
     clients = [_Client(args, i, input_pcm) for i in range(args.sessions)]
-
-    async def staggered(client: _Client) -> list[ResponseSample]:
-        await asyncio.sleep(client.session_index * args.stagger_ms / 1000)
-        return await client.run()
-
-    started = time.perf_counter()
-    results = await asyncio.gather(*(staggered(c) for c in clients), return_exceptions=True)
-    elapsed = time.perf_counter() - started
-    samples: list[ResponseSample] = []
-    failures: list[str] = []
-    for result in results:
-        if isinstance(result, BaseException):
-            failures.append(f"{type(result).__name__}: {result}")
-        else:
-            samples.extend(result)
-    return samples, failures, elapsed
+    return await run_staggered([client.run for client in clients], args.stagger_ms)
 
 
 def summarise(
@@ -278,17 +257,17 @@ def summarise(
         "refused": sum(1 for s in samples if s.refused),
         "errors": len(errors),
         "error_messages": errors[:20],
-        "ttfa_s": _percentiles([s.ttfa_s for s in ok if s.ttfa_s is not None]),
-        "queue_s": _percentiles([s.queue_s for s in ok if s.queue_s is not None]),
-        "ttfa_after_queue_s": _percentiles(after_queue),
-        "ttft_s": _percentiles([s.ttft_s for s in ok if s.ttft_s is not None]),
-        "rtf": _percentiles([s.rtf for s in ok if s.audio_s > 0]),
-        "audio_s_per_response": _percentiles([s.audio_s for s in ok]),
+        "ttfa_s": percentiles([s.ttfa_s for s in ok if s.ttfa_s is not None]),
+        "queue_s": percentiles([s.queue_s for s in ok if s.queue_s is not None]),
+        "ttfa_after_queue_s": percentiles(after_queue),
+        "ttft_s": percentiles([s.ttft_s for s in ok if s.ttft_s is not None]),
+        "rtf": percentiles([s.rtf for s in ok if s.audio_s > 0]),
+        "audio_s_per_response": percentiles([s.audio_s for s in ok]),
         "underruns_total": sum(s.underruns for s in ok),
         "underrun_s_total": sum(s.underrun_s for s in ok),
         "responses_with_underrun": sum(1 for s in ok if s.underruns),
-        "underruns_per_response": _percentiles([float(s.underruns) for s in ok]),
-        "underrun_s_per_response": _percentiles([s.underrun_s for s in ok]),
+        "underruns_per_response": percentiles([float(s.underruns) for s in ok]),
+        "underrun_s_per_response": percentiles([s.underrun_s for s in ok]),
         "cushion_ms": args.cushion_ms,
         "wall_s": elapsed,
         "throughput_audio_s_per_s": total_audio / elapsed if elapsed > 0 else 0.0,
@@ -428,6 +407,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--modalities", choices=["audio", "text"], default="audio", help="output modality")
     parser.add_argument("--dialect", choices=["ga", "beta"], default="ga", help="protocol dialect")
+    parser.add_argument(
+        "--transport",
+        choices=["websocket", "webrtc"],
+        default="websocket",
+        help="webrtc: after the WebSocket arm, run the same sessions as WebRTC calls placed like a browser "
+        "(GA; first audio heard at the caller, jitter, underruns) and report both arms",
+    )
     parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "sk-local"), help="bearer key")
     parser.add_argument(
         "--cushion-ms", type=float, default=100.0, help="start-up cushion of the simulated player"
@@ -451,7 +437,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     input_pcm = _load_wav_pcm16_24k(args.wav) if args.wav else None
     if args.ramp:
-        return ramp.run_ramp(args, input_pcm)
+
+        def measure(step: argparse.Namespace) -> dict[str, Any]:
+            samples, failures, elapsed = asyncio.run(_run_all(step, input_pcm))
+            return summarise(samples, failures, elapsed, step)
+
+        return ramp.run_ramp(args, measure, _spawn_server)
     proc = None
     try:
         if args.spawn:
@@ -461,15 +452,27 @@ def run(args: argparse.Namespace) -> int:
         before = scrape_batch_buckets(scrape)
         samples, failures, elapsed = asyncio.run(_run_all(args, input_pcm))
         after = scrape_batch_buckets(scrape)
+        calls = asyncio.run(run_calls(args, input_pcm)) if args.transport == "webrtc" else None
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
     report = summarise(samples, failures, elapsed, args)
     report["worker_batch_sizes"] = batch_histogram(before, after)
+    if calls is not None:
+        report["webrtc"] = summarise_calls(*calls)
+        report["errors"] += report["webrtc"]["errors"]
     if args.plot:
         report["plots"] = _plot(samples, args.plot)
     if args.out:
-        args.out.write_text(json.dumps({**report, "samples": [asdict(s) for s in samples]}, indent=2))
-    print(json.dumps(report) if args.json else _format_table(report))
+        details = {"samples": [asdict(s) for s in samples]}
+        if calls is not None:
+            details["webrtc_samples"] = [asdict(s) for s in calls[0]]
+        args.out.write_text(json.dumps({**report, **details}, indent=2))
+    table = (
+        "\n".join([_format_table(report), *format_calls(report["webrtc"])])
+        if calls
+        else _format_table(report)
+    )
+    print(json.dumps(report) if args.json else table)
     return 1 if report["errors"] else 0

@@ -17,10 +17,11 @@ Without ``--spawn`` there is one arm, the server at ``--url``, as it is configur
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 import json
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,10 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_ramp(args: argparse.Namespace, input_pcm: bytes | None) -> int:
-    """Ramp every arm; print a table per arm and the capacities; exit 0 (a ramp ends where it fails)."""
-    from realtime.bench.e2e import _run_all, _spawn_server, summarise
+Measure = Callable[[argparse.Namespace], dict[str, Any]]
+"""Runs one `bench e2e` step with these arguments and returns its report (`realtime.bench.e2e.summarise`)."""
+Spawn = Callable[[str], tuple["subprocess.Popen[bytes]", str]]
+"""Starts a server with these extra flags; returns the process and its Realtime URL."""
 
+
+def run_ramp(args: argparse.Namespace, measure: Measure, spawn: Spawn) -> int:
+    """Ramp every arm; print a table per arm and the capacities; exit 0 (a ramp ends where it fails)."""
     try:
         steps = [int(step) for step in args.ramp_steps.split(",") if step.strip()]
     except ValueError:
@@ -94,12 +99,11 @@ def run_ramp(args: argparse.Namespace, input_pcm: bytes | None) -> int:
         rows: list[RampStep] = []
         try:
             if args.spawn:
-                proc, args.url = _spawn_server(f"{args.server_args} {ARMS[arm]}")
+                proc, args.url = spawn(f"{args.server_args} {ARMS[arm]}")
             for sessions in steps:
                 step_args = copy.copy(args)
                 step_args.sessions = sessions
-                samples, failures, elapsed = asyncio.run(_run_all(step_args, input_pcm))
-                row = _row(summarise(samples, failures, elapsed, step_args))
+                row = _row(measure(step_args))
                 rows.append(row)
                 print(f"[{arm}] {_format_row(row)}", file=sys.stderr)
                 if not row.clean:

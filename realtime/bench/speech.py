@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from realtime.bench.e2e import _percentiles, _run_all, _spawn_server
+from realtime.bench.e2e import _run_all, _spawn_server
 from realtime.bench.e2e import summarise as summarise_realtime
+from realtime.bench.runs import percentiles
 
 PCM_RATE = 24_000
 MAX_DECODE_SECONDS = 3600.0
@@ -114,9 +115,9 @@ def summarise(samples: list[SpeechSample], elapsed: float, concurrency: int) -> 
         "completed": len(ok),
         "errors": len(errors),
         "error_messages": errors[:10],
-        "ttfb_s": _percentiles([s.ttfb_s for s in ok if s.ttfb_s is not None]),
-        "rtf": _percentiles([s.rtf for s in ok]),
-        "audio_s_per_request": _percentiles([s.audio_s for s in ok]),
+        "ttfb_s": percentiles([s.ttfb_s for s in ok if s.ttfb_s is not None]),
+        "rtf": percentiles([s.rtf for s in ok]),
+        "audio_s_per_request": percentiles([s.audio_s for s in ok]),
         "wall_s": elapsed,
         "throughput_audio_s_per_s": total_audio / elapsed if elapsed > 0 else 0.0,
     }

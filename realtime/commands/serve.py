@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if config.log_level != "debug":  # aioice logs every ICE check of every WebRTC call at info
+        logging.getLogger("aioice").setLevel(logging.WARNING)
     # OpenMP's default spin-waiting makes idle torch threads burn the cores the event loop, the VAD and
     # other sessions need; on a busy 2-core box it made decode steps 10-40x slower. Must be set before torch
     # is imported (inside `serve`); an explicit setting wins.

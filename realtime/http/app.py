@@ -2,7 +2,10 @@
 
 `create_app(runtime)` wires a ready `Runtime` (built by the caller, e.g. ``realtime serve``) into routes:
 
-- ``GET /v1/realtime?model=...`` and ``/realtime``: the OpenAI Realtime WebSocket (docs/PROTOCOL.md §1).
+- ``GET /v1/realtime?model=...`` and ``/realtime``: the OpenAI Realtime WebSocket (docs/PROTOCOL.md §1);
+  with ``?call_id=`` the sideband of a WebRTC call (realtime/http/sideband.py).
+- ``POST /v1/realtime/calls`` and ``/v1/realtime/calls/{call_id}/hangup`` (realtime/http/calls_api.py):
+  WebRTC calls running the same session core (realtime/webrtc/, docs/PROTOCOL.md §11).
 - ``POST /v1/audio/speech`` (realtime/http/speech.py), ``POST /v1/chat/completions`` (realtime/http/chat.py),
   ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` (realtime/http/transcriptions.py),
   ``GET/POST /v1/audio/voices``, ``DELETE /v1/audio/voices/{name}`` (realtime/http/voices_api.py), ``GET /v1/models`` (realtime/http/models.py):
@@ -55,6 +58,7 @@ from starlette.types import ExceptionHandler
 
 from realtime.config import ServerConfig
 from realtime.http.access import DEMO_CLIENT_SECRETS_PATH, AccessLayer
+from realtime.http.calls_api import call_routes
 from realtime.http.capacity import ACCEPT_BATCH, OpenFiles, connection_capacity, open_files
 from realtime.http.chat import chat_endpoint
 from realtime.http.client_secrets import ClientSecretsAPI
@@ -74,6 +78,7 @@ from realtime.http.transcriptions import transcriptions_endpoint, translations_e
 from realtime.http.voices_api import VoicesAPI
 from realtime.session.vad import held_engine
 from realtime.speech.runtime import Runtime
+from realtime.webrtc.calls import CallRegistry
 from realtime.wire.handshake import forced
 
 log = logging.getLogger(__name__)
@@ -159,7 +164,8 @@ def create_app(
     budget = BodyBudget(config.body_memory_mb * BYTES_PER_MB, runtime.metrics)
     running = RunningRequests()
     model = served_model_name(runtime)
-    realtime_socket = realtime_endpoint(runtime, sessions)
+    calls = CallRegistry(runtime, sessions, runtime.config.webrtc, model)
+    realtime_socket = realtime_endpoint(runtime, sessions, calls)
     voice_api = VoicesAPI(runtime)
     list_models, retrieve_model = model_routes(model, int(time.time()))
     if keys is None:
@@ -176,7 +182,13 @@ def create_app(
     async def health(request: Request) -> Response:
         reasons = await not_ready_because()
         readiness = "draining" if runtime.draining else ("not_ready" if reasons else "ready")
-        info = {"status": "ok", "model": model, "sessions": sessions.open, **runtime.describe()}
+        info = {
+            "status": "ok",
+            "model": model,
+            "sessions": sessions.open,
+            "calls": {"pending": calls.pending, "active": calls.active},
+            **runtime.describe(),
+        }
         limits = connections.limits
         figures = {
             "ready": readiness,
@@ -225,6 +237,7 @@ def create_app(
         Route("/audio/voices/{name}", voice_api.delete, methods=["DELETE"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/models/{model:path}", retrieve_model, methods=["GET"]),
+        *call_routes(calls),
         Route("/realtime/client_secrets", client_secrets.create, methods=["POST"]),
     ]
     icon = web_demo_dir / FAVICON if web_demo_dir is not None else None
@@ -270,6 +283,7 @@ def create_app(
         metrics=runtime.metrics,
     )
     app.state.sessions = sessions  # the shutdown path drains them (realtime/commands/serve.py)
+    app.state.calls = calls  # closed by the lifespan
     app.state.requests = running
     app.state.connections = connections
     app.state.body_budget = budget
@@ -279,6 +293,10 @@ def create_app(
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     # the shared VAD model (onnxruntime) is loaded in a thread at start-up, not in the first session, and its
-    # thread stops with the server (`realtime serve` runs uvicorn with this lifespan on)
+    # thread stops with the server (`realtime serve` runs uvicorn with this lifespan on); WebRTC calls live on
+    # their own tasks, not on a request, so they are ended here
     async with held_engine():
-        yield
+        try:
+            yield
+        finally:
+            await app.state.calls.close()

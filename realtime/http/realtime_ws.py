@@ -20,23 +20,28 @@ from starlette.websockets import WebSocket
 
 from realtime.errors import (
     CLOSE_GOING_AWAY,
+    CLOSE_POLICY_VIOLATION,
     CLOSE_TRY_AGAIN_LATER,
+    CODE_INVALID_API_KEY,
     CODE_SESSION_LIMIT,
     CODE_SHUTTING_DOWN,
+    INVALID_REQUEST,
     SERVER_ERROR,
     ErrorReport,
 )
 from realtime.http.access import grant_of
+from realtime.http.keys import Grant
+from realtime.http.sideband import refuse_unknown_call, serve_sideband
 from realtime.http.ws_transport import WebSocketTransport
 from realtime.session.connection import Drain, serve_connection
 from realtime.session.session import Session
 from realtime.speech.runtime import Runtime
-from realtime.wire.handshake import forced, negotiate
+from realtime.webrtc.calls import CallRegistry
+from realtime.wire.handshake import Dialect, forced, negotiate
 
 log = logging.getLogger(__name__)
 
 SERVED_MODEL = "step-audio-2-mini"
-_IGNORED_QUERY = ("call_id",)
 
 
 @dataclass
@@ -79,8 +84,11 @@ def served_model_name(runtime: Runtime) -> str:
     return Path(str(path)).name if path else SERVED_MODEL
 
 
-def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[WebSocket], Awaitable[None]]:
-    """The WebSocket handler serving Realtime sessions on ``runtime``, counted in ``sessions``."""
+def realtime_endpoint(
+    runtime: Runtime, sessions: SessionCount, calls: CallRegistry | None = None
+) -> Callable[[WebSocket], Awaitable[None]]:
+    """The WebSocket handler serving Realtime sessions on ``runtime``, counted in ``sessions``, and the
+    sidebands of the WebRTC ``calls`` (``?call_id=``, realtime/http/sideband.py)."""
     config = runtime.config
     forced_dialect = forced(config.dialect)
     model = served_model_name(runtime)
@@ -92,9 +100,6 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
         offered = ws.scope.get("subprotocols") or []
         handshake = negotiate(ws.headers, offered, forced=forced_dialect, query=ws.query_params)
         requested = ws.query_params.get("model")
-        for name in _IGNORED_QUERY:
-            if name in ws.query_params:
-                log.info("ignoring unsupported query parameter %s", name)
         # a transcription session's model is its transcription model (session.update): a ?model= beside
         # ?intent=transcription (LiveKit sends one to hosts other than OpenAI's) is ignored like any other
         log.info(
@@ -104,6 +109,12 @@ def realtime_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Web
             handshake.session_type,
             "ephemeral" if grant.ephemeral else "server",
         )
+        call_id = ws.query_params.get("call_id")
+        if call_id is not None:
+            await _attach_sideband(
+                ws, handshake.subprotocol, handshake.dialect, call_id, grant, calls, runtime
+            )
+            return
         await ws.accept(subprotocol=handshake.subprotocol)
         transport = WebSocketTransport(ws, handshake.dialect)
         if sessions.drain.started.is_set():
@@ -133,3 +144,36 @@ async def _refuse(
 ) -> None:
     runtime.metrics.error(report.code)
     await transport.refuse(report, close_code)
+
+
+async def _attach_sideband(
+    ws: WebSocket,
+    subprotocol: str | None,
+    dialect: Dialect,
+    call_id: str,
+    grant: Grant,
+    calls: CallRegistry | None,
+    runtime: Runtime,
+) -> None:
+    """``/v1/realtime?call_id=``: attach to a running WebRTC call (realtime/http/sideband.py).
+
+    The sideband is the application server's door into a call its user placed: it takes the server's key. An
+    ephemeral key was lent to that user's browser, which already holds the call, so it is refused (the
+    refusal OpenAI gives a key it does not take: ``invalid_api_key``, close 1008).
+    """
+    call = calls.find(call_id) if calls is not None else None
+    if call is None:
+        await refuse_unknown_call(ws, call_id)  # before the upgrade, as OpenAI answers an unknown call
+        return
+    await ws.accept(subprotocol=subprotocol)
+    transport = WebSocketTransport(ws, dialect)
+    if grant.ephemeral:
+        report = ErrorReport(
+            INVALID_REQUEST,
+            CODE_INVALID_API_KEY,
+            "An ephemeral key cannot attach to a call's sideband: connect with the server's API key.",
+        )
+        await _refuse(transport, report, CLOSE_POLICY_VIOLATION, runtime)
+        return
+    log.info("sideband attached to call %s", call.id)
+    await serve_sideband(transport, call, runtime.config.send_timeout)

@@ -43,13 +43,20 @@ class WebSocketTransport:
         """None: a WebSocket peer plays the audio itself, out of the server's sight."""
         return None
 
-    async def receive(self) -> Inbound | None:
-        """The next client event (or why the frame is not one); None once the client disconnected."""
+    async def receive_frame(self) -> str | bytes | None:
+        """The next frame as sent (text, or bytes for a binary frame); None once the client disconnected."""
         message = await self._ws.receive()
         if message["type"] == "websocket.disconnect":
             return None
-        text = message.get("text")
+        text: str | None = message.get("text")
+        return text if text is not None else bytes(message.get("bytes") or b"")
+
+    async def receive(self) -> Inbound | None:
+        """The next client event (or why the frame is not one); None once the client disconnected."""
+        text = await self.receive_frame()
         if text is None:
+            return None
+        if not isinstance(text, str):
             return Undecodable(
                 ProtocolViolation(
                     # OpenAI's code and words (docs/PROTOCOL.md §8.3)

@@ -164,6 +164,18 @@ class Session:
             await self.outbox.put(event)
         self._configure_vad()
 
+    def preset(self, update: SessionUpdate) -> None:
+        """Apply a session configuration before `open`, so that ``session.created`` already reports it.
+
+        A WebRTC call is created with its configuration (the ``session`` form field of ``POST
+        /v1/realtime/calls``, or the session an ephemeral key is bound to); a WebSocket only gets one by
+        ``session.update`` after ``session.created``. No event is sent.
+
+        Raises:
+            ProtocolViolation: what a ``session.update`` with this configuration would be refused with.
+        """
+        self._session_update(update)
+
     def abort_runs(self) -> None:
         """Stop every response and transcription without closing events; the sender drops queued audio."""
         self.idle.disarm()
@@ -284,11 +296,12 @@ class Session:
         if event.kind == "start":
             self.idle.disarm()
             self.input_audio.speech_item_id = new_id("item")
-            if settings.interrupt_response and self.responses.default is not None:
-                await self.responses.cancel(self.responses.default, "turn_detected")
             # keep prefix padding before the detected start, drop older audio
             start_ms = max(event.ms - settings.prefix_padding_ms, 0)
+            # OpenAI's order (docs/PROTOCOL.md §6.2): speech_started first, then the interrupted response closes
             await self.outbox.put(self.events.speech_started(self.input_audio.speech_item_id, start_ms))
+            if settings.interrupt_response and self.responses.default is not None:
+                await self.responses.cancel(self.responses.default, "turn_detected")
             if settings.interrupt_response and self._played is not None and self._played.playing:
                 await self._cut_playback()  # the transport knows what was heard: truncate there, clear
             return

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from realtime.backends.base import GenerationInput
-from realtime.config import ServerConfig
+from realtime.config import ServerConfig, WebRTCOptions
 from realtime.http.app import create_app
 from realtime.speech.voices import default_voice_path
 from tests.support.server_harness import (
@@ -47,6 +47,11 @@ TOOL_CALL_PIECES = (
 )
 TOOL_REQUESTS: list[GenerationInput] = []
 APP_FORCED_BETA = 6  # every connection speaks beta (server flag --dialect beta)
+APP_CALL_LIMITS = (
+    7  # WebRTC calls: CALL_CONNECT_TIMEOUT_S to connect, MAX_PENDING_CALLS pending, many sessions
+)
+CALL_CONNECT_TIMEOUT_S = 1.5
+MAX_PENDING_CALLS = 8
 FAILURE_CODE = "stream_cut"
 FAILURE_MESSAGE = "The LLM stream ended before the reply was complete."
 
@@ -79,6 +84,12 @@ def server(t2w_cache: Path) -> Iterator[ServerHandle]:
         configured_app(max_session_seconds=EXPIRING_SESSION_SECONDS),
         scripted_text_app(TOOL_CALL_PIECES, TOOL_REQUESTS),
         configured_app(dialect="beta"),
+        configured_app(
+            max_sessions=200,
+            webrtc=WebRTCOptions(
+                call_connect_timeout=CALL_CONNECT_TIMEOUT_S, max_pending_calls=MAX_PENDING_CALLS
+            ),
+        ),
     ]
     handle = start_server(synthetic_config(t2w_cache, FAST_TOKENS_PER_SECOND), apps)
     yield handle

@@ -422,10 +422,16 @@ CASES: dict[str, Case] = {
         query=TRANSCRIBING,
     ),
 }
-# rows provoked by a test elsewhere (a drain needs its own server process; a bug has no input)
+# rows provoked by a test elsewhere (a drain needs its own server process; a bug has no input; the WebRTC call
+# door's refusals need a peer connection)
+CALL_LIMITS = "tests/realtime/webrtc/test_call_limits.py"
 ELSEWHERE = {
     "R53": "tests/realtime/commands/test_drain.py",
     "R54": "tests/realtime/wire/test_hostile_fuzz.py",
+    **{f"R{n}": CALL_LIMITS for n in (61, 62, 63, 64, 65, 66, 67, 68, 71)},
+    "R69": "tests/realtime/webrtc/test_sideband.py",
+    "R70": "tests/realtime/webrtc/test_call_transport.py",
+    "R72": "tests/realtime/webrtc/test_sideband.py",
 }
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from realtime.cli import build_parser
 from realtime.commands import serve
-from realtime.config import LLMOptions, ServerConfig
+from realtime.config import LLMOptions, ServerConfig, WebRTCOptions, parse_ice_server
 from realtime.settings import Section, SettingError, SettingSpec, build, markdown_table, settings_of
 
 SPECS = settings_of(ServerConfig)
@@ -26,6 +26,11 @@ SAMPLES: dict[str, tuple[str, ...]] = {
     "allowed_origins": ("http://a.example:8000/", "https://b.example"),
     "sglang_worker_urls": ("http://llm-1:30001", "https://llm-2:30001/"),
     "sglang_affinity_header": ("x-session",),
+    "webrtc_ice_servers": (
+        "stun:stun.example.com:3478",
+        "turn:user:p%40ss@turn.example.com:3478?transport=tcp",
+    ),
+    "webrtc_public_ip": ("198.51.100.7",),
 }
 # Names users' scripts already use: each must stay a flag / a variable of `realtime serve`.
 LEGACY_FLAGS = (
@@ -157,7 +162,7 @@ def test_bounds_are_enforced_and_errors_name_flag_and_variable(spec: SettingSpec
             else:
                 ServerConfig.from_env({spec.env: text})
         assert spec.flag in str(caught.value) and spec.env in str(caught.value)
-    owner = LLMOptions if spec.owner is LLMOptions else ServerConfig
+    owner = spec.owner if spec.owner in (LLMOptions, WebRTCOptions) else ServerConfig
     with pytest.raises(SettingError, match=spec.env):
         owner(**{spec.name: int(bad) if spec.type.base is int else bad})
 
@@ -245,3 +250,12 @@ def test_server_defaults_equal_the_defaults_of_what_they_configure() -> None:
     assert f"synthetic: {DEFAULT_CONTEXT_LENGTH}" in shown["context_length"]
     assert f"{SamplingParams().top_p:g}" in shown["top_p"]
     assert f"{SamplingParams().repetition_penalty:g}" in shown["repetition_penalty"]
+
+
+def test_ice_server_urls_parse_with_their_credentials() -> None:
+    assert parse_ice_server("stun:stun.example.com") == ("stun:stun.example.com", "", "")
+    turn = parse_ice_server("turns:us%3Aer:p%40ss@turn.example.com:5349?transport=tcp")
+    assert turn == ("turns:turn.example.com:5349?transport=tcp", "us:er", "p@ss")
+    for bad in ("http://x", "turn:turn.example.com", "stun:u:p@host", "stun:"):
+        with pytest.raises(ValueError):
+            parse_ice_server(bad)

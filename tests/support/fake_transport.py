@@ -3,7 +3,7 @@
 It is the second implementation of the transport seam (the first is realtime/http/ws_transport.py), written
 against the protocol only: the session core runs over it without knowing. The test plays the client:
 `FakeTransport.send` puts a client event (decoded exactly as a WebSocket frame would be) on the inbound queue,
-`FakeTransport.leave` disconnects, `FakeTransport.until` waits for a server event. Every server event is
+`FakeTransport.leave` disconnects, `FakeTransport.until` waits for a server event (`EventLog`). Every server event is
 validated against the openai SDK's models, as the raw WebSocket client of the other tests does.
 
 `FakePlayback` stands for a WebRTC media track: audio handed to the transport is queued, not sent as
@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from realtime.bench.event_log import EventLog
 from realtime.errors import PeerGone
 from realtime.session.transport import Ending, Inbound, OutputAudio, PeerAudio, Playback, Undecodable
 from realtime.wire.client_events import decode_client_frame
@@ -89,7 +90,7 @@ class FakePlayback:
         await self._drained.wait()
 
 
-class FakeTransport:
+class FakeTransport(EventLog):
     """An in-memory connection: the test is the client.
 
     Args:
@@ -105,11 +106,9 @@ class FakeTransport:
     def __init__(self, dialect: Dialect = Dialect.GA, playback: FakePlayback | None = None) -> None:
         self._dialect = dialect
         self._playback = playback
+        super().__init__(WAIT_GUARD_S)
         self._inbound: asyncio.Queue[Inbound | None] = asyncio.Queue(maxsize=64)
-        self._arrived = asyncio.Event()
-        self.received: list[dict[str, Any]] = []
         self.ending: Ending | None = None
-        self._read = 0
 
     # the client's side -----------------------------------------------------------------------------------
     async def send(self, event: dict[str, Any]) -> None:
@@ -128,27 +127,6 @@ class FakeTransport:
         """The client disconnects."""
         await self._inbound.put(None)
 
-    async def recv(self) -> dict[str, Any]:
-        """The next server event not read yet."""
-        async with asyncio.timeout(WAIT_GUARD_S):
-            while self._read >= len(self.received):
-                self._arrived.clear()
-                await self._arrived.wait()
-        event = self.received[self._read]
-        self._read += 1
-        return event
-
-    async def until(self, kind: str) -> list[dict[str, Any]]:
-        """Server events read up to and including the next one of type ``kind``."""
-        events = [await self.recv()]
-        while events[-1]["type"] != kind:
-            events.append(await self.recv())
-        return events
-
-    def types(self) -> list[str]:
-        """Types of every server event so far."""
-        return [event["type"] for event in self.received]
-
     # Transport -------------------------------------------------------------------------------------------
     @property
     def playback(self) -> Playback | None:
@@ -160,8 +138,7 @@ class FakeTransport:
     async def send_event(self, text: str) -> None:
         if self.ending is not None:
             raise PeerGone("closed")
-        self.received.append(validate_frame(text, "beta" if self._dialect is Dialect.BETA else "ga"))
-        self._arrived.set()
+        self.add(validate_frame(text, "beta" if self._dialect is Dialect.BETA else "ga"))
 
     async def send_audio(self, audio: OutputAudio) -> None:
         if self._playback is None:
@@ -171,4 +148,4 @@ class FakeTransport:
 
     async def close(self, ending: Ending) -> None:
         self.ending = ending
-        self._arrived.set()
+        self.wake()

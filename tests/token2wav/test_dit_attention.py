@@ -104,8 +104,11 @@ def test_ragged_attention_equals_the_per_stream_loop() -> None:
         pair = slice(2 * i, 2 * i + 2)
         got, want = outs["ragged"][pair, :, :n], outs["per-stream"][pair, :, :n]
         assert float((got - want).abs().max()) <= ATTENTION_ATOL
+        # the same new keys in the same slots (only those: a buffer grown for this chunk holds uninitialised
+        # memory in the slots no key was written to, different in each copy)
+        new_slots = rows[i].slots.index
         for a, b in zip(written["ragged"][i], written["per-stream"][i], strict=True):
-            assert torch.equal(a, b)  # the same new keys in the same slots
+            assert torch.equal(a.index_select(-2, new_slots), b.index_select(-2, new_slots))
     assert torch.isfinite(outs["ragged"]).all()  # padded frames stay finite
 
 

@@ -8,7 +8,6 @@ A screenshot of the page mid-conversation is saved under artifacts/ for people t
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,15 +15,20 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
+
+from tests.support.browser import CHROMIUM, chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("STREAMVOICE_ARTIFACTS", REPO / "artifacts"))
 SERVER_START_TIMEOUT_S = 180.0
+MIC = REPO / "tests" / "data" / "mic_hello.wav"
 SERVER_KEY = "sk-browser-demo-key"
 
 
@@ -92,42 +96,46 @@ def keyed_server_url(tmp_path_factory: pytest.TempPathFactory, browser_cache: Pa
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def playwright() -> Iterator[object]:
+    """Playwright's sync API, once per module (it cannot be started twice in one thread)."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (make test installs it with apt-get as root)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    mic = REPO / "tests" / "data" / "mic_hello.wav"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={mic}",
-            ],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with sync_api.sync_playwright() as started:
+        yield started
 
 
-def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: object) -> None:
+@pytest.fixture(scope="module")
+def browser(playwright: object) -> Iterator[object]:
+    with chromium(playwright, MIC) as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def caller_browser(playwright: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A browser whose microphone says "hello", then is silent for 3 s, over and over (the file loops): the
+    server VAD hears a turn end, and the answer plays before the next "hello" interrupts it."""
+    samples, rate = sf.read(MIC, dtype="int16")
+    padded = tmp_path_factory.mktemp("mic") / "hello_then_silence.wav"
+    sf.write(padded, np.concatenate([samples, np.zeros(3 * rate, dtype=np.int16)]), rate, subtype="PCM_16")
+    with chromium(playwright, padded) as browser:
+        yield browser
+
+
+def open_demo(browser: object, url: str) -> tuple[Any, Any, list[str]]:
+    """A new context and page on ``url``, connected; the console errors it logs are collected."""
     context = browser.new_context(permissions=["microphone"])  # type: ignore[attr-defined]
     page = context.new_page()
     console_errors: list[str] = []
     page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(server_url + "/")
+    page.goto(url)
     page.wait_for_selector("#status[data-state=open]", timeout=30_000)
+    return context, page, console_errors
+
+
+def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: object) -> None:
+    context, page, console_errors = open_demo(browser, server_url + "/?transport=websocket")
+    assert page.evaluate("window.demo.transport") == "websocket"
     # the page and everything it loads (the favicon included) arrive without a failed request
     assert not [e for e in console_errors if "Failed to load resource" in e], console_errors
     # The embedded default says plainly that it is not a voice model.
@@ -180,6 +188,41 @@ def test_talk_type_and_interrupt_in_a_real_browser(server_url: str, browser: obj
     context.close()
 
 
+def test_a_call_over_webrtc_in_a_real_browser(server_url: str, caller_browser: object) -> None:
+    """The demo's default mode: a WebRTC call as OpenAI's quickstart places it (RTCPeerConnection, the
+    microphone track, the oai-events data channel, POST /v1/realtime/calls, an <audio> element)."""
+    context, page, console_errors = open_demo(caller_browser, server_url + "/")
+    assert page.evaluate("window.demo.transport") == "webrtc"
+    assert page.evaluate("window.demo.call.callId").startswith("rtc_")
+    assert page.evaluate("window.demo.secret.value").startswith("ek_")  # placed with an ephemeral key
+    assert page.evaluate("window.demo.call.pc.connectionState") == "connected"
+    # the fake microphone says "hello": the server VAD ends the turn, the answer plays on the server's track
+    page.wait_for_function(
+        "window.demo.events.some(e => e.direction === '←' && e.type === 'output_audio_buffer.started')",
+        timeout=60_000,
+    )
+    page.wait_for_function("window.demo.stats.energy > 0", timeout=30_000)  # the browser decoded the answer
+    received = page.evaluate("window.demo.events.filter(e => e.direction === '←').map(e => e.type)")
+    for kind in (
+        "session.created",
+        "session.updated",
+        "input_audio_buffer.speech_started",
+        "response.created",
+    ):
+        assert kind in received, (kind, received)
+    assert "response.output_audio.delta" not in received  # the audio came on the track
+    page.wait_for_function(
+        "document.querySelector('#transcript li.assistant') && "
+        "document.querySelector('#transcript li.assistant').innerText.trim() !== ''",
+        timeout=30_000,
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web_demo_webrtc_call.png"))
+    assert not [e for e in console_errors if "bad server event" in e or "call failed" in e], console_errors
+    page.evaluate("window.demo.call.close()")
+    context.close()
+
+
 def test_a_keyed_server_asks_for_its_key_once_and_the_page_keeps_only_an_ephemeral_key(
     keyed_server_url: str, browser: object
 ) -> None:
@@ -187,7 +230,7 @@ def test_a_keyed_server_asks_for_its_key_once_and_the_page_keeps_only_an_ephemer
     page = context.new_page()
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
-    page.goto(keyed_server_url + "/")
+    page.goto(keyed_server_url + "/?transport=websocket")
     # the demo's own door is closed on a keyed server (no --public-demo): the page asks for the key
     page.wait_for_selector("#key-form:not([hidden])", timeout=30_000)
     assert page.get_attribute("#status", "data-state") == "closed"
@@ -278,6 +321,32 @@ PAGE_CUSHION_S = 0.1
 TIMING_MARGIN_S = 0.04
 
 
+def test_a_call_on_a_keyed_server_is_placed_with_an_ephemeral_key(
+    keyed_server_url: str, caller_browser: object
+) -> None:
+    """The WebRTC mode on a server with --api-key: the page trades the typed key for an ephemeral key and
+    places the call with it (POST /v1/realtime/calls never sees the server's key)."""
+    context = caller_browser.new_context(permissions=["microphone"])  # type: ignore[attr-defined]
+    page = context.new_page()
+    call_headers: list[str] = []
+    page.on(
+        "request",
+        lambda request: call_headers.append(request.headers.get("authorization", ""))
+        if request.url.endswith("/v1/realtime/calls")
+        else None,
+    )
+    page.goto(keyed_server_url + "/")
+    page.wait_for_selector("#key-form:not([hidden])", timeout=30_000)
+    page.fill("#key-input", SERVER_KEY)
+    page.press("#key-input", "Enter")
+    page.wait_for_selector("#status[data-state=open]", timeout=30_000)
+    assert page.evaluate("window.demo.transport") == "webrtc"
+    assert page.evaluate("window.demo.call.callId").startswith("rtc_")
+    assert call_headers and all(h.startswith("Bearer ek_") for h in call_headers), call_headers
+    page.evaluate("window.demo.call.close()")
+    context.close()
+
+
 def test_underrun_counter_counts_what_the_audio_did(server_url: str, browser: object) -> None:
     """The page's underrun figure equals the silences its audio really had inside a response.
 
@@ -290,7 +359,7 @@ def test_underrun_counter_counts_what_the_audio_did(server_url: str, browser: ob
 
     context = browser.new_context()  # type: ignore[attr-defined]
     page = context.new_page()
-    page.goto(server_url + "/")
+    page.goto(server_url + "/?transport=websocket")
     page.wait_for_selector("#status[data-state=open]", timeout=30_000)
 
     # 1. Text turns: the page's counter against the audio it played, and against the bench's player.

@@ -294,7 +294,7 @@ async def test_webrtc_calls_take_an_ephemeral_key_and_read_its_grant(server: Ser
         return JSONResponse({"ephemeral": grant.ephemeral, "instructions": instructions}, status_code=201)
 
     api = next(r for r in app.routes if isinstance(r, Mount) and r.path == "/v1")
-    api.routes.append(Route("/realtime/calls", calls, methods=["POST"]))
+    api.routes.insert(0, Route("/realtime/calls", calls, methods=["POST"]))  # ahead of the real one
     assert server.runtime is not None
     preset = SessionConfig(model="m", voice=server.runtime.voices.default, instructions="Be brief.")
     value, _ = keys.mint(60, preset)

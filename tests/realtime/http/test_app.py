@@ -83,7 +83,9 @@ async def test_beta_by_subprotocol(server: ServerHandle) -> None:
 
 
 async def test_no_subprotocol_offered_none_selected(server: ServerHandle) -> None:
-    async with websockets.connect(server.ws_url() + "?model=x&call_id=ignored") as ws:
+    async with websockets.connect(
+        server.ws_url() + "?model=x&foo=ignored"
+    ) as ws:  # call_id: PROTOCOL.md §11.4
         assert ws.subprotocol is None
         event = validate_frame(await ws.recv(), "ga")
         assert event["type"] == "session.created"

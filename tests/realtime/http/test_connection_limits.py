@@ -325,13 +325,21 @@ def test_at_the_cap_a_body_that_does_not_arrive_makes_room_for_a_new_client(tigh
     slow = [_connect(tight.port, f"127.0.0.{30 + n % 6}", head) for n in range(TIGHT_CAP + 6)]
     try:
         start = time.monotonic()
-        client = _connect(
-            tight.port,
-            "127.0.0.8",
-            f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode(),
-        )
-        client.settimeout(5)
-        first = client.recv(65536)
+        # A connection becomes one that may be closed for room once the app asks for its body; on a loaded
+        # machine the server may not have read every slow head yet, and a client finding the cap full of
+        # connections still being dispatched gets 503: it retries, well inside the body timeout.
+        while True:
+            client = _connect(
+                tight.port,
+                "127.0.0.8",
+                f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode(),
+            )
+            client.settimeout(5)
+            first = client.recv(65536)
+            if not first.startswith(b"HTTP/1.1 503") or time.monotonic() - start > BODY_TIMEOUT_S / 3:
+                break
+            client.close()
+            time.sleep(0.1)
         assert time.monotonic() - start < BODY_TIMEOUT_S  # made room at once: no timeout was needed
         assert first.startswith(b"HTTP/1.1 200"), first[:300]
         statuses = [_status_and_error(_answer(sock, 5)[0])[0] for sock in slow[:6]]

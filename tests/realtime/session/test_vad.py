@@ -108,13 +108,16 @@ async def test_barge_in_cancels_the_response(slow_server: ServerHandle) -> None:
         await client.send({"type": "response.create"})
         await client.until("response.output_audio.delta")
         await _append_all(client, _silence(200) + _speech_pcm()[: PCM_RATE * 2])
-        events = await client.until("input_audio_buffer.speech_started")
-        if not any(e["type"] == "response.done" for e in events):
-            events += await client.until("response.done")
-        done = next(e for e in events if e["type"] == "response.done")["response"]
+        events = await client.until("response.done")
+        done = events[-1]["response"]
         assert done["status"] == "cancelled"
         assert done["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
-        assert [e["type"] for e in events].count("response.done") == 1
+        kinds = [e["type"] for e in events]
+        assert kinds.count("response.done") == 1
+        # OpenAI's order (docs/PROTOCOL.md §6.2): speech_started first, then the cancelled response closes
+        assert "input_audio_buffer.speech_started" in kinds
+        started = kinds.index("input_audio_buffer.speech_started")
+        assert "response.output_item.done" not in kinds[:started]
     finally:
         await client.close()
 
