@@ -9,7 +9,7 @@ the shared decoder. `DecoderAdmission` lets a new one start only when both hold 
 * **real time**: the streams speaking plus the new one stay within the decoder's capacity with headroom:
   ``demand <= capacity(speaking + 1) * (1 - headroom)``, where ``capacity(n)`` is the audio seconds per wall
   second the worker serves with n streams (measured, `InferenceWorker.capacity`) and ``demand`` counts one
-  audio second per second for each stream, plus ``START_EXTRA`` (0.5) for each stream admitted in the last
+  audio second per second for each stream, plus ``START_EXTRA`` (1) for each stream admitted in the last
   ``START_WINDOW_S`` (the new one included). A starting stream needs more than 1x: its short first chunk
   (~0.25 s of audio) leaves its listener little slack before the second must be decoded, and answers that
   start together all want their first two chunks at once (measured: 12 sessions starting together on the
@@ -38,7 +38,7 @@ from realtime.metrics import Metrics
 DEFAULT_HEADROOM = 0.2  # keep 20% of the measured capacity spare: the cost estimate moves with the load
 RECHECK_S = 0.05  # how often a waiting answer re-reads the capacity (it is re-measured on every batch)
 DECODER = "decoder"  # the admission_waiting label
-START_EXTRA = 0.5  # extra audio s/s a starting stream is counted for (so a starting stream counts 1.5x)
+START_EXTRA = 1.0  # extra audio s/s a starting stream is counted for (so a starting stream counts 2x)
 START_WINDOW_S = 1.0  # how long a stream counts as starting: its first two chunks are decoded by then
 
 Capacity = Callable[[int], float | None]
