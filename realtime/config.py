@@ -478,9 +478,30 @@ class ServerConfig:
     decoder_wait_seconds: float = setting(
         2.0,
         Section.LIMITS,
-        "seconds a spoken response waits for a free decoder stream",
+        "seconds a spoken answer (Realtime, WebRTC, HTTP speech, chat audio) waits in line for the decoder "
+        "(a memory slot and real-time room, see --decoder-headroom); then decoder_capacity_reached (Realtime: "
+        "an error event instead of response.created; HTTP: 503)",
         flag="--decoder-wait",
         gt=0,
+    )
+    decoder_headroom: float = setting(
+        0.2,
+        Section.LIMITS,
+        "share of the decoder's measured real-time capacity kept spare: a spoken answer starts only while the "
+        "answers speaking plus it need at most (1 - headroom) x the audio seconds per second the decoder "
+        "serves at that load (measured at start-up and on every batch; /metrics "
+        "streamvoice_decoder_capacity_audio_seconds_per_second), so admitted answers never stutter",
+        ge=0.0,
+        le=0.9,
+    )
+    realtime_admission: bool = setting(
+        True,
+        Section.LIMITS,
+        "admit spoken answers by the decoder's measured real-time capacity (--decoder-headroom); "
+        "--no-realtime-admission leaves only the memory slots (answers past the capacity then start and "
+        "stutter: for benchmarks)",
+        flag="--no-realtime-admission",
+        shown_default="on",
     )
     max_conversation_items: int = setting(
         1000,

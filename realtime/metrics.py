@@ -6,6 +6,8 @@ or the worker thread.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,6 +20,23 @@ RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
 # Decode steps the inference worker hands to one batched Token2Wav call.
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+# Seconds a spoken answer waited for decoder admission (0 when admitted at once); bounded by --decoder-wait.
+QUEUE_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class DecoderFigures(Protocol):
+    """What the decoder's admission gate shows (realtime/speech/admission.py `DecoderAdmission`)."""
+
+    @property
+    def live(self) -> int: ...
+
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def waiting(self) -> int: ...
+
+    def capacity_now(self) -> float | None: ...
 
 
 class Metrics:
@@ -121,6 +140,45 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+
+        self._decoder_queue = Histogram(
+            f"{p}_decoder_queue_seconds",
+            "Seconds a spoken answer (any door) waited for decoder admission before it started",
+            buckets=QUEUE_BUCKETS,
+            registry=self.registry,
+        )
+        self._decoder_refused = Counter(
+            f"{p}_decoder_refusals",
+            "Spoken answers refused with decoder_capacity_reached (any door)",
+            registry=self.registry,
+        )
+        self._decoder_live = Gauge(
+            f"{p}_decoder_streams",
+            "Spoken answers holding a decoder stream (the load, audio s/s)",
+            registry=self.registry,
+        )
+        self._decoder_limit = Gauge(
+            f"{p}_decoder_stream_limit", "Decoder streams allowed by memory", registry=self.registry
+        )
+        self._decoder_capacity = Gauge(
+            f"{p}_decoder_capacity_audio_seconds_per_second",
+            "Audio seconds per wall second the decoder serves at its current load (measured; 0 before)",
+            registry=self.registry,
+        )
+
+    def watch_decoder(self, figures: DecoderFigures) -> None:
+        """Read the decoder gauges (streams live, limit, capacity) from ``figures`` at every scrape."""
+        self._decoder_live.set_function(lambda: figures.live)
+        self._decoder_limit.set_function(lambda: figures.limit)
+        self._decoder_capacity.set_function(lambda: figures.capacity_now() or 0.0)
+
+    def observe_decoder_queue(self, seconds: float) -> None:
+        """A spoken answer was admitted after waiting ``seconds``."""
+        self._decoder_queue.observe(seconds)
+
+    def decoder_refused(self) -> None:
+        """A spoken answer was refused (decoder_capacity_reached)."""
+        self._decoder_refused.inc()
 
     # sessions (called by the app / session layer)
     def session_opened(self) -> None:

@@ -2,9 +2,12 @@
 
 N concurrent clients each run M responses over raw WebSockets (no SDK in the timing path): a user turn (text,
 or a wav sent as input audio), `response.create`, then every event until `response.done`. Clients start
-together or `--stagger-ms` apart. Per response it records time to first audio delta, time to first transcript
-delta, audio seconds, real-time factor (audio seconds / wall seconds) and the underruns (count and stalled
-time) a player with a fixed start-up cushion would have had at 1x speed. The report adds the aggregate audio
+together or `--stagger-ms` apart. Per response it records its queue time (`response.create` to
+`response.created`: a server that admits answers by decoder capacity makes a response wait there), time to first
+audio delta (and that time minus the queue time), time to first transcript delta, audio seconds, real-time
+factor (audio seconds / wall seconds) and the underruns (count and stalled time) a player with a fixed start-up
+cushion would have had at 1x speed; a response refused with ``decoder_capacity_reached`` counts as a refusal,
+not an error. `--ramp` (realtime/bench/ramp.py) adds sessions until the first underrun or refusal. The report adds the aggregate audio
 seconds produced per wall second and, against our server, the histogram of the inference worker's batch sizes
 during the run (scraped from `/metrics`). Works against any Realtime server; `--spawn` starts ours.
 
@@ -32,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from realtime.bench import ramp
 from realtime.bench.e2e_webrtc import format_calls, run_calls, summarise_calls
 from realtime.bench.runs import percentiles, run_staggered
 from realtime.bench.server_metrics import batch_histogram, metrics_url, scrape_batch_buckets
@@ -42,6 +46,7 @@ INPUT_CHUNK_MS = 100
 SPAWN_TIMEOUT_S = 300.0
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 DEFAULT_PROMPT = "Tell me something nice about the sea."
+DECODER_CAPACITY = "decoder_capacity_reached"
 
 HELP = "end-to-end latency of concurrent Realtime sessions against a running (or spawned) server"
 DESCRIPTION = __doc__ or HELP
@@ -54,6 +59,8 @@ class ResponseSample:
     session: int
     index: int
     status: str = "unknown"
+    queue_s: float | None = None  # response.create -> response.created
+    refused: bool = False  # decoder_capacity_reached instead of the response
     ttfa_s: float | None = None
     ttft_s: float | None = None
     wall_s: float = 0.0
@@ -200,6 +207,11 @@ class _Client:
                     sample.arrivals.append((now, received_samples / OUTPUT_RATE))
                 elif kind in transcript_types:
                     sample.ttft_s = now if sample.ttft_s is None else sample.ttft_s
+                elif kind == "response.created":
+                    sample.queue_s = now if sample.queue_s is None else sample.queue_s
+                elif kind == "error" and (event.get("error") or {}).get("code") == DECODER_CAPACITY:
+                    sample.refused, sample.status, sample.wall_s = True, "refused", now
+                    break  # no response was started: nothing more comes for it
                 elif kind == "error":
                     sample.error = json.dumps(event.get("error"))[:300]
                 elif kind == "response.done":
@@ -232,6 +244,7 @@ def summarise(
     ok = [s for s in samples if s.error is None and s.status in {"completed", "incomplete"}]
     total_audio = sum(s.audio_s for s in samples)
     errors = [s.error for s in samples if s.error] + failures
+    after_queue = [s.ttfa_s - (s.queue_s or 0.0) for s in ok if s.ttfa_s is not None]
     return {
         "url": args.url,
         "sessions": args.sessions,
@@ -241,9 +254,12 @@ def summarise(
         "dialect": args.dialect,
         "responses": len(samples),
         "completed": len(ok),
+        "refused": sum(1 for s in samples if s.refused),
         "errors": len(errors),
         "error_messages": errors[:20],
         "ttfa_s": percentiles([s.ttfa_s for s in ok if s.ttfa_s is not None]),
+        "queue_s": percentiles([s.queue_s for s in ok if s.queue_s is not None]),
+        "ttfa_after_queue_s": percentiles(after_queue),
         "ttft_s": percentiles([s.ttft_s for s in ok if s.ttft_s is not None]),
         "rtf": percentiles([s.rtf for s in ok if s.audio_s > 0]),
         "audio_s_per_response": percentiles([s.audio_s for s in ok]),
@@ -272,7 +288,9 @@ def _format_table(report: dict[str, Any]) -> str:
         f"{'metric':<28}{'p50':>12}{'p90':>12}{'p99':>12}",
     ]
     for key, label, fmt in (
+        ("queue_s", "queue time (to created)", ms),
         ("ttfa_s", "time to first audio", ms),
+        ("ttfa_after_queue_s", "  minus queue time", ms),
         ("ttft_s", "time to first transcript", ms),
         ("rtf", "real-time factor (x)", num),
         ("audio_s_per_response", "audio per response (s)", num),
@@ -280,7 +298,8 @@ def _format_table(report: dict[str, Any]) -> str:
         p = report[key]
         lines.append(f"{label:<28}{fmt(p['p50']):>12}{fmt(p['p90']):>12}{fmt(p['p99']):>12}")
     lines += [
-        f"completed {report['completed']}/{report['responses']}, errors {report['errors']}, "
+        f"completed {report['completed']}/{report['responses']}, refused {report['refused']} "
+        f"(decoder_capacity_reached), errors {report['errors']}, "
         f"underruns {report['underruns_total']} in {report['responses_with_underrun']} responses, "
         f"{report['underrun_s_total'] * 1000:.0f} ms stalled in all, per response p50/p99 "
         f"{ms(report['underrun_s_per_response']['p50'])}/{ms(report['underrun_s_per_response']['p99'])} "
@@ -405,6 +424,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=None, help="also write the JSON report (with samples) here"
     )
     parser.add_argument("--plot", type=Path, default=None, help="write PNG plots into this folder")
+    ramp.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -416,6 +436,13 @@ def run(args: argparse.Namespace) -> int:
         print("--stagger-ms must be >= 0", file=sys.stderr)
         return 2
     input_pcm = _load_wav_pcm16_24k(args.wav) if args.wav else None
+    if args.ramp:
+
+        def measure(step: argparse.Namespace) -> dict[str, Any]:
+            samples, failures, elapsed = asyncio.run(_run_all(step, input_pcm))
+            return summarise(samples, failures, elapsed, step)
+
+        return ramp.run_ramp(args, measure, _spawn_server)
     proc = None
     try:
         if args.spawn:

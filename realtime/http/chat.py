@@ -48,7 +48,7 @@ from realtime.http.realtime_ws import SessionCount
 from realtime.http.sampling import chat_sampling, fit_to_context
 from realtime.http.streaming import (
     DONE,
-    AdmissionSlot,
+    AnswerAdmission,
     ClientGone,
     DisconnectAwareStreamingResponse,
     ReplyStream,
@@ -240,7 +240,14 @@ def chat_endpoint(
             generation = await fit_to_context(runtime, generation)
             fmt = body.audio.format if body.audio else None
             answer = _Answer(body.speaks, fmt, audio_store, runtime.sample_rate)
-            stream = ReplyStream(runtime.reply(generation, voice=voice), AdmissionSlot(sessions))
+            admission = await AnswerAdmission.take(
+                sessions,
+                runtime.decoder_streams,
+                speaks=body.speaks,
+                wait_s=runtime.config.decoder_wait_seconds,
+                metrics=runtime.metrics,
+            )
+            stream = ReplyStream(runtime.reply(generation, voice=voice), admission)
         except Exception as exc:
             return error_response(exc)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:29]}"

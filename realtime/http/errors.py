@@ -58,6 +58,7 @@ class HTTPError(Exception):
         message: ``error.message`` (safe to show).
         param: ``error.param``.
         error_type: ``error.type``.
+        retry_after: seconds for a ``Retry-After`` header (0: none); the openai SDKs wait that long.
     """
 
     def __init__(
@@ -67,8 +68,10 @@ class HTTPError(Exception):
         message: str,
         param: str | None = None,
         error_type: str = INVALID_REQUEST,
+        retry_after: int = 0,
     ) -> None:
         super().__init__(message)
+        self.retry_after = retry_after
         self.status = status
         self.code = code
         self.message = message
@@ -109,7 +112,10 @@ def as_http_error(exc: BaseException) -> HTTPError:
 def error_response(exc: BaseException) -> JSONResponse:
     """The JSON response for any exception."""
     error = as_http_error(exc)
-    return JSONResponse(error_body(error.error_type, error.code, error.message, error.param), error.status)
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    return JSONResponse(
+        error_body(error.error_type, error.code, error.message, error.param), error.status, headers=headers
+    )
 
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:

@@ -35,7 +35,7 @@ from realtime.http.body import drop_nulls, parse_request, read_json
 from realtime.http.errors import as_http_error, error_body, error_response
 from realtime.http.realtime_ws import SessionCount
 from realtime.http.sampling import fit_to_context, speech_sampling
-from realtime.http.streaming import AdmissionSlot, DisconnectAwareStreamingResponse, ReplyStream, sse_data
+from realtime.http.streaming import AnswerAdmission, DisconnectAwareStreamingResponse, ReplyStream, sse_data
 from realtime.speech.reply import AudioChunk, GenerationDone, PipelineEvent
 from realtime.speech.runtime import Runtime
 from realtime.wire.session_config import resolve_voice
@@ -112,7 +112,14 @@ def speech_endpoint(runtime: Runtime, sessions: SessionCount) -> Callable[[Reque
             fmt = SpeechFormat(body.response_format)
             encoder = StreamEncoder(fmt, speed=body.speed, sample_rate=runtime.sample_rate)
             generation = await fit_to_context(runtime, read_aloud_input(body.input, body.instructions))
-            stream = ReplyStream(runtime.reply(generation, voice=voice), AdmissionSlot(sessions))
+            admission = await AnswerAdmission.take(
+                sessions,
+                runtime.decoder_streams,
+                speaks=True,
+                wait_s=runtime.config.decoder_wait_seconds,
+                metrics=runtime.metrics,
+            )
+            stream = ReplyStream(runtime.reply(generation, voice=voice), admission)
         except Exception as exc:
             return error_response(exc)
         try:

@@ -27,15 +27,18 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from realtime.errors import CODE_SESSION_LIMIT, CODE_SHUTTING_DOWN, SERVER_ERROR
+from realtime.errors import CODE_DECODER_CAPACITY, CODE_SESSION_LIMIT, CODE_SHUTTING_DOWN, SERVER_ERROR
 from realtime.http.connections import current_connection
 from realtime.http.errors import HTTPError
 from realtime.http.realtime_ws import SessionCount
+from realtime.metrics import Metrics
+from realtime.speech.admission import DecoderAdmission, decoder_busy_message
 from realtime.speech.reply import PipelineEvent
 
 log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"  # the chat-completions end-of-stream marker
+DECODER_RETRY_AFTER_S = 1  # a decoder stream frees up within seconds: answers last a few seconds each
 HANDOFF_SIZE = 8  # events between the reply task and the HTTP writer; the pipeline behind it is bounded too
 _T = TypeVar("_T")
 _background: set[asyncio.Task[None]] = set()  # tasks still closing after their request ended
@@ -88,6 +91,59 @@ class AdmissionSlot:
             self._sessions = None
 
 
+class AnswerAdmission:
+    """What one HTTP answer holds while it runs: a place under the session cap (`AdmissionSlot`) and, for a
+    spoken answer, a decoder stream from the same admission gate as Realtime responses (memory slot and
+    real-time room, realtime/speech/admission.py). Build with `take`; event-loop only."""
+
+    def __init__(self, slot: AdmissionSlot, decoder: DecoderAdmission | None) -> None:
+        self._slot = slot
+        self._decoder = decoder
+
+    @classmethod
+    async def take(
+        cls,
+        sessions: SessionCount,
+        decoder: DecoderAdmission,
+        *,
+        speaks: bool,
+        wait_s: float,
+        metrics: Metrics,
+    ) -> AnswerAdmission:
+        """Take the session slot at once, then (spoken answers) wait in line for the decoder at most ``wait_s``.
+
+        Raises:
+            HTTPError: what `AdmissionSlot` raises; 503 ``decoder_capacity_reached`` (type ``server_error``,
+                as OpenAI answers an overloaded engine: the SDKs retry it) when the decoder had no room in time.
+        """
+        slot = AdmissionSlot(sessions)
+        if not speaks:
+            return cls(slot, None)
+        try:
+            admitted = await decoder.acquire(wait_s)
+        except BaseException:
+            slot.release()
+            raise
+        if not admitted:
+            slot.release()
+            metrics.error(CODE_DECODER_CAPACITY)
+            raise HTTPError(
+                503,
+                CODE_DECODER_CAPACITY,
+                decoder_busy_message(decoder, wait_s),
+                error_type=SERVER_ERROR,
+                retry_after=DECODER_RETRY_AFTER_S,
+            )
+        return cls(slot, decoder)
+
+    def release(self) -> None:
+        """Give everything back (idempotent)."""
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            decoder.release()
+        self._slot.release()
+
+
 class ReplyStream:
     """One reply pumped by its own task into a bounded queue. Event-loop only.
 
@@ -96,7 +152,9 @@ class ReplyStream:
         slot: released once the reply is closed (its LLM request aborted or finished).
     """
 
-    def __init__(self, reply: AsyncIterator[PipelineEvent], slot: AdmissionSlot | None = None) -> None:
+    def __init__(
+        self, reply: AsyncIterator[PipelineEvent], slot: AdmissionSlot | AnswerAdmission | None = None
+    ) -> None:
         self._queue: asyncio.Queue[PipelineEvent | _End] = asyncio.Queue(maxsize=HANDOFF_SIZE)
         self._task = asyncio.create_task(self._pump(reply), name="http-reply")
         if slot is not None:  # on the task's end, even one cancelled before it ever ran

@@ -34,6 +34,7 @@ from realtime.session.outbox import AudioFrame, EventFrame, Outbox, OutFrame
 from realtime.session.response_calls import ResponseCalls
 from realtime.session.response_lifecycle import CancelReason, ResponsePhase, advance, settle
 from realtime.session.transport import OutputAudio
+from realtime.speech.admission import DecoderAdmission, decoder_busy_message
 from realtime.speech.reply import (
     AudioChunk,
     GenerationDone,
@@ -42,7 +43,6 @@ from realtime.speech.reply import (
     TranscriptDelta,
     UsageMeter,
 )
-from realtime.speech.streams import StreamSlots
 from realtime.wire.records import ContentPart, Item, ResponseRecord, new_id
 from realtime.wire.server_events import EventBuilder, PartIds, encode
 from streaming_parser import VocabLayout
@@ -62,8 +62,9 @@ class ResponseServices:
         events: the connection's event builder.
         outbox: the connection's outbox.
         metrics: the server's metrics.
-        streams: the server's decoder stream slots (a spoken response holds one from start to end).
-        stream_wait_s: seconds a spoken response waits for a slot before it is refused.
+        streams: the server's decoder admission (a spoken response holds a stream from start to end; every
+            door passes the same gate).
+        stream_wait_s: seconds a spoken response waits in line for the decoder before it is refused.
         vocab: id layout of the backend (for usage accounting).
         max_delta_ms: longest piece of output audio.
     """
@@ -72,7 +73,7 @@ class ResponseServices:
     events: EventBuilder
     outbox: Outbox
     metrics: Metrics
-    streams: StreamSlots
+    streams: DecoderAdmission
     stream_wait_s: float
     vocab: VocabLayout
     max_delta_ms: int
@@ -218,8 +219,10 @@ class ResponseRun:
     async def run(self) -> None:
         """Emit the whole response. Cancelling this task (connection closing) aborts without closing events.
 
-        A spoken response first takes a decoder stream slot; when none comes free within the wait, the client
-        gets an ``error`` (``decoder_capacity_reached``) instead of the response, and the session goes on.
+        A spoken response first passes the decoder's admission (a stream slot and real-time room); when it
+        gets none within the wait, the client gets an ``error`` (``decoder_capacity_reached``) instead of the
+        response, and the session goes on. The wait comes before ``response.created``: it is the response's
+        queue time.
 
         Raises:
             PeerStalled, PeerGone: the client stopped reading or left (the connection ends the session).
@@ -232,8 +235,7 @@ class ResponseRun:
             report = ErrorReport(
                 SERVER_ERROR,
                 CODE_DECODER_CAPACITY,
-                f"All {services.streams.limit} speech decoder streams of the server are busy; no response "
-                f"was started. Try again shortly.",
+                decoder_busy_message(services.streams, services.stream_wait_s),
                 event_id=self.event_id,
             )
             services.metrics.error(report.code)

@@ -26,6 +26,12 @@ from realtime.speech.worker import InferenceWorker, JobGroup, WorkerClosed
 logger = logging.getLogger(__name__)
 
 ResultT = TypeVar("ResultT")
+# A reply is in its first chunks until this much audio is decoded (its first two chunks): the first is short
+# (~0.25 s) and the LLM delivers the second one's codes only just in time (80 tokens/s: ~0.25 s later), so no
+# batch may outlast its listener's slack (`InferenceWorker.ramping`) and far-ahead replies make room for it.
+STARTING_AUDIO_S = 0.8
+PACE_AHEAD_S = 1.0  # audio ahead of its listener that a reply keeps while others start (`_yield_to_starters`)
+PACE_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -53,12 +59,32 @@ class ReplyDecoder:
         self._stream: object | None = None
         self._audio_start: float | None = None  # perf_counter when the reply's first audio was decoded
         self._audio_seconds = 0.0  # audio decoded so far
+        self._awaiting_first = False  # counted in the worker's `starting` (open, no audio yet)
+
+    @property
+    def _starting(self) -> bool:
+        """In its first chunks: no audio yet, or less than `STARTING_AUDIO_S` of it."""
+        return self._audio_seconds < STARTING_AUDIO_S
 
     async def open(self) -> None:
         """Start the engine stream (the voice state is cloned while the LLM is still prefilling)."""
         if self._stream is None:
             voice = self._speech.voice
             self._stream = await self._run(lambda engine: engine.start(voice))
+            if self._audio_start is None and not self._awaiting_first:
+                self._awaiting_first = True  # the scheduler keeps steady batches short until our first chunk
+                self._speech.worker.first_chunk_expected(1)
+
+    def close(self) -> None:
+        """The reply is over (finished, failed or cancelled): the scheduler no longer waits for it."""
+        self._first_arrived()
+        if self._stream is not None:
+            self._speech.worker.ramping(id(self._stream), None)
+
+    def _first_arrived(self) -> None:
+        if self._awaiting_first:
+            self._awaiting_first = False
+            self._speech.worker.first_chunk_expected(-1)
 
     async def push(self, codes: list[int]) -> list[AudioChunk]:
         """Decode ``codes``; return the chunks that became ready."""
@@ -72,6 +98,7 @@ class ReplyDecoder:
         if self._stream is None:
             return []
         stream, self._stream = self._stream, None
+        self._speech.worker.ramping(id(stream), None)
         return await self._step(StepRequest(stream, finish=True))
 
     @property
@@ -81,7 +108,23 @@ class ReplyDecoder:
             return None
         return self._audio_start + self._audio_seconds
 
+    async def _yield_to_starters(self) -> None:
+        """While other replies are starting, a reply far ahead of its listener waits before its next step.
+
+        Its steps would be the last in deadline order anyway, but batches are not preemptive: a batch of
+        far-ahead steps that runs when a starting reply's next codes arrive makes that listener run dry. Only
+        while someone starts, and never below `PACE_AHEAD_S` of audio ahead, so a reply alone runs at full speed.
+        """
+        worker = self._speech.worker
+        while not self._starting and (worker.starting > 0 or worker.ramping_streams > 0):
+            deadline = self.deadline
+            ahead = 0.0 if deadline is None else deadline - time.perf_counter()
+            if ahead <= PACE_AHEAD_S:
+                return
+            await asyncio.sleep(min(ahead - PACE_AHEAD_S, PACE_POLL_S))
+
     async def _step(self, request: StepRequest) -> list[AudioChunk]:
+        await self._yield_to_starters()
         submitted = time.perf_counter()
         deadline = self.deadline
         try:
@@ -102,7 +145,12 @@ class ReplyDecoder:
         seconds = sum(len(p) for p in pcm) // 2 / self._speech.sample_rate
         if pcm and self._audio_start is None:
             self._audio_start = ready_at
+            self._first_arrived()
         self._audio_seconds += seconds
+        if self._stream is not None and request.stream is self._stream:
+            # in its first chunks, its listener's deadline bounds every batch until its next step is queued
+            ramping = self._audio_start is not None and self._starting
+            self._speech.worker.ramping(id(self._stream), self.deadline if ramping else None)
         # The batch's wall time: shared by every stream decoded in it (queueing before it is not counted).
         self._metrics.observe_decode(ready_at - started_at, seconds)
         return [AudioChunk(p, decoded_at=ready_at) for p in pcm]

@@ -228,35 +228,39 @@ async def _decode(
 ) -> None:
     """Feed audio codes to the Token2Wav stream on the worker; put each decoded chunk out as it is ready."""
     decoder = ReplyDecoder(speech, group, metrics) if speech is not None else None
-    if decoder is not None and request.speak:
-        await decoder.open()  # clone the voice state while the LLM is still prefilling
-    held: tuple[int, ...] | None = None  # codes taken from the queue that did not fit the last step
-    while True:
-        item: _CodesItem | None = held if held is not None else await codes.get()
-        held = None
-        batch: list[int] = []
-        # Coalesce what is already queued into one worker step (fewer thread hops, same result), but at most
-        # one steady window of codes: a step that decodes several windows would hold the shared worker while
-        # other sessions' first chunks wait behind it.
-        while isinstance(item, tuple):
-            room = MAX_CODES_PER_STEP - len(batch)
-            batch.extend(item[:room])
-            if len(item) > room:
-                held, item = item[room:], None
-                break
-            try:
-                item = codes.get_nowait()
-            except asyncio.QueueEmpty:
-                item = None
-                break
-        if decoder is not None and batch:
-            for chunk in await decoder.push(batch):
-                await out.put(chunk)
-        if item is None:
-            continue
+    try:
+        if decoder is not None and request.speak:
+            await decoder.open()  # clone the voice state while the LLM is still prefilling
+        held: tuple[int, ...] | None = None  # codes taken from the queue that did not fit the last step
+        while True:
+            item: _CodesItem | None = held if held is not None else await codes.get()
+            held = None
+            batch: list[int] = []
+            # Coalesce what is already queued into one worker step (fewer thread hops, same result), but at most
+            # one steady window of codes: a step that decodes several windows would hold the shared worker while
+            # other sessions' first chunks wait behind it.
+            while isinstance(item, tuple):
+                room = MAX_CODES_PER_STEP - len(batch)
+                batch.extend(item[:room])
+                if len(item) > room:
+                    held, item = item[room:], None
+                    break
+                try:
+                    item = codes.get_nowait()
+                except asyncio.QueueEmpty:
+                    item = None
+                    break
+            if decoder is not None and batch:
+                for chunk in await decoder.push(batch):
+                    await out.put(chunk)
+            if item is None:
+                continue
+            if decoder is not None:
+                for chunk in await decoder.finish():
+                    await out.put(chunk)
+            if isinstance(item, _StreamEnd):
+                await out.put(item)
+                return
+    finally:
         if decoder is not None:
-            for chunk in await decoder.finish():
-                await out.put(chunk)
-        if isinstance(item, _StreamEnd):
-            await out.put(item)
-            return
+            decoder.close()

@@ -20,11 +20,12 @@ from realtime.backends.base import BackendError, GenerationInput, LLMBackend
 from realtime.config import ServerConfig
 from realtime.errors import SpeechError
 from realtime.metrics import Metrics
+from realtime.speech.admission import DecoderAdmission
 from realtime.speech.decoder import SpeechSetup
-from realtime.speech.engine import EngineVoice, SpeechEngine, Token2WavEngine
+from realtime.speech.engine import EngineVoice, SpeechEngine, StepRequest, Token2WavEngine
 from realtime.speech.pipeline import stream_reply
 from realtime.speech.reply import PipelineEvent, UsageMeter
-from realtime.speech.streams import StreamSlots, auto_stream_limit
+from realtime.speech.streams import auto_stream_limit
 from realtime.speech.transcribe import TranscriptionSlots
 from realtime.speech.voice_store import VoiceFolder
 from realtime.speech.voices import VoiceRegistry
@@ -37,6 +38,10 @@ EMBEDDED_MODEL_SEED = 0
 UPLOADED_VOICES_DIR = "voices"  # under the cache folder: voices uploaded with POST /v1/audio/voices
 _COMPLETE_MARKER = ".streamvoice-complete"  # written last: a half-made cache folder is rebuilt
 BYTES_PER_MB = 1024 * 1024
+# Warm-up's capacity measurement: streams decoded side by side and steady windows each; small enough to cost a
+# fraction of a second on the embedded CPU decoder, enough that admission's first figures are measured ones.
+WARM_UP_STREAMS = 4
+WARM_UP_ROUNDS = 3
 
 DEMO_NOTICE = (
     "EMBEDDED DEMO: the synthetic token source plus a Token2Wav decoder with RANDOM WEIGHTS. What you hear "
@@ -63,7 +68,8 @@ class Runtime:
         sample_rate: output PCM rate (24 kHz).
         decoder: short description of the Token2Wav weights (for /health and logs).
         stream_bytes: memory one decoder stream holds (measured by `warm_up`; 0 before).
-        decoder_streams: the server-wide cap on live decoder streams (sized by `warm_up` when automatic).
+        decoder_streams: the admission gate every spoken answer passes, whatever its door: a memory slot
+            (sized by `warm_up` when automatic) and real-time room (realtime/speech/admission.py).
         transcriptions: the server-wide cap on transcriptions running at once (HTTP and Realtime).
         draining: set on shutdown (SIGTERM): no new sessions or responses start; ``/health`` reports
             ``draining`` and readiness fails, so a load balancer sends new sessions elsewhere while open ones
@@ -95,7 +101,14 @@ class Runtime:
         self.uploaded_voices: set[str] = set()
         self.stream_bytes = 0
         self.draining = False
-        self.decoder_streams = StreamSlots(self._stream_limit())
+        self.decoder_streams = DecoderAdmission(
+            self._stream_limit(),
+            (lambda streams: worker.capacity(streams, self.sample_rate))
+            if config.realtime_admission
+            else None,
+            headroom=config.decoder_headroom,
+            metrics=metrics,
+        )
         self.transcriptions = TranscriptionSlots(
             config.max_transcriptions, config.transcription_wait_seconds, metrics
         )
@@ -222,8 +235,9 @@ class Runtime:
         self.uploaded_voices.discard(name)
 
     async def warm_up(self) -> None:
-        """Decode one short throw-away stream so lazy initialisation happens before the first client; measure
-        the memory one stream holds and size the decoder stream cap from it (when automatic)."""
+        """Decode throw-away streams so lazy initialisation happens before the first client; measure the memory
+        one stream holds (the decoder stream cap is sized from it when automatic) and the decoder's cost per
+        step, alone and batched, so admission knows the real-time capacity before the first answer."""
         voice = self.voices.loaded(self.voices.default)
 
         def job(engine: SpeechEngine) -> int:
@@ -235,12 +249,35 @@ class Runtime:
             return held
 
         self.stream_bytes = await self._worker.run(job)
-        self.decoder_streams = StreamSlots(self._stream_limit())
+        self.decoder_streams.limit = self._stream_limit()
+        await self._measure_capacity(voice)
+        capacity = self._worker.capacity(self.config.worker_batch, self.sample_rate)
         logger.info(
-            "one decoder stream holds %.1f MB: at most %d live streams",
+            "one decoder stream holds %.1f MB: at most %d live streams; decoder capacity %s audio s/s",
             self.stream_bytes / BYTES_PER_MB,
             self.decoder_streams.limit,
+            "unmeasured" if capacity is None else f"{capacity:.1f}",
         )
+
+    async def _measure_capacity(self, voice: EngineVoice) -> None:
+        """Run steady decode steps through the worker's scheduler, one stream and then several at once, so its
+        cost model (and so admission) starts from measured figures; they keep updating from real batches."""
+        timing = await self._worker.run(lambda engine: engine.timing)
+        width = min(WARM_UP_STREAMS, self.config.worker_batch)
+        streams = [await self._worker.run(lambda engine: engine.start(voice)) for _ in range(width)]
+        group = self._worker.group("warm-up")
+        codes = tuple(range(timing.first_hop_codes + timing.lookahead_codes))
+        steady = tuple(range(timing.steady_hop_codes))
+
+        async def step(stream: object, batch: tuple[int, ...] | None, index: int) -> None:
+            request = StepRequest(stream, batch or (), finish=batch is None)
+            await self._worker.run_step(request, deadline=float(index), has_audio=True, group=group)
+
+        for stream in streams:  # the first windows, one stream at a time (cost at batch 1)
+            await step(stream, codes, 0)
+        for round_index in range(WARM_UP_ROUNDS):  # steady windows of every stream at once (batched)
+            await asyncio.gather(*(step(s, steady, round_index) for s in streams))
+        await asyncio.gather(*(step(s, None, WARM_UP_ROUNDS) for s in streams))
 
     def reply(
         self, request: GenerationInput, *, voice: str, meter: UsageMeter | None = None
@@ -276,6 +313,11 @@ class Runtime:
             reasons.append("decoder: not running")
         if self.draining:
             reasons.append("draining: shutting down")
+        gate = self.decoder_streams
+        if gate.saturated:
+            reasons.append(
+                f"decoder: saturated ({gate.live} answers speaking, {gate.waiting} waiting for the decoder)"
+            )
         try:
             await self.backend.check_reachable()
         except BackendError as exc:
@@ -305,7 +347,11 @@ class Runtime:
             "decoder_streams": {
                 "live": self.decoder_streams.live,
                 "limit": self.decoder_streams.limit,
+                "waiting": self.decoder_streams.waiting,
                 "stream_bytes": self.stream_bytes,
+                "capacity_audio_s_per_s": self.decoder_streams.capacity_now(),
+                "admitted": self.decoder_streams.admitted,
+                "refused": self.decoder_streams.refused,
             },
             "transcriptions": {"live": self.transcriptions.live, "limit": self.transcriptions.limit},
             "embedded_demo": self.is_embedded_demo,

@@ -1,9 +1,11 @@
-"""The server-wide cap on live decoder streams (spoken responses), sized from the memory one stream holds.
+"""A first-come-first-served counting gate with a bounded wait, and the memory-sized stream limit.
 
-Every spoken response holds one Token2Wav stream state from its start to its end (~0.8-0.9 GB at full size
-on the reference model, a few MB for the embedded tiny one). `StreamSlots` admits at most ``limit`` of them;
-a response that finds none free waits briefly and is then refused (``decoder_capacity_reached``), so a burst
-of responses queues for a moment instead of exhausting memory.
+`StreamSlots` admits at most ``limit`` holders; one that finds none free waits briefly and is then refused, so
+a burst queues for a moment instead of exhausting memory. The transcription cap uses it
+(realtime/speech/transcribe.py). Spoken answers pass `realtime.speech.admission.DecoderAdmission` instead (a
+memory slot sized by `auto_stream_limit` and real-time room): every spoken response holds one Token2Wav stream
+state from its start to its end (~0.8-0.9 GB at full size on the reference model, a few MB for the embedded
+tiny one).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def auto_stream_limit(stream_bytes: int, budget_bytes: int, ceiling: int) -> int
 
 
 class StreamSlots:
-    """A counting gate for live decoder streams (event loop only). Waiters are served first come, first
+    """A counting gate (event loop only). Waiters are served first come, first
     served; `release` hands the slot straight to the oldest waiter.
 
     Attributes:

@@ -4,19 +4,22 @@ Two kinds of work run on the thread (Token2Wav's thread contract), never two at 
 
 * plain jobs (`run`): callables that receive the model (load a voice, start a stream), in submission order;
 * decode steps (`run_step`): one stream's `StepRequest` with a deadline. Each turn the scheduler takes the
-  waiting steps, orders them by deadline (a response's first audio first, then the stream whose client
-  runs out of audio soonest), and hands the most urgent of them (distinct streams) to ONE `step_batch`
-  call, so the engine decodes their ready windows as one batch. How many: at most `max_batch`, and no more
-  than fit in `batch_seconds` at the measured cost per step by batch size (`cost`, a `DecodeCostModel`):
-  batching is not preemptive, so a first chunk that arrives during a batch waits for it, and this bounds
-  that wait (a few steps per batch on a slow CPU decoder, many on a GPU).
+  waiting steps and hands a batch of them (distinct streams) to ONE `step_batch` call, so the engine decodes
+  their ready windows as one batch. Which and how many is `realtime.speech.batch_plan.plan_batch`: first
+  chunks first and on their own, steady windows by deadline, a batch no longer than `batch_seconds` at the
+  measured cost per step by batch size (`cost`, a `DecodeCostModel`) nor than its most urgent listener's
+  slack, and short while a response waits for its first chunk (`starting`).
+
+`capacity` turns the measured cost into what admission needs: the audio seconds per wall second the decoder
+serves with N streams speaking (realtime/speech/admission.py).
 
 Plain jobs go before decode steps (they are short: a stream start copies nothing large). Each job belongs to
 a `JobGroup` (one per response): dropping a group makes every job of it that has not started yet complete
 as cancelled without running, so a cancelled response costs no further decode time. The number of
 submitted-but-unfinished jobs is bounded; `run` waits for a free slot (backpressure instead of memory growth).
 
-Size: just at 400 lines: the worker thread and its deadline-ordered batching scheduler belong together.
+Size: about 400 lines: the worker thread and its scheduler's bookkeeping belong together (the batch choice
+itself is in batch_plan.py).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from realtime.speech.batch_plan import BatchLimits, Waiting, plan_batch
 from realtime.speech.cost_model import DecodeCostModel
 from realtime.speech.engine import PcmChunks, StepOutcome, StepRequest
 
@@ -43,6 +47,11 @@ ResultT = TypeVar("ResultT")
 DEFAULT_MAX_PENDING = 64
 DEFAULT_MAX_BATCH = 16
 DEFAULT_BATCH_SECONDS = 0.4  # target wall time of one batch (see the module docstring)
+# A steady batch's bound while a response waits for its first chunk: that chunk waits for one such batch at most
+# (about one steady step on the embedded CPU).
+DEFAULT_STARTING_BATCH_SECONDS = 0.05
+# A batch of first chunks: short, so answers starting together are staggered (realtime/speech/batch_plan.py).
+DEFAULT_FIRST_CHUNK_BATCH_SECONDS = 0.1
 _THREAD_NAME = "t2w-worker"
 _JOIN_TIMEOUT_S = 30.0  # how long aclose waits for a running job before leaving the thread behind
 
@@ -80,7 +89,9 @@ class _StepJob:
     group: JobGroup | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-    priority: tuple[bool, float, int]  # (has audio already, deadline, submission order): smallest first
+    has_audio: bool
+    deadline: float
+    order: int
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -103,6 +114,7 @@ class InferenceWorker(Generic[ModelT]):
         max_batch: most decode steps handed to one `step_batch` call.
         on_batch: called on the worker thread with the size of every batch (metrics).
         batch_seconds: target wall time of one batch; None: always `max_batch`.
+        starting_batch_seconds: target wall time of a steady batch while a response waits for its first chunk.
     """
 
     def __init__(
@@ -114,6 +126,7 @@ class InferenceWorker(Generic[ModelT]):
         max_batch: int = DEFAULT_MAX_BATCH,
         on_batch: Callable[[int], None] | None = None,
         batch_seconds: float | None = DEFAULT_BATCH_SECONDS,
+        starting_batch_seconds: float | None = DEFAULT_STARTING_BATCH_SECONDS,
     ) -> None:
         if max_pending < 1:
             raise ValueError("max_pending must be >= 1")
@@ -122,6 +135,15 @@ class InferenceWorker(Generic[ModelT]):
         self._max_batch = max_batch
         self._on_batch = on_batch
         self._batch_seconds = batch_seconds
+        self._limits = BatchLimits(
+            max_batch, batch_seconds, starting_batch_seconds, DEFAULT_FIRST_CHUNK_BATCH_SECONDS
+        )
+        # Responses whose decode stream is open and that have no audio yet (`first_chunk_expected`): an int
+        # written on the event loop and read on the worker thread (a single read of an int is atomic).
+        self.starting = 0
+        # Deadlines of streams in their first chunks, by stream (`ramping`): set on the event loop, copied by
+        # the worker thread in one C-level call (list(dict.items()) holds the GIL throughout).
+        self._ramping: dict[int, float] = {}
         # Seconds per decode step by batch size and audio per step, measured on every batch (realtime/speech/
         # cost_model.py); thread-safe, so the event loop may read it (admission, metrics).
         self.cost = DecodeCostModel()
@@ -237,8 +259,7 @@ class InferenceWorker(Generic[ModelT]):
             raise asyncio.CancelledError(f"job group {group.name} was dropped")
         await self._slots.acquire()
         loop = asyncio.get_running_loop()
-        priority = (has_audio, deadline, next(self._ids))
-        job = _StepJob(request, group, loop, loop.create_future(), priority)
+        job = _StepJob(request, group, loop, loop.create_future(), has_audio, deadline, next(self._ids))
         try:
             if self._closed:
                 raise WorkerClosed("the inference worker is not running")
@@ -335,26 +356,52 @@ class InferenceWorker(Generic[ModelT]):
             self.jobs_run += 1
             self._resolve(job, result=result)
 
-    def _batch_limit(self) -> int:
-        """Steps in the next batch: `max_batch`, or fewer when they would not fit in `batch_seconds`."""
-        if self._batch_seconds is None:
-            return self._max_batch
-        # Before any measurement: 1, so one step teaches the estimate without risking a long batch.
-        return self.cost.largest_batch(self._batch_seconds, self._max_batch)
+    def capacity(self, streams: int, sample_rate: int) -> float | None:
+        """Audio seconds per wall second the decoder serves with ``streams`` speaking (None: nothing measured).
+
+        The lower of two measured figures: the cost at the batch size the scheduler would run them in (all of
+        them, at most ``max_batch``, no more than fit in ``batch_seconds``), and what recent batches really
+        delivered per busy second (smaller batches than that ideal, a machine shared with the event loop and
+        other processes). Any thread.
+        """
+        size = min(max(streams, 1), self._max_batch)
+        if self._batch_seconds is not None:
+            size = min(size, self.cost.largest_batch(self._batch_seconds, self._max_batch))
+        ideal = self.cost.audio_seconds_per_second(size, sample_rate)
+        recent = self.cost.recent_audio_seconds_per_second(sample_rate)
+        if ideal is None or recent is None:
+            return ideal if recent is None else recent
+        return min(ideal, recent)
+
+    def first_chunk_expected(self, delta: int) -> None:
+        """``delta`` more (or fewer) responses wait for their first chunk (event loop)."""
+        self.starting = max(0, self.starting + delta)
+
+    @property
+    def ramping_streams(self) -> int:
+        """Streams in their first chunks with audio out (`ramping`)."""
+        return len(self._ramping)
+
+    def ramping(self, key: int, deadline: float | None) -> None:
+        """A stream in its first chunks will run dry at ``deadline`` (None: no longer ramping). Event loop."""
+        if deadline is None:
+            self._ramping.pop(key, None)
+        else:
+            self._ramping[key] = deadline
 
     def _run_steps(self, waiting: list[_StepJob]) -> list[_StepJob]:
-        """Run one batch of the most urgent steps (distinct streams); return the steps still waiting."""
-        live = sorted((job for job in waiting if not self._skip(job)), key=lambda job: job.priority)
-        batch: list[_StepJob] = []
-        rest: list[_StepJob] = []
-        streams: set[int] = set()
-        limit = self._batch_limit()
-        for job in live:
-            if len(batch) < limit and id(job.request.stream) not in streams:
-                streams.add(id(job.request.stream))
-                batch.append(job)
-            else:
-                rest.append(job)
+        """Run one batch of the steps `plan_batch` picks; return the steps still waiting."""
+        live = [
+            Waiting(job, id(job.request.stream), job.has_audio, job.deadline, job.order)
+            for job in waiting
+            if not self._skip(job)
+        ]
+        queued = {id(job.request.stream) for job in waiting}
+        upcoming = [deadline for key, deadline in list(self._ramping.items()) if key not in queued]
+        now = time.perf_counter()
+        batch, rest = plan_batch(
+            live, self.cost, self._limits, now, starting=self.starting > 0, upcoming=upcoming
+        )
         if not batch:
             return rest
         self.batch_sizes[len(batch)] += 1

@@ -78,3 +78,38 @@ def test_batch_histogram_is_the_difference_of_two_scrapes() -> None:
     assert parse_batch_buckets("other_metric 1") is None
     assert batch_histogram(None, None) is None
     assert metrics_url("wss://h:9/v1/realtime?model=x") == "https://h:9/metrics"
+
+
+def test_refusals_are_counted_apart_and_queue_time_is_separated() -> None:
+    args = argparse.Namespace(
+        url="ws://x", sessions=3, responses=1, wav=None, dialect="ga", cushion_ms=100.0, stagger_ms=0.0
+    )
+    queued = ResponseSample(
+        session=0, index=0, status="completed", queue_s=0.5, ttfa_s=0.9, wall_s=2.0, audio_s=4.0
+    )
+    at_once = ResponseSample(
+        session=1, index=0, status="completed", queue_s=0.0, ttfa_s=0.3, wall_s=2.0, audio_s=4.0
+    )
+    refused = ResponseSample(session=2, index=0, status="refused", refused=True, wall_s=2.0)
+    report = summarise([queued, at_once, refused], [], elapsed=2.0, args=args)
+    assert report["refused"] == 1 and report["errors"] == 0 and report["completed"] == 2
+    assert report["queue_s"]["p99"] == pytest.approx(0.5)
+    assert sorted([report["ttfa_after_queue_s"]["p50"], report["ttfa_after_queue_s"]["p99"]]) == [
+        pytest.approx(0.3),
+        pytest.approx(0.4),
+    ]
+
+
+def test_the_ramp_capacity_is_the_last_clean_step() -> None:
+    from realtime.bench.ramp import RampStep, _capacity
+
+    def step(sessions: int, underruns: int = 0, refused: int = 0) -> RampStep:
+        return RampStep(
+            sessions, sessions, sessions - refused, refused, 0, underruns, 0.0, 0.0, 0.3, 0.4, 2.0 * sessions
+        )
+
+    found = _capacity([step(1), step(2), step(4, underruns=3)])
+    assert found == {"sessions": 2, "audio_s_per_s": 4.0, "stopped_at": 4, "stopped_by": "3 underruns"}
+    found = _capacity([step(1), step(2, refused=1)])
+    assert found["sessions"] == 1 and found["stopped_by"] == "1 refused"
+    assert _capacity([step(1)])["stopped_at"] is None

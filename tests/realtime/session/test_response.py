@@ -17,8 +17,8 @@ from realtime.session.conversation import Conversation
 from realtime.session.outbox import AudioFrame, Outbox
 from realtime.session.response import ResponseRun, ResponseServices
 from realtime.session.response_lifecycle import ResponsePhase
+from realtime.speech.admission import DecoderAdmission
 from realtime.speech.reply import PipelineEvent, TranscriptDelta
-from realtime.speech.streams import StreamSlots
 from realtime.wire.handshake import Dialect
 from realtime.wire.records import Item, ResponseRecord
 from realtime.wire.server_events import EventBuilder
@@ -57,7 +57,7 @@ class RecordingHost:
 
 
 def _services(
-    respond: Any, outbox: Outbox, metrics: Metrics, streams: StreamSlots | None = None
+    respond: Any, outbox: Outbox, metrics: Metrics, streams: DecoderAdmission | None = None
 ) -> ResponseServices:
     """GA response services on the default vocabulary with 100 ms deltas."""
     return ResponseServices(
@@ -65,7 +65,7 @@ def _services(
         events=EventBuilder(Dialect.GA),
         outbox=outbox,
         metrics=metrics,
-        streams=streams or StreamSlots(4),
+        streams=streams or DecoderAdmission(4),
         stream_wait_s=0.2,
         vocab=VocabLayout.default(),
         max_delta_ms=100,
@@ -200,7 +200,7 @@ def _endless_stream(started: asyncio.Event) -> Any:
 
 
 async def test_no_free_decoder_stream_is_an_error_and_the_slot_count_holds() -> None:
-    streams = StreamSlots(1)
+    streams = DecoderAdmission(1)
     assert await streams.acquire(0.1)  # another response holds the only stream
     outbox = Outbox(256, PUT_TIMEOUT_S)
     metrics = Metrics()
@@ -223,7 +223,7 @@ async def test_no_free_decoder_stream_is_an_error_and_the_slot_count_holds() -> 
 
 
 async def test_a_response_gives_its_decoder_stream_back_however_it_ends() -> None:
-    streams = StreamSlots(1)
+    streams = DecoderAdmission(1)
     outbox = Outbox(256, PUT_TIMEOUT_S)
     ctx = _services(_failing_stream, outbox, Metrics(), streams)
     host = RecordingHost()
@@ -248,7 +248,7 @@ async def test_a_response_gives_its_decoder_stream_back_however_it_ends() -> Non
 
 
 async def test_a_waiting_response_gets_the_stream_that_is_released() -> None:
-    streams = StreamSlots(1)
+    streams = DecoderAdmission(1)
     assert await streams.acquire(0.1)
     waiter = asyncio.create_task(streams.acquire(5.0))
     await asyncio.sleep(0.01)
