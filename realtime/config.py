@@ -503,6 +503,15 @@ class ServerConfig:
         flag="--no-realtime-admission",
         shown_default="on",
     )
+    first_chunk_hold_load: float = setting(
+        0.5,
+        Section.LIMITS,
+        "when the decoder is this loaded (answers speaking / the audio seconds per second it serves at that "
+        "load), a starting answer's first chunk (~0.24 s of audio) is held until its second is decoded and "
+        "both go out together: its first audio comes a few hundred ms later, but its listener is not left "
+        "with a quarter second of audio while the next chunk's codes are still on their way (0: never hold)",
+        ge=0.0,
+    )
     max_conversation_items: int = setting(
         1000,
         Section.LIMITS,

@@ -152,6 +152,12 @@ class Metrics:
             "Spoken answers refused with decoder_capacity_reached (any door)",
             registry=self.registry,
         )
+        self._first_chunks_held = Counter(
+            f"{p}_first_chunks_held",
+            "Answers whose first chunk was held until the second was decoded (a loaded decoder, "
+            "--first-chunk-hold-load)",
+            registry=self.registry,
+        )
         self._decoder_live = Gauge(
             f"{p}_decoder_streams",
             "Spoken answers holding a decoder stream (the load, audio s/s)",
@@ -179,6 +185,10 @@ class Metrics:
     def decoder_refused(self) -> None:
         """A spoken answer was refused (decoder_capacity_reached)."""
         self._decoder_refused.inc()
+
+    def first_chunk_held(self) -> None:
+        """A reply's first chunk was held until its second (realtime/speech/decoder.py)."""
+        self._first_chunks_held.inc()
 
     # sessions (called by the app / session layer)
     def session_opened(self) -> None:

@@ -5,6 +5,11 @@ scheduler under the reply's `JobGroup` (so a cancel drops its queued steps). Eac
 deadline: the moment its client runs out of the audio sent so far (`perf_counter` at the first decoded chunk
 plus the audio duration since), or, before any audio, the submission time with first-audio priority. A
 speech segment that ends (``<tts_end>``) is finished; a later segment opens a new engine stream.
+
+On a loaded decoder (`SpeechSetup.hold_load`), a reply's first chunk is held back until its second is decoded:
+the first chunk is short (~0.24 s) and the next one's codes arrive only just in time, so with the decoder busy
+the listener would run dry between them (issue 27: the stalls left after admission all fell there). Held, the
+listener starts with both (~0.84 s) and a later first audio.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import TypeVar
 from realtime.audio import PCM_RATE, int16_to_pcm16
 from realtime.errors import ResponseFailure, SpeechError
 from realtime.metrics import Metrics
+from realtime.speech.admission import DecoderAdmission
 from realtime.speech.engine import EngineVoice, SpeechEngine, StepRequest
 from realtime.speech.reply import AudioChunk
 from realtime.speech.worker import InferenceWorker, JobGroup, WorkerClosed
@@ -42,11 +48,24 @@ class SpeechSetup:
         worker: the inference worker that owns the engine.
         voice: the primed voice (`SpeechEngine.load_voice` result).
         sample_rate: PCM rate of the engine's output.
+        admission: the decoder's admission gate, whose load decides whether a first chunk is held.
+        hold_load: hold a reply's first chunk while the answers speaking reach this share of the decoder's
+            capacity in audio seconds per second (0: never; `ServerConfig.first_chunk_hold_load`).
     """
 
     worker: InferenceWorker[SpeechEngine]
     voice: EngineVoice
     sample_rate: int = PCM_RATE
+    admission: DecoderAdmission | None = None
+    hold_load: float = 0.0
+
+    def decoder_loaded(self) -> bool:
+        """The answers speaking now reach `hold_load` of what the decoder serves at that load (module doc)."""
+        gate = self.admission
+        if gate is None or self.hold_load <= 0.0 or gate.live < 2:
+            return False
+        capacity = gate.capacity_now()
+        return capacity is not None and gate.live >= self.hold_load * capacity
 
 
 class ReplyDecoder:
@@ -60,6 +79,8 @@ class ReplyDecoder:
         self._audio_start: float | None = None  # perf_counter when the reply's first audio was decoded
         self._audio_seconds = 0.0  # audio decoded so far
         self._awaiting_first = False  # counted in the worker's `starting` (open, no audio yet)
+        self._hold_decided = False  # whether to hold the first chunk is decided once, when it is decoded
+        self._held: list[bytes] = []  # a first chunk held until the second (module docstring)
 
     @property
     def _starting(self) -> bool:
@@ -142,6 +163,15 @@ class ReplyDecoder:
             logger.exception("speech engine step failed")
             raise SpeechError("speech_failed", f"Speech decoding failed: {type(exc).__name__}.") from exc
         pcm = [int16_to_pcm16(chunk) for chunk in chunks if len(chunk)]
+        decoded_s = sum(len(p) for p in pcm) // 2 / self._speech.sample_rate
+        if pcm and self._audio_start is None and not self._hold_decided:
+            self._hold_decided = True
+            # a first step that already decoded more than the first chunk has what holding would buy
+            if not request.finish and decoded_s < STARTING_AUDIO_S and self._speech.decoder_loaded():
+                self._held, pcm = pcm, []  # the listener starts with this and the next chunk together
+                self._metrics.first_chunk_held()
+        elif self._held and (pcm or request.finish):
+            pcm, self._held = self._held + pcm, []
         seconds = sum(len(p) for p in pcm) // 2 / self._speech.sample_rate
         if pcm and self._audio_start is None:
             self._audio_start = ready_at
@@ -152,7 +182,7 @@ class ReplyDecoder:
             ramping = self._audio_start is not None and self._starting
             self._speech.worker.ramping(id(self._stream), self.deadline if ramping else None)
         # The batch's wall time: shared by every stream decoded in it (queueing before it is not counted).
-        self._metrics.observe_decode(ready_at - started_at, seconds)
+        self._metrics.observe_decode(ready_at - started_at, decoded_s)
         return [AudioChunk(p, decoded_at=ready_at) for p in pcm]
 
     async def _run(self, fn: Callable[[SpeechEngine], ResultT]) -> ResultT:

@@ -299,7 +299,13 @@ class Runtime:
         if self._closed:
             return _raise(_closed_error)
         state = self.voices.loaded(voice)
-        speech = SpeechSetup(self._worker, state, self.sample_rate)
+        speech = SpeechSetup(
+            self._worker,
+            state,
+            self.sample_rate,
+            admission=self.decoder_streams,
+            hold_load=self.config.first_chunk_hold_load,
+        )
         return stream_reply(self.backend, speech, request, self.metrics, meter)
 
     async def readiness(self) -> list[str]:

@@ -22,7 +22,8 @@ from realtime.backends.base import (
 from realtime.backends.synthetic import SyntheticBackend
 from realtime.errors import SpeechError
 from realtime.metrics import Metrics
-from realtime.speech.decoder import SpeechSetup
+from realtime.speech.admission import DecoderAdmission
+from realtime.speech.decoder import ReplyDecoder, SpeechSetup
 from realtime.speech.pipeline import stream_reply
 from realtime.speech.reply import (
     AudioChunk,
@@ -116,6 +117,34 @@ async def test_first_chunk_follows_the_short_first_hop(
     chunks = [len(e.pcm16) // 2 for e in events if isinstance(e, AudioChunk)]
     assert chunks[0] == 960 * 10 - 3840  # 240 ms (docs/TOKEN2WAV.md §5.3)
     assert all(c == 960 * 25 for c in chunks[1:-1])
+
+
+async def test_a_loaded_decoder_holds_the_first_chunk_until_the_second(
+    decoder_worker: tuple[ScheduleDecoder, InferenceWorker[Any]],
+) -> None:
+    _, worker = decoder_worker
+    gate = DecoderAdmission(8, capacity=lambda streams: 4.0)  # serves 4 audio s/s at any load
+    for _ in range(2):  # two answers speaking: 2 / 4 = half of the capacity
+        assert await gate.acquire(1.0)
+    first_window = list(range(10 + 3))  # the first hop and its look-ahead
+    second_window = list(range(13, 13 + 25))
+
+    async def chunks(hold_load: float) -> tuple[list[list[int]], str]:
+        speech = SpeechSetup(worker, voice="voice-state", admission=gate, hold_load=hold_load)
+        metrics = Metrics()
+        decoder = ReplyDecoder(speech, None, metrics)
+        out = [await decoder.push(first_window), await decoder.push(second_window), await decoder.finish()]
+        decoder.close()
+        return [[len(chunk.pcm16) // 2 for chunk in step] for step in out], metrics.render()[0].decode()
+
+    held, body = await chunks(0.5)
+    # the first chunk comes out with the second, in order
+    assert held[:2] == [[], [960 * 10 - 3840, 960 * 25]]
+    assert "streamvoice_first_chunks_held_total 1.0" in body
+    for hold_load in (0.0, 0.6):  # off, or a decoder not that loaded: the first chunk goes at once
+        alone, body = await chunks(hold_load)
+        assert alone[:2] == [[960 * 10 - 3840], [960 * 25]]
+        assert "streamvoice_first_chunks_held_total 0.0" in body
 
 
 async def test_text_only_reply_has_no_audio(
