@@ -258,7 +258,9 @@ async def test_slow_decoder_cancel_drops_queued_steps(
 ) -> None:
     decoder, worker = decoder_worker
     decoder.gate = threading.Event()  # hold every push until released
-    backend = RecordingBackend(tokens_per_second=FAST, prefill_seconds=0)
+    # slow enough that the generation is still running when the cancel comes (at FAST it could have ended
+    # already, and a finished generation has nothing to abort)
+    backend = RecordingBackend(tokens_per_second=100, prefill_seconds=0)
 
     async def consume() -> None:
         async for _ in stream_reply(backend, _speech(worker), _request(rid="resp_slow"), Metrics()):
