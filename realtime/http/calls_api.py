@@ -18,7 +18,6 @@ hangup and the SIP controls take the server's key, as every other ``/v1`` route.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeAlias
 
@@ -40,7 +39,7 @@ from realtime.http.body import check_declared_length, read_body, too_large
 from realtime.http.errors import CODE_NOT_FOUND, HTTPError, error_response
 from realtime.webrtc.calls import CallRefused, CallRegistry
 from realtime.webrtc.offer import MAX_OFFER_BYTES, NoCandidates, OfferError
-from realtime.wire.client_events import SessionUpdate, decode_client_frame
+from realtime.wire.client_events import SessionUpdate, decode_session
 from realtime.wire.handshake import Dialect
 from realtime.wire.json_text import load_untrusted_json
 
@@ -179,14 +178,14 @@ def _text(data: bytes, name: str) -> str:
 
 
 def _session_update(session: SessionObject | None) -> SessionUpdate | None:
-    """A session object as the ``session.update`` that applies it (validated exactly as one).
+    """A session object as the ``session.update`` that applies it (decoded as one: `decode_session`).
 
     Raises:
         ProtocolViolation: the session is not valid (its code and ``param`` under ``session.``).
     """
     if session is None:
         return None
-    event = decode_client_frame(json.dumps({"type": "session.update", "session": session}), Dialect.GA)
-    if not isinstance(event, SessionUpdate):  # decode_client_frame returns the event its type names
+    update = decode_session(dict(session), Dialect.GA)
+    if not isinstance(update, SessionUpdate):  # a transcription session: a call is a realtime session
         raise ProtocolViolation(CODE_INVALID_VALUE, "The session object is not valid.", "session")
-    return event
+    return update
