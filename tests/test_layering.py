@@ -21,7 +21,7 @@ PACKAGES = ("streaming_parser", "token2wav", "step_audio2_sglang", "realtime")
 TOKEN2WAV_FORBIDDEN = frozenset(
     {"asyncio", "starlette", "realtime", "uvicorn", "websockets", "step_audio2_sglang"}
 )
-FOUNDATION = "foundation"  # realtime/{settings,config,errors,metrics,audio,codecs}.py
+FOUNDATION = "foundation"  # realtime/{settings,config,config_groups,errors,metrics,audio,codecs}.py
 ENTRY = "entry"  # realtime/{cli,__main__}.py, realtime/commands/, realtime/bench/
 # layer -> the realtime layers its modules may import (their own layer included)
 ALLOWED: dict[str, frozenset[str]] = {
@@ -84,7 +84,15 @@ def layer_of(module: str) -> str | None:
     parts = module.split(".")
     if parts[0] != "realtime":
         return None
-    if len(parts) == 1 or parts[1] in ("settings", "config", "errors", "metrics", "audio", "codecs"):
+    if len(parts) == 1 or parts[1] in (
+        "settings",
+        "config",
+        "config_groups",
+        "errors",
+        "metrics",
+        "audio",
+        "codecs",
+    ):
         return FOUNDATION
     if parts[1] in ("cli", "__main__", "commands", "bench"):
         return ENTRY

@@ -28,7 +28,7 @@ from typing import Protocol
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from realtime.config import WebRTCOptions
+from realtime.config_groups import WebRTCOptions
 from realtime.errors import (
     CLOSE_NORMAL,
     CODE_PENDING_CALLS,

@@ -29,7 +29,7 @@ from aiortc import (
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 
-from realtime.config import IceServerSpec
+from realtime.config_groups import IceServerSpec
 from realtime.webrtc.playout import PlayoutTrack
 
 MAX_OFFER_BYTES = 128 * 1024  # a browser's offer is 2-6 KB; candidates and many codecs stay far below this

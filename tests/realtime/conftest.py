@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from realtime.backends.base import GenerationInput
-from realtime.config import ServerConfig, WebRTCOptions
+from realtime.config import ServerConfig
+from realtime.config_groups import WebRTCOptions
 from realtime.http.app import create_app
 from realtime.speech.voices import default_voice_path
 from tests.support.server_harness import (

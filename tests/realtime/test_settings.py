@@ -15,7 +15,8 @@ import pytest
 
 from realtime.cli import build_parser
 from realtime.commands import serve
-from realtime.config import LLMOptions, ServerConfig, WebRTCOptions, parse_ice_server
+from realtime.config import ServerConfig
+from realtime.config_groups import LLMOptions, WebRTCOptions, parse_ice_server
 from realtime.settings import Section, SettingError, SettingSpec, build, markdown_table, settings_of
 
 SPECS = settings_of(ServerConfig)

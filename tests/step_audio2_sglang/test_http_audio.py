@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
-from realtime.config import LLMOptions, ServerConfig
+from realtime.config import ServerConfig
+from realtime.config_groups import LLMOptions
 from tests.step_audio2_sglang.conftest import SGLangServer
 from tests.support.server_harness import ServerHandle, start_server
 

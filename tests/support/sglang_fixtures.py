@@ -13,7 +13,8 @@ import pytest
 
 from realtime.backends.sglang.http import SGLangHTTPBackend, SGLangHTTPConfig
 from realtime.backends.sglang.vocab import ModelVocab
-from realtime.config import LLMOptions, ServerConfig
+from realtime.config import ServerConfig
+from realtime.config_groups import LLMOptions
 from tests.support.fake_sglang import FakeSGLangServer
 from tests.support.server_harness import ServerHandle, start_server
 from tests.support.tiny_tokenizer import write_tiny_tokenizer

@@ -13,7 +13,7 @@ from realtime.backends.sglang.engine import SGLangEngineBackend
 from realtime.backends.sglang.http import SGLangHTTPBackend
 from realtime.backends.sglang.stream import ServerSampling
 from realtime.commands.serve import add_arguments, config_from_args
-from realtime.config import parse_engine_arg
+from realtime.config_groups import parse_engine_arg
 from realtime.settings import SettingError
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
-from realtime.config import LLMOptions, ServerConfig
+from realtime.config import ServerConfig
+from realtime.config_groups import LLMOptions
 from tests.support.server_harness import ServerHandle, start_server
 
 EVENT_TIMEOUT_S = 120.0  # CPU SGLang with dummy weights: a first token can take tens of seconds under load

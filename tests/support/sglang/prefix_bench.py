@@ -35,7 +35,8 @@ from typing import Any
 
 import httpx
 
-from realtime.config import LLMOptions, ServerConfig
+from realtime.config import ServerConfig
+from realtime.config_groups import LLMOptions
 from tests.support.server_harness import ServerHandle, start_server
 from tests.support.sglang import gateway, worker
 from tests.support.sglang.tiny_checkpoint import write_tiny_checkpoint
