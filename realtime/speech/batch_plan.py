@@ -15,9 +15,10 @@ makes the whole batch longer. So the plan keeps three rules:
   (deadline - now) of the most urgent step, unless that step is already late (then the batch is as large as the
   time budget allows: the fastest way to serve everyone behind).
 * **While a response is about to start, steady batches stay short** (`starting_budget_s`), so its first chunk
-  waits for a short batch at most; and **no batch outlasts the slack of a stream in its first chunks whose next
-  step is still on its way** (``upcoming``): its first chunk is short (~0.25 s) and the LLM delivers the next
-  one's codes only just in time, so a long batch started meanwhile would make its listener run dry.
+  waits for a short batch at most; and **no batch outlasts the slack of a stream with little audio ahead whose
+  next step is still on its way** (``upcoming``): a stream in its first chunks, or just after them (see
+  ``EXPOSED_AHEAD_S`` in realtime/speech/decoder.py); its first chunk is short (~0.25 s) and the LLM delivers
+  the next one's codes only just in time, so a long batch started meanwhile would make its listener run dry.
 
 Everything here is pure: the cost estimates come from a `DecodeCostModel`, time from the caller.
 """
@@ -90,7 +91,7 @@ def plan_batch(
         limits: the scheduler's bounds.
         now: `perf_counter` now.
         starting: a response has started and waits for its first chunk (its step may not be queued yet).
-        upcoming: deadlines of streams in their first chunks whose next step is not queued yet (its codes are
+        upcoming: deadlines of streams with little audio ahead whose next step is not queued yet (its codes are
             still arriving): a batch must end before they run dry, as if their steps were waiting.
 
     Returns:

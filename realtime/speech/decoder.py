@@ -10,6 +10,12 @@ On a loaded decoder (`SpeechSetup.hold_load`), a reply's first chunk is held bac
 the first chunk is short (~0.24 s) and the next one's codes arrive only just in time, so with the decoder busy
 the listener would run dry between them (issue 27: the stalls left after admission all fell there). Held, the
 listener starts with both (~0.84 s) and a later first audio.
+
+A reply with little audio ahead of its listener (its first chunks, or under `EXPOSED_AHEAD_S`) registers its
+deadline with the worker (`InferenceWorker.ramping`) until its next step is queued, so no batch outlasts it.
+Right after the held pair its listener has ~0.84 s, and the third chunk's codes are still on their way: as an
+ordinary steady step it waited for a running batch and then ran in a full one, and its listener ran dry
+(issue 27: every stall left with the hold fell at 0.84 s).
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ ResultT = TypeVar("ResultT")
 # (~0.25 s) and the LLM delivers the second one's codes only just in time (80 tokens/s: ~0.25 s later), so no
 # batch may outlast its listener's slack (`InferenceWorker.ramping`) and far-ahead replies make room for it.
 STARTING_AUDIO_S = 0.8
+# A reply with less audio than this ahead of its listener bounds every batch until its next step is queued: that
+# step may wait for a running batch and then run in one (each up to `DEFAULT_BATCH_SECONDS`, 0.4 s) after its
+# codes arrive (a 23-code hop takes ~0.36 s at 80 LLM tokens/s), 1.16 s in all.
+EXPOSED_AHEAD_S = 1.2
 PACE_AHEAD_S = 1.0  # audio ahead of its listener that a reply keeps while others start (`_yield_to_starters`)
 PACE_POLL_S = 0.05
 
@@ -60,10 +70,14 @@ class SpeechSetup:
     hold_load: float = 0.0
 
     def decoder_loaded(self) -> bool:
-        """The answers speaking now reach `hold_load` of what the decoder serves at that load (module doc)."""
+        """Answers wait in line for the decoder, or those speaking reach `hold_load` of what it serves at that
+        load (module doc). Answers that start together are counted one by one as the first of them decodes, so
+        the line tells first that the decoder is full."""
         gate = self.admission
         if gate is None or self.hold_load <= 0.0 or gate.live < 2:
             return False
+        if gate.saturated:
+            return True
         capacity = gate.capacity_now()
         return capacity is not None and gate.live >= self.hold_load * capacity
 
@@ -130,11 +144,13 @@ class ReplyDecoder:
         return self._audio_start + self._audio_seconds
 
     async def _yield_to_starters(self) -> None:
-        """While other replies are starting, a reply far ahead of its listener waits before its next step.
+        """While other replies start or have little audio ahead, a reply far ahead of its listener waits.
 
         Its steps would be the last in deadline order anyway, but batches are not preemptive: a batch of
         far-ahead steps that runs when a starting reply's next codes arrive makes that listener run dry. Only
-        while someone starts, and never below `PACE_AHEAD_S` of audio ahead, so a reply alone runs at full speed.
+        while someone starts or is exposed (`EXPOSED_AHEAD_S`), and never below `PACE_AHEAD_S` of audio ahead,
+        so a reply alone runs at full speed. (Pacing only for replies in their first chunks brought the stalls
+        back: 5 in 4 runs of 16 x 3 against none.)
         """
         worker = self._speech.worker
         while not self._starting and (worker.starting > 0 or worker.ramping_streams > 0):
@@ -177,10 +193,13 @@ class ReplyDecoder:
             self._audio_start = ready_at
             self._first_arrived()
         self._audio_seconds += seconds
+        dry_at = self.deadline
         if self._stream is not None and request.stream is self._stream:
-            # in its first chunks, its listener's deadline bounds every batch until its next step is queued
-            ramping = self._audio_start is not None and self._starting
-            self._speech.worker.ramping(id(self._stream), self.deadline if ramping else None)
+            # with little audio ahead, its listener's deadline bounds every batch until its next step is queued
+            exposed = dry_at is not None and (
+                self._starting or dry_at - time.perf_counter() < EXPOSED_AHEAD_S
+            )
+            self._speech.worker.ramping(id(self._stream), dry_at if exposed else None)
         # The batch's wall time: shared by every stream decoded in it (queueing before it is not counted).
         self._metrics.observe_decode(ready_at - started_at, decoded_s)
         return [AudioChunk(p, decoded_at=ready_at) for p in pcm]

@@ -379,11 +379,12 @@ class InferenceWorker(Generic[ModelT]):
 
     @property
     def ramping_streams(self) -> int:
-        """Streams in their first chunks with audio out (`ramping`)."""
+        """Streams with audio out and little of it ahead of their listeners (`ramping`)."""
         return len(self._ramping)
 
     def ramping(self, key: int, deadline: float | None) -> None:
-        """A stream in its first chunks will run dry at ``deadline`` (None: no longer ramping). Event loop."""
+        """A stream with little audio ahead (its first chunks, or under `EXPOSED_AHEAD_S` of
+        realtime/speech/decoder.py) will run dry at ``deadline`` (None: no longer ramping). Event loop."""
         if deadline is None:
             self._ramping.pop(key, None)
         else:

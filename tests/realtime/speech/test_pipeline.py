@@ -34,7 +34,7 @@ from realtime.speech.reply import (
 )
 from realtime.speech.worker import InferenceWorker
 from streaming_parser import AudioCodes, AudioTokenParser, TextTokens
-from tests.support.speech_double import SAMPLES_PER_CODE, ScheduleDecoder, level_of
+from tests.support.speech_double import SAMPLES_PER_CODE, Schedule, ScheduleDecoder, level_of
 
 FAST = 50_000.0  # tokens/s: tests do not wait on the synthetic clock
 
@@ -145,6 +145,53 @@ async def test_a_loaded_decoder_holds_the_first_chunk_until_the_second(
         alone, body = await chunks(hold_load)
         assert alone[:2] == [[960 * 10 - 3840], [960 * 25]]
         assert "streamvoice_first_chunks_held_total 0.0" in body
+
+
+async def test_answers_waiting_in_line_hold_the_first_chunk_below_the_load_share(
+    decoder_worker: tuple[ScheduleDecoder, InferenceWorker[Any]],
+) -> None:
+    _, worker = decoder_worker
+    gate = DecoderAdmission(2, capacity=lambda streams: 100.0)  # 2 speaking are 2% of the capacity...
+    for _ in range(2):
+        assert await gate.acquire(1.0)
+    speech = SpeechSetup(worker, voice="voice-state", admission=gate, hold_load=0.5)
+    assert not speech.decoder_loaded()
+    waiting = asyncio.create_task(gate.acquire(30.0))  # ...but memory is full and a third answer waits
+    try:
+        await asyncio.sleep(0)  # the task runs up to its wait in line
+        assert gate.saturated and speech.decoder_loaded()
+        decoder = ReplyDecoder(speech, None, Metrics())
+        assert await decoder.push(list(range(10 + 3))) == []  # held
+        assert [len(c.pcm16) // 2 for c in await decoder.push(list(range(13, 38)))] == [
+            960 * 10 - 3840,
+            960 * 25,
+        ]
+        decoder.close()
+    finally:
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+
+async def test_a_reply_bounds_every_batch_until_it_is_well_ahead_of_its_listener() -> None:
+    # hops of 10 then 15 codes: 0.24 s, then 0.84 s in all (past its first chunks, yet what a held pair
+    # gives the listener), then 1.44 s
+    worker: InferenceWorker[Any] = InferenceWorker(
+        lambda: ScheduleDecoder(schedule=Schedule(first_hop_tokens=10, hop_tokens=15)), name="t2w-test"
+    )
+    await worker.start()
+    try:
+        decoder = ReplyDecoder(_speech(worker), None, Metrics())
+        exposed = []
+        for window in (range(13), range(13, 28), range(28, 43)):
+            await decoder.push(list(window))
+            exposed.append(worker.ramping_streams)
+        # its next step bounds every batch while it has under EXPOSED_AHEAD_S ahead, not only in its first chunks
+        assert exposed == [1, 1, 0]
+        decoder.close()
+        assert worker.ramping_streams == 0
+    finally:
+        await worker.aclose()
 
 
 async def test_text_only_reply_has_no_audio(
