@@ -382,6 +382,10 @@ class InferenceWorker(Generic[ModelT]):
         """Streams with audio out and little of it ahead of their listeners (`ramping`)."""
         return len(self._ramping)
 
+    def ramping_besides(self, key: int | None) -> int:
+        """`ramping_streams` other than the stream ``key`` (a stream does not make way for itself)."""
+        return len(self._ramping) - (key in self._ramping)
+
     def ramping(self, key: int, deadline: float | None) -> None:
         """A stream with little audio ahead (its first chunks, or under `EXPOSED_AHEAD_S` of
         realtime/speech/decoder.py) will run dry at ``deadline`` (None: no longer ramping). Event loop."""

@@ -190,6 +190,12 @@ async def test_a_reply_bounds_every_batch_until_it_is_well_ahead_of_its_listener
         assert exposed == [1, 1, 0]
         decoder.close()
         assert worker.ramping_streams == 0
+        worker.ramping(7, 123.0)  # a reply exposed makes others make way, not itself
+        assert (worker.ramping_besides(7), worker.ramping_besides(8), worker.ramping_besides(None)) == (
+            0,
+            1,
+            1,
+        )
     finally:
         await worker.aclose()
 
