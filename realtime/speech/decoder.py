@@ -197,9 +197,8 @@ class ReplyDecoder:
         dry_at = self.deadline
         if self._stream is not None and request.stream is self._stream:
             # with little audio ahead, its listener's deadline bounds every batch until its next step is queued
-            exposed = dry_at is not None and (
-                self._starting or dry_at - time.perf_counter() < EXPOSED_AHEAD_S
-            )
+            # (a reply in its first chunks always is: it has under STARTING_AUDIO_S decoded, so less ahead)
+            exposed = dry_at is not None and dry_at - time.perf_counter() < EXPOSED_AHEAD_S
             self._speech.worker.ramping(id(self._stream), dry_at if exposed else None)
         # The batch's wall time: shared by every stream decoded in it (queueing before it is not counted).
         self._metrics.observe_decode(ready_at - started_at, decoded_s)

@@ -377,13 +377,9 @@ class InferenceWorker(Generic[ModelT]):
         """``delta`` more (or fewer) responses wait for their first chunk (event loop)."""
         self.starting = max(0, self.starting + delta)
 
-    @property
-    def ramping_streams(self) -> int:
-        """Streams with audio out and little of it ahead of their listeners (`ramping`)."""
-        return len(self._ramping)
-
     def ramping_besides(self, key: int | None) -> int:
-        """`ramping_streams` other than the stream ``key`` (a stream does not make way for itself)."""
+        """Streams with audio out and little of it ahead of their listeners (`ramping`), other than the stream
+        ``key`` (a stream does not make way for itself; None: all of them)."""
         return len(self._ramping) - (key in self._ramping)
 
     def ramping(self, key: int, deadline: float | None) -> None:

@@ -185,11 +185,11 @@ async def test_a_reply_bounds_every_batch_until_it_is_well_ahead_of_its_listener
         exposed = []
         for window in (range(13), range(13, 28), range(28, 58)):
             await decoder.push(list(window))
-            exposed.append(worker.ramping_streams)
+            exposed.append(worker.ramping_besides(None))
         # its next step bounds every batch while it has under EXPOSED_AHEAD_S ahead, not only in its first chunks
         assert exposed == [1, 1, 0]
         decoder.close()
-        assert worker.ramping_streams == 0
+        assert worker.ramping_besides(None) == 0
         worker.ramping(7, 123.0)  # a reply exposed makes others make way, not itself
         assert (worker.ramping_besides(7), worker.ramping_besides(8), worker.ramping_besides(None)) == (
             0,
