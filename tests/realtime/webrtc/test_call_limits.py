@@ -9,7 +9,7 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aioice.ice
@@ -58,31 +58,35 @@ async def health(server: ServerHandle, index: int) -> dict[str, Any]:
         return data
 
 
-async def until_idle(server: ServerHandle, index: int) -> dict[str, Any]:
-    """Poll /health until no call and no session is left (a hang guard bounds it)."""
+async def until_health(
+    server: ServerHandle, index: int, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Poll /health until ``done`` holds for it (a hang guard bounds it); return that answer."""
     async with asyncio.timeout(GUARD_S):
         while True:
             info = await health(server, index)
-            if info["sessions"] == 0 and info["calls"] == {"pending": 0, "active": 0}:
+            if done(info):
                 return info
             await asyncio.sleep(0.1)
 
 
+async def until_idle(server: ServerHandle, index: int) -> dict[str, Any]:
+    """Poll /health until no call and no session is left."""
+    return await until_health(
+        server, index, lambda info: info["sessions"] == 0 and info["calls"] == {"pending": 0, "active": 0}
+    )
+
+
 async def until_tasks_at_most(server: ServerHandle, index: int, most: int) -> None:
-    """Poll /health until the server loop runs no more tasks than `most` (a hang guard bounds it).
+    """Poll /health until the server loop runs no more tasks than `most`.
 
     The count covers every task of the shared test server, so a keep-alive connection of an earlier request
     may still be winding down when a call has gone; a task the call leaked never goes and fails the guard.
     """
-    tasks = -1
     try:
-        async with asyncio.timeout(GUARD_S):
-            while True:
-                tasks = (await health(server, index))["tasks"]
-                if tasks <= most:
-                    return
-                await asyncio.sleep(0.1)
+        await until_health(server, index, lambda info: info["tasks"] <= most)
     except TimeoutError:
+        tasks = (await health(server, index))["tasks"]
         pytest.fail(f"the server still runs {tasks} tasks, {most} before the call")
 
 
