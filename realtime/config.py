@@ -288,9 +288,10 @@ class ServerConfig:
         0.4,  # 0.5 left 3 of 80 answers at 8 sessions with a stall after the first chunk, 0.4 none (DEPLOY 3.2)
         Section.LIMITS,
         "when the decoder is this loaded (answers speaking / the audio seconds per second it serves at that "
-        "load), or answers wait in line for it, a starting answer's first chunk (~0.24 s of audio) is held until its second is decoded and "
-        "both go out together: its first audio comes a few hundred ms later, but its listener is not left "
-        "with a quarter second of audio while the next chunk's codes are still on their way (0: never hold)",
+        "load), or answers wait in line for it, a starting answer's first chunk (~0.24 s of audio) is held "
+        "until its second is decoded and both go out together: its first audio comes a few hundred ms later, "
+        "but its listener is not left with a quarter second of audio while the next chunk's codes are still on "
+        "their way (0: never hold)",
         ge=0.0,
     )
     max_conversation_items: int = setting(
